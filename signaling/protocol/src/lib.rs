@@ -1,0 +1,646 @@
+//! The gst-room protocol: every message a participant and the room server exchange.
+//!
+//! One WebSocket per participant (`/ws` on the server's HTTP port) carries JSON text frames.
+//! Every frame is one object whose `"type"` field names the message (kebab-case); the other
+//! fields are the variant's fields (snake_case). This file is the only definition of the
+//! protocol: the server, the GStreamer elements and (mirrored, checked by a test) the web page
+//! all follow it.
+//!
+//! A participant's life:
+//! 1. connect → [`ServerMessage::Welcome`] (session ESTABLISHED);
+//! 2. [`ClientMessage::Join`] → [`ServerMessage::State`] to the joiner, [`ServerMessage::Joined`]
+//!    to the others, or [`ServerMessage::Failed`] with a [`FailReason`];
+//! 3. [`ClientMessage::Publish`] / [`ClientMessage::Mute`] / [`ClientMessage::Message`] → events
+//!    to the room;
+//! 4. to watch a stream, [`ClientMessage::Play`] → the server assigns a session, tells the viewer
+//!    ([`ServerMessage::SessionStarted`]) and asks the publisher ([`ServerMessage::SessionRequest`]);
+//!    the publisher offers, the viewer answers, both trickle ICE, all through the server
+//!    ([`ClientMessage::Sdp`], [`ClientMessage::Ice`]), which relays only between the two ends;
+//! 5. [`ClientMessage::Leave`] or closing the socket → [`ServerMessage::Left`] to the others.
+//!
+//! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
+//! nothing else changes.
+//!
+//! ```
+//! use room_protocol::ClientMessage;
+//! let msg: ClientMessage =
+//!     serde_json::from_str(r#"{"type":"join","room":"demo","username":"alice"}"#).unwrap();
+//! assert_eq!(msg, ClientMessage::Join { room: "demo".into(), username: "alice".into(), token: None });
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version the server announces in [`ServerMessage::Welcome`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest text frame the server accepts; larger ones get [`ErrorCode::TooLarge`].
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The longest chat text (in bytes); longer ones get [`ErrorCode::TextTooLong`].
+pub const MAX_CHAT_BYTES: usize = 4 * 1024;
+/// The longest room or stream name, in characters (see [`validate_name`]).
+pub const MAX_NAME_CHARS: usize = 64;
+/// The longest username, in characters (see [`validate_username`]).
+pub const MAX_USERNAME_CHARS: usize = 32;
+
+/// What a participant sends: one JSON object per WebSocket text frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Join `room` as `username`; the first join creates the room. Answered by `state` (or
+    /// `failed`). A connection is in at most one room.
+    Join {
+        /// Room name, see [`validate_name`].
+        room: String,
+        /// The participant's name, unique in the room, see [`validate_username`].
+        username: String,
+        /// Shared secret, required when the server was started with a token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Leave the room: own streams are unpublished, own sessions end, others get `left`.
+    /// The connection stays open and may join again.
+    Leave,
+    /// Announce a stream of this participant; others get `published`.
+    Publish {
+        /// Stream name, unique per participant, see [`validate_name`].
+        stream: String,
+        /// Whether the stream carries audio.
+        audio: bool,
+        /// Whether the stream carries video.
+        video: bool,
+    },
+    /// Withdraw an own stream; its sessions end, others get `unpublished`.
+    Unpublish {
+        /// An own, published stream.
+        stream: String,
+    },
+    /// Set the mute state of an own stream; others get `muted`. Muted media is sent as
+    /// silence / black frames, so sessions stay up.
+    Mute {
+        /// An own, published stream.
+        stream: String,
+        /// True: the audio is muted.
+        audio_muted: bool,
+        /// True: the video is muted.
+        video_muted: bool,
+    },
+    /// Chat to the whole room, or to one participant when `to` is set. The server stamps the
+    /// sender and the time.
+    Message {
+        /// Username of the only recipient; absent for the whole room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// The text, at most [`MAX_CHAT_BYTES`] bytes. Clients render it as text, never HTML.
+        text: String,
+    },
+    /// Ask to watch `participant`'s `stream`. The server answers `session-started` with a new
+    /// session id and sends `session-request` to the publisher, who then offers.
+    Play {
+        /// The publisher's username.
+        participant: String,
+        /// The publisher's stream name.
+        stream: String,
+    },
+    /// An SDP offer (publisher) or answer (viewer) for a session this participant is an end of.
+    Sdp {
+        /// The session id from `session-request` / `session-started`.
+        session: String,
+        /// The description.
+        description: SessionDescription,
+    },
+    /// A trickled ICE candidate for a session this participant is an end of.
+    Ice {
+        /// The session id.
+        session: String,
+        /// The candidate line (`candidate:...`), as in RTCIceCandidate.candidate.
+        candidate: String,
+        /// The media line the candidate belongs to.
+        sdp_m_line_index: u32,
+        /// The media id, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+    },
+    /// End a session this participant is an end of; the other end gets `session-ended`.
+    Stop {
+        /// The session id.
+        session: String,
+    },
+}
+
+/// What the server sends: one JSON object per WebSocket text frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// First message on every connection: the session with the server is established.
+    Welcome {
+        /// [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The server's id for this connection (for logs; not a room identity).
+        participant_id: String,
+        /// ICE servers peers should use (may be empty: host candidates only).
+        ice_servers: Vec<IceServer>,
+    },
+    /// The room as the joiner finds it: everyone else and their streams. Sent to the joiner
+    /// only, before any other room event.
+    State {
+        /// The room name.
+        room: String,
+        /// The joiner's username, as accepted.
+        username: String,
+        /// The room's capacity (participants).
+        capacity: usize,
+        /// Everyone else in the room, in join order.
+        participants: Vec<Participant>,
+    },
+    /// Someone joined the room (sent to everyone else).
+    Joined {
+        /// The newcomer's username.
+        username: String,
+    },
+    /// Someone left or dropped (sent to everyone else). Their streams were unpublished first.
+    Left {
+        /// The username that left.
+        username: String,
+    },
+    /// Someone announced a stream (sent to everyone else).
+    Published {
+        /// The publisher.
+        username: String,
+        /// The stream.
+        stream: StreamInfo,
+    },
+    /// Someone withdrew a stream, or left (sent to everyone else).
+    Unpublished {
+        /// The publisher.
+        username: String,
+        /// The stream name.
+        stream: String,
+    },
+    /// The mute state of a stream changed (sent to everyone else).
+    Muted {
+        /// The publisher.
+        username: String,
+        /// The stream name.
+        stream: String,
+        /// True: audio is muted.
+        audio_muted: bool,
+        /// True: video is muted.
+        video_muted: bool,
+    },
+    /// A chat message, stamped by the server. Room messages go to everyone including the
+    /// sender; direct ones to the recipient and the sender.
+    Message {
+        /// The sender's username (set by the server, never by the client).
+        from: String,
+        /// The recipient, for a direct message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// The text.
+        text: String,
+        /// Server time, milliseconds since the Unix epoch.
+        ts: u64,
+    },
+    /// A join was refused; the connection stays open and may try again.
+    Failed {
+        /// Machine-readable reason.
+        reason: FailReason,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// To a publisher: a viewer wants `stream`; create a peer connection for `session` and
+    /// send an offer.
+    SessionRequest {
+        /// The new session id.
+        session: String,
+        /// The own stream to send.
+        stream: String,
+        /// The viewer's username.
+        viewer: String,
+    },
+    /// To a viewer: the session created for its `play` request; an offer follows.
+    SessionStarted {
+        /// The new session id.
+        session: String,
+        /// The publisher's username.
+        participant: String,
+        /// The stream name.
+        stream: String,
+    },
+    /// An SDP relayed from the other end of a session.
+    Sdp {
+        /// The session id.
+        session: String,
+        /// The description.
+        description: SessionDescription,
+    },
+    /// An ICE candidate relayed from the other end of a session.
+    Ice {
+        /// The session id.
+        session: String,
+        /// The candidate line.
+        candidate: String,
+        /// The media line index.
+        sdp_m_line_index: u32,
+        /// The media id, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+    },
+    /// A session ended: the other end stopped it, left, dropped, or the stream was unpublished.
+    SessionEnded {
+        /// The session id.
+        session: String,
+        /// Why, for people (e.g. "viewer left").
+        reason: String,
+    },
+    /// The last message was refused; nothing changed and the connection stays open.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// A participant as listed in [`ServerMessage::State`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    /// The username.
+    pub username: String,
+    /// The streams it publishes.
+    pub streams: Vec<StreamInfo>,
+}
+
+/// A published stream and its mute state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInfo {
+    /// Stream name, unique per participant.
+    pub stream: String,
+    /// Carries audio.
+    pub audio: bool,
+    /// Carries video.
+    pub video: bool,
+    /// Audio is muted.
+    pub audio_muted: bool,
+    /// Video is muted.
+    pub video_muted: bool,
+}
+
+/// An SDP, as in RTCSessionDescriptionInit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionDescription {
+    /// Offer or answer.
+    #[serde(rename = "type")]
+    pub kind: SdpType,
+    /// The SDP text.
+    pub sdp: String,
+}
+
+/// The kind of an SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SdpType {
+    /// From the publisher.
+    Offer,
+    /// From the viewer.
+    Answer,
+}
+
+/// An ICE server, as in RTCIceServer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Why a join was refused ([`ServerMessage::Failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailReason {
+    /// The room has as many participants as its capacity.
+    RoomFull,
+    /// Someone in the room already has this username.
+    NameTaken,
+    /// The server requires a token and the join had none or a wrong one.
+    Unauthorized,
+    /// The room name or username does not have the allowed form.
+    InvalidName,
+    /// This connection is already in a room (leave first).
+    AlreadyJoined,
+}
+
+impl FailReason {
+    /// The wire name, e.g. `room-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::RoomFull => "room-full",
+            FailReason::NameTaken => "name-taken",
+            FailReason::Unauthorized => "unauthorized",
+            FailReason::InvalidName => "invalid-name",
+            FailReason::AlreadyJoined => "already-joined",
+        }
+    }
+}
+
+/// Why a message was refused ([`ServerMessage::Error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, unknown `type`, or missing/unknown fields.
+    Malformed,
+    /// The frame is larger than [`MAX_MESSAGE_BYTES`].
+    TooLarge,
+    /// A binary frame; the protocol is text only.
+    Binary,
+    /// The message needs a joined room.
+    NotJoined,
+    /// A stream name does not have the allowed form.
+    InvalidName,
+    /// The chat text is longer than [`MAX_CHAT_BYTES`].
+    TextTooLong,
+    /// No participant with that username in the room.
+    UnknownParticipant,
+    /// No such stream (or not one of the sender's own).
+    UnknownStream,
+    /// The stream is already published.
+    StreamExists,
+    /// No such session, or the sender is not one of its ends.
+    UnknownSession,
+    /// The SDP type does not fit the sender's end (only publishers offer, viewers answer).
+    BadSdp,
+    /// A viewer cannot play its own stream.
+    OwnStream,
+}
+
+/// Checks a room or stream name: 1 to [`MAX_NAME_CHARS`] characters from `A-Z a-z 0-9 _ -`.
+/// These names appear in URLs (`/?room=NAME`) and GStreamer pad names, hence the small alphabet.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    check_name(name, MAX_NAME_CHARS, |c| {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-'
+    })
+}
+
+/// Checks a username: 1 to [`MAX_USERNAME_CHARS`] characters from `A-Z a-z 0-9 _ - .`.
+pub fn validate_username(name: &str) -> Result<(), String> {
+    check_name(name, MAX_USERNAME_CHARS, |c| {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'
+    })
+}
+
+fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > max {
+        return Err(format!(
+            "{name:?} must have 1 to {max} characters, it has {len}"
+        ));
+    }
+    match name.chars().find(|c| !allowed(*c)) {
+        Some(bad) => Err(format!("{name:?} contains {bad:?}, which is not allowed")),
+        None => Ok(()),
+    }
+}
+
+/// One example of every message, both directions: the protocol's documentation by example,
+/// and the fixture the web page's test parses to prove the JavaScript mirror agrees.
+pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
+    let stream = StreamInfo {
+        stream: "main".into(),
+        audio: true,
+        video: true,
+        audio_muted: false,
+        video_muted: true,
+    };
+    let offer = SessionDescription {
+        kind: SdpType::Offer,
+        sdp: "v=0\r\n".into(),
+    };
+    let client = vec![
+        ClientMessage::Join {
+            room: "demo".into(),
+            username: "alice".into(),
+            token: Some("s3cret".into()),
+        },
+        ClientMessage::Leave,
+        ClientMessage::Publish {
+            stream: "main".into(),
+            audio: true,
+            video: true,
+        },
+        ClientMessage::Unpublish {
+            stream: "main".into(),
+        },
+        ClientMessage::Mute {
+            stream: "main".into(),
+            audio_muted: true,
+            video_muted: false,
+        },
+        ClientMessage::Message {
+            to: Some("bob".into()),
+            text: "hi <b>bob</b>".into(),
+        },
+        ClientMessage::Play {
+            participant: "bob".into(),
+            stream: "main".into(),
+        },
+        ClientMessage::Sdp {
+            session: "s1".into(),
+            description: offer.clone(),
+        },
+        ClientMessage::Ice {
+            session: "s1".into(),
+            candidate: "candidate:1 1 UDP 2122252543 192.0.2.1 40000 typ host".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: Some("0".into()),
+        },
+        ClientMessage::Stop {
+            session: "s1".into(),
+        },
+    ];
+    let server = vec![
+        ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            participant_id: "p1".into(),
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: Some("u".into()),
+                credential: Some("c".into()),
+            }],
+        },
+        ServerMessage::State {
+            room: "demo".into(),
+            username: "alice".into(),
+            capacity: 3,
+            participants: vec![Participant {
+                username: "bob".into(),
+                streams: vec![stream.clone()],
+            }],
+        },
+        ServerMessage::Joined {
+            username: "bob".into(),
+        },
+        ServerMessage::Left {
+            username: "bob".into(),
+        },
+        ServerMessage::Published {
+            username: "bob".into(),
+            stream,
+        },
+        ServerMessage::Unpublished {
+            username: "bob".into(),
+            stream: "main".into(),
+        },
+        ServerMessage::Muted {
+            username: "bob".into(),
+            stream: "main".into(),
+            audio_muted: false,
+            video_muted: true,
+        },
+        ServerMessage::Message {
+            from: "bob".into(),
+            to: None,
+            text: "hello".into(),
+            ts: 1_764_000_000_000,
+        },
+        ServerMessage::Failed {
+            reason: FailReason::RoomFull,
+            detail: "room demo is full (3 of 3)".into(),
+        },
+        ServerMessage::SessionRequest {
+            session: "s1".into(),
+            stream: "main".into(),
+            viewer: "alice".into(),
+        },
+        ServerMessage::SessionStarted {
+            session: "s1".into(),
+            participant: "bob".into(),
+            stream: "main".into(),
+        },
+        ServerMessage::Sdp {
+            session: "s1".into(),
+            description: SessionDescription {
+                kind: SdpType::Answer,
+                sdp: "v=0\r\n".into(),
+            },
+        },
+        ServerMessage::Ice {
+            session: "s1".into(),
+            candidate: "candidate:1 1 UDP 2122252543 192.0.2.1 40000 typ host".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        },
+        ServerMessage::SessionEnded {
+            session: "s1".into(),
+            reason: "viewer left".into(),
+        },
+        ServerMessage::Error {
+            code: ErrorCode::Malformed,
+            message: "expected value at line 1".into(),
+        },
+    ];
+    (client, server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips_through_json() {
+        let (client, server) = examples();
+        for msg in client {
+            let json = serde_json::to_string(&msg).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ClientMessage>(&json).unwrap(),
+                msg,
+                "{json}"
+            );
+        }
+        for msg in server {
+            let json = serde_json::to_string(&msg).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(&json).unwrap(),
+                msg,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn examples_cover_every_variant() {
+        // The page's mirror test relies on the fixture naming every type once.
+        let (client, server) = examples();
+        let types = |v: Vec<serde_json::Value>| {
+            let mut t: Vec<String> = v
+                .iter()
+                .map(|m| m["type"].as_str().unwrap().to_owned())
+                .collect();
+            t.dedup();
+            t.len()
+        };
+        let c: Vec<_> = client
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .collect();
+        let s: Vec<_> = server
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .collect();
+        assert_eq!(types(c), 10);
+        assert_eq!(types(s), 15);
+    }
+
+    #[test]
+    fn wire_form_is_kebab_type_and_snake_fields() {
+        let json = serde_json::to_value(ClientMessage::Ice {
+            session: "s".into(),
+            candidate: "c".into(),
+            sdp_m_line_index: 1,
+            sdp_mid: None,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"ice","session":"s","candidate":"c","sdp_m_line_index":1})
+        );
+        let json = serde_json::to_value(ServerMessage::Failed {
+            reason: FailReason::NameTaken,
+            detail: "d".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"failed","reason":"name-taken","detail":"d"})
+        );
+        assert_eq!(
+            serde_json::to_value(FailReason::RoomFull).unwrap(),
+            FailReason::RoomFull.as_str()
+        );
+    }
+
+    #[test]
+    fn unknown_type_and_missing_fields_are_rejected() {
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","room":"r"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>("[1,2]").is_err());
+    }
+
+    #[test]
+    fn names_have_a_small_alphabet_and_a_length_limit() {
+        assert!(validate_name("demo-room_1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"a".repeat(65)).is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("é").is_err());
+        assert!(validate_username("bot.1").is_ok());
+        assert!(validate_username(&"a".repeat(33)).is_err());
+        assert!(validate_username("<script>").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The hub: the room rules plus the way to reach every connection, behind one lock.
+//!
+//! A connection registers its outgoing queue and gets a [`PeerId`]; from then on it hands every
+//! message it reads to [`Hub::handle`]. The hub applies the message to [`Rooms`] and delivers the
+//! resulting [`Outbox`] while still holding the lock, so every participant sees room events in
+//! the same order the rules produced them.
+//!
+//! The lock is a std `Mutex`: nothing awaits while holding it (delivery is `try_send`), and the
+//! critical sections are short. A connection whose queue is full is a reader that cannot keep
+//! up: rather than buffer without bound, the hub drops its queue sender (the connection task sees
+//! the queue close and ends the socket) and takes the participant out of its room at once, so
+//! the others get LEFT without waiting for TCP to notice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use tokio::sync::mpsc;
+
+use crate::rooms::{Outbox, PeerId, RoomRules, RoomSummary, Rooms};
+
+/// Shared by the HTTP handlers and every connection task (in an `Arc`).
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<HubState>,
+}
+
+#[derive(Debug)]
+struct HubState {
+    rooms: Rooms,
+    /// Each open connection's outgoing queue (serialised JSON text). Inserted by `register`;
+    /// removed by `unregister`, or by `deliver` when the queue is full — dropping the sender is
+    /// what tells the connection task to close.
+    queues: HashMap<PeerId, mpsc::Sender<String>>,
+    next_peer: PeerId,
+}
+
+impl Hub {
+    /// A hub with no rooms.
+    pub fn new(rules: RoomRules) -> Self {
+        Hub {
+            state: Mutex::new(HubState {
+                rooms: Rooms::new(rules),
+                queues: HashMap::new(),
+                next_peer: 1,
+            }),
+        }
+    }
+
+    /// A new connection: it gets an id and, through `queue`, the `welcome` message.
+    pub fn register(&self, queue: mpsc::Sender<String>) -> PeerId {
+        let mut state = self.state.lock().unwrap();
+        let peer = state.next_peer;
+        state.next_peer += 1;
+        state.queues.insert(peer, queue);
+        let out = state.rooms.connect(peer);
+        state.deliver(out);
+        peer
+    }
+
+    /// Applies a message read from `peer`'s connection.
+    pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
+        let mut state = self.state.lock().unwrap();
+        let out = state.rooms.handle(peer, msg);
+        state.deliver(out);
+    }
+
+    /// Answers input that never became a message (malformed, too large) with an `error`.
+    pub fn reject(&self, peer: PeerId, code: ErrorCode, message: String) {
+        self.state
+            .lock()
+            .unwrap()
+            .deliver(vec![(peer, ServerMessage::Error { code, message })]);
+    }
+
+    /// The connection ended: the participant leaves its room.
+    pub fn unregister(&self, peer: PeerId) {
+        let mut state = self.state.lock().unwrap();
+        state.queues.remove(&peer);
+        let out = state.rooms.disconnect(peer);
+        state.deliver(out);
+    }
+
+    /// The `/rooms` listing.
+    pub fn summary(&self) -> Vec<RoomSummary> {
+        self.state.lock().unwrap().rooms.summary()
+    }
+}
+
+impl HubState {
+    /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
+    /// produces more messages (LEFT, ...) that are delivered the same way.
+    fn deliver(&mut self, mut out: Outbox) {
+        while !out.is_empty() {
+            let mut dropped = Vec::new();
+            for (peer, msg) in out.drain(..) {
+                let Some(queue) = self.queues.get(&peer) else {
+                    continue;
+                };
+                let text = serde_json::to_string(&msg).expect("protocol messages always serialise");
+                if queue.try_send(text).is_err() {
+                    tracing::warn!(
+                        peer,
+                        "outgoing queue full or closed: dropping the connection"
+                    );
+                    self.queues.remove(&peer);
+                    dropped.push(peer);
+                }
+            }
+            for peer in dropped {
+                out.extend(self.rooms.disconnect(peer));
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The gst-room server: rooms, participants, chat, and the relay that lets two participants set
+//! up a WebRTC session. It carries no media.
+//!
+//! - [`room_protocol`] (re-exported as [`protocol`]): the messages, defined once.
+//! - `rooms`: the room rules as a state machine without I/O (capacity, names, streams, sessions).
+//! - `hub`: the rules behind one lock, plus every connection's bounded outgoing queue.
+//! - `connection`: one WebSocket — parse, limit, keepalive, write, close.
+//! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
+//!
+//! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
+//! socket ends only its own task; only failing to serve the listener ends [`run`].
+
+pub mod connection;
+pub mod hub;
+pub mod rooms;
+pub mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use room_protocol as protocol;
+pub use server::run;
+
+/// Default room capacity.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 3;
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// How the server is run. `Config::default()` is what `gst-room server` uses without flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most participants per room.
+    pub max_participants: usize,
+    /// When set, joins must carry this token.
+    pub token: Option<String>,
+    /// Sent to every participant in `welcome`.
+    pub ice_servers: Vec<protocol::IceServer>,
+    /// The folder served at `/` (the conference page).
+    pub web_dir: PathBuf,
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// A connection silent for longer (no frame, no pong) is dropped and its participant leaves.
+    pub idle_timeout: Duration,
+    /// Most open WebSockets; more get HTTP 503.
+    pub max_connections: usize,
+    /// Messages queued for one connection before it counts as too slow and is dropped.
+    pub outgoing_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_participants: DEFAULT_MAX_PARTICIPANTS,
+            token: None,
+            ice_servers: Vec::new(),
+            web_dir: default_web_dir(),
+            // Ping every second, drop after 3 s of silence: LEFT reaches the room within 4 s.
+            ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            max_connections: 10_000,
+            outgoing_queue: 256,
+        }
+    }
+}
+
+/// The page folder of this source tree (`signaling/web`), used when none is given.
+pub fn default_web_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web")
+}

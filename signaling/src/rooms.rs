@@ -1,0 +1,825 @@
+//! The room rules: participants, rooms, streams and sessions, as a state machine with no I/O.
+//!
+//! Every input — a connection opening, a [`ClientMessage`] from a connection, a connection
+//! closing — is a method call that returns the [`Outbox`]: the messages to deliver, each
+//! addressed to one connection. The caller ([`crate::hub::Hub`]) holds the lock around the call
+//! and the delivery, so every rule here is applied atomically: two joins racing for the last
+//! seat are two calls in some order, and the second one finds the room full.
+//!
+//! Keeping sockets out of this file lets the rules be tested by pushing messages and reading
+//! replies (see the tests at the bottom), and keeps each rule in one place.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use room_protocol::{
+    ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
+    SdpType, ServerMessage, SessionDescription, StreamInfo, validate_name, validate_username,
+};
+
+/// The server's id of one connection. Assigned by the hub, never reused while the server runs.
+pub type PeerId = u64;
+
+/// Messages to deliver, in order, each to one connection.
+pub type Outbox = Vec<(PeerId, ServerMessage)>;
+
+/// The rules a server is started with.
+#[derive(Debug, Clone)]
+pub struct RoomRules {
+    /// Most participants per room.
+    pub capacity: usize,
+    /// When set, a join must carry this token.
+    pub token: Option<String>,
+    /// Handed to every connection in `welcome`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One line of the operators' `/rooms` listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSummary {
+    /// The room name.
+    pub room: String,
+    /// How many participants are in it.
+    pub participants: usize,
+    /// Its capacity.
+    pub capacity: usize,
+}
+
+/// All rooms of one server.
+#[derive(Debug)]
+pub struct Rooms {
+    rules: RoomRules,
+    /// Every open connection, joined or not. Created by `connect`, removed by `disconnect`.
+    peers: HashMap<PeerId, Peer>,
+    /// Rooms by name. Created by the first join, removed when the last participant leaves.
+    rooms: HashMap<String, Room>,
+    /// WebRTC sessions by id. Created by `play`, removed when either end stops, leaves or drops,
+    /// or the stream is unpublished.
+    sessions: HashMap<String, Session>,
+    /// Source of session ids; ids are never reused, so a late message for an ended session
+    /// cannot reach a new one.
+    next_session: u64,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    /// Set while the connection is in a room.
+    member: Option<Member>,
+}
+
+#[derive(Debug)]
+struct Member {
+    room: String,
+    username: String,
+    streams: Vec<StreamInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Participants in join order.
+    members: Vec<PeerId>,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    publisher: PeerId,
+    viewer: PeerId,
+    stream: String,
+}
+
+impl Rooms {
+    /// No rooms, no connections.
+    pub fn new(rules: RoomRules) -> Self {
+        Rooms {
+            rules,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            sessions: HashMap::new(),
+            next_session: 1,
+        }
+    }
+
+    /// A connection opened: it gets `welcome`.
+    pub fn connect(&mut self, peer: PeerId) -> Outbox {
+        self.peers.insert(peer, Peer::default());
+        vec![(
+            peer,
+            ServerMessage::Welcome {
+                protocol: PROTOCOL_VERSION,
+                participant_id: format!("p{peer}"),
+                ice_servers: self.rules.ice_servers.clone(),
+            },
+        )]
+    }
+
+    /// A connection closed or was dropped: it leaves its room, with nothing sent to it.
+    pub fn disconnect(&mut self, peer: PeerId) -> Outbox {
+        let mut out = self.leave(peer);
+        out.retain(|(to, _)| *to != peer);
+        self.peers.remove(&peer);
+        out
+    }
+
+    /// Whether `peer` is a known, open connection.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Rooms with their participant counts, sorted by name.
+    pub fn summary(&self) -> Vec<RoomSummary> {
+        let mut list: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                room: name.clone(),
+                participants: room.members.len(),
+                capacity: self.rules.capacity,
+            })
+            .collect();
+        list.sort_by(|a, b| a.room.cmp(&b.room));
+        list
+    }
+
+    /// Applies one message from `peer`.
+    pub fn handle(&mut self, peer: PeerId, msg: ClientMessage) -> Outbox {
+        if !self.peers.contains_key(&peer) {
+            return Vec::new();
+        }
+        let result = match msg {
+            ClientMessage::Join {
+                room,
+                username,
+                token,
+            } => return self.join(peer, room, username, token),
+            ClientMessage::Leave => self
+                .require_member(peer)
+                .map(|_| ())
+                .map(|()| self.leave(peer)),
+            ClientMessage::Publish {
+                stream,
+                audio,
+                video,
+            } => self.publish(peer, stream, audio, video),
+            ClientMessage::Unpublish { stream } => self.unpublish(peer, &stream),
+            ClientMessage::Mute {
+                stream,
+                audio_muted,
+                video_muted,
+            } => self.mute(peer, &stream, audio_muted, video_muted),
+            ClientMessage::Message { to, text } => self.chat(peer, to, text),
+            ClientMessage::Play {
+                participant,
+                stream,
+            } => self.play(peer, &participant, &stream),
+            ClientMessage::Sdp {
+                session,
+                description,
+            } => self.relay_sdp(peer, session, description),
+            ClientMessage::Ice {
+                session,
+                candidate,
+                sdp_m_line_index,
+                sdp_mid,
+            } => self.session_peer(peer, &session).map(|other| {
+                vec![(
+                    other,
+                    ServerMessage::Ice {
+                        session,
+                        candidate,
+                        sdp_m_line_index,
+                        sdp_mid,
+                    },
+                )]
+            }),
+            ClientMessage::Stop { session } => self.stop(peer, &session),
+        };
+        result
+            .unwrap_or_else(|(code, message)| vec![(peer, ServerMessage::Error { code, message })])
+    }
+
+    fn join(
+        &mut self,
+        peer: PeerId,
+        room: String,
+        username: String,
+        token: Option<String>,
+    ) -> Outbox {
+        let fail = |reason, detail: String| vec![(peer, ServerMessage::Failed { reason, detail })];
+        if let Some(member) = self.member(peer) {
+            return fail(
+                FailReason::AlreadyJoined,
+                format!("already in room {} (leave first)", member.room),
+            );
+        }
+        if let Err(why) = validate_name(&room) {
+            return fail(FailReason::InvalidName, format!("room name {why}"));
+        }
+        if let Err(why) = validate_username(&username) {
+            return fail(FailReason::InvalidName, format!("username {why}"));
+        }
+        if self.rules.token.is_some() && self.rules.token != token {
+            return fail(
+                FailReason::Unauthorized,
+                "this server needs a valid token to join".into(),
+            );
+        }
+        let members = self
+            .rooms
+            .get(&room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        if members.len() >= self.rules.capacity {
+            let detail = format!(
+                "room {room} is full ({} of {})",
+                members.len(),
+                self.rules.capacity
+            );
+            return fail(FailReason::RoomFull, detail);
+        }
+        if members.iter().any(|p| self.username(*p) == Some(&username)) {
+            return fail(
+                FailReason::NameTaken,
+                format!("{username} is already in room {room}"),
+            );
+        }
+
+        let participants = members
+            .iter()
+            .filter_map(|p| self.member(*p))
+            .map(|m| Participant {
+                username: m.username.clone(),
+                streams: m.streams.clone(),
+            })
+            .collect();
+        let mut out = vec![(
+            peer,
+            ServerMessage::State {
+                room: room.clone(),
+                username: username.clone(),
+                capacity: self.rules.capacity,
+                participants,
+            },
+        )];
+        out.extend(members.iter().map(|p| {
+            (
+                *p,
+                ServerMessage::Joined {
+                    username: username.clone(),
+                },
+            )
+        }));
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .members
+            .push(peer);
+        self.peers.insert(
+            peer,
+            Peer {
+                member: Some(Member {
+                    room,
+                    username,
+                    streams: Vec::new(),
+                }),
+            },
+        );
+        out
+    }
+
+    /// Takes `peer` out of its room: its sessions end, its streams are unpublished, the others
+    /// get `left`, and an empty room is removed. Nothing happens for a peer in no room.
+    fn leave(&mut self, peer: PeerId) -> Outbox {
+        let Some(member) = self.peers.get_mut(&peer).and_then(|p| p.member.take()) else {
+            return Vec::new();
+        };
+        let mut out = self.end_sessions(
+            |s| s.publisher == peer || s.viewer == peer,
+            "participant left",
+        );
+        let others = self.remove_member(&member.room, peer);
+        for stream in &member.streams {
+            out.extend(others.iter().map(|p| {
+                (
+                    *p,
+                    ServerMessage::Unpublished {
+                        username: member.username.clone(),
+                        stream: stream.stream.clone(),
+                    },
+                )
+            }));
+        }
+        out.extend(others.iter().map(|p| {
+            (
+                *p,
+                ServerMessage::Left {
+                    username: member.username.clone(),
+                },
+            )
+        }));
+        out
+    }
+
+    /// Removes `peer` from `room` (and the room when it empties); returns who is left.
+    fn remove_member(&mut self, room: &str, peer: PeerId) -> Vec<PeerId> {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        r.members.retain(|p| *p != peer);
+        let others = r.members.clone();
+        if others.is_empty() {
+            self.rooms.remove(room);
+        }
+        others
+    }
+
+    fn publish(&mut self, peer: PeerId, stream: String, audio: bool, video: bool) -> Reply {
+        validate_name(&stream)
+            .map_err(|why| (ErrorCode::InvalidName, format!("stream name {why}")))?;
+        if !audio && !video {
+            return Err((
+                ErrorCode::Malformed,
+                "a stream carries audio, video or both".into(),
+            ));
+        }
+        let member = self.require_member(peer)?;
+        if member.streams.iter().any(|s| s.stream == stream) {
+            return Err((
+                ErrorCode::StreamExists,
+                format!("stream {stream} is already published"),
+            ));
+        }
+        let info = StreamInfo {
+            stream,
+            audio,
+            video,
+            audio_muted: false,
+            video_muted: false,
+        };
+        let username = member.username.clone();
+        self.member_mut(peer).streams.push(info.clone());
+        Ok(self.to_others(
+            peer,
+            ServerMessage::Published {
+                username,
+                stream: info,
+            },
+        ))
+    }
+
+    fn unpublish(&mut self, peer: PeerId, stream: &str) -> Reply {
+        self.own_stream(peer, stream)?;
+        let member = self.member_mut(peer);
+        member.streams.retain(|s| s.stream != stream);
+        let username = member.username.clone();
+        let mut out = self.end_sessions(
+            |s| s.publisher == peer && s.stream == stream,
+            "stream unpublished",
+        );
+        out.extend(self.to_others(
+            peer,
+            ServerMessage::Unpublished {
+                username,
+                stream: stream.to_owned(),
+            },
+        ));
+        Ok(out)
+    }
+
+    fn mute(&mut self, peer: PeerId, stream: &str, audio_muted: bool, video_muted: bool) -> Reply {
+        self.own_stream(peer, stream)?;
+        let member = self.member_mut(peer);
+        let info = member
+            .streams
+            .iter_mut()
+            .find(|s| s.stream == stream)
+            .expect("checked by own_stream");
+        info.audio_muted = audio_muted;
+        info.video_muted = video_muted;
+        let username = member.username.clone();
+        Ok(self.to_others(
+            peer,
+            ServerMessage::Muted {
+                username,
+                stream: stream.to_owned(),
+                audio_muted,
+                video_muted,
+            },
+        ))
+    }
+
+    fn chat(&mut self, peer: PeerId, to: Option<String>, text: String) -> Reply {
+        let from = self.require_member(peer)?.username.clone();
+        if text.len() > MAX_CHAT_BYTES {
+            let message = format!(
+                "chat text is {} bytes, the limit is {MAX_CHAT_BYTES}",
+                text.len()
+            );
+            return Err((ErrorCode::TextTooLong, message));
+        }
+        let recipients = match &to {
+            None => self.room_of(peer),
+            Some(name) => vec![self.find_in_room(peer, name)?, peer],
+        };
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let msg = ServerMessage::Message { from, to, text, ts };
+        Ok(recipients.into_iter().map(|p| (p, msg.clone())).collect())
+    }
+
+    fn play(&mut self, viewer: PeerId, participant: &str, stream: &str) -> Reply {
+        let viewer_name = self.require_member(viewer)?.username.clone();
+        let publisher = self.find_in_room(viewer, participant)?;
+        if publisher == viewer {
+            return Err((
+                ErrorCode::OwnStream,
+                "a participant cannot play its own stream".into(),
+            ));
+        }
+        self.own_stream(publisher, stream).map_err(|_| {
+            (
+                ErrorCode::UnknownStream,
+                format!("{participant} does not publish {stream}"),
+            )
+        })?;
+        let session = format!("s{}", self.next_session);
+        self.next_session += 1;
+        self.sessions.insert(
+            session.clone(),
+            Session {
+                publisher,
+                viewer,
+                stream: stream.to_owned(),
+            },
+        );
+        Ok(vec![
+            (
+                viewer,
+                ServerMessage::SessionStarted {
+                    session: session.clone(),
+                    participant: participant.to_owned(),
+                    stream: stream.to_owned(),
+                },
+            ),
+            (
+                publisher,
+                ServerMessage::SessionRequest {
+                    session,
+                    stream: stream.to_owned(),
+                    viewer: viewer_name,
+                },
+            ),
+        ])
+    }
+
+    fn relay_sdp(
+        &mut self,
+        peer: PeerId,
+        session: String,
+        description: SessionDescription,
+    ) -> Reply {
+        let other = self.session_peer(peer, &session)?;
+        let is_publisher = self.sessions[&session].publisher == peer;
+        let expected = if is_publisher {
+            SdpType::Offer
+        } else {
+            SdpType::Answer
+        };
+        if description.kind != expected {
+            let end = if is_publisher {
+                "the publisher sends offers"
+            } else {
+                "the viewer sends answers"
+            };
+            return Err((
+                ErrorCode::BadSdp,
+                format!("{end}; got {:?}", description.kind),
+            ));
+        }
+        if !description.sdp.starts_with("v=0") {
+            return Err((ErrorCode::BadSdp, "an SDP starts with \"v=0\"".into()));
+        }
+        Ok(vec![(
+            other,
+            ServerMessage::Sdp {
+                session,
+                description,
+            },
+        )])
+    }
+
+    fn stop(&mut self, peer: PeerId, session: &str) -> Reply {
+        let other = self.session_peer(peer, session)?;
+        self.sessions.remove(session);
+        let reason = format!(
+            "stopped by {}",
+            self.username(peer).map(String::as_str).unwrap_or("peer")
+        );
+        Ok(vec![(
+            other,
+            ServerMessage::SessionEnded {
+                session: session.to_owned(),
+                reason,
+            },
+        )])
+    }
+
+    /// Removes the matching sessions and tells both ends.
+    fn end_sessions(&mut self, matches: impl Fn(&Session) -> bool, reason: &str) -> Outbox {
+        let mut ended: Vec<(String, Session)> = Vec::new();
+        self.sessions.retain(|id, s| {
+            if matches(s) {
+                ended.push((id.clone(), s.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        ended.sort_by(|a, b| a.0.cmp(&b.0));
+        ended
+            .into_iter()
+            .flat_map(|(id, s)| {
+                let msg = ServerMessage::SessionEnded {
+                    session: id,
+                    reason: reason.to_owned(),
+                };
+                [(s.viewer, msg.clone()), (s.publisher, msg)]
+            })
+            .collect()
+    }
+
+    /// The other end of `session`, if `peer` is one of its ends.
+    fn session_peer(&self, peer: PeerId, session: &str) -> Result<PeerId, (ErrorCode, String)> {
+        match self.sessions.get(session) {
+            Some(s) if s.publisher == peer => Ok(s.viewer),
+            Some(s) if s.viewer == peer => Ok(s.publisher),
+            _ => Err((
+                ErrorCode::UnknownSession,
+                format!("no session {session} of yours"),
+            )),
+        }
+    }
+
+    fn to_others(&self, peer: PeerId, msg: ServerMessage) -> Outbox {
+        self.room_of(peer)
+            .into_iter()
+            .filter(|p| *p != peer)
+            .map(|p| (p, msg.clone()))
+            .collect()
+    }
+
+    /// Everyone in `peer`'s room, `peer` included.
+    fn room_of(&self, peer: PeerId) -> Vec<PeerId> {
+        self.member(peer)
+            .and_then(|m| self.rooms.get(&m.room))
+            .map(|r| r.members.clone())
+            .unwrap_or_default()
+    }
+
+    fn find_in_room(&self, peer: PeerId, username: &str) -> Result<PeerId, (ErrorCode, String)> {
+        self.room_of(peer)
+            .into_iter()
+            .find(|p| self.username(*p).is_some_and(|u| u == username))
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownParticipant,
+                    format!("no participant {username} in this room"),
+                )
+            })
+    }
+
+    fn own_stream(&self, peer: PeerId, stream: &str) -> Result<(), (ErrorCode, String)> {
+        let member = self.require_member(peer)?;
+        match member.streams.iter().any(|s| s.stream == stream) {
+            true => Ok(()),
+            false => Err((
+                ErrorCode::UnknownStream,
+                format!("you do not publish a stream {stream}"),
+            )),
+        }
+    }
+
+    fn require_member(&self, peer: PeerId) -> Result<&Member, (ErrorCode, String)> {
+        self.member(peer)
+            .ok_or((ErrorCode::NotJoined, "join a room first".to_owned()))
+    }
+
+    fn member(&self, peer: PeerId) -> Option<&Member> {
+        self.peers.get(&peer).and_then(|p| p.member.as_ref())
+    }
+
+    /// Only for peers `require_member` accepted.
+    fn member_mut(&mut self, peer: PeerId) -> &mut Member {
+        self.peers
+            .get_mut(&peer)
+            .and_then(|p| p.member.as_mut())
+            .expect("caller checked membership")
+    }
+
+    fn username(&self, peer: PeerId) -> Option<&String> {
+        self.member(peer).map(|m| &m.username)
+    }
+}
+
+/// The result of a message that may be refused with an `error` to its sender.
+type Reply = Result<Outbox, (ErrorCode, String)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms(capacity: usize) -> Rooms {
+        Rooms::new(RoomRules {
+            capacity,
+            token: None,
+            ice_servers: Vec::new(),
+        })
+    }
+
+    fn join(r: &mut Rooms, peer: PeerId, room: &str, name: &str) -> Outbox {
+        r.connect(peer);
+        r.handle(
+            peer,
+            ClientMessage::Join {
+                room: room.into(),
+                username: name.into(),
+                token: None,
+            },
+        )
+    }
+
+    fn types(out: &Outbox) -> Vec<(PeerId, String)> {
+        out.iter()
+            .map(|(p, m)| {
+                (
+                    *p,
+                    serde_json::to_value(m).unwrap()["type"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn capacity_and_unique_names() {
+        let mut r = rooms(2);
+        assert_eq!(types(&join(&mut r, 1, "a", "x")), [(1, "state".into())]);
+        assert!(matches!(
+            join(&mut r, 2, "a", "x")[0].1,
+            ServerMessage::Failed {
+                reason: FailReason::NameTaken,
+                ..
+            }
+        ));
+        assert_eq!(
+            types(&join(&mut r, 3, "a", "y")),
+            [(3, "state".into()), (1, "joined".into())]
+        );
+        assert!(matches!(
+            join(&mut r, 4, "a", "z")[0].1,
+            ServerMessage::Failed {
+                reason: FailReason::RoomFull,
+                ..
+            }
+        ));
+        assert_eq!(
+            r.summary(),
+            [RoomSummary {
+                room: "a".into(),
+                participants: 2,
+                capacity: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn only_own_streams_and_sessions() {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "pub");
+        join(&mut r, 2, "a", "view");
+        join(&mut r, 3, "a", "other");
+        r.handle(
+            1,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true,
+            },
+        );
+        let out = r.handle(
+            2,
+            ClientMessage::Mute {
+                stream: "main".into(),
+                audio_muted: true,
+                video_muted: true,
+            },
+        );
+        assert!(matches!(
+            out[0].1,
+            ServerMessage::Error {
+                code: ErrorCode::UnknownStream,
+                ..
+            }
+        ));
+        let out = r.handle(
+            2,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(
+            types(&out),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
+        let ice = ClientMessage::Ice {
+            session: "s1".into(),
+            candidate: "c".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        };
+        assert!(matches!(
+            r.handle(3, ice.clone())[0].1,
+            ServerMessage::Error {
+                code: ErrorCode::UnknownSession,
+                ..
+            }
+        ));
+        assert_eq!(types(&r.handle(2, ice)), [(1, "ice".into())]);
+        let answer = SessionDescription {
+            kind: SdpType::Answer,
+            sdp: "v=0\r\n".into(),
+        };
+        let out = r.handle(
+            1,
+            ClientMessage::Sdp {
+                session: "s1".into(),
+                description: answer,
+            },
+        );
+        assert!(matches!(
+            out[0].1,
+            ServerMessage::Error {
+                code: ErrorCode::BadSdp,
+                ..
+            }
+        ));
+        // The publisher leaving ends the session on the viewer's side and unpublishes.
+        let out = r.disconnect(1);
+        assert_eq!(
+            types(&out),
+            [
+                (2, "session-ended".into()),
+                (2, "unpublished".into()),
+                (3, "unpublished".into()),
+                (2, "left".into()),
+                (3, "left".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_room_is_removed_and_leave_allows_rejoin() {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "x");
+        assert!(r.handle(1, ClientMessage::Leave).is_empty());
+        assert!(r.summary().is_empty());
+        let out = r.handle(
+            1,
+            ClientMessage::Join {
+                room: "b".into(),
+                username: "x".into(),
+                token: None,
+            },
+        );
+        assert_eq!(types(&out), [(1, "state".into())]);
+    }
+
+    #[test]
+    fn token_is_required_when_configured() {
+        let mut r = Rooms::new(RoomRules {
+            capacity: 3,
+            token: Some("t".into()),
+            ice_servers: Vec::new(),
+        });
+        assert!(matches!(
+            join(&mut r, 1, "a", "x")[0].1,
+            ServerMessage::Failed {
+                reason: FailReason::Unauthorized,
+                ..
+            }
+        ));
+        let out = r.handle(
+            1,
+            ClientMessage::Join {
+                room: "a".into(),
+                username: "x".into(),
+                token: Some("t".into()),
+            },
+        );
+        assert_eq!(types(&out), [(1, "state".into())]);
+    }
+}

@@ -1,0 +1,210 @@
+//! Shared helpers of the integration tests: an in-process server on a free port, and a raw
+//! protocol client over a real WebSocket.
+//!
+//! Media helpers (pipelines, frame checks) live in [`media`].
+
+pub mod media;
+
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tokio::{ConnectStream, connect_async};
+use async_tungstenite::tungstenite::Message;
+use futures::StreamExt;
+use room_protocol::{ClientMessage, ServerMessage};
+use room_signaling::Config;
+
+/// How long a test waits for one expected message before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process on 127.0.0.1 and a free port; stopped on drop.
+pub struct TestServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config` on its own runtime thread, so it serves whatever the test
+    /// does (blocking GStreamer calls included).
+    pub fn start(config: Config) -> TestServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                room_signaling::run(listener, config, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr.recv().unwrap();
+        TestServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A server with the default configuration.
+    pub fn default_config() -> TestServer {
+        Self::start(Config::default())
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits until every connection got its close frame.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A participant speaking the protocol directly over a WebSocket.
+pub struct Client {
+    ws: WebSocketStream<ConnectStream>,
+}
+
+impl Client {
+    /// Connects and consumes the `welcome`.
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = connect_async(url)
+            .await
+            .expect("connect to the test server");
+        let mut client = Client { ws };
+        assert!(matches!(client.recv().await, ServerMessage::Welcome { .. }));
+        client
+    }
+
+    /// Connects and joins `room` as `username`; panics unless `state` comes back.
+    pub async fn join(url: &str, room: &str, username: &str) -> Client {
+        let mut client = Client::connect(url).await;
+        let state = client.request_join(room, username).await;
+        assert!(
+            matches!(state, ServerMessage::State { .. }),
+            "join refused: {state:?}"
+        );
+        client
+    }
+
+    /// Sends `join` and returns the answer (`state` or `failed`).
+    pub async fn request_join(&mut self, room: &str, username: &str) -> ServerMessage {
+        self.send(&ClientMessage::Join {
+            room: room.into(),
+            username: username.into(),
+            token: None,
+        })
+        .await;
+        self.recv().await
+    }
+
+    /// Waits until the server has applied everything sent so far: a request that always gets an
+    /// `error` reply, which comes after the replies to earlier messages of this connection.
+    pub async fn sync(&mut self) {
+        self.send(&ClientMessage::Stop {
+            session: "sync-barrier".into(),
+        })
+        .await;
+        self.recv_until("sync reply", |m| matches!(m, ServerMessage::Error { .. }))
+            .await;
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        self.send_raw(&serde_json::to_string(msg).unwrap()).await;
+    }
+
+    /// Sends any text frame, valid or not.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a raw WebSocket message (binary, ...).
+    pub async fn send_message(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// The next protocol message; panics after [`WAIT`] or when the connection ends.
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.try_recv(WAIT)
+            .await
+            .expect("expected a message from the server")
+    }
+
+    /// The next protocol message within `wait`, or `None`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match frame.ok()? {
+                Message::Text(text) => {
+                    return Some(
+                        serde_json::from_str(text.as_str())
+                            .expect("server sent a protocol message"),
+                    );
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips messages until one matches; panics after [`WAIT`].
+    pub async fn recv_until(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&ServerMessage) -> bool,
+    ) -> ServerMessage {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(msg) if matches(&msg) => return msg,
+                Some(_) => continue,
+                None => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Some(msg) = self.try_recv(Duration::from_millis(300)).await {
+            panic!("expected no message, got {msg:?}");
+        }
+    }
+
+    /// Closes the socket abruptly-but-politely (a close frame, then drop).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// The raw stream, for tests that stop reading on purpose.
+    pub fn into_inner(self) -> WebSocketStream<ConnectStream> {
+        self.ws
+    }
+}

@@ -1,0 +1,1 @@
+//! Media helpers: added with the plugin tests.
