@@ -1,0 +1,355 @@
+// Test harness for the browser tests: the real gst-room server, Debian Chromium with fake media,
+// generated Y4M cameras, and cleanup of all of it even when a test fails.
+//
+// Everything started here is registered in `running`; `cleanup()` (call it from `after`) ends it
+// in reverse order. Adding another subprocess (e.g. a gst-launch-1.0 pipeline) is one call:
+//   const gst = await startProcess('gst-launch-1.0', ['-e', ...pipeline], { name: 'publisher' });
+//   ...; await gst.stop();
+// with `ready: /pattern/` to wait for a line on stdout/stderr first.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** The repository root: the nearest parent folder with a workspace Cargo.toml. */
+export function repoRoot() {
+  let dir = here;
+  for (;;) {
+    const manifest = path.join(dir, 'Cargo.toml');
+    if (fs.existsSync(manifest) && /^\[workspace\]/m.test(fs.readFileSync(manifest, 'utf8'))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`no workspace Cargo.toml above ${here}`);
+    dir = parent;
+  }
+}
+
+export const ROOT = repoRoot();
+export const WEB_DIR = path.join(ROOT, 'signaling', 'web');
+export const ARTIFACTS = path.join(ROOT, 'target', 'browser-artifacts');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** Chromium flags (see FIELD-NOTES "Chromium (headless) for browser tests"). */
+export const CHROMIUM_FLAGS = [
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  // Remote videos start with sound and without a click, as the page expects.
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+const running = [];
+
+function track(name, stop) {
+  const entry = { name, stop };
+  running.push(entry);
+  return () => {
+    const i = running.indexOf(entry);
+    if (i >= 0) running.splice(i, 1);
+    return stop();
+  };
+}
+
+/** Ends everything the harness started, newest first. Never throws. */
+export async function cleanup() {
+  while (running.length) {
+    const { name, stop } = running.pop();
+    try {
+      await stop();
+    } catch (e) {
+      console.error(`cleanup of ${name} failed:`, e);
+    }
+  }
+}
+
+// Last resort when the runner exits without running `after` (e.g. an uncaught error).
+process.on('exit', () => {
+  for (const { kill } of running) kill?.();
+});
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls `fn` (sync or async) every `interval` ms until it returns a truthy value, and returns
+ * that value. On timeout throws, naming `what` and the last value (or error) seen.
+ */
+export async function poll(fn, { timeout = 15000, interval = 250, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      const seen = last instanceof Error ? last.message : JSON.stringify(last);
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${seen}`);
+    }
+    await sleep(interval);
+  }
+}
+
+/**
+ * Starts a subprocess, keeps its output (`proc.output()`), optionally waits for a line matching
+ * `ready` (returns the match as `proc.ready`), and registers it for cleanup.
+ */
+export async function startProcess(cmd, args, { name = path.basename(cmd), ready, readyTimeout = 30000, env, cwd = ROOT } = {}) {
+  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.on('error', (err) => {
+      exited = { code: null, signal: null, error: err };
+      resolve(exited);
+    });
+  });
+  let onLine = () => {};
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      output += chunk;
+      if (output.length > 1_000_000) output = output.slice(-500_000);
+      partial += chunk;
+      const lines = partial.split('\n');
+      partial = lines.pop();
+      for (const line of lines) onLine(line);
+    });
+  }
+  const stop = async () => {
+    if (exited) return exited;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    const result = await exitPromise;
+    clearTimeout(timer);
+    return result;
+  };
+  const untrack = track(name, stop);
+  running[running.length - 1].kill = () => exited || child.kill('SIGKILL');
+  const proc = {
+    name,
+    child,
+    output: () => output,
+    exited: () => exited,
+    stop: untrack,
+    ready: null,
+  };
+  if (ready) {
+    proc.ready = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`${name} printed nothing matching ${ready} within ${readyTimeout} ms; output:\n${output}`));
+      }, readyTimeout);
+      onLine = (line) => {
+        const m = line.match(ready);
+        if (m) {
+          clearTimeout(timer);
+          onLine = () => {};
+          resolve(m);
+        }
+      };
+      exitPromise.then((how) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited (${JSON.stringify(how)}) before it was ready; output:\n${output}`));
+      });
+    }).catch(async (e) => {
+      await untrack();
+      throw e;
+    });
+  }
+  return proc;
+}
+
+/** The server binary; a clear error when it has not been built. */
+export function serverBinary() {
+  const bin = process.env.GST_ROOM_BIN || path.join(ROOT, 'target', 'debug', 'gst-room');
+  if (!fs.existsSync(bin)) {
+    throw new Error(
+      `gst-room server binary not found at ${bin}: build it first with ` +
+        '`cargo build -p gst-room` (or set GST_ROOM_BIN to a built binary)',
+    );
+  }
+  return bin;
+}
+
+/**
+ * Starts `gst-room server` on a free port serving signaling/web. Returns {url, wsUrl, proc, stop}
+ * where url is like http://127.0.0.1:PORT (no trailing slash).
+ */
+export async function startServer({ maxParticipants = 3, args = [] } = {}) {
+  const bin = serverBinary();
+  const proc = await startProcess(
+    bin,
+    ['server', '--listen', '127.0.0.1:0', '--max-participants', String(maxParticipants), '--web-dir', WEB_DIR, ...args],
+    { name: 'gst-room server', ready: /listening on (http:\/\/[^\s/]+)/, env: { RUST_LOG: process.env.RUST_LOG || 'info' } },
+  );
+  const url = proc.ready[1];
+  return { url, wsUrl: `${url.replace(/^http/, 'ws')}/ws`, proc, stop: proc.stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colours and fake cameras
+
+const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
+
+/** BT.601 limited-range YCbCr of an sRGB colour (what a video pipeline decodes back to RGB). */
+export function rgbToYuv([r, g, b]) {
+  return [
+    clamp(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255),
+    clamp(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255),
+    clamp(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255),
+  ];
+}
+
+/**
+ * Writes a Y4M file of `frames` frames of one solid colour, for
+ * --use-file-for-fake-video-capture. Returns the path.
+ */
+export function makeY4m(file, rgb, { width = 320, height = 240, fps = 15, frames = 15 } = {}) {
+  const [y, u, v] = rgbToYuv(rgb);
+  const ySize = width * height;
+  const cSize = (width / 2) * (height / 2);
+  const frame = Buffer.alloc(6 + ySize + 2 * cSize);
+  frame.write('FRAME\n', 0, 'ascii');
+  frame.fill(y, 6, 6 + ySize);
+  frame.fill(u, 6 + ySize, 6 + ySize + cSize);
+  frame.fill(v, 6 + ySize + cSize);
+  const header = Buffer.from(`YUV4MPEG2 W${width} H${height} F${fps}:1 Ip A1:1 C420jpeg\n`, 'ascii');
+  fs.writeFileSync(file, Buffer.concat([header, ...Array(frames).fill(frame)]));
+  return file;
+}
+
+/** A fresh temporary folder, removed at cleanup. */
+export function tempDir(prefix = 'gst-room-browser-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  track(`temp dir ${dir}`, () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browsers and pages
+
+/**
+ * Launches Debian Chromium with fake media; `camera` is a Y4M file for the fake camera (each
+ * browser has one camera shared by its pages). Closed at cleanup.
+ */
+export async function launchBrowser({ camera, args = [] } = {}) {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium`);
+  const flags = [...CHROMIUM_FLAGS, ...args];
+  if (camera) flags.push(`--use-file-for-fake-video-capture=${camera}`);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: flags, timeout: 30000 });
+  const close = track('chromium', () => browser.close());
+  browser.closeTracked = close;
+  return browser;
+}
+
+/** Test-sized media: 320x240@15, no audio processing. */
+export const TEST_MEDIA = { w: 320, h: 240, fps: 15, processing: 0 };
+
+/**
+ * Opens the conference page in a new context of `browser` with URL parameters `params`
+ * (see the top of signaling/web/conference.js). Page errors and console errors are kept in
+ * `page.problems` for diagnostics.
+ */
+export async function openPage(browser, baseUrl, params = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') page.problems.push(`console: ${m.text()}`);
+  });
+  const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
+  await page.goto(`${baseUrl}/?${query}`);
+  return page;
+}
+
+/** Opens the page and joins: room, user, plus TEST_MEDIA and autojoin. */
+export function joinPage(browser, baseUrl, room, user, extra = {}) {
+  return openPage(browser, baseUrl, { room, user, autojoin: 1, ...TEST_MEDIA, ...extra });
+}
+
+/** What a remote slot shows, or null when the page has no slot for `user`. */
+export function slot(page, user) {
+  return page.evaluate((user) => {
+    const el = document.querySelector(`.slot[data-participant="${user}"]`);
+    if (!el) return null;
+    return {
+      name: el.querySelector('.name').textContent,
+      status: el.querySelector('.stream-status').textContent,
+      audioMuted: el.dataset.audioMuted === 'true',
+      videoMuted: el.dataset.videoMuted === 'true',
+      mutedIndicator: el.querySelector('.muted-indicator').hidden ? null : el.querySelector('.muted-indicator').textContent,
+      playLabel: el.querySelector('.play-toggle').textContent,
+    };
+  }, user);
+}
+
+/** inbound-rtp statistics of the session playing `user` ({video, audio} or null). */
+export function inboundStats(page, user) {
+  return page.evaluate((user) => window.room.inboundStats(user), user);
+}
+
+/**
+ * Mean colour [r, g, b] of the middle half of the remote video of `user`, read through a
+ * canvas; null while the video has no frame.
+ */
+export function sampleVideo(page, selector) {
+  return page.evaluate((selector) => {
+    const video = document.querySelector(selector);
+    if (!video || video.readyState < 2 || !video.videoWidth) return null;
+    const w = video.videoWidth;
+    const h = video.videoHeight;
+    const canvas = document.createElement('canvas');
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, w, h);
+    const data = ctx.getImageData(Math.floor(w / 4), Math.floor(h / 4), Math.floor(w / 2), Math.floor(h / 2)).data;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < data.length; i += 4) {
+      sum[0] += data[i];
+      sum[1] += data[i + 1];
+      sum[2] += data[i + 2];
+    }
+    const n = data.length / 4;
+    return sum.map((s) => Math.round(s / n));
+  }, selector);
+}
+
+export const remoteVideo = (user) => `.slot[data-participant="${user}"] video`;
+
+/** True when every channel of `a` is within `tolerance` of `b`. */
+export function colourClose(a, b, tolerance = 40) {
+  return !!a && a.every((v, i) => Math.abs(v - b[i]) <= tolerance);
+}
+
+/** The text of the page's chat log. */
+export function chatText(page) {
+  return page.evaluate(() => document.getElementById('chat-log').textContent);
+}
+
+/** Diagnostics for a failed assertion: page problems and the last protocol messages. */
+export async function describePage(page) {
+  try {
+    const state = await page.evaluate(() => ({ state: window.room?.state, log: window.room?.log.slice(-30) }));
+    return JSON.stringify({ problems: page.problems, ...state }, null, 1);
+  } catch (e) {
+    return `(page not readable: ${e.message})`;
+  }
+}
