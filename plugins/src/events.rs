@@ -1,0 +1,343 @@
+//! What roomsink and roomsrc share: the room properties, the read-only status, and room events
+//! as bus messages and GObject signals.
+//!
+//! Every room event becomes one `gst::Structure` (names and fields below). An element posts it
+//! as an element message on the bus and emits it as the signal of the same name, so
+//! applications can use whichever they prefer:
+//!
+//! | name | fields |
+//! |---|---|
+//! | `room-state` | `room`, `username` (own), `capacity` (u32), `participants` (others, strv) |
+//! | `room-joined` / `room-left` | `username` |
+//! | `room-published` | `username`, `stream`, `audio`, `video` (bool) |
+//! | `room-unpublished` | `username`, `stream` |
+//! | `room-muted` | `username`, `stream`, `audio-muted`, `video-muted` (bool) |
+//! | `room-message` | `from`, `to` (only for direct messages), `text`, `ts` (u64, ms since epoch) |
+//! | `room-failed` | `reason` (`room-full`, `name-taken`, `unauthorized`, `invalid-name`, `unreachable`, ...), `detail` |
+//! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `playing`, `stopped`), `stream`, `peer` (where relevant) |
+
+use std::sync::LazyLock;
+
+use gst::glib;
+use gst::prelude::*;
+use room_protocol::ServerMessage;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::RUNTIME;
+use crate::client::{self, Key, RoomClient, RoomEvent, Status};
+
+/// Debug category of the room client and the shared element code (`GST_DEBUG=room:6`).
+pub static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("room", gst::DebugColorFlags::empty(), Some("gst-room client")));
+
+/// The default room server (`gst-room server` without flags).
+pub const DEFAULT_SERVER_URL: &str = "ws://127.0.0.1:8443/ws";
+/// No STUN server by default: rooms on a LAN need none, and a public default would leak traffic
+/// and stall ICE gathering on machines without internet.
+pub const DEFAULT_STUN_SERVER: Option<&str> = None;
+
+/// The element's link with its room (read-only `status` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstRoomStatus")]
+pub enum RoomStatus {
+    /// Not started (NULL/READY).
+    #[default]
+    #[enum_value(name = "Idle: not in a room", nick = "idle")]
+    Idle,
+    /// Connecting and joining.
+    #[enum_value(name = "Connecting to the room server", nick = "connecting")]
+    Connecting,
+    /// In the room.
+    #[enum_value(name = "Joined the room", nick = "joined")]
+    Joined,
+    /// Connection lost, retrying with backoff.
+    #[enum_value(name = "Reconnecting after a lost connection", nick = "reconnecting")]
+    Reconnecting,
+    /// Join refused or server unreachable.
+    #[enum_value(name = "Failed: join refused or server unreachable", nick = "failed")]
+    Failed,
+}
+
+impl From<Status> for RoomStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Connecting => RoomStatus::Connecting,
+            Status::Joined => RoomStatus::Joined,
+            Status::Reconnecting => RoomStatus::Reconnecting,
+            Status::Failed => RoomStatus::Failed,
+        }
+    }
+}
+
+/// The room settings both elements have.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub server_url: String,
+    pub room: Option<String>,
+    pub username: String,
+    pub token: Option<String>,
+    pub stun_server: Option<String>,
+    pub turn_servers: Vec<String>,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings {
+            server_url: DEFAULT_SERVER_URL.into(),
+            room: None,
+            username: generated_username(),
+            token: None,
+            stun_server: DEFAULT_STUN_SERVER.map(Into::into),
+            turn_servers: Vec::new(),
+        }
+    }
+}
+
+/// `gst-XXXXXX`: a username that is unlikely to be taken.
+fn generated_username() -> String {
+    format!("gst-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+impl RoomSettings {
+    /// The participant these settings describe, or what is wrong with them.
+    pub fn key(&self) -> Result<Key, String> {
+        let room = self.room.clone().ok_or("the room property is not set")?;
+        room_protocol::validate_name(&room).map_err(|why| format!("room {why}"))?;
+        room_protocol::validate_username(&self.username).map_err(|why| format!("username {why}"))?;
+        let url = url::Url::parse(&self.server_url).map_err(|e| format!("server-url {:?}: {e}", self.server_url))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(format!("server-url {:?} must start with ws:// or wss://", self.server_url));
+        }
+        Ok(Key { server_url: self.server_url.clone(), room, username: self.username.clone() })
+    }
+
+    /// The property specs of the shared settings and the read-only state.
+    pub fn properties() -> Vec<glib::ParamSpec> {
+        let d = RoomSettings::default();
+        vec![
+            glib::ParamSpecString::builder("server-url")
+                .nick("Server URL")
+                .blurb("WebSocket URL of the room server, of the form ws://host:port/ws")
+                .default_value(Some(DEFAULT_SERVER_URL))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("room")
+                .nick("Room")
+                .blurb("Name of the room to join (created on first join); required. 1-64 of A-Z a-z 0-9 _ -")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("username")
+                .nick("Username")
+                .blurb("The participant's name in the room (default: a generated gst-XXXXXX). Elements of one \
+                        process with the same server-url, room and username are one participant. \
+                        1-32 of A-Z a-z 0-9 _ - .")
+                .default_value(None)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("token")
+                .nick("Token")
+                .blurb("Secret to join a server started with --token")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("stun-server")
+                .nick("STUN server")
+                .blurb("STUN server of the form stun://host:port; default none (host candidates only)")
+                .default_value(d.stun_server.as_deref())
+                .mutable_ready()
+                .build(),
+            gst::ParamSpecArray::builder("turn-servers")
+                .nick("TURN servers")
+                .blurb("TURN servers of the form turn(s)://username:password@host:port")
+                .element_spec(&glib::ParamSpecString::builder("turn-server").build())
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("status", RoomStatus::Idle)
+                .nick("Status")
+                .blurb("The link with the room: idle, connecting, joined, reconnecting or failed")
+                .read_only()
+                .build(),
+            glib::ParamSpecBoxed::builder::<Vec<String>>("participants")
+                .nick("Participants")
+                .blurb("Usernames in the room, own included (empty until joined)")
+                .read_only()
+                .build(),
+        ]
+    }
+
+    /// Sets a shared property; false when `name` is not one of them.
+    pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        match name {
+            "server-url" => {
+                self.server_url = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_SERVER_URL.into())
+            }
+            "room" => self.room = value.get().expect("type checked upstream"),
+            "username" => self.username = value.get::<Option<String>>().unwrap().unwrap_or_else(generated_username),
+            "token" => self.token = value.get().expect("type checked upstream"),
+            "stun-server" => self.stun_server = value.get().expect("type checked upstream"),
+            "turn-servers" => {
+                let array = value.get::<gst::Array>().expect("type checked upstream");
+                self.turn_servers = array.iter().filter_map(|v| v.get::<String>().ok()).collect();
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Reads a shared property (the read-only ones need the running client).
+    pub fn get(&self, name: &str, client: Option<&client::RoomClient>) -> Option<glib::Value> {
+        Some(match name {
+            "server-url" => self.server_url.to_value(),
+            "room" => self.room.to_value(),
+            "username" => self.username.to_value(),
+            "token" => self.token.to_value(),
+            "stun-server" => self.stun_server.to_value(),
+            "turn-servers" => gst::Array::new(self.turn_servers.iter().map(|s| s.to_send_value())).to_value(),
+            "status" => client.map(|c| RoomStatus::from(c.status())).unwrap_or_default().to_value(),
+            "participants" => client.map(|c| c.usernames()).unwrap_or_default().to_value(),
+            _ => return None,
+        })
+    }
+}
+
+/// Names of the room event signals (each carries the event's structure).
+pub const EVENT_NAMES: [&str; 9] = [
+    "room-state",
+    "room-joined",
+    "room-left",
+    "room-published",
+    "room-unpublished",
+    "room-muted",
+    "room-message",
+    "room-failed",
+    "room-session-status",
+];
+
+/// One signal per room event, `(GstElement *element, GstStructure *event)`, emitted after the
+/// bus message of the same name is posted.
+pub fn event_signals() -> Vec<glib::subclass::Signal> {
+    EVENT_NAMES
+        .iter()
+        .map(|name| glib::subclass::Signal::builder(name).param_types([gst::Structure::static_type()]).build())
+        .collect()
+}
+
+/// Posts `event` on the bus and emits the signal of the same name.
+pub fn post(element: &gst::Element, event: gst::Structure) {
+    let name = event.name().to_string();
+    let _ = element.post_message(gst::message::Element::builder(event.clone()).src(element).build());
+    element.emit_by_name::<()>(&name, &[&event]);
+}
+
+/// The session-status event.
+pub fn session_status(status: &str, stream: Option<&str>, peer: Option<&str>) -> gst::Structure {
+    gst::Structure::builder("room-session-status")
+        .field("status", status)
+        .field_if_some("stream", stream)
+        .field_if_some("peer", peer)
+        .build()
+}
+
+/// The event a server message becomes, if it is a room event.
+pub fn event_structure(msg: &ServerMessage) -> Option<gst::Structure> {
+    let s = match msg {
+        ServerMessage::State { room, username, capacity, participants } => gst::Structure::builder("room-state")
+            .field("room", room)
+            .field("username", username)
+            .field("capacity", *capacity as u32)
+            .field("participants", participants.iter().map(|p| p.username.clone()).collect::<Vec<_>>())
+            .build(),
+        ServerMessage::Joined { username } => gst::Structure::builder("room-joined").field("username", username).build(),
+        ServerMessage::Left { username } => gst::Structure::builder("room-left").field("username", username).build(),
+        ServerMessage::Published { username, stream } => gst::Structure::builder("room-published")
+            .field("username", username)
+            .field("stream", &stream.stream)
+            .field("audio", stream.audio)
+            .field("video", stream.video)
+            .build(),
+        ServerMessage::Unpublished { username, stream } => gst::Structure::builder("room-unpublished")
+            .field("username", username)
+            .field("stream", stream)
+            .build(),
+        ServerMessage::Muted { username, stream, audio_muted, video_muted } => gst::Structure::builder("room-muted")
+            .field("username", username)
+            .field("stream", stream)
+            .field("audio-muted", audio_muted)
+            .field("video-muted", video_muted)
+            .build(),
+        ServerMessage::Message { from, to, text, ts } => gst::Structure::builder("room-message")
+            .field("from", from)
+            .field_if_some("to", to.as_ref())
+            .field("text", text)
+            .field("ts", ts)
+            .build(),
+        ServerMessage::Failed { reason, detail } => failed(reason.as_str(), detail),
+        _ => return None,
+    };
+    Some(s)
+}
+
+/// The `room-failed` event.
+pub fn failed(reason: &str, detail: &str) -> gst::Structure {
+    gst::Structure::builder("room-failed").field("reason", reason).field("detail", detail).build()
+}
+
+/// Posts a refused join or unreachable server as the element error it is (after the
+/// `room-failed` event): the message carries the reason, e.g. "room-full: room demo is full".
+pub fn post_fatal(element: &gst::Element, reason: &str, detail: &str) {
+    post(element, failed(reason, detail));
+    let error = if reason == "unauthorized" { gst::ResourceError::NotAuthorized } else { gst::ResourceError::OpenRead };
+    gst::element_error!(element, error, ("{}: {}", reason, detail), ["room join failed"]);
+}
+
+/// Posts every room event of `client` on `element`'s bus until aborted; a refused join or an
+/// unreachable server becomes an element error.
+pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> tokio::task::JoinHandle<()> {
+    let (mut events, snapshot) = client.subscribe();
+    let element = element.downgrade();
+    let key = client.key().clone();
+    RUNTIME.spawn(async move {
+        if snapshot.status == Status::Joined {
+            // Joined before this element subscribed (shared participant): report the room as found.
+            if let Some(element) = element.upgrade() {
+                let state = room_protocol::ServerMessage::State {
+                    room: key.room.clone(),
+                    username: key.username.clone(),
+                    capacity: 0,
+                    participants: snapshot.participants,
+                };
+                post(&element, event_structure(&state).unwrap());
+            }
+        }
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let Some(element) = element.upgrade() else { return };
+            match event {
+                RoomEvent::Server(msg) => {
+                    if let Some(structure) = event_structure(&msg) {
+                        post(&element, structure);
+                    } else if let room_protocol::ServerMessage::Error { code, message } = &*msg {
+                        gst::element_warning!(element, gst::ResourceError::Write, ("room server refused a message: {:?}", code), ["{}", message]);
+                    }
+                }
+                RoomEvent::Status(status) => {
+                    element.notify("status");
+                    let nick = RoomStatus::from(status);
+                    let nick = glib::EnumValue::from_value(&nick.to_value()).map(|(_, v)| v.nick().to_owned());
+                    post(&element, session_status(&nick.unwrap_or_default(), None, None));
+                }
+                RoomEvent::Fatal { reason, detail } => {
+                    element.notify("status");
+                    post_fatal(&element, &reason, &detail);
+                    return;
+                }
+            }
+        }
+    })
+}
+

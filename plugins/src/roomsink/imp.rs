@@ -1,0 +1,395 @@
+//! The subclass behind [`super::RoomSink`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use room_protocol::ClientMessage;
+
+use crate::client::{self, RoomClient};
+use crate::events::{self, RoomSettings};
+use crate::mute::{self, Medium};
+use crate::signaller::RoomSignaller;
+
+const DEFAULT_STREAM: &str = "main";
+const DEFAULT_MUTE_AUDIO: bool = false;
+const DEFAULT_MUTE_VIDEO: bool = false;
+/// Explicit codecs: letting webrtcsink discover every available encoder costs ~2.8 s at start
+/// and ~300 MB (FIELD-NOTES). VP8 and Opus are what every browser takes.
+const DEFAULT_VIDEO_CAPS: &str = "video/x-vp8";
+const DEFAULT_AUDIO_CAPS: &str = "audio/x-opus";
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("roomsink", gst::DebugColorFlags::empty(), Some("gst-room publisher")));
+
+struct Settings {
+    room: RoomSettings,
+    stream: String,
+    video_caps: gst::Caps,
+    audio_caps: gst::Caps,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            room: RoomSettings::default(),
+            stream: DEFAULT_STREAM.into(),
+            video_caps: DEFAULT_VIDEO_CAPS.parse().expect("valid caps"),
+            audio_caps: DEFAULT_AUDIO_CAPS.parse().expect("valid caps"),
+        }
+    }
+}
+
+/// What exists between NULL→READY and READY→NULL.
+#[derive(Default)]
+struct State {
+    client: Option<Arc<RoomClient>>,
+    signaller: Option<RoomSignaller>,
+    /// Posts room events on the bus; aborted on READY→NULL.
+    events_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct RoomSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    /// Read by the mute probes on the streaming threads.
+    mute_audio: Arc<AtomicBool>,
+    mute_video: Arc<AtomicBool>,
+    webrtcsink: gst::Element,
+}
+
+impl RoomSink {
+    fn client(&self) -> Option<Arc<RoomClient>> {
+        self.state.lock().unwrap().client.clone()
+    }
+
+    fn has_pad(&self, prefix: &str) -> bool {
+        self.obj().sink_pads().iter().any(|p| p.name().starts_with(prefix))
+    }
+
+    /// Tells the room the current mute state of the stream.
+    fn announce_mute(&self) {
+        let stream = self.settings.lock().unwrap().stream.clone();
+        if let Some(client) = self.client() {
+            let _ = client.mute(&stream, self.mute_audio.load(Ordering::Relaxed), self.mute_video.load(Ordering::Relaxed));
+        }
+    }
+
+    fn send_chat(&self, to: Option<String>, text: String) -> bool {
+        let Some(client) = self.client() else {
+            gst::warning!(CAT, imp = self, "not in a room: message not sent");
+            return false;
+        };
+        match client.send(ClientMessage::Message { to, text }) {
+            Ok(()) => true,
+            Err(err) => {
+                gst::warning!(CAT, imp = self, "{err}");
+                false
+            }
+        }
+    }
+
+    /// NULL→READY: join (or share) the participant and hand webrtcsink its signaller.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let settings = self.settings.lock().unwrap();
+        let key = settings.room.key().map_err(|err| {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ["roomsink: {}", err]);
+            gst::StateChangeError
+        })?;
+        self.webrtcsink.set_property("video-caps", &settings.video_caps);
+        self.webrtcsink.set_property("audio-caps", &settings.audio_caps);
+        self.webrtcsink.set_property("stun-server", &settings.room.stun_server);
+        let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
+        self.webrtcsink.set_property("turn-servers", turn);
+        let client = client::acquire(key, settings.room.token.clone());
+        let stream = settings.stream.clone();
+        drop(settings);
+
+        let signaller = RoomSignaller::publisher(client.clone(), &stream, self.has_pad("audio_"), self.has_pad("video_"));
+        let element = self.obj().downgrade();
+        signaller.connect("room-status", false, move |args| {
+            let element = element.upgrade()?;
+            let status = args[1].get::<String>().unwrap();
+            let peer = args[2].get::<Option<String>>().unwrap();
+            if status == "publishing" {
+                element.imp().announce_mute();
+            }
+            let stream = element.imp().settings.lock().unwrap().stream.clone();
+            events::post(element.upcast_ref(), events::session_status(&status, Some(&stream), peer.as_deref()));
+            None
+        });
+        self.webrtcsink.set_property("signaller", &signaller);
+        let events_task = events::spawn_poster(self.obj().upcast_ref(), &client);
+        *self.state.lock().unwrap() = State { client: Some(client), signaller: Some(signaller), events_task: Some(events_task) };
+        Ok(())
+    }
+
+    /// READY→NULL: leave (when no other element of the process shares the participant).
+    fn stop(&self) {
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        if let Some(task) = state.events_task {
+            task.abort();
+        }
+        if let Some(client) = state.client {
+            client::release(client);
+        }
+    }
+
+    /// Creates `convert ! capsfilter` for a new input and returns (sink pad, src pad).
+    fn link_input(&self, medium: Medium, name: &str) -> Result<gst::GhostPad, glib::BoolError> {
+        let (convert, caps) = match medium {
+            Medium::Video => ("videoconvert", gst::Caps::builder("video/x-raw").field("format", "I420").build()),
+            Medium::Audio => (
+                "audioconvert",
+                gst::Caps::builder("audio/x-raw").field("format", "S16LE").field("layout", "interleaved").build(),
+            ),
+        };
+        let convert = gst::ElementFactory::make(convert).build()?;
+        let filter = gst::ElementFactory::make("capsfilter").property("caps", caps).build()?;
+        let obj = self.obj();
+        obj.add_many([&convert, &filter])?;
+        convert.link(&filter)?;
+        let template = if medium == Medium::Video { "video_%u" } else { "audio_%u" };
+        let webrtc_pad = self
+            .webrtcsink
+            .request_pad_simple(template)
+            .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
+        filter.static_pad("src").unwrap().link(&webrtc_pad).map_err(|e| glib::bool_error!("{e:?}"))?;
+        let muted = if medium == Medium::Video { &self.mute_video } else { &self.mute_audio };
+        mute::install(&filter.static_pad("src").unwrap(), medium, muted.clone());
+        let template = obj.pad_template(template).unwrap();
+        let ghost = gst::GhostPad::builder_from_template_with_target(&template, &convert.static_pad("sink").unwrap())?
+            .name(name)
+            .build();
+        convert.sync_state_with_parent()?;
+        filter.sync_state_with_parent()?;
+        Ok(ghost)
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RoomSink {
+    const NAME: &'static str = "GstRoomSink";
+    type Type = super::RoomSink;
+    type ParentType = gst::Bin;
+
+    fn new() -> Self {
+        let webrtcsink = gst::ElementFactory::make("webrtcsink")
+            .name("webrtcsink")
+            .build()
+            .expect("webrtcsink is registered by plugin_init");
+        RoomSink {
+            settings: Default::default(),
+            state: Default::default(),
+            mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
+            mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
+            webrtcsink,
+        }
+    }
+}
+
+impl ObjectImpl for RoomSink {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().add(&self.webrtcsink).expect("a fresh bin takes its child");
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut props = RoomSettings::properties();
+            props.extend([
+                glib::ParamSpecString::builder("stream")
+                    .nick("Stream name")
+                    .blurb("Name of the published stream, unique per participant (1-64 of A-Z a-z 0-9 _ -)")
+                    .default_value(Some(DEFAULT_STREAM))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("mute-audio")
+                    .nick("Mute audio")
+                    .blurb("Send silence instead of the input; the room sees a MUTED event")
+                    .default_value(DEFAULT_MUTE_AUDIO)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("mute-video")
+                    .nick("Mute video")
+                    .blurb("Send black frames instead of the input; the room sees a MUTED event")
+                    .default_value(DEFAULT_MUTE_VIDEO)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Caps>("video-caps")
+                    .nick("Video caps")
+                    .blurb("Video codecs offered to viewers, in order of preference (e.g. video/x-vp8; video/x-h264)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Caps>("audio-caps")
+                    .nick("Audio caps")
+                    .blurb("Audio codecs offered to viewers (e.g. audio/x-opus)")
+                    .mutable_ready()
+                    .build(),
+            ]);
+            props
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        if settings.room.set(pspec.name(), value) {
+            return;
+        }
+        match pspec.name() {
+            "stream" => {
+                settings.stream = value.get::<Option<String>>().expect("type checked upstream").unwrap_or(DEFAULT_STREAM.into())
+            }
+            "video-caps" => {
+                settings.video_caps = value.get::<Option<gst::Caps>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_VIDEO_CAPS.parse().unwrap())
+            }
+            "audio-caps" => {
+                settings.audio_caps = value.get::<Option<gst::Caps>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_AUDIO_CAPS.parse().unwrap())
+            }
+            "mute-audio" | "mute-video" => {
+                drop(settings);
+                let flag = if pspec.name() == "mute-audio" { &self.mute_audio } else { &self.mute_video };
+                let muted: bool = value.get().expect("type checked upstream");
+                if flag.swap(muted, Ordering::Relaxed) != muted {
+                    self.announce_mute();
+                }
+            }
+            _ => unimplemented!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        let client = self.client();
+        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+            return value;
+        }
+        match pspec.name() {
+            "stream" => settings.stream.to_value(),
+            "video-caps" => settings.video_caps.to_value(),
+            "audio-caps" => settings.audio_caps.to_value(),
+            "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
+            "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            let mut signals = events::event_signals();
+            signals.extend([
+                /**
+                 * GstRoomSink::send-message:
+                 * @text: the chat text (at most 4 KiB)
+                 *
+                 * Sends a chat message to everyone in the room. It comes back as room-message.
+                 *
+                 * Returns: whether it was queued (false when not in a room)
+                 */
+                glib::subclass::Signal::builder("send-message")
+                    .param_types([String::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let sink = args[0].get::<super::RoomSink>().expect("signal arg");
+                        let text = args[1].get::<String>().expect("signal arg");
+                        Some(sink.imp().send_chat(None, text).to_value())
+                    })
+                    .build(),
+                /**
+                 * GstRoomSink::send-message-to:
+                 * @username: the only recipient
+                 * @text: the chat text (at most 4 KiB)
+                 *
+                 * Sends a direct chat message to one participant.
+                 *
+                 * Returns: whether it was queued (false when not in a room)
+                 */
+                glib::subclass::Signal::builder("send-message-to")
+                    .param_types([String::static_type(), String::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let sink = args[0].get::<super::RoomSink>().expect("signal arg");
+                        let to = args[1].get::<String>().expect("signal arg");
+                        let text = args[2].get::<String>().expect("signal arg");
+                        Some(sink.imp().send_chat(Some(to), text).to_value())
+                    })
+                    .build(),
+            ]);
+            signals
+        });
+        SIGNALS.as_ref()
+    }
+}
+
+impl GstObjectImpl for RoomSink {}
+
+impl ElementImpl for RoomSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Room publisher",
+                "Sink/Network/WebRTC",
+                "Publishes audio and video into a gst-room video conference room",
+                "gst-room developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let video = gst::Caps::builder("video/x-raw").build();
+            let audio = gst::Caps::builder("audio/x-raw").build();
+            vec![
+                gst::PadTemplate::new("video_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &video).unwrap(),
+                gst::PadTemplate::new("audio_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &audio).unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let medium = if templ.name_template().starts_with("video") { Medium::Video } else { Medium::Audio };
+        let prefix = if medium == Medium::Video { "video_" } else { "audio_" };
+        let name = name.map(str::to_owned).unwrap_or_else(|| {
+            (0..).map(|i| format!("{prefix}{i}")).find(|n| self.obj().static_pad(n).is_none()).unwrap()
+        });
+        let ghost = match self.link_input(medium, &name) {
+            Ok(ghost) => ghost,
+            Err(err) => {
+                gst::element_imp_error!(self, gst::CoreError::Pad, ["roomsink: cannot add {}: {}", name, err]);
+                return None;
+            }
+        };
+        ghost.set_active(true).ok()?;
+        self.obj().add_pad(&ghost).ok()?;
+        if let Some(signaller) = &self.state.lock().unwrap().signaller {
+            signaller.set_media(self.has_pad("audio_"), self.has_pad("video_"));
+        }
+        Some(ghost.upcast())
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady {
+            self.start()?;
+        }
+        let result = self.parent_change_state(transition);
+        if transition == gst::StateChange::ReadyToNull || (result.is_err() && transition == gst::StateChange::NullToReady) {
+            self.stop();
+        }
+        gst::debug!(CAT, imp = self, "{transition:?}: {result:?}");
+        result
+    }
+}
+
+impl BinImpl for RoomSink {}

@@ -1,0 +1,396 @@
+//! The subclass behind [`super::RoomSrc`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use room_protocol::{Participant, ServerMessage};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::client::{self, RoomClient, RoomEvent, Status};
+use crate::events::{self, RoomSettings};
+use crate::signaller::RoomSignaller;
+use crate::RUNTIME;
+
+/// Jitterbuffer latency. webrtcbin's 200 ms default suits the internet; conferencing on a LAN
+/// wants the picture sooner, and 50 ms still absorbs ordinary LAN jitter.
+const DEFAULT_LATENCY_MS: u32 = 50;
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("roomsrc", gst::DebugColorFlags::empty(), Some("gst-room player")));
+
+#[derive(Default)]
+struct Settings {
+    room: RoomSettings,
+    participant: Option<String>,
+    latency_ms: Option<u32>,
+}
+
+impl Settings {
+    fn latency_ms(&self) -> u32 {
+        self.latency_ms.unwrap_or(DEFAULT_LATENCY_MS)
+    }
+}
+
+/// One remote stream being played: (username, stream) → its webrtcsrc and our pads.
+type PlayerKey = (String, String);
+
+struct Player {
+    src: gst::Element,
+    signaller: RoomSignaller,
+    pads: Vec<gst::GhostPad>,
+}
+
+/// What exists between READY→PAUSED and PAUSED→READY.
+#[derive(Default)]
+struct State {
+    client: Option<Arc<RoomClient>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    players: BTreeMap<PlayerKey, Player>,
+}
+
+#[derive(Default)]
+pub struct RoomSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+impl RoomSrc {
+    fn client(&self) -> Option<Arc<RoomClient>> {
+        self.state.lock().unwrap().client.clone()
+    }
+
+    /// READY→PAUSED: join (or share) the participant and follow the room.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let settings = self.settings.lock().unwrap();
+        let key = settings.room.key().map_err(|err| {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ["roomsrc: {}", err]);
+            gst::StateChangeError
+        })?;
+        let client = client::acquire(key, settings.room.token.clone());
+        drop(settings);
+        let poster = events::spawn_poster(self.obj().upcast_ref(), &client);
+        let follower = self.spawn_follower(&client);
+        *self.state.lock().unwrap() = State { client: Some(client), tasks: vec![poster, follower], players: BTreeMap::new() };
+        Ok(())
+    }
+
+    /// PAUSED→READY: end every player and leave.
+    fn stop(&self) {
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        for task in state.tasks {
+            task.abort();
+        }
+        for (key, player) in state.players {
+            self.dispose_player(&key, player);
+        }
+        if let Some(client) = state.client {
+            client::release(client);
+        }
+    }
+
+    /// Follows room events and adds/removes players. GStreamer state changes can block, so
+    /// each runs on the blocking pool, awaited in order.
+    fn spawn_follower(&self, client: &RoomClient) -> tokio::task::JoinHandle<()> {
+        let (mut events, snapshot) = client.subscribe();
+        let this = self.obj().downgrade();
+        RUNTIME.spawn(async move {
+            let mut pending = if snapshot.status == Status::Joined { vec![Change::PlayAll(snapshot.participants)] } else { vec![] };
+            loop {
+                for change in pending.drain(..) {
+                    // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
+                    let Some(this) = this.upgrade() else { return };
+                    let _ = tokio::task::spawn_blocking(move || this.imp().apply(change)).await;
+                }
+                match events.recv().await {
+                    Ok(event) => pending.extend(Change::from_event(event)),
+                    Err(RecvError::Lagged(n)) => gst::warning!(CAT, "missed {n} room events"),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
+    fn apply(&self, change: Change) {
+        match change {
+            Change::PlayAll(participants) => {
+                for p in participants {
+                    for s in p.streams {
+                        self.add_player(&p.username, &s.stream);
+                    }
+                }
+            }
+            Change::Play(user, stream) => self.add_player(&user, &stream),
+            Change::Stop(matches) => {
+                let ended: Vec<_> = {
+                    let mut state = self.state.lock().unwrap();
+                    let keys: Vec<PlayerKey> =
+                        state.players.iter().filter(|(k, p)| matches.applies(k, p)).map(|(k, _)| k.clone()).collect();
+                    keys.into_iter().filter_map(|k| state.players.remove(&k).map(|p| (k, p))).collect()
+                };
+                for (key, player) in ended {
+                    self.dispose_player(&key, player);
+                }
+            }
+        }
+    }
+
+    fn wants(&self, user: &str) -> bool {
+        let settings = self.settings.lock().unwrap();
+        settings.participant.as_deref().is_none_or(|p| p == user) && user != settings.room.username
+    }
+
+    fn add_player(&self, user: &str, stream: &str) {
+        let key = (user.to_owned(), stream.to_owned());
+        let Some(client) = self.client() else { return };
+        if !self.wants(user) || self.state.lock().unwrap().players.contains_key(&key) {
+            return;
+        }
+        match self.make_player(client, user, stream) {
+            Ok(player) => {
+                self.state.lock().unwrap().players.insert(key, player.clone_refs());
+                if let Err(err) = player.src.sync_state_with_parent() {
+                    gst::warning!(CAT, imp = self, "cannot start the player of {user}/{stream}: {err}");
+                }
+                events::post(self.obj().upcast_ref(), events::session_status("playing", Some(stream), Some(user)));
+            }
+            Err(err) => {
+                gst::element_imp_warning!(self, gst::CoreError::Failed, ["cannot play {}/{}: {}", user, stream, err]);
+            }
+        }
+    }
+
+    fn make_player(&self, client: Arc<RoomClient>, user: &str, stream: &str) -> Result<Player, glib::BoolError> {
+        let (stun, latency) = {
+            let s = self.settings.lock().unwrap();
+            (s.room.stun_server.clone(), s.latency_ms())
+        };
+        let signaller = RoomSignaller::viewer(client, user, stream);
+        signaller.connect("webrtcbin-ready", false, move |args| {
+            let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
+            webrtcbin.set_property("latency", latency);
+            None
+        });
+        let src = gst::ElementFactory::make("webrtcsrc")
+            .name(format!("webrtcsrc-{user}-{stream}"))
+            .property("signaller", &signaller)
+            .property("stun-server", stun)
+            .build()?;
+        let this = self.obj().downgrade();
+        let (user_owned, stream_owned) = (user.to_owned(), stream.to_owned());
+        src.connect_pad_added(move |_src, pad| {
+            if let Some(this) = this.upgrade() {
+                this.imp().expose(&user_owned, &stream_owned, pad);
+            }
+        });
+        self.obj().add(&src)?;
+        Ok(Player { src, signaller, pads: Vec::new() })
+    }
+
+    /// Ghosts a decoded pad of a player as `video_<user>` / `audio_<user>`. Runs inside
+    /// webrtcsrc's pad-added, before webrtcsrc asks downstream what it takes — linking here is
+    /// what makes webrtcsrc decode.
+    fn expose(&self, user: &str, stream: &str, pad: &gst::Pad) {
+        let medium = if pad.name().starts_with("video") { "video" } else { "audio" };
+        let mut name = format!("{medium}_{}", sanitize(user));
+        if stream != "main" {
+            name = format!("{name}_{}", sanitize(stream));
+        }
+        let template = self.obj().pad_template(&format!("{medium}_%s")).unwrap();
+        let ghost = match gst::GhostPad::builder_from_template_with_target(&template, pad) {
+            Ok(builder) => builder.name(name.as_str()).build(),
+            Err(err) => return gst::warning!(CAT, imp = self, "cannot ghost {}: {err}", pad.name()),
+        };
+        let _ = ghost.set_active(true);
+        if let Some(player) = self.state.lock().unwrap().players.get_mut(&(user.to_owned(), stream.to_owned())) {
+            player.pads.push(ghost.clone());
+        }
+        gst::info!(CAT, imp = self, "exposing {name}");
+        if let Err(err) = self.obj().add_pad(&ghost) {
+            gst::warning!(CAT, imp = self, "cannot add {name}: {err}");
+        }
+    }
+
+    /// Ends a player: EOS on its pads, pads removed, webrtcsrc stopped and removed.
+    fn dispose_player(&self, key: &PlayerKey, player: Player) {
+        gst::info!(CAT, imp = self, "stream {}/{} ended", key.0, key.1);
+        for ghost in &player.pads {
+            ghost.push_event(gst::event::Eos::new());
+            let _ = ghost.set_target(None::<&gst::Pad>);
+            let _ = self.obj().remove_pad(ghost);
+        }
+        let _ = player.src.set_state(gst::State::Null);
+        let _ = self.obj().remove(&player.src);
+        events::post(self.obj().upcast_ref(), events::session_status("stopped", Some(&key.1), Some(&key.0)));
+    }
+}
+
+impl Player {
+    fn clone_refs(&self) -> Player {
+        Player { src: self.src.clone(), signaller: self.signaller.clone(), pads: self.pads.clone() }
+    }
+}
+
+/// Which players a room event ends.
+enum StopMatch {
+    Stream(String, String),
+    User(String),
+    Session(String),
+    All,
+}
+
+impl StopMatch {
+    fn applies(&self, key: &PlayerKey, player: &Player) -> bool {
+        match self {
+            StopMatch::Stream(user, stream) => &key.0 == user && &key.1 == stream,
+            StopMatch::User(user) => &key.0 == user,
+            StopMatch::Session(session) => player.signaller.sessions().contains(session),
+            StopMatch::All => true,
+        }
+    }
+}
+
+/// What a room event means for the players.
+enum Change {
+    PlayAll(Vec<Participant>),
+    Play(String, String),
+    Stop(StopMatch),
+}
+
+impl Change {
+    fn from_event(event: RoomEvent) -> Option<Change> {
+        Some(match event {
+            RoomEvent::Server(msg) => match &*msg {
+                ServerMessage::State { participants, .. } => Change::PlayAll(participants.clone()),
+                ServerMessage::Published { username, stream } => Change::Play(username.clone(), stream.stream.clone()),
+                ServerMessage::Unpublished { username, stream } => {
+                    Change::Stop(StopMatch::Stream(username.clone(), stream.clone()))
+                }
+                ServerMessage::Left { username } => Change::Stop(StopMatch::User(username.clone())),
+                ServerMessage::SessionEnded { session, .. } => Change::Stop(StopMatch::Session(session.clone())),
+                _ => return None,
+            },
+            RoomEvent::Status(Status::Reconnecting) | RoomEvent::Fatal { .. } => Change::Stop(StopMatch::All),
+            RoomEvent::Status(_) => return None,
+        })
+    }
+}
+
+/// Pad names keep to `A-Z a-z 0-9 _` so that `gst-launch-1.0 r.video_bob` parses.
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RoomSrc {
+    const NAME: &'static str = "GstRoomSrc";
+    type Type = super::RoomSrc;
+    type ParentType = gst::Bin;
+}
+
+impl ObjectImpl for RoomSrc {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
+        self.obj().set_element_flags(gst::ElementFlags::SOURCE);
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut props = RoomSettings::properties();
+            props.extend([
+                glib::ParamSpecString::builder("participant")
+                    .nick("Participant")
+                    .blurb("Play only this participant's streams (default: everyone else in the room)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency")
+                    .nick("Latency")
+                    .blurb("Jitterbuffer latency in milliseconds: lower shows frames sooner, higher absorbs more network jitter")
+                    .default_value(DEFAULT_LATENCY_MS)
+                    .maximum(10_000)
+                    .mutable_ready()
+                    .build(),
+            ]);
+            props
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        if settings.room.set(pspec.name(), value) {
+            return;
+        }
+        match pspec.name() {
+            "participant" => settings.participant = value.get().expect("type checked upstream"),
+            "latency" => settings.latency_ms = Some(value.get().expect("type checked upstream")),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        let client = self.client();
+        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+            return value;
+        }
+        match pspec.name() {
+            "participant" => settings.participant.to_value(),
+            "latency" => settings.latency_ms().to_value(),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(events::event_signals);
+        SIGNALS.as_ref()
+    }
+}
+
+impl GstObjectImpl for RoomSrc {}
+
+impl ElementImpl for RoomSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Room player",
+                "Source/Network/WebRTC",
+                "Plays the participants of a gst-room video conference room, one pad per participant",
+                "gst-room developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let video = gst::Caps::builder("video/x-raw").build();
+            let audio = gst::Caps::builder("audio/x-raw").build();
+            vec![
+                gst::PadTemplate::new("video_%s", gst::PadDirection::Src, gst::PadPresence::Sometimes, &video).unwrap(),
+                gst::PadTemplate::new("audio_%s", gst::PadDirection::Src, gst::PadPresence::Sometimes, &audio).unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            self.start()?;
+        }
+        let result = self.parent_change_state(transition);
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        match (transition, result?) {
+            // Live: no preroll, frames come only in PLAYING.
+            (gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused, _) => Ok(gst::StateChangeSuccess::NoPreroll),
+            (_, success) => Ok(success),
+        }
+    }
+}
+
+impl BinImpl for RoomSrc {}

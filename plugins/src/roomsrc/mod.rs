@@ -1,0 +1,27 @@
+//! `roomsrc`: plays a room's participants.
+//!
+//! ```text
+//! gst-launch-1.0 roomsrc server-url=ws://127.0.0.1:8443/ws room=demo participant=bot ! \
+//!     videoconvert ! autovideosink
+//! ```
+//!
+//! A live source Bin that joins the room and, for every stream another participant publishes
+//! (or only `participant`'s), adds a `webrtcsrc` whose signaller plays that stream. Its decoded
+//! pads appear as sometimes pads `video_<username>` / `audio_<username>` (`_<stream>` appended
+//! for streams not named "main"). When the stream ends (unpublished, participant left, session
+//! ended) the pads get EOS and are removed; the pipeline keeps running.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    /// See the module documentation.
+    pub struct RoomSrc(ObjectSubclass<imp::RoomSrc>) @extends gst::Bin, gst::Element, gst::Object, @implements gst::ChildProxy;
+}
+
+/// Registers `roomsrc` with `plugin`.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(Some(plugin), "roomsrc", gst::Rank::NONE, RoomSrc::static_type())
+}
