@@ -305,10 +305,11 @@ async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<Clien
         match connect_and_join(&key, token.clone()).await {
             Ok((ws, state)) => {
                 attempt = 0;
+                // After a reconnect, commands queued meanwhile that refer to the old connection
+                // (sessions, announcements) are stale: drop them; streams are re-announced by
+                // `relay`. Chat is kept. Before the first join everything queued is current.
+                let held = if joined_once { take_chat(&mut commands) } else { Vec::new() };
                 joined_once = true;
-                // Commands queued while disconnected refer to the old connection (sessions,
-                // announcements): drop them; the streams are re-announced below.
-                while commands.try_recv().is_ok() {}
                 let republish = {
                     let mut view = shared.view.lock().unwrap();
                     view.status = Status::Joined;
@@ -316,7 +317,7 @@ async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<Clien
                 };
                 let _ = shared.events.send(RoomEvent::Status(Status::Joined));
                 shared.apply(state);
-                match relay(ws, &mut commands, shared, republish).await {
+                match relay(ws, &mut commands, shared, republish, held).await {
                     SessionEnd::Closed => return,
                     SessionEnd::Lost(why) => {
                         tracing_warn(&key, &format!("connection lost: {why}; reconnecting"));
@@ -347,6 +348,17 @@ async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<Clien
     }
 }
 
+/// Empties the queue, keeping only chat messages.
+fn take_chat(commands: &mut mpsc::Receiver<ClientMessage>) -> Vec<ClientMessage> {
+    let mut chat = Vec::new();
+    while let Ok(msg) = commands.try_recv() {
+        if matches!(msg, ClientMessage::Message { .. }) {
+            chat.push(msg);
+        }
+    }
+    chat
+}
+
 type Socket = WebSocketStream<ConnectStream>;
 
 async fn connect_and_join(key: &Key, token: Option<String>) -> Result<(Socket, ServerMessage), JoinError> {
@@ -374,6 +386,7 @@ async fn relay(
     commands: &mut mpsc::Receiver<ClientMessage>,
     shared: &Shared,
     republish: Vec<StreamInfo>,
+    held: Vec<ClientMessage>,
 ) -> SessionEnd {
     for s in republish {
         let publish = ClientMessage::Publish { stream: s.stream.clone(), audio: s.audio, video: s.video };
@@ -387,10 +400,16 @@ async fn relay(
             return SessionEnd::Lost(e.to_string());
         }
     }
+    for msg in held {
+        if let Err(e) = send_json(&mut ws, &msg).await {
+            return SessionEnd::Lost(e.to_string());
+        }
+    }
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 Some(msg) => {
+                    gst::trace!(crate::events::CAT, "sending {msg:?}");
                     if let Err(e) = send_json(&mut ws, &msg).await {
                         return SessionEnd::Lost(e.to_string());
                     }
@@ -402,7 +421,10 @@ async fn relay(
                 }
             },
             msg = next_message(&mut ws) => match msg {
-                Some(Ok(msg)) => shared.apply(msg),
+                Some(Ok(msg)) => {
+                    gst::trace!(crate::events::CAT, "received {msg:?}");
+                    shared.apply(msg)
+                }
                 Some(Err(e)) => return SessionEnd::Lost(e),
                 None => return SessionEnd::Lost("closed by the server".into()),
             },

@@ -95,7 +95,7 @@ impl RoomSink {
     fn start(&self) -> Result<(), gst::StateChangeError> {
         let settings = self.settings.lock().unwrap();
         let key = settings.room.key().map_err(|err| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ["roomsink: {}", err]);
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
             gst::StateChangeError
         })?;
         self.webrtcsink.set_property("video-caps", &settings.video_caps);

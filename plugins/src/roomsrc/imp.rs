@@ -66,7 +66,7 @@ impl RoomSrc {
     fn start(&self) -> Result<(), gst::StateChangeError> {
         let settings = self.settings.lock().unwrap();
         let key = settings.room.key().map_err(|err| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ["roomsrc: {}", err]);
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsrc: {}", err));
             gst::StateChangeError
         })?;
         let client = client::acquire(key, settings.room.token.clone());
@@ -203,6 +203,11 @@ impl RoomSrc {
             Ok(builder) => builder.name(name.as_str()).build(),
             Err(err) => return gst::warning!(CAT, imp = self, "cannot ghost {}: {err}", pad.name()),
         };
+        // An application may link only some pads (say, only video): buffers for an unlinked pad
+        // are dropped, not refused, or webrtcsrc would fail the whole pipeline with not-linked.
+        ghost.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |pad, _| {
+            if pad.is_linked() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+        });
         let _ = ghost.set_active(true);
         if let Some(player) = self.state.lock().unwrap().players.get_mut(&(user.to_owned(), stream.to_owned())) {
             player.pads.push(ghost.clone());

@@ -1,0 +1,168 @@
+//! roomsink and roomsrc with real media: a server in this process, real pipelines, decoded
+//! frames checked for colour.
+
+use gst::prelude::*;
+use gst_room_tests::TestServer;
+use gst_room_tests::media::*;
+
+const RED: Rgb = [230, 20, 20];
+const BLUE: Rgb = [20, 40, 230];
+const BLACK: Rgb = [0, 0, 0];
+/// VP8 at low bitrate and two colour conversions move a flat colour by a few steps.
+const TOLERANCE: u8 = 40;
+
+#[test]
+fn published_colour_and_audio_arrive_decoded() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let publisher = start(&publisher_line(&url, "colour", "bot", RED, ""));
+    let viewer = Viewer::new(&url, "room=colour username=viewer participant=bot").start();
+    let seen = viewer.wait("30 red frames and decoded audio", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= 30
+            && s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE))
+            && s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 10
+    });
+    assert!(seen.eos.is_empty());
+    stop(&publisher);
+}
+
+#[test]
+fn two_gst_participants_publish_and_play_each_other_over_one_connection_each() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    // Each side is one participant: roomsink and roomsrc with the same username share it.
+    let a = Viewer::new(&url, "room=pair username=alice");
+    let b = Viewer::new(&url, "room=pair username=bob");
+    let a_pub = start(&publisher_line(&url, "pair", "alice", RED, ""));
+    let b_pub = start(&publisher_line(&url, "pair", "bob", BLUE, ""));
+    let (a, b) = (a.start(), b.start());
+    a.wait("alice sees bob's blue", |s| s.colour.get("video_bob").is_some_and(|c| close_to(*c, BLUE, TOLERANCE)));
+    b.wait("bob sees alice's red", |s| s.colour.get("video_alice").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+    // Neither plays itself.
+    assert!(!a.seen().frames.contains_key("video_alice"));
+    // Two participants, not four: the elements of each side shared one connection.
+    let names: Vec<String> = a.roomsrc.property("participants");
+    assert_eq!(names.len(), 2, "{names:?}");
+    stop(&a_pub);
+    stop(&b_pub);
+}
+
+#[test]
+fn late_publisher_appears_and_its_end_removes_only_its_pads() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let viewer = Viewer::new(&url, "room=late username=viewer").start();
+    wait_for_event(&viewer.pipeline, "room-state", |_| true);
+    let publisher = start(&publisher_line(&url, "late", "bot", BLUE, ""));
+    viewer.wait("frames from the late publisher", |s| s.frames.get("video_bot").copied().unwrap_or(0) >= 10);
+
+    stop(&publisher);
+    let seen = viewer.wait("EOS and removal of bot's pads", |s| {
+        s.eos.contains(&"video_bot".to_string())
+            && s.removed.contains(&"video_bot".to_string())
+            && s.removed.contains(&"audio_bot".to_string())
+    });
+    assert!(seen.eos.contains(&"audio_bot".to_string()), "{seen:?}");
+    let (_, current, _) = viewer.pipeline.state(gst::ClockTime::from_seconds(1));
+    assert_eq!(current, gst::State::Playing);
+    fail_on_error(&viewer.pipeline);
+    let bus = viewer.pipeline.bus().unwrap();
+    assert!(bus.pop_filtered(&[gst::MessageType::Eos]).is_none(), "no pipeline-wide EOS");
+}
+
+#[test]
+fn mute_video_sends_black_and_tells_the_room() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let publisher = start(&publisher_line(&url, "mute", "bot", RED, ""));
+    let viewer = Viewer::new(&url, "room=mute username=viewer participant=bot").start();
+    viewer.wait("red", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+
+    let sink = publisher.by_name("sink").unwrap();
+    sink.set_property("mute-video", true);
+    let muted = wait_for_event(&viewer.pipeline, "room-muted", |s| s.get::<bool>("video-muted") == Ok(true));
+    assert_eq!(muted.get::<&str>("username").unwrap(), "bot");
+    assert_eq!(muted.get::<bool>("audio-muted").unwrap(), false);
+    viewer.wait("black", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, BLACK, TOLERANCE)));
+
+    sink.set_property("mute-video", false);
+    wait_for_event(&viewer.pipeline, "room-muted", |s| s.get::<bool>("video-muted") == Ok(false));
+    viewer.wait("red again", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+    stop(&publisher);
+}
+
+#[test]
+fn chat_from_action_signals_arrives_stamped_with_the_sender() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let viewer = Viewer::new(&url, "room=chat username=viewer").start();
+    wait_for_event(&viewer.pipeline, "room-state", |_| true);
+    let publisher = start(&publisher_line(&url, "chat", "bot", RED, ""));
+    wait_for_event(&viewer.pipeline, "room-joined", |s| s.get::<&str>("username") == Ok("bot"));
+    let sink = publisher.by_name("sink").unwrap();
+
+    assert!(sink.emit_by_name::<bool>("send-message", &[&"hello <room>"]));
+    let msg = wait_for_event(&viewer.pipeline, "room-message", |_| true);
+    assert_eq!(msg.get::<&str>("from").unwrap(), "bot");
+    assert_eq!(msg.get::<&str>("text").unwrap(), "hello <room>");
+    assert!(!msg.has_field("to"));
+    assert!(msg.get::<u64>("ts").unwrap() > 1_700_000_000_000);
+
+    assert!(sink.emit_by_name::<bool>("send-message-to", &[&"viewer", &"just you"]));
+    let msg = wait_for_event(&viewer.pipeline, "room-message", |_| true);
+    assert_eq!((msg.get::<&str>("to").unwrap(), msg.get::<&str>("text").unwrap()), ("viewer", "just you"));
+    stop(&publisher);
+}
+
+#[test]
+fn refused_joins_are_element_errors_with_the_reason() {
+    init();
+    let config = room_signaling::Config { max_participants: 1, ..Default::default() };
+    let small = TestServer::start(config);
+    let url = small.ws_url();
+    let first = Viewer::new(&url, "room=small username=first").start();
+    wait_for_event(&first.pipeline, "room-state", |_| true);
+
+    let full = Viewer::new(&url, "room=small username=second").start();
+    let failed = wait_for_event(&full.pipeline, "room-failed", |_| true);
+    assert_eq!(failed.get::<&str>("reason").unwrap(), "room-full");
+    let error = wait_for_error(&full.pipeline);
+    assert!(error.starts_with("room-full"), "{error}");
+
+    // Elements of this process with the same key would share the participant, so the name
+    // clash comes from a participant of another client: a raw WebSocket one.
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _raw = rt.block_on(gst_room_tests::Client::join(&url, "taken", "dup"));
+    let clash = Viewer::new(&url, "room=taken username=dup").start();
+    let error = wait_for_error(&clash.pipeline);
+    assert!(error.starts_with("name-taken"), "{error}");
+    // The first participant was not disturbed.
+    fail_on_error(&first.pipeline);
+}
+
+#[test]
+fn missing_room_property_is_a_clear_error() {
+    init();
+    let pipeline = gst::parse::launch("videotestsrc ! roomsink").unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let error = wait_for_error(pipeline.downcast_ref().unwrap());
+    assert!(error.contains("room"), "{error}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn unreachable_server_is_an_element_error_after_retries() {
+    init();
+    // Bind and drop: a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let viewer = Viewer::new(&format!("ws://127.0.0.1:{port}/ws"), "room=r username=u").start();
+    let failed = wait_for_event(&viewer.pipeline, "room-failed", |_| true);
+    assert_eq!(failed.get::<&str>("reason").unwrap(), "unreachable");
+}
