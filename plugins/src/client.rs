@@ -23,9 +23,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::{ConnectStream, connect_async};
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
 use futures::StreamExt;
 use room_protocol::{ClientMessage, Participant, ServerMessage, StreamInfo};
 use tokio::sync::{broadcast, mpsc};
@@ -134,7 +134,9 @@ pub fn acquire(key: Key, token: Option<String>) -> Arc<RoomClient> {
 /// left the room and closed the socket.
 pub fn release(client: Arc<RoomClient>) {
     if let Ok(client) = Arc::try_unwrap(client) {
-        let RoomClient { commands, finished, .. } = client;
+        let RoomClient {
+            commands, finished, ..
+        } = client;
         drop(commands);
         let _ = finished.into_inner().unwrap().recv_timeout(LEAVE_TIMEOUT);
     }
@@ -145,7 +147,11 @@ impl RoomClient {
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
-            view: Mutex::new(View { status: Status::Connecting, participants: Vec::new(), published: Vec::new() }),
+            view: Mutex::new(View {
+                status: Status::Connecting,
+                participants: Vec::new(),
+                published: Vec::new(),
+            }),
             events,
         });
         let (done, finished) = std::sync::mpsc::channel();
@@ -155,7 +161,12 @@ impl RoomClient {
             run(task_key, token, queue, &task_shared).await;
             let _ = done.send(());
         });
-        Arc::new(RoomClient { key, commands, shared, finished: Mutex::new(finished) })
+        Arc::new(RoomClient {
+            key,
+            commands,
+            shared,
+            finished: Mutex::new(finished),
+        })
     }
 
     /// The participant this client is.
@@ -174,7 +185,11 @@ impl RoomClient {
         if view.status != Status::Joined {
             return Vec::new();
         }
-        let mut names: Vec<String> = view.participants.iter().map(|p| p.username.clone()).collect();
+        let mut names: Vec<String> = view
+            .participants
+            .iter()
+            .map(|p| p.username.clone())
+            .collect();
         names.push(self.key.username.clone());
         names
     }
@@ -183,13 +198,21 @@ impl RoomClient {
     pub fn subscribe(&self) -> (broadcast::Receiver<RoomEvent>, Snapshot) {
         let view = self.shared.view.lock().unwrap();
         let receiver = self.shared.events.subscribe();
-        (receiver, Snapshot { status: view.status, participants: view.participants.clone() })
+        (
+            receiver,
+            Snapshot {
+                status: view.status,
+                participants: view.participants.clone(),
+            },
+        )
     }
 
     /// Queues a message for the server. Fails when the queue is full (the connection is stuck)
     /// or the client has ended.
     pub fn send(&self, msg: ClientMessage) -> Result<(), String> {
-        self.commands.try_send(msg).map_err(|err| format!("cannot send to the room server: {err}"))
+        self.commands
+            .try_send(msg)
+            .map_err(|err| format!("cannot send to the room server: {err}"))
     }
 
     /// Announces an own stream, now and after every reconnect.
@@ -204,13 +227,24 @@ impl RoomClient {
             video_muted: false,
         });
         drop(view);
-        self.send(ClientMessage::Publish { stream: stream.to_owned(), audio, video })
+        self.send(ClientMessage::Publish {
+            stream: stream.to_owned(),
+            audio,
+            video,
+        })
     }
 
     /// Withdraws an own stream.
     pub fn unpublish(&self, stream: &str) -> Result<(), String> {
-        self.shared.view.lock().unwrap().published.retain(|s| s.stream != stream);
-        self.send(ClientMessage::Unpublish { stream: stream.to_owned() })
+        self.shared
+            .view
+            .lock()
+            .unwrap()
+            .published
+            .retain(|s| s.stream != stream);
+        self.send(ClientMessage::Unpublish {
+            stream: stream.to_owned(),
+        })
     }
 
     /// Sets an own stream's mute state (remembered for reconnects).
@@ -222,7 +256,11 @@ impl RoomClient {
         info.audio_muted = audio_muted;
         info.video_muted = video_muted;
         drop(view);
-        self.send(ClientMessage::Mute { stream: stream.to_owned(), audio_muted, video_muted })
+        self.send(ClientMessage::Mute {
+            stream: stream.to_owned(),
+            audio_muted,
+            video_muted,
+        })
     }
 }
 
@@ -245,7 +283,10 @@ impl Shared {
 
     fn fatal(&self, reason: &str, detail: String) {
         self.set_status(Status::Failed);
-        let _ = self.events.send(RoomEvent::Fatal { reason: reason.to_owned(), detail });
+        let _ = self.events.send(RoomEvent::Fatal {
+            reason: reason.to_owned(),
+            detail,
+        });
     }
 }
 
@@ -255,10 +296,14 @@ fn update_view(participants: &mut Vec<Participant>, msg: &ServerMessage) {
         participants.iter_mut().position(|p| p.username == name)
     };
     match msg {
-        ServerMessage::State { participants: everyone, .. } => *participants = everyone.clone(),
-        ServerMessage::Joined { username } => {
-            participants.push(Participant { username: username.clone(), streams: Vec::new() })
-        }
+        ServerMessage::State {
+            participants: everyone,
+            ..
+        } => *participants = everyone.clone(),
+        ServerMessage::Joined { username } => participants.push(Participant {
+            username: username.clone(),
+            streams: Vec::new(),
+        }),
         ServerMessage::Left { username } => participants.retain(|p| &p.username != username),
         ServerMessage::Published { username, stream } => {
             if let Some(i) = find(participants, username) {
@@ -270,9 +315,17 @@ fn update_view(participants: &mut Vec<Participant>, msg: &ServerMessage) {
                 participants[i].streams.retain(|s| &s.stream != stream);
             }
         }
-        ServerMessage::Muted { username, stream, audio_muted, video_muted } => {
+        ServerMessage::Muted {
+            username,
+            stream,
+            audio_muted,
+            video_muted,
+        } => {
             if let Some(i) = find(participants, username)
-                && let Some(s) = participants[i].streams.iter_mut().find(|s| &s.stream == stream)
+                && let Some(s) = participants[i]
+                    .streams
+                    .iter_mut()
+                    .find(|s| &s.stream == stream)
             {
                 s.audio_muted = *audio_muted;
                 s.video_muted = *video_muted;
@@ -298,7 +351,12 @@ enum SessionEnd {
     Lost(String),
 }
 
-async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<ClientMessage>, shared: &Shared) {
+async fn run(
+    key: Key,
+    token: Option<String>,
+    mut commands: mpsc::Receiver<ClientMessage>,
+    shared: &Shared,
+) {
     let mut attempt: u32 = 0;
     let mut joined_once = false;
     loop {
@@ -308,7 +366,11 @@ async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<Clien
                 // After a reconnect, commands queued meanwhile that refer to the old connection
                 // (sessions, announcements) are stale: drop them; streams are re-announced by
                 // `relay`. Chat is kept. Before the first join everything queued is current.
-                let held = if joined_once { take_chat(&mut commands) } else { Vec::new() };
+                let held = if joined_once {
+                    take_chat(&mut commands)
+                } else {
+                    Vec::new()
+                };
                 joined_once = true;
                 let republish = {
                     let mut view = shared.view.lock().unwrap();
@@ -329,12 +391,17 @@ async fn run(key: Key, token: Option<String>, mut commands: mpsc::Receiver<Clien
             Err(JoinError::Io(why)) => {
                 attempt += 1;
                 if !joined_once && attempt >= FIRST_CONNECT_ATTEMPTS {
-                    let detail = format!("cannot reach {} after {attempt} attempts: {why}", key.server_url);
+                    let detail = format!(
+                        "cannot reach {} after {attempt} attempts: {why}",
+                        key.server_url
+                    );
                     return shared.fatal("unreachable", detail);
                 }
             }
         }
-        let backoff = BACKOFF_FIRST.saturating_mul(1 << attempt.min(5)).min(BACKOFF_CAP);
+        let backoff = BACKOFF_FIRST
+            .saturating_mul(1 << attempt.min(5))
+            .min(BACKOFF_CAP);
         let wait = tokio::time::sleep(backoff);
         tokio::pin!(wait);
         loop {
@@ -361,19 +428,35 @@ fn take_chat(commands: &mut mpsc::Receiver<ClientMessage>) -> Vec<ClientMessage>
 
 type Socket = WebSocketStream<ConnectStream>;
 
-async fn connect_and_join(key: &Key, token: Option<String>) -> Result<(Socket, ServerMessage), JoinError> {
+async fn connect_and_join(
+    key: &Key,
+    token: Option<String>,
+) -> Result<(Socket, ServerMessage), JoinError> {
     let io = |e: &dyn std::fmt::Display| JoinError::Io(e.to_string());
-    let (mut ws, _) = connect_async(key.server_url.as_str()).await.map_err(|e| io(&e))?;
-    let join = ClientMessage::Join { room: key.room.clone(), username: key.username.clone(), token };
+    let (mut ws, _) = connect_async(key.server_url.as_str())
+        .await
+        .map_err(|e| io(&e))?;
+    let join = ClientMessage::Join {
+        room: key.room.clone(),
+        username: key.username.clone(),
+        token,
+    };
     send_json(&mut ws, &join).await.map_err(|e| io(&e))?;
     loop {
         match next_message(&mut ws).await {
             Some(Ok(ServerMessage::Welcome { .. })) => continue,
             Some(Ok(state @ ServerMessage::State { .. })) => return Ok((ws, state)),
             Some(Ok(ServerMessage::Failed { reason, detail })) => {
-                return Err(JoinError::Refused { reason: reason.as_str().to_owned(), detail });
+                return Err(JoinError::Refused {
+                    reason: reason.as_str().to_owned(),
+                    detail,
+                });
             }
-            Some(Ok(other)) => return Err(JoinError::Io(format!("unexpected answer to join: {other:?}"))),
+            Some(Ok(other)) => {
+                return Err(JoinError::Io(format!(
+                    "unexpected answer to join: {other:?}"
+                )));
+            }
             Some(Err(err)) => return Err(JoinError::Io(err)),
             None => return Err(JoinError::Io("connection closed while joining".into())),
         }
@@ -389,8 +472,16 @@ async fn relay(
     held: Vec<ClientMessage>,
 ) -> SessionEnd {
     for s in republish {
-        let publish = ClientMessage::Publish { stream: s.stream.clone(), audio: s.audio, video: s.video };
-        let mute = ClientMessage::Mute { stream: s.stream, audio_muted: s.audio_muted, video_muted: s.video_muted };
+        let publish = ClientMessage::Publish {
+            stream: s.stream.clone(),
+            audio: s.audio,
+            video: s.video,
+        };
+        let mute = ClientMessage::Mute {
+            stream: s.stream,
+            audio_muted: s.audio_muted,
+            video_muted: s.video_muted,
+        };
         if let Err(e) = send_json(&mut ws, &publish).await {
             return SessionEnd::Lost(e.to_string());
         }
@@ -415,7 +506,7 @@ async fn relay(
                     }
                 }
                 None => {
-                    let _ = send_json(&mut ws, &ClientMessage::Leave).await;
+                    let _ = send_json(&mut ws, &ClientMessage::Leave {}).await;
                     let _ = ws.close(None).await;
                     return SessionEnd::Closed;
                 }
@@ -432,8 +523,14 @@ async fn relay(
     }
 }
 
-async fn send_json(ws: &mut Socket, msg: &ClientMessage) -> Result<(), async_tungstenite::tungstenite::Error> {
-    ws.send(Message::text(serde_json::to_string(msg).expect("protocol messages serialise"))).await
+async fn send_json(
+    ws: &mut Socket,
+    msg: &ClientMessage,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    ws.send(Message::text(
+        serde_json::to_string(msg).expect("protocol messages serialise"),
+    ))
+    .await
 }
 
 /// The next protocol message; `None` when the connection closed. Non-protocol text is an error
@@ -442,7 +539,10 @@ async fn next_message(ws: &mut Socket) -> Option<Result<ServerMessage, String>> 
     loop {
         match ws.next().await? {
             Ok(Message::Text(text)) => {
-                return Some(serde_json::from_str(text.as_str()).map_err(|e| format!("not a room server: {e}")));
+                return Some(
+                    serde_json::from_str(text.as_str())
+                        .map_err(|e| format!("not a room server: {e}")),
+                );
             }
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue,
@@ -452,5 +552,11 @@ async fn next_message(ws: &mut Socket) -> Option<Result<ServerMessage, String>> 
 }
 
 fn tracing_warn(key: &Key, what: &str) {
-    gst::warning!(crate::events::CAT, "{}@{} as {}: {what}", key.room, key.server_url, key.username);
+    gst::warning!(
+        crate::events::CAT,
+        "{}@{} as {}: {what}",
+        key.room,
+        key.server_url,
+        key.username
+    );
 }

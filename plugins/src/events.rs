@@ -28,8 +28,13 @@ use crate::RUNTIME;
 use crate::client::{self, Key, RoomClient, RoomEvent, Status};
 
 /// Debug category of the room client and the shared element code (`GST_DEBUG=room:6`).
-pub static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("room", gst::DebugColorFlags::empty(), Some("gst-room client")));
+pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "room",
+        gst::DebugColorFlags::empty(),
+        Some("gst-room client"),
+    )
+});
 
 /// The default room server (`gst-room server` without flags).
 pub const DEFAULT_SERVER_URL: &str = "ws://127.0.0.1:8443/ws";
@@ -105,12 +110,21 @@ impl RoomSettings {
     pub fn key(&self) -> Result<Key, String> {
         let room = self.room.clone().ok_or("the room property is not set")?;
         room_protocol::validate_name(&room).map_err(|why| format!("room {why}"))?;
-        room_protocol::validate_username(&self.username).map_err(|why| format!("username {why}"))?;
-        let url = url::Url::parse(&self.server_url).map_err(|e| format!("server-url {:?}: {e}", self.server_url))?;
+        room_protocol::validate_username(&self.username)
+            .map_err(|why| format!("username {why}"))?;
+        let url = url::Url::parse(&self.server_url)
+            .map_err(|e| format!("server-url {:?}: {e}", self.server_url))?;
         if !matches!(url.scheme(), "ws" | "wss") {
-            return Err(format!("server-url {:?} must start with ws:// or wss://", self.server_url));
+            return Err(format!(
+                "server-url {:?} must start with ws:// or wss://",
+                self.server_url
+            ));
         }
-        Ok(Key { server_url: self.server_url.clone(), room, username: self.username.clone() })
+        Ok(Key {
+            server_url: self.server_url.clone(),
+            room,
+            username: self.username.clone(),
+        })
     }
 
     /// The property specs of the shared settings and the read-only state.
@@ -170,15 +184,26 @@ impl RoomSettings {
     pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
         match name {
             "server-url" => {
-                self.server_url = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_SERVER_URL.into())
+                self.server_url = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(|| DEFAULT_SERVER_URL.into())
             }
             "room" => self.room = value.get().expect("type checked upstream"),
-            "username" => self.username = value.get::<Option<String>>().unwrap().unwrap_or_else(generated_username),
+            "username" => {
+                self.username = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(generated_username)
+            }
             "token" => self.token = value.get().expect("type checked upstream"),
             "stun-server" => self.stun_server = value.get().expect("type checked upstream"),
             "turn-servers" => {
                 let array = value.get::<gst::Array>().expect("type checked upstream");
-                self.turn_servers = array.iter().filter_map(|v| v.get::<String>().ok()).collect();
+                self.turn_servers = array
+                    .iter()
+                    .filter_map(|v| v.get::<String>().ok())
+                    .collect();
             }
             _ => return false,
         }
@@ -193,8 +218,13 @@ impl RoomSettings {
             "username" => self.username.to_value(),
             "token" => self.token.to_value(),
             "stun-server" => self.stun_server.to_value(),
-            "turn-servers" => gst::Array::new(self.turn_servers.iter().map(|s| s.to_send_value())).to_value(),
-            "status" => client.map(|c| RoomStatus::from(c.status())).unwrap_or_default().to_value(),
+            "turn-servers" => {
+                gst::Array::new(self.turn_servers.iter().map(|s| s.to_send_value())).to_value()
+            }
+            "status" => client
+                .map(|c| RoomStatus::from(c.status()))
+                .unwrap_or_default()
+                .to_value(),
             "participants" => client.map(|c| c.usernames()).unwrap_or_default().to_value(),
             _ => return None,
         })
@@ -219,14 +249,22 @@ pub const EVENT_NAMES: [&str; 9] = [
 pub fn event_signals() -> Vec<glib::subclass::Signal> {
     EVENT_NAMES
         .iter()
-        .map(|name| glib::subclass::Signal::builder(name).param_types([gst::Structure::static_type()]).build())
+        .map(|name| {
+            glib::subclass::Signal::builder(name)
+                .param_types([gst::Structure::static_type()])
+                .build()
+        })
         .collect()
 }
 
 /// Posts `event` on the bus and emits the signal of the same name.
 pub fn post(element: &gst::Element, event: gst::Structure) {
     let name = event.name().to_string();
-    let _ = element.post_message(gst::message::Element::builder(event.clone()).src(element).build());
+    let _ = element.post_message(
+        gst::message::Element::builder(event.clone())
+            .src(element)
+            .build(),
+    );
     element.emit_by_name::<()>(&name, &[&event]);
 }
 
@@ -242,25 +280,47 @@ pub fn session_status(status: &str, stream: Option<&str>, peer: Option<&str>) ->
 /// The event a server message becomes, if it is a room event.
 pub fn event_structure(msg: &ServerMessage) -> Option<gst::Structure> {
     let s = match msg {
-        ServerMessage::State { room, username, capacity, participants } => gst::Structure::builder("room-state")
+        ServerMessage::State {
+            room,
+            username,
+            capacity,
+            participants,
+        } => gst::Structure::builder("room-state")
             .field("room", room)
             .field("username", username)
             .field("capacity", *capacity as u32)
-            .field("participants", participants.iter().map(|p| p.username.clone()).collect::<Vec<_>>())
+            .field(
+                "participants",
+                participants
+                    .iter()
+                    .map(|p| p.username.clone())
+                    .collect::<Vec<_>>(),
+            )
             .build(),
-        ServerMessage::Joined { username } => gst::Structure::builder("room-joined").field("username", username).build(),
-        ServerMessage::Left { username } => gst::Structure::builder("room-left").field("username", username).build(),
+        ServerMessage::Joined { username } => gst::Structure::builder("room-joined")
+            .field("username", username)
+            .build(),
+        ServerMessage::Left { username } => gst::Structure::builder("room-left")
+            .field("username", username)
+            .build(),
         ServerMessage::Published { username, stream } => gst::Structure::builder("room-published")
             .field("username", username)
             .field("stream", &stream.stream)
             .field("audio", stream.audio)
             .field("video", stream.video)
             .build(),
-        ServerMessage::Unpublished { username, stream } => gst::Structure::builder("room-unpublished")
-            .field("username", username)
-            .field("stream", stream)
-            .build(),
-        ServerMessage::Muted { username, stream, audio_muted, video_muted } => gst::Structure::builder("room-muted")
+        ServerMessage::Unpublished { username, stream } => {
+            gst::Structure::builder("room-unpublished")
+                .field("username", username)
+                .field("stream", stream)
+                .build()
+        }
+        ServerMessage::Muted {
+            username,
+            stream,
+            audio_muted,
+            video_muted,
+        } => gst::Structure::builder("room-muted")
             .field("username", username)
             .field("stream", stream)
             .field("audio-muted", audio_muted)
@@ -280,15 +340,27 @@ pub fn event_structure(msg: &ServerMessage) -> Option<gst::Structure> {
 
 /// The `room-failed` event.
 pub fn failed(reason: &str, detail: &str) -> gst::Structure {
-    gst::Structure::builder("room-failed").field("reason", reason).field("detail", detail).build()
+    gst::Structure::builder("room-failed")
+        .field("reason", reason)
+        .field("detail", detail)
+        .build()
 }
 
 /// Posts a refused join or unreachable server as the element error it is (after the
 /// `room-failed` event): the message carries the reason, e.g. "room-full: room demo is full".
 pub fn post_fatal(element: &gst::Element, reason: &str, detail: &str) {
     post(element, failed(reason, detail));
-    let error = if reason == "unauthorized" { gst::ResourceError::NotAuthorized } else { gst::ResourceError::OpenRead };
-    gst::element_error!(element, error, ("{}: {}", reason, detail), ["room join failed"]);
+    let error = if reason == "unauthorized" {
+        gst::ResourceError::NotAuthorized
+    } else {
+        gst::ResourceError::OpenRead
+    };
+    gst::element_error!(
+        element,
+        error,
+        ("{}: {}", reason, detail),
+        ["room join failed"]
+    );
 }
 
 /// Posts every room event of `client` on `element`'s bus until aborted; a refused join or an
@@ -316,20 +388,31 @@ pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> tokio::task:
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            let Some(element) = element.upgrade() else { return };
+            let Some(element) = element.upgrade() else {
+                return;
+            };
             match event {
                 RoomEvent::Server(msg) => {
                     if let Some(structure) = event_structure(&msg) {
                         post(&element, structure);
                     } else if let room_protocol::ServerMessage::Error { code, message } = &*msg {
-                        gst::element_warning!(element, gst::ResourceError::Write, ("room server refused a message: {:?}", code), ["{}", message]);
+                        gst::element_warning!(
+                            element,
+                            gst::ResourceError::Write,
+                            ("room server refused a message: {:?}", code),
+                            ["{}", message]
+                        );
                     }
                 }
                 RoomEvent::Status(status) => {
                     element.notify("status");
                     let nick = RoomStatus::from(status);
-                    let nick = glib::EnumValue::from_value(&nick.to_value()).map(|(_, v)| v.nick().to_owned());
-                    post(&element, session_status(&nick.unwrap_or_default(), None, None));
+                    let nick = glib::EnumValue::from_value(&nick.to_value())
+                        .map(|(_, v)| v.nick().to_owned());
+                    post(
+                        &element,
+                        session_status(&nick.unwrap_or_default(), None, None),
+                    );
                 }
                 RoomEvent::Fatal { reason, detail } => {
                     element.notify("status");
@@ -340,4 +423,3 @@ pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> tokio::task:
         }
     })
 }
-

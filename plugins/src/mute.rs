@@ -41,7 +41,9 @@ pub fn install(pad: &gst::Pad, medium: Medium, muted: Arc<AtomicBool>) {
 }
 
 fn blank(buffer: &mut gst::BufferRef, medium: Medium, chroma: usize) {
-    let Ok(mut map) = buffer.map_writable() else { return };
+    let Ok(mut map) = buffer.map_writable() else {
+        return;
+    };
     let data = map.as_mut_slice();
     match medium {
         Medium::Audio => data.fill(0),

@@ -151,7 +151,7 @@ impl Rooms {
                 username,
                 token,
             } => return self.join(peer, room, username, token),
-            ClientMessage::Leave => self
+            ClientMessage::Leave {} => self
                 .require_member(peer)
                 .map(|_| ())
                 .map(|()| self.leave(peer)),
@@ -785,7 +785,7 @@ mod tests {
     fn empty_room_is_removed_and_leave_allows_rejoin() {
         let mut r = rooms(3);
         join(&mut r, 1, "a", "x");
-        assert!(r.handle(1, ClientMessage::Leave).is_empty());
+        assert!(r.handle(1, ClientMessage::Leave {}).is_empty());
         assert!(r.summary().is_empty());
         let out = r.handle(
             1,

@@ -37,7 +37,13 @@ pub fn close_to(a: Rgb, b: Rgb, tolerance: u8) -> bool {
 
 /// A launch line publishing a live solid colour (320x240@15) and a tone as `username`.
 /// `extra` is appended to roomsink's properties.
-pub fn publisher_line(server: &str, room: &str, username: &str, colour: Rgb, extra: &str) -> String {
+pub fn publisher_line(
+    server: &str,
+    room: &str,
+    username: &str,
+    colour: Rgb,
+    extra: &str,
+) -> String {
     format!(
         "videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
          video/x-raw,width=320,height=240,framerate=15/1 ! \
@@ -49,8 +55,13 @@ pub fn publisher_line(server: &str, room: &str, username: &str, colour: Rgb, ext
 
 /// Parses and starts a pipeline.
 pub fn start(line: &str) -> gst::Pipeline {
-    let pipeline = gst::parse::launch(line).unwrap().downcast::<gst::Pipeline>().unwrap();
-    pipeline.set_state(gst::State::Playing).expect("pipeline starts");
+    let pipeline = gst::parse::launch(line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("pipeline starts");
     pipeline
 }
 
@@ -103,13 +114,21 @@ impl Viewer {
             }
         });
         let record = seen.clone();
-        roomsrc.connect_pad_removed(move |_, pad| record.lock().unwrap().removed.push(pad.name().to_string()));
-        Viewer { pipeline, roomsrc, seen }
+        roomsrc.connect_pad_removed(move |_, pad| {
+            record.lock().unwrap().removed.push(pad.name().to_string())
+        });
+        Viewer {
+            pipeline,
+            roomsrc,
+            seen,
+        }
     }
 
     /// Starts it.
     pub fn start(self) -> Self {
-        self.pipeline.set_state(gst::State::Playing).expect("viewer starts");
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .expect("viewer starts");
         self
     }
 
@@ -128,7 +147,10 @@ impl Viewer {
             if what(&seen) {
                 return seen;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {description}; seen: {seen:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {description}; seen: {seen:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -150,7 +172,11 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
     };
     let branch = gst::parse::bin_from_description(line, true).unwrap();
     pipeline.add(&branch).unwrap();
-    let appsink = branch.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let appsink = branch
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let record = seen.clone();
     let pad_name = name.clone();
     appsink.set_callbacks(
@@ -172,29 +198,47 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
     );
     let record = seen;
     let pad_name = name.clone();
-    branch.static_pad("sink").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-        if let Some(gst::PadProbeData::Event(event)) = &info.data
-            && event.type_() == gst::EventType::Eos
-        {
-            record.lock().unwrap().eos.push(pad_name.clone());
-        }
-        gst::PadProbeReturn::Ok
-    });
+    branch.static_pad("sink").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(event)) = &info.data
+                && event.type_() == gst::EventType::Eos
+            {
+                record.lock().unwrap().eos.push(pad_name.clone());
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
     branch.sync_state_with_parent().unwrap();
     pad.link(&branch.static_pad("sink").unwrap()).unwrap();
 }
 
 /// Average RGB over the central quarter of an RGB frame.
 fn centre_colour(sample: &gst::Sample) -> Option<Rgb> {
+    region_colour(sample, (0.25, 0.25, 0.75, 0.75))
+}
+
+/// Average RGB over a region of an RGB frame, given as fractions (x0, y0, x1, y1).
+pub fn region_colour(sample: &gst::Sample, region: (f64, f64, f64, f64)) -> Option<Rgb> {
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
     let buffer = sample.buffer()?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
-    let (w, h, stride) = (info.width() as usize, info.height() as usize, frame.plane_stride()[0] as usize);
+    let (w, h, stride) = (
+        info.width() as f64,
+        info.height() as f64,
+        frame.plane_stride()[0] as usize,
+    );
     let data = frame.plane_data(0).ok()?;
+    let (x0, y0, x1, y1) = (
+        (region.0 * w) as usize,
+        (region.1 * h) as usize,
+        (region.2 * w) as usize,
+        (region.3 * h) as usize,
+    );
     let mut sum = [0u64; 3];
     let mut n = 0u64;
-    for y in h / 4..h * 3 / 4 {
-        for x in w / 4..w * 3 / 4 {
+    for y in y0..y1 {
+        for x in x0..x1 {
             let p = y * stride + x * 3;
             for c in 0..3 {
                 sum[c] += data[p + c] as u64;
@@ -210,14 +254,23 @@ pub fn fail_on_error(pipeline: &gst::Pipeline) {
     let bus = pipeline.bus().unwrap();
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
         if let gst::MessageView::Error(err) = msg.view() {
-            panic!("pipeline error from {:?}: {} ({:?})", err.src().map(|s| s.path_string()), err.error(), err.debug());
+            panic!(
+                "pipeline error from {:?}: {} ({:?})",
+                err.src().map(|s| s.path_string()),
+                err.error(),
+                err.debug()
+            );
         }
     }
 }
 
 /// Waits for an element message named `name` whose structure satisfies `matches`; other
 /// messages are dropped. Panics on a pipeline error or after [`MEDIA_WAIT`].
-pub fn wait_for_event(pipeline: &gst::Pipeline, name: &str, matches: impl Fn(&gst::StructureRef) -> bool) -> gst::Structure {
+pub fn wait_for_event(
+    pipeline: &gst::Pipeline,
+    name: &str,
+    matches: impl Fn(&gst::StructureRef) -> bool,
+) -> gst::Structure {
     let bus = pipeline.bus().unwrap();
     let deadline = Instant::now() + MEDIA_WAIT;
     loop {
@@ -230,7 +283,11 @@ pub fn wait_for_event(pipeline: &gst::Pipeline, name: &str, matches: impl Fn(&gs
             continue;
         };
         match msg.view() {
-            gst::MessageView::Error(err) => panic!("pipeline error while waiting for {name}: {} ({:?})", err.error(), err.debug()),
+            gst::MessageView::Error(err) => panic!(
+                "pipeline error while waiting for {name}: {} ({:?})",
+                err.error(),
+                err.debug()
+            ),
             gst::MessageView::Element(e) => {
                 if let Some(s) = e.structure()
                     && s.name() == name
@@ -248,7 +305,10 @@ pub fn wait_for_event(pipeline: &gst::Pipeline, name: &str, matches: impl Fn(&gs
 pub fn wait_for_error(pipeline: &gst::Pipeline) -> String {
     let bus = pipeline.bus().unwrap();
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(MEDIA_WAIT.as_secs()), &[gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(MEDIA_WAIT.as_secs()),
+            &[gst::MessageType::Error],
+        )
         .expect("an error message");
     match msg.view() {
         gst::MessageView::Error(err) => err.error().to_string(),

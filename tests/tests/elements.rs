@@ -20,7 +20,9 @@ fn published_colour_and_audio_arrive_decoded() {
     let viewer = Viewer::new(&url, "room=colour username=viewer participant=bot").start();
     let seen = viewer.wait("30 red frames and decoded audio", |s| {
         s.frames.get("video_bot").copied().unwrap_or(0) >= 30
-            && s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE))
+            && s.colour
+                .get("video_bot")
+                .is_some_and(|c| close_to(*c, RED, TOLERANCE))
             && s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 10
     });
     assert!(seen.eos.is_empty());
@@ -38,8 +40,16 @@ fn two_gst_participants_publish_and_play_each_other_over_one_connection_each() {
     let a_pub = start(&publisher_line(&url, "pair", "alice", RED, ""));
     let b_pub = start(&publisher_line(&url, "pair", "bob", BLUE, ""));
     let (a, b) = (a.start(), b.start());
-    a.wait("alice sees bob's blue", |s| s.colour.get("video_bob").is_some_and(|c| close_to(*c, BLUE, TOLERANCE)));
-    b.wait("bob sees alice's red", |s| s.colour.get("video_alice").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+    a.wait("alice sees bob's blue", |s| {
+        s.colour
+            .get("video_bob")
+            .is_some_and(|c| close_to(*c, BLUE, TOLERANCE))
+    });
+    b.wait("bob sees alice's red", |s| {
+        s.colour
+            .get("video_alice")
+            .is_some_and(|c| close_to(*c, RED, TOLERANCE))
+    });
     // Neither plays itself.
     assert!(!a.seen().frames.contains_key("video_alice"));
     // Two participants, not four: the elements of each side shared one connection.
@@ -57,9 +67,15 @@ fn late_publisher_appears_and_its_end_removes_only_its_pads() {
     let viewer = Viewer::new(&url, "room=late username=viewer").start();
     wait_for_event(&viewer.pipeline, "room-state", |_| true);
     let publisher = start(&publisher_line(&url, "late", "bot", BLUE, ""));
-    viewer.wait("frames from the late publisher", |s| s.frames.get("video_bot").copied().unwrap_or(0) >= 10);
+    viewer.wait("frames from the late publisher", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= 10
+    });
 
+    // NULL leaves the room, even though the pipeline object still exists.
     stop(&publisher);
+    wait_for_event(&viewer.pipeline, "room-left", |s| {
+        s.get::<&str>("username") == Ok("bot")
+    });
     let seen = viewer.wait("EOS and removal of bot's pads", |s| {
         s.eos.contains(&"video_bot".to_string())
             && s.removed.contains(&"video_bot".to_string())
@@ -70,7 +86,10 @@ fn late_publisher_appears_and_its_end_removes_only_its_pads() {
     assert_eq!(current, gst::State::Playing);
     fail_on_error(&viewer.pipeline);
     let bus = viewer.pipeline.bus().unwrap();
-    assert!(bus.pop_filtered(&[gst::MessageType::Eos]).is_none(), "no pipeline-wide EOS");
+    assert!(
+        bus.pop_filtered(&[gst::MessageType::Eos]).is_none(),
+        "no pipeline-wide EOS"
+    );
 }
 
 #[test]
@@ -80,18 +99,34 @@ fn mute_video_sends_black_and_tells_the_room() {
     let url = server.ws_url();
     let publisher = start(&publisher_line(&url, "mute", "bot", RED, ""));
     let viewer = Viewer::new(&url, "room=mute username=viewer participant=bot").start();
-    viewer.wait("red", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+    viewer.wait("red", |s| {
+        s.colour
+            .get("video_bot")
+            .is_some_and(|c| close_to(*c, RED, TOLERANCE))
+    });
 
     let sink = publisher.by_name("sink").unwrap();
     sink.set_property("mute-video", true);
-    let muted = wait_for_event(&viewer.pipeline, "room-muted", |s| s.get::<bool>("video-muted") == Ok(true));
+    let muted = wait_for_event(&viewer.pipeline, "room-muted", |s| {
+        s.get::<bool>("video-muted") == Ok(true)
+    });
     assert_eq!(muted.get::<&str>("username").unwrap(), "bot");
     assert_eq!(muted.get::<bool>("audio-muted").unwrap(), false);
-    viewer.wait("black", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, BLACK, TOLERANCE)));
+    viewer.wait("black", |s| {
+        s.colour
+            .get("video_bot")
+            .is_some_and(|c| close_to(*c, BLACK, TOLERANCE))
+    });
 
     sink.set_property("mute-video", false);
-    wait_for_event(&viewer.pipeline, "room-muted", |s| s.get::<bool>("video-muted") == Ok(false));
-    viewer.wait("red again", |s| s.colour.get("video_bot").is_some_and(|c| close_to(*c, RED, TOLERANCE)));
+    wait_for_event(&viewer.pipeline, "room-muted", |s| {
+        s.get::<bool>("video-muted") == Ok(false)
+    });
+    viewer.wait("red again", |s| {
+        s.colour
+            .get("video_bot")
+            .is_some_and(|c| close_to(*c, RED, TOLERANCE))
+    });
     stop(&publisher);
 }
 
@@ -103,7 +138,9 @@ fn chat_from_action_signals_arrives_stamped_with_the_sender() {
     let viewer = Viewer::new(&url, "room=chat username=viewer").start();
     wait_for_event(&viewer.pipeline, "room-state", |_| true);
     let publisher = start(&publisher_line(&url, "chat", "bot", RED, ""));
-    wait_for_event(&viewer.pipeline, "room-joined", |s| s.get::<&str>("username") == Ok("bot"));
+    wait_for_event(&viewer.pipeline, "room-joined", |s| {
+        s.get::<&str>("username") == Ok("bot")
+    });
     let sink = publisher.by_name("sink").unwrap();
 
     assert!(sink.emit_by_name::<bool>("send-message", &[&"hello <room>"]));
@@ -115,14 +152,23 @@ fn chat_from_action_signals_arrives_stamped_with_the_sender() {
 
     assert!(sink.emit_by_name::<bool>("send-message-to", &[&"viewer", &"just you"]));
     let msg = wait_for_event(&viewer.pipeline, "room-message", |_| true);
-    assert_eq!((msg.get::<&str>("to").unwrap(), msg.get::<&str>("text").unwrap()), ("viewer", "just you"));
+    assert_eq!(
+        (
+            msg.get::<&str>("to").unwrap(),
+            msg.get::<&str>("text").unwrap()
+        ),
+        ("viewer", "just you")
+    );
     stop(&publisher);
 }
 
 #[test]
 fn refused_joins_are_element_errors_with_the_reason() {
     init();
-    let config = room_signaling::Config { max_participants: 1, ..Default::default() };
+    let config = room_signaling::Config {
+        max_participants: 1,
+        ..Default::default()
+    };
     let small = TestServer::start(config);
     let url = small.ws_url();
     let first = Viewer::new(&url, "room=small username=first").start();
@@ -161,7 +207,11 @@ fn missing_room_property_is_a_clear_error() {
 fn unreachable_server_is_an_element_error_after_retries() {
     init();
     // Bind and drop: a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let viewer = Viewer::new(&format!("ws://127.0.0.1:{port}/ws"), "room=r username=u").start();
     let failed = wait_for_event(&viewer.pipeline, "room-failed", |_| true);
     assert_eq!(failed.get::<&str>("reason").unwrap(), "unreachable");

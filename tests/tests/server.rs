@@ -68,7 +68,7 @@ async fn joiner_gets_state_with_streams_and_others_get_joined_and_left() {
             username: "bob".into()
         }
     );
-    bob.send(&ClientMessage::Leave).await;
+    bob.send(&ClientMessage::Leave {}).await;
     assert_eq!(
         alice.recv().await,
         ServerMessage::Left {

@@ -21,8 +21,13 @@ const DEFAULT_MUTE_VIDEO: bool = false;
 const DEFAULT_VIDEO_CAPS: &str = "video/x-vp8";
 const DEFAULT_AUDIO_CAPS: &str = "audio/x-opus";
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("roomsink", gst::DebugColorFlags::empty(), Some("gst-room publisher")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "roomsink",
+        gst::DebugColorFlags::empty(),
+        Some("gst-room publisher"),
+    )
+});
 
 struct Settings {
     room: RoomSettings,
@@ -66,14 +71,21 @@ impl RoomSink {
     }
 
     fn has_pad(&self, prefix: &str) -> bool {
-        self.obj().sink_pads().iter().any(|p| p.name().starts_with(prefix))
+        self.obj()
+            .sink_pads()
+            .iter()
+            .any(|p| p.name().starts_with(prefix))
     }
 
     /// Tells the room the current mute state of the stream.
     fn announce_mute(&self) {
         let stream = self.settings.lock().unwrap().stream.clone();
         if let Some(client) = self.client() {
-            let _ = client.mute(&stream, self.mute_audio.load(Ordering::Relaxed), self.mute_video.load(Ordering::Relaxed));
+            let _ = client.mute(
+                &stream,
+                self.mute_audio.load(Ordering::Relaxed),
+                self.mute_video.load(Ordering::Relaxed),
+            );
         }
     }
 
@@ -98,16 +110,24 @@ impl RoomSink {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
             gst::StateChangeError
         })?;
-        self.webrtcsink.set_property("video-caps", &settings.video_caps);
-        self.webrtcsink.set_property("audio-caps", &settings.audio_caps);
-        self.webrtcsink.set_property("stun-server", &settings.room.stun_server);
+        self.webrtcsink
+            .set_property("video-caps", &settings.video_caps);
+        self.webrtcsink
+            .set_property("audio-caps", &settings.audio_caps);
+        self.webrtcsink
+            .set_property("stun-server", &settings.room.stun_server);
         let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
         self.webrtcsink.set_property("turn-servers", turn);
         let client = client::acquire(key, settings.room.token.clone());
         let stream = settings.stream.clone();
         drop(settings);
 
-        let signaller = RoomSignaller::publisher(client.clone(), &stream, self.has_pad("audio_"), self.has_pad("video_"));
+        let signaller = RoomSignaller::publisher(
+            &client,
+            &stream,
+            self.has_pad("audio_"),
+            self.has_pad("video_"),
+        );
         let element = self.obj().downgrade();
         signaller.connect("room-status", false, move |args| {
             let element = element.upgrade()?;
@@ -117,12 +137,19 @@ impl RoomSink {
                 element.imp().announce_mute();
             }
             let stream = element.imp().settings.lock().unwrap().stream.clone();
-            events::post(element.upcast_ref(), events::session_status(&status, Some(&stream), peer.as_deref()));
+            events::post(
+                element.upcast_ref(),
+                events::session_status(&status, Some(&stream), peer.as_deref()),
+            );
             None
         });
         self.webrtcsink.set_property("signaller", &signaller);
         let events_task = events::spawn_poster(self.obj().upcast_ref(), &client);
-        *self.state.lock().unwrap() = State { client: Some(client), signaller: Some(signaller), events_task: Some(events_task) };
+        *self.state.lock().unwrap() = State {
+            client: Some(client),
+            signaller: Some(signaller),
+            events_task: Some(events_task),
+        };
         Ok(())
     }
 
@@ -140,29 +167,54 @@ impl RoomSink {
     /// Creates `convert ! capsfilter` for a new input and returns (sink pad, src pad).
     fn link_input(&self, medium: Medium, name: &str) -> Result<gst::GhostPad, glib::BoolError> {
         let (convert, caps) = match medium {
-            Medium::Video => ("videoconvert", gst::Caps::builder("video/x-raw").field("format", "I420").build()),
+            Medium::Video => (
+                "videoconvert",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            ),
             Medium::Audio => (
                 "audioconvert",
-                gst::Caps::builder("audio/x-raw").field("format", "S16LE").field("layout", "interleaved").build(),
+                gst::Caps::builder("audio/x-raw")
+                    .field("format", "S16LE")
+                    .field("layout", "interleaved")
+                    .build(),
             ),
         };
         let convert = gst::ElementFactory::make(convert).build()?;
-        let filter = gst::ElementFactory::make("capsfilter").property("caps", caps).build()?;
+        let filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", caps)
+            .build()?;
         let obj = self.obj();
         obj.add_many([&convert, &filter])?;
         convert.link(&filter)?;
-        let template = if medium == Medium::Video { "video_%u" } else { "audio_%u" };
+        let template = if medium == Medium::Video {
+            "video_%u"
+        } else {
+            "audio_%u"
+        };
         let webrtc_pad = self
             .webrtcsink
             .request_pad_simple(template)
             .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
-        filter.static_pad("src").unwrap().link(&webrtc_pad).map_err(|e| glib::bool_error!("{e:?}"))?;
-        let muted = if medium == Medium::Video { &self.mute_video } else { &self.mute_audio };
+        filter
+            .static_pad("src")
+            .unwrap()
+            .link(&webrtc_pad)
+            .map_err(|e| glib::bool_error!("{e:?}"))?;
+        let muted = if medium == Medium::Video {
+            &self.mute_video
+        } else {
+            &self.mute_audio
+        };
         mute::install(&filter.static_pad("src").unwrap(), medium, muted.clone());
         let template = obj.pad_template(template).unwrap();
-        let ghost = gst::GhostPad::builder_from_template_with_target(&template, &convert.static_pad("sink").unwrap())?
-            .name(name)
-            .build();
+        let ghost = gst::GhostPad::builder_from_template_with_target(
+            &template,
+            &convert.static_pad("sink").unwrap(),
+        )?
+        .name(name)
+        .build();
         convert.sync_state_with_parent()?;
         filter.sync_state_with_parent()?;
         Ok(ghost)
@@ -193,7 +245,9 @@ impl ObjectSubclass for RoomSink {
 impl ObjectImpl for RoomSink {
     fn constructed(&self) {
         self.parent_constructed();
-        self.obj().add(&self.webrtcsink).expect("a fresh bin takes its child");
+        self.obj()
+            .add(&self.webrtcsink)
+            .expect("a fresh bin takes its child");
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -241,17 +295,30 @@ impl ObjectImpl for RoomSink {
         }
         match pspec.name() {
             "stream" => {
-                settings.stream = value.get::<Option<String>>().expect("type checked upstream").unwrap_or(DEFAULT_STREAM.into())
+                settings.stream = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or(DEFAULT_STREAM.into())
             }
             "video-caps" => {
-                settings.video_caps = value.get::<Option<gst::Caps>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_VIDEO_CAPS.parse().unwrap())
+                settings.video_caps = value
+                    .get::<Option<gst::Caps>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_VIDEO_CAPS.parse().unwrap())
             }
             "audio-caps" => {
-                settings.audio_caps = value.get::<Option<gst::Caps>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_AUDIO_CAPS.parse().unwrap())
+                settings.audio_caps = value
+                    .get::<Option<gst::Caps>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_AUDIO_CAPS.parse().unwrap())
             }
             "mute-audio" | "mute-video" => {
                 drop(settings);
-                let flag = if pspec.name() == "mute-audio" { &self.mute_audio } else { &self.mute_video };
+                let flag = if pspec.name() == "mute-audio" {
+                    &self.mute_audio
+                } else {
+                    &self.mute_video
+                };
                 let muted: bool = value.get().expect("type checked upstream");
                 if flag.swap(muted, Ordering::Relaxed) != muted {
                     self.announce_mute();
@@ -346,8 +413,20 @@ impl ElementImpl for RoomSink {
             let video = gst::Caps::builder("video/x-raw").build();
             let audio = gst::Caps::builder("audio/x-raw").build();
             vec![
-                gst::PadTemplate::new("video_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &video).unwrap(),
-                gst::PadTemplate::new("audio_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &audio).unwrap(),
+                gst::PadTemplate::new(
+                    "video_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &video,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "audio_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &audio,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -359,15 +438,30 @@ impl ElementImpl for RoomSink {
         name: Option<&str>,
         _caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
-        let medium = if templ.name_template().starts_with("video") { Medium::Video } else { Medium::Audio };
-        let prefix = if medium == Medium::Video { "video_" } else { "audio_" };
+        let medium = if templ.name_template().starts_with("video") {
+            Medium::Video
+        } else {
+            Medium::Audio
+        };
+        let prefix = if medium == Medium::Video {
+            "video_"
+        } else {
+            "audio_"
+        };
         let name = name.map(str::to_owned).unwrap_or_else(|| {
-            (0..).map(|i| format!("{prefix}{i}")).find(|n| self.obj().static_pad(n).is_none()).unwrap()
+            (0..)
+                .map(|i| format!("{prefix}{i}"))
+                .find(|n| self.obj().static_pad(n).is_none())
+                .unwrap()
         });
         let ghost = match self.link_input(medium, &name) {
             Ok(ghost) => ghost,
             Err(err) => {
-                gst::element_imp_error!(self, gst::CoreError::Pad, ["roomsink: cannot add {}: {}", name, err]);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Pad,
+                    ["roomsink: cannot add {}: {}", name, err]
+                );
                 return None;
             }
         };
@@ -379,12 +473,17 @@ impl ElementImpl for RoomSink {
         Some(ghost.upcast())
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
             self.start()?;
         }
         let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::ReadyToNull || (result.is_err() && transition == gst::StateChange::NullToReady) {
+        if transition == gst::StateChange::ReadyToNull
+            || (result.is_err() && transition == gst::StateChange::NullToReady)
+        {
             self.stop();
         }
         gst::debug!(CAT, imp = self, "{transition:?}: {result:?}");

@@ -22,5 +22,10 @@ glib::wrapper! {
 
 /// Registers `roomsink` with `plugin`.
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "roomsink", gst::Rank::NONE, RoomSink::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "roomsink",
+        gst::Rank::NONE,
+        RoomSink::static_type(),
+    )
 }

@@ -9,23 +9,49 @@ use gst::subclass::prelude::*;
 use room_protocol::{Participant, ServerMessage};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::RUNTIME;
 use crate::client::{self, RoomClient, RoomEvent, Status};
 use crate::events::{self, RoomSettings};
 use crate::signaller::RoomSignaller;
-use crate::RUNTIME;
+
+use super::mix::{Mix, MixFormat};
 
 /// Jitterbuffer latency. webrtcbin's 200 ms default suits the internet; conferencing on a LAN
 /// wants the picture sooner, and 50 ms still absorbs ordinary LAN jitter.
 const DEFAULT_LATENCY_MS: u32 = 50;
+const DEFAULT_MIX: bool = false;
+const DEFAULT_MIX_WIDTH: i32 = 1280;
+const DEFAULT_MIX_HEIGHT: i32 = 720;
+const DEFAULT_MIX_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(30);
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("roomsrc", gst::DebugColorFlags::empty(), Some("gst-room player")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "roomsrc",
+        gst::DebugColorFlags::empty(),
+        Some("gst-room player"),
+    )
+});
 
-#[derive(Default)]
 struct Settings {
     room: RoomSettings,
     participant: Option<String>,
     latency_ms: Option<u32>,
+    mix_format: MixFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            room: RoomSettings::default(),
+            participant: None,
+            latency_ms: None,
+            mix_format: MixFormat {
+                width: DEFAULT_MIX_WIDTH,
+                height: DEFAULT_MIX_HEIGHT,
+                framerate: DEFAULT_MIX_FRAMERATE,
+            },
+        }
+    }
 }
 
 impl Settings {
@@ -55,6 +81,9 @@ struct State {
 pub struct RoomSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// The mixers, from `mix=true` on (set in NULL only); participants are attached to them
+    /// instead of getting pads of their own.
+    mix: Mutex<Option<Mix>>,
 }
 
 impl RoomSrc {
@@ -70,10 +99,18 @@ impl RoomSrc {
             gst::StateChangeError
         })?;
         let client = client::acquire(key, settings.room.token.clone());
+        let format = settings.mix_format;
         drop(settings);
+        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
+            mix.set_format(format);
+        }
         let poster = events::spawn_poster(self.obj().upcast_ref(), &client);
         let follower = self.spawn_follower(&client);
-        *self.state.lock().unwrap() = State { client: Some(client), tasks: vec![poster, follower], players: BTreeMap::new() };
+        *self.state.lock().unwrap() = State {
+            client: Some(client),
+            tasks: vec![poster, follower],
+            players: BTreeMap::new(),
+        };
         Ok(())
     }
 
@@ -97,7 +134,11 @@ impl RoomSrc {
         let (mut events, snapshot) = client.subscribe();
         let this = self.obj().downgrade();
         RUNTIME.spawn(async move {
-            let mut pending = if snapshot.status == Status::Joined { vec![Change::PlayAll(snapshot.participants)] } else { vec![] };
+            let mut pending = if snapshot.status == Status::Joined {
+                vec![Change::PlayAll(snapshot.participants)]
+            } else {
+                vec![]
+            };
             loop {
                 for change in pending.drain(..) {
                     // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
@@ -126,9 +167,15 @@ impl RoomSrc {
             Change::Stop(matches) => {
                 let ended: Vec<_> = {
                     let mut state = self.state.lock().unwrap();
-                    let keys: Vec<PlayerKey> =
-                        state.players.iter().filter(|(k, p)| matches.applies(k, p)).map(|(k, _)| k.clone()).collect();
-                    keys.into_iter().filter_map(|k| state.players.remove(&k).map(|p| (k, p))).collect()
+                    let keys: Vec<PlayerKey> = state
+                        .players
+                        .iter()
+                        .filter(|(k, p)| matches.applies(k, p))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    keys.into_iter()
+                        .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
+                        .collect()
                 };
                 for (key, player) in ended {
                     self.dispose_player(&key, player);
@@ -150,24 +197,44 @@ impl RoomSrc {
         }
         match self.make_player(client, user, stream) {
             Ok(player) => {
-                self.state.lock().unwrap().players.insert(key, player.clone_refs());
+                self.state
+                    .lock()
+                    .unwrap()
+                    .players
+                    .insert(key, player.clone_refs());
                 if let Err(err) = player.src.sync_state_with_parent() {
-                    gst::warning!(CAT, imp = self, "cannot start the player of {user}/{stream}: {err}");
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "cannot start the player of {user}/{stream}: {err}"
+                    );
                 }
-                events::post(self.obj().upcast_ref(), events::session_status("playing", Some(stream), Some(user)));
+                events::post(
+                    self.obj().upcast_ref(),
+                    events::session_status("playing", Some(stream), Some(user)),
+                );
             }
             Err(err) => {
-                gst::element_imp_warning!(self, gst::CoreError::Failed, ["cannot play {}/{}: {}", user, stream, err]);
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Failed,
+                    ["cannot play {}/{}: {}", user, stream, err]
+                );
             }
         }
     }
 
-    fn make_player(&self, client: Arc<RoomClient>, user: &str, stream: &str) -> Result<Player, glib::BoolError> {
+    fn make_player(
+        &self,
+        client: Arc<RoomClient>,
+        user: &str,
+        stream: &str,
+    ) -> Result<Player, glib::BoolError> {
         let (stun, latency) = {
             let s = self.settings.lock().unwrap();
             (s.room.stun_server.clone(), s.latency_ms())
         };
-        let signaller = RoomSignaller::viewer(client, user, stream);
+        let signaller = RoomSignaller::viewer(&client, user, stream);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
@@ -186,14 +253,36 @@ impl RoomSrc {
             }
         });
         self.obj().add(&src)?;
-        Ok(Player { src, signaller, pads: Vec::new() })
+        Ok(Player {
+            src,
+            signaller,
+            pads: Vec::new(),
+        })
     }
 
     /// Ghosts a decoded pad of a player as `video_<user>` / `audio_<user>`. Runs inside
     /// webrtcsrc's pad-added, before webrtcsrc asks downstream what it takes — linking here is
     /// what makes webrtcsrc decode.
     fn expose(&self, user: &str, stream: &str, pad: &gst::Pad) {
-        let medium = if pad.name().starts_with("video") { "video" } else { "audio" };
+        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
+            if let Err(err) = mix.attach(
+                self.obj().upcast_ref(),
+                (user.to_owned(), stream.to_owned()),
+                pad,
+            ) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Pad,
+                    ["cannot mix {}/{}: {}", user, stream, err]
+                );
+            }
+            return;
+        }
+        let medium = if pad.name().starts_with("video") {
+            "video"
+        } else {
+            "audio"
+        };
         let mut name = format!("{medium}_{}", sanitize(user));
         if stream != "main" {
             name = format!("{name}_{}", sanitize(stream));
@@ -201,15 +290,30 @@ impl RoomSrc {
         let template = self.obj().pad_template(&format!("{medium}_%s")).unwrap();
         let ghost = match gst::GhostPad::builder_from_template_with_target(&template, pad) {
             Ok(builder) => builder.name(name.as_str()).build(),
-            Err(err) => return gst::warning!(CAT, imp = self, "cannot ghost {}: {err}", pad.name()),
+            Err(err) => {
+                return gst::warning!(CAT, imp = self, "cannot ghost {}: {err}", pad.name());
+            }
         };
         // An application may link only some pads (say, only video): buffers for an unlinked pad
         // are dropped, not refused, or webrtcsrc would fail the whole pipeline with not-linked.
-        ghost.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |pad, _| {
-            if pad.is_linked() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
-        });
+        ghost.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            |pad, _| {
+                if pad.is_linked() {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    gst::PadProbeReturn::Drop
+                }
+            },
+        );
         let _ = ghost.set_active(true);
-        if let Some(player) = self.state.lock().unwrap().players.get_mut(&(user.to_owned(), stream.to_owned())) {
+        if let Some(player) = self
+            .state
+            .lock()
+            .unwrap()
+            .players
+            .get_mut(&(user.to_owned(), stream.to_owned()))
+        {
             player.pads.push(ghost.clone());
         }
         gst::info!(CAT, imp = self, "exposing {name}");
@@ -228,13 +332,65 @@ impl RoomSrc {
         }
         let _ = player.src.set_state(gst::State::Null);
         let _ = self.obj().remove(&player.src);
-        events::post(self.obj().upcast_ref(), events::session_status("stopped", Some(&key.1), Some(&key.0)));
+        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
+            mix.detach(self.obj().upcast_ref(), key);
+        }
+        events::post(
+            self.obj().upcast_ref(),
+            events::session_status("stopped", Some(&key.1), Some(&key.0)),
+        );
+    }
+}
+
+impl RoomSrc {
+    /// `mix=true`: adds the mixers and the `video` / `audio` pads at once, so that
+    /// `gst-launch-1.0 roomsrc mix=true name=r r.video ! ...` links at parse time.
+    fn enable_mix(&self) {
+        let mut mix = self.mix.lock().unwrap();
+        if mix.is_some() {
+            return;
+        }
+        let format = self.settings.lock().unwrap().mix_format;
+        let obj = self.obj();
+        match Mix::new(obj.upcast_ref(), format) {
+            Ok((created, video, audio)) => {
+                for (name, target) in [("video", video), ("audio", audio)] {
+                    let template = obj.pad_template(name).unwrap();
+                    let ghost =
+                        gst::GhostPad::builder_from_template_with_target(&template, &target)
+                            .expect("mixer output matches the template")
+                            .name(name)
+                            .build();
+                    let _ = obj.add_pad(&ghost);
+                }
+                *mix = Some(created);
+            }
+            Err(err) => gst::element_imp_error!(
+                self,
+                gst::CoreError::MissingPlugin,
+                ("cannot build the room mix: {}", err)
+            ),
+        }
+    }
+
+    /// Number of tiles in the mix (0 without mix).
+    pub fn mix_tiles(&self) -> usize {
+        self.mix
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(Mix::tiles)
+            .unwrap_or(0)
     }
 }
 
 impl Player {
     fn clone_refs(&self) -> Player {
-        Player { src: self.src.clone(), signaller: self.signaller.clone(), pads: self.pads.clone() }
+        Player {
+            src: self.src.clone(),
+            signaller: self.signaller.clone(),
+            pads: self.pads.clone(),
+        }
     }
 }
 
@@ -269,15 +425,21 @@ impl Change {
         Some(match event {
             RoomEvent::Server(msg) => match &*msg {
                 ServerMessage::State { participants, .. } => Change::PlayAll(participants.clone()),
-                ServerMessage::Published { username, stream } => Change::Play(username.clone(), stream.stream.clone()),
+                ServerMessage::Published { username, stream } => {
+                    Change::Play(username.clone(), stream.stream.clone())
+                }
                 ServerMessage::Unpublished { username, stream } => {
                     Change::Stop(StopMatch::Stream(username.clone(), stream.clone()))
                 }
                 ServerMessage::Left { username } => Change::Stop(StopMatch::User(username.clone())),
-                ServerMessage::SessionEnded { session, .. } => Change::Stop(StopMatch::Session(session.clone())),
+                ServerMessage::SessionEnded { session, .. } => {
+                    Change::Stop(StopMatch::Session(session.clone()))
+                }
                 _ => return None,
             },
-            RoomEvent::Status(Status::Reconnecting) | RoomEvent::Fatal { .. } => Change::Stop(StopMatch::All),
+            RoomEvent::Status(Status::Reconnecting) | RoomEvent::Fatal { .. } => {
+                Change::Stop(StopMatch::All)
+            }
             RoomEvent::Status(_) => return None,
         })
     }
@@ -285,7 +447,9 @@ impl Change {
 
 /// Pad names keep to `A-Z a-z 0-9 _` so that `gst-launch-1.0 r.video_bob` parses.
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 #[glib::object_subclass]
@@ -298,7 +462,8 @@ impl ObjectSubclass for RoomSrc {
 impl ObjectImpl for RoomSrc {
     fn constructed(&self) {
         self.parent_constructed();
-        self.obj().set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
+        self.obj()
+            .set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
         self.obj().set_element_flags(gst::ElementFlags::SOURCE);
     }
 
@@ -318,6 +483,41 @@ impl ObjectImpl for RoomSrc {
                     .maximum(10_000)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("mix")
+                    .nick("Mix")
+                    .blurb("Mix everyone into one 'video' pad (a labelled grid that reflows) and one 'audio' pad; \
+                            both carry black/silence while the room is empty. Set in NULL; cannot be undone")
+                    .default_value(DEFAULT_MIX)
+                    .build(),
+                glib::ParamSpecInt::builder("mix-width")
+                    .nick("Mix width")
+                    .blurb("Width of the mixed video in pixels")
+                    .minimum(16)
+                    .maximum(7680)
+                    .default_value(DEFAULT_MIX_WIDTH)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("mix-height")
+                    .nick("Mix height")
+                    .blurb("Height of the mixed video in pixels")
+                    .minimum(16)
+                    .maximum(4320)
+                    .default_value(DEFAULT_MIX_HEIGHT)
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecFraction::builder("mix-framerate")
+                    .nick("Mix framerate")
+                    .blurb("Frame rate of the mixed video")
+                    .minimum(gst::Fraction::new(1, 1))
+                    .maximum(gst::Fraction::new(120, 1))
+                    .default_value(DEFAULT_MIX_FRAMERATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("mix-tiles")
+                    .nick("Mix tiles")
+                    .blurb("Number of participants' videos in the mix now")
+                    .read_only()
+                    .build(),
             ]);
             props
         });
@@ -332,6 +532,19 @@ impl ObjectImpl for RoomSrc {
         match pspec.name() {
             "participant" => settings.participant = value.get().expect("type checked upstream"),
             "latency" => settings.latency_ms = Some(value.get().expect("type checked upstream")),
+            "mix" => {
+                drop(settings);
+                if value.get::<bool>().expect("type checked upstream") {
+                    self.enable_mix();
+                }
+            }
+            "mix-width" => settings.mix_format.width = value.get().expect("type checked upstream"),
+            "mix-height" => {
+                settings.mix_format.height = value.get().expect("type checked upstream")
+            }
+            "mix-framerate" => {
+                settings.mix_format.framerate = value.get().expect("type checked upstream")
+            }
             _ => unimplemented!(),
         }
     }
@@ -345,12 +558,18 @@ impl ObjectImpl for RoomSrc {
         match pspec.name() {
             "participant" => settings.participant.to_value(),
             "latency" => settings.latency_ms().to_value(),
+            "mix" => self.mix.lock().unwrap().is_some().to_value(),
+            "mix-width" => settings.mix_format.width.to_value(),
+            "mix-height" => settings.mix_format.height.to_value(),
+            "mix-framerate" => settings.mix_format.framerate.to_value(),
+            "mix-tiles" => (self.mix_tiles() as u32).to_value(),
             _ => unimplemented!(),
         }
     }
 
     fn signals() -> &'static [glib::subclass::Signal] {
-        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(events::event_signals);
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> =
+            LazyLock::new(events::event_signals);
         SIGNALS.as_ref()
     }
 }
@@ -375,14 +594,43 @@ impl ElementImpl for RoomSrc {
             let video = gst::Caps::builder("video/x-raw").build();
             let audio = gst::Caps::builder("audio/x-raw").build();
             vec![
-                gst::PadTemplate::new("video_%s", gst::PadDirection::Src, gst::PadPresence::Sometimes, &video).unwrap(),
-                gst::PadTemplate::new("audio_%s", gst::PadDirection::Src, gst::PadPresence::Sometimes, &audio).unwrap(),
+                gst::PadTemplate::new(
+                    "video_%s",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &video,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "audio_%s",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &audio,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "video",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &video,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "audio",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &audio,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             self.start()?;
         }
@@ -392,7 +640,9 @@ impl ElementImpl for RoomSrc {
         }
         match (transition, result?) {
             // Live: no preroll, frames come only in PLAYING.
-            (gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused, _) => Ok(gst::StateChangeSuccess::NoPreroll),
+            (gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused, _) => {
+                Ok(gst::StateChangeSuccess::NoPreroll)
+            }
             (_, success) => Ok(success),
         }
     }

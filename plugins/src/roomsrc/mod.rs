@@ -10,11 +10,23 @@
 //! pads appear as sometimes pads `video_<username>` / `audio_<username>` (`_<stream>` appended
 //! for streams not named "main"). When the stream ends (unpublished, participant left, session
 //! ended) the pads get EOS and are removed; the pipeline keeps running.
+//!
+//! With `mix=true` there are instead two pads from the start, `video` (every participant in a
+//! labelled grid that reflows) and `audio` (everyone mixed), carrying black and silence while
+//! the room is empty:
+//!
+//! ```text
+//! gst-launch-1.0 -e roomsrc mix=true name=r room=demo r.video ! videoconvert ! vp8enc ! webmmux name=m ! \
+//!     filesink location=room.webm  r.audio ! audioconvert ! opusenc ! m.
+//! ```
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod mix;
+
+pub use mix::cell as grid_cell;
 
 glib::wrapper! {
     /// See the module documentation.
@@ -23,5 +35,10 @@ glib::wrapper! {
 
 /// Registers `roomsrc` with `plugin`.
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "roomsrc", gst::Rank::NONE, RoomSrc::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "roomsrc",
+        gst::Rank::NONE,
+        RoomSrc::static_type(),
+    )
 }

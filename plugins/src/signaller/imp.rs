@@ -1,7 +1,7 @@
 //! The subclass behind [`super::RoomSignaller`].
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use gst::glib;
 use gst::prelude::*;
@@ -10,24 +10,37 @@ use gstrswebrtc::signaller::{Signallable, SignallableImpl};
 use room_protocol::{ClientMessage, SdpType, ServerMessage, SessionDescription};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::client::{RoomClient, RoomEvent, Status};
 use crate::RUNTIME;
+use crate::client::{RoomClient, RoomEvent, Status};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("roomsignaller", gst::DebugColorFlags::empty(), Some("gst-room signaller"))
+    gst::DebugCategory::new(
+        "roomsignaller",
+        gst::DebugColorFlags::empty(),
+        Some("gst-room signaller"),
+    )
 });
 
 /// Which end of sessions this signaller is.
 #[derive(Debug, Clone)]
 pub enum Role {
-    Publisher { stream: String, audio: bool, video: bool },
-    Viewer { participant: String, stream: String },
+    Publisher {
+        stream: String,
+        audio: bool,
+        video: bool,
+    },
+    Viewer {
+        participant: String,
+        stream: String,
+    },
 }
 
 #[derive(Default)]
 pub struct RoomSignaller {
-    /// Set once by `configure`, right after construction.
-    config: Mutex<Option<(Role, Arc<RoomClient>)>>,
+    /// Set once by `configure`, right after construction. The client is weak: the element owns
+    /// the participant, and webrtcsink/webrtcsrc keeping their signaller alive after NULL must
+    /// not keep the participant in the room.
+    config: Mutex<Option<(Role, Weak<RoomClient>)>>,
     state: Mutex<State>,
 }
 
@@ -41,33 +54,63 @@ struct State {
 }
 
 impl RoomSignaller {
-    pub fn configure(&self, role: Role, client: Arc<RoomClient>) {
-        *self.config.lock().unwrap() = Some((role, client));
+    pub fn configure(&self, role: Role, client: &Arc<RoomClient>) {
+        *self.config.lock().unwrap() = Some((role, Arc::downgrade(client)));
     }
 
     pub fn set_media(&self, audio: bool, video: bool) {
-        if let Some((Role::Publisher { audio: a, video: v, .. }, _)) = self.config.lock().unwrap().as_mut() {
+        if let Some((
+            Role::Publisher {
+                audio: a, video: v, ..
+            },
+            _,
+        )) = self.config.lock().unwrap().as_mut()
+        {
             (*a, *v) = (audio, video);
         }
     }
 
     pub fn sessions(&self) -> Vec<String> {
-        self.state.lock().unwrap().sessions.iter().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .sessions
+            .iter()
+            .cloned()
+            .collect()
     }
 
-    fn config(&self) -> (Role, Arc<RoomClient>) {
-        self.config.lock().unwrap().clone().expect("RoomSignaller is built by publisher() or viewer()")
+    fn role(&self) -> Role {
+        self.config
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("RoomSignaller is built by publisher() or viewer()")
+            .0
+            .clone()
+    }
+
+    /// The participant, while its element runs.
+    fn client(&self) -> Option<Arc<RoomClient>> {
+        self.config
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|(_, client)| client.upgrade())
     }
 
     fn send(&self, msg: ClientMessage) {
-        let (_, client) = self.config();
+        let Some(client) = self.client() else {
+            return gst::debug!(CAT, imp = self, "participant gone, not sending {msg:?}");
+        };
         if let Err(err) = client.send(msg) {
             self.obj().emit_by_name::<()>("error", &[&err]);
         }
     }
 
     fn emit_status(&self, status: &str, peer: Option<&str>) {
-        self.obj().emit_by_name::<()>("room-status", &[&status, &peer]);
+        self.obj()
+            .emit_by_name::<()>("room-status", &[&status, &peer]);
     }
 
     /// Handles one room event; runs on the event task.
@@ -75,18 +118,29 @@ impl RoomSignaller {
         match event {
             RoomEvent::Server(msg) => match role {
                 Role::Publisher { stream, .. } => self.on_publisher_message(stream, &msg),
-                Role::Viewer { participant, stream } => self.on_viewer_message(participant, stream, &msg),
+                Role::Viewer {
+                    participant,
+                    stream,
+                } => self.on_viewer_message(participant, stream, &msg),
             },
             RoomEvent::Status(Status::Reconnecting) if matches!(role, Role::Publisher { .. }) => {
                 // Sessions do not survive the connection: end them on our side too.
                 for session in std::mem::take(&mut self.state.lock().unwrap().sessions) {
-                    self.obj().emit_by_name::<bool>("session-ended", &[&session]);
+                    self.obj()
+                        .emit_by_name::<bool>("session-ended", &[&session]);
                 }
             }
             RoomEvent::Status(Status::Joined) => {
                 // The client re-announces published streams itself; a viewer asks again.
-                if let Role::Viewer { participant, stream } = role {
-                    self.send(ClientMessage::Play { participant: participant.clone(), stream: stream.clone() });
+                if let Role::Viewer {
+                    participant,
+                    stream,
+                } = role
+                {
+                    self.send(ClientMessage::Play {
+                        participant: participant.clone(),
+                        stream: stream.clone(),
+                    });
                 }
             }
             _ => {}
@@ -95,16 +149,30 @@ impl RoomSignaller {
 
     fn on_publisher_message(&self, own_stream: &str, msg: &ServerMessage) {
         match msg {
-            ServerMessage::SessionRequest { session, stream, viewer } if stream == own_stream => {
+            ServerMessage::SessionRequest {
+                session,
+                stream,
+                viewer,
+            } if stream == own_stream => {
                 self.state.lock().unwrap().sessions.insert(session.clone());
-                gst::info!(CAT, imp = self, "{viewer} requests {stream}: session {session}");
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "{viewer} requests {stream}: session {session}"
+                );
                 self.emit_status("session-requested", Some(viewer));
                 self.obj().emit_by_name::<()>(
                     "session-requested",
-                    &[session, viewer, &None::<gst_webrtc::WebRTCSessionDescription>],
+                    &[
+                        session,
+                        viewer,
+                        &None::<gst_webrtc::WebRTCSessionDescription>,
+                    ],
                 );
             }
-            ServerMessage::SessionEnded { session, reason } if self.state.lock().unwrap().sessions.remove(session) => {
+            ServerMessage::SessionEnded { session, reason }
+                if self.state.lock().unwrap().sessions.remove(session) =>
+            {
                 gst::info!(CAT, imp = self, "session {session} ended: {reason}");
                 self.obj().emit_by_name::<bool>("session-ended", &[session]);
             }
@@ -114,17 +182,24 @@ impl RoomSignaller {
 
     fn on_viewer_message(&self, own_participant: &str, own_stream: &str, msg: &ServerMessage) {
         match msg {
-            ServerMessage::SessionStarted { session, participant, stream }
-                if participant == own_participant && stream == own_stream =>
-            {
+            ServerMessage::SessionStarted {
+                session,
+                participant,
+                stream,
+            } if participant == own_participant && stream == own_stream => {
                 let mut state = self.state.lock().unwrap();
                 if !state.sessions.is_empty() {
                     return; // webrtcsrc holds one session; another play of ours got this one.
                 }
                 state.sessions.insert(session.clone());
                 drop(state);
-                gst::info!(CAT, imp = self, "playing {participant}/{stream}: session {session}");
-                self.obj().emit_by_name::<()>("session-started", &[session, participant]);
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "playing {participant}/{stream}: session {session}"
+                );
+                self.obj()
+                    .emit_by_name::<()>("session-started", &[session, participant]);
             }
             _ => self.on_session_message(msg),
         }
@@ -135,15 +210,30 @@ impl RoomSignaller {
     fn on_session_message(&self, msg: &ServerMessage) {
         let ours = |session: &str| self.state.lock().unwrap().sessions.contains(session);
         match msg {
-            ServerMessage::Sdp { session, description } if ours(session) => match to_webrtc(description) {
-                Ok(desc) => self.obj().emit_by_name::<()>("session-description", &[session, &desc]),
+            ServerMessage::Sdp {
+                session,
+                description,
+            } if ours(session) => match to_webrtc(description) {
+                Ok(desc) => self
+                    .obj()
+                    .emit_by_name::<()>("session-description", &[session, &desc]),
                 Err(err) => {
                     gst::warning!(CAT, imp = self, "session {session}: {err}");
-                    self.send(ClientMessage::Stop { session: session.clone() });
+                    self.send(ClientMessage::Stop {
+                        session: session.clone(),
+                    });
                 }
             },
-            ServerMessage::Ice { session, candidate, sdp_m_line_index, sdp_mid } if ours(session) => {
-                self.obj().emit_by_name::<()>("handle-ice", &[session, sdp_m_line_index, sdp_mid, candidate]);
+            ServerMessage::Ice {
+                session,
+                candidate,
+                sdp_m_line_index,
+                sdp_mid,
+            } if ours(session) => {
+                self.obj().emit_by_name::<()>(
+                    "handle-ice",
+                    &[session, sdp_m_line_index, sdp_mid, candidate],
+                );
             }
             _ => {}
         }
@@ -153,7 +243,8 @@ impl RoomSignaller {
 /// Parses SDP text into what webrtcbin takes. Going through text is also what avoids the
 /// GStreamer 1.22.0 crash with descriptions passed between elements (see FIELD-NOTES).
 fn to_webrtc(desc: &SessionDescription) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
-    let sdp = gst_sdp::SDPMessage::parse_buffer(desc.sdp.as_bytes()).map_err(|_| "unparsable SDP".to_owned())?;
+    let sdp = gst_sdp::SDPMessage::parse_buffer(desc.sdp.as_bytes())
+        .map_err(|_| "unparsable SDP".to_owned())?;
     let kind = match desc.kind {
         SdpType::Offer => gst_webrtc::WebRTCSDPType::Offer,
         SdpType::Answer => gst_webrtc::WebRTCSDPType::Answer,
@@ -163,7 +254,12 @@ fn to_webrtc(desc: &SessionDescription) -> Result<gst_webrtc::WebRTCSessionDescr
 
 impl SignallableImpl for RoomSignaller {
     fn start(&self) {
-        let (role, client) = self.config();
+        let role = self.role();
+        let Some(client) = self.client() else {
+            return self
+                .obj()
+                .emit_by_name::<()>("error", &[&"started after its element left the room"]);
+        };
         let (mut events, snapshot) = client.subscribe();
         let this = self.obj().downgrade();
         let task_role = role.clone();
@@ -185,16 +281,26 @@ impl SignallableImpl for RoomSignaller {
         });
         self.state.lock().unwrap().task = Some(task);
         match role {
-            Role::Publisher { stream, audio, video } => {
+            Role::Publisher {
+                stream,
+                audio,
+                video,
+            } => {
                 if let Err(err) = client.publish(&stream, audio, video) {
                     self.obj().emit_by_name::<()>("error", &[&err]);
                 }
                 self.emit_status("publishing", None);
             }
-            Role::Viewer { participant, stream } => {
+            Role::Viewer {
+                participant,
+                stream,
+            } => {
                 // When not joined yet, the Joined status event sends the play.
                 if snapshot.status == Status::Joined {
-                    self.send(ClientMessage::Play { participant, stream });
+                    self.send(ClientMessage::Play {
+                        participant,
+                        stream,
+                    });
                 }
             }
         }
@@ -205,8 +311,8 @@ impl SignallableImpl for RoomSignaller {
         if let Some(task) = state.task {
             task.abort();
         }
-        let (role, client) = self.config();
-        match role {
+        let Some(client) = self.client() else { return };
+        match self.role() {
             Role::Publisher { stream, .. } => {
                 let _ = client.unpublish(&stream);
                 self.emit_status("unpublished", None);
@@ -230,13 +336,26 @@ impl SignallableImpl for RoomSignaller {
         };
         let text = match sdp.sdp().as_text() {
             Ok(text) => text,
-            Err(err) => return self.obj().emit_by_name::<()>("error", &[&format!("cannot write SDP: {err}")]),
+            Err(err) => {
+                return self
+                    .obj()
+                    .emit_by_name::<()>("error", &[&format!("cannot write SDP: {err}")]);
+            }
         };
         let description = SessionDescription { kind, sdp: text };
-        self.send(ClientMessage::Sdp { session: session_id.into(), description });
+        self.send(ClientMessage::Sdp {
+            session: session_id.into(),
+            description,
+        });
     }
 
-    fn add_ice(&self, session_id: &str, candidate: &str, sdp_m_line_index: u32, sdp_mid: Option<String>) {
+    fn add_ice(
+        &self,
+        session_id: &str,
+        candidate: &str,
+        sdp_m_line_index: u32,
+        sdp_mid: Option<String>,
+    ) {
         self.send(ClientMessage::Ice {
             session: session_id.into(),
             candidate: candidate.into(),
@@ -247,7 +366,9 @@ impl SignallableImpl for RoomSignaller {
 
     fn end_session(&self, session_id: &str) {
         if self.state.lock().unwrap().sessions.remove(session_id) {
-            self.send(ClientMessage::Stop { session: session_id.into() });
+            self.send(ClientMessage::Stop {
+                session: session_id.into(),
+            });
         }
     }
 }
@@ -263,12 +384,14 @@ impl ObjectSubclass for RoomSignaller {
 impl ObjectImpl for RoomSignaller {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecBoolean::builder("manual-sdp-munging")
-                .nick("Manual SDP munging")
-                .blurb("Whether the signaller manages SDP munging itself (it does not)")
-                .default_value(false)
-                .read_only()
-                .build()]
+            vec![
+                glib::ParamSpecBoolean::builder("manual-sdp-munging")
+                    .nick("Manual SDP munging")
+                    .blurb("Whether the signaller manages SDP munging itself (it does not)")
+                    .default_value(false)
+                    .read_only()
+                    .build(),
+            ]
         });
         PROPS.as_ref()
     }
@@ -289,9 +412,11 @@ impl ObjectImpl for RoomSignaller {
              *
              * Progress of the publication, for the owning element to report on the bus.
              */
-            vec![glib::subclass::Signal::builder("room-status")
-                .param_types([String::static_type(), Option::<String>::static_type()])
-                .build()]
+            vec![
+                glib::subclass::Signal::builder("room-status")
+                    .param_types([String::static_type(), Option::<String>::static_type()])
+                    .build(),
+            ]
         });
         SIGNALS.as_ref()
     }

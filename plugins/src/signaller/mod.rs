@@ -28,16 +28,29 @@ glib::wrapper! {
 
 impl RoomSignaller {
     /// A signaller that publishes `stream` of the client's participant.
-    pub fn publisher(client: Arc<RoomClient>, stream: &str, audio: bool, video: bool) -> Self {
+    pub fn publisher(client: &Arc<RoomClient>, stream: &str, audio: bool, video: bool) -> Self {
         let obj: Self = glib::Object::new();
-        obj.imp().configure(imp::Role::Publisher { stream: stream.into(), audio, video }, client);
+        obj.imp().configure(
+            imp::Role::Publisher {
+                stream: stream.into(),
+                audio,
+                video,
+            },
+            client,
+        );
         obj
     }
 
     /// A signaller that plays `participant`'s `stream`.
-    pub fn viewer(client: Arc<RoomClient>, participant: &str, stream: &str) -> Self {
+    pub fn viewer(client: &Arc<RoomClient>, participant: &str, stream: &str) -> Self {
         let obj: Self = glib::Object::new();
-        obj.imp().configure(imp::Role::Viewer { participant: participant.into(), stream: stream.into() }, client);
+        obj.imp().configure(
+            imp::Role::Viewer {
+                participant: participant.into(),
+                stream: stream.into(),
+            },
+            client,
+        );
         obj
     }
 

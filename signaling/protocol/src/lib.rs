@@ -57,8 +57,9 @@ pub enum ClientMessage {
         token: Option<String>,
     },
     /// Leave the room: own streams are unpublished, own sessions end, others get `left`.
-    /// The connection stays open and may join again.
-    Leave,
+    /// The connection stays open and may join again. (Written `Leave {}` so that, like every
+    /// other message, unknown fields are refused.)
+    Leave {},
     /// Announce a stream of this participant; others get `published`.
     Publish {
         /// Stream name, unique per participant, see [`validate_name`].
@@ -428,7 +429,7 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             username: "alice".into(),
             token: Some("s3cret".into()),
         },
-        ClientMessage::Leave,
+        ClientMessage::Leave {},
         ClientMessage::Publish {
             stream: "main".into(),
             audio: true,
@@ -629,6 +630,11 @@ mod tests {
     fn unknown_type_and_missing_fields_are_rejected() {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","room":"r"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","extra":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave {}
+        );
         assert!(serde_json::from_str::<ClientMessage>("[1,2]").is_err());
     }
 
