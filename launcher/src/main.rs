@@ -1,9 +1,21 @@
 //! `gst-room`: the room server, the demo, and preset pipelines, in one command.
 //!
-//! Each subcommand lives in its own file; this one parses the command line, sets up logging
-//! once (`RUST_LOG`, default `info`), and runs the chosen subcommand on a tokio runtime.
+//! - `server.rs`: `gst-room server` (the signaling library's `run` behind clap flags);
+//! - `demo.rs`: `gst-room demo` (server + demo publisher + invite link);
+//! - `commands.rs`: `publish`, `play`, `mix`, `launch`, `pipelines`;
+//! - `presets.rs`: the pipelines of `pipelines/`, built in, with `${VAR}` substitution;
+//! - `runner.rs`: running a pipeline (bus loop, room events, chat from stdin, Ctrl-C → EOS).
+//!
+//! Logging is set up once here (`RUST_LOG`, default `info`, to stderr); stdout carries what
+//! scripts read: the server URL, the invite link, room event lines.
 
+mod commands;
+mod demo;
+mod presets;
+mod runner;
 mod server;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -19,9 +31,21 @@ struct Cli {
 enum Command {
     /// Run the room server: WebSocket signaling at /ws and the conference page at /.
     Server(server::ServerArgs),
+    /// Run the server and a demo publisher (demo-bot) in room "demo"; print the invite link.
+    Demo(demo::DemoArgs),
+    /// Publish a test pattern, a camera or a media file into a room.
+    Publish(commands::PublishArgs),
+    /// Play one participant, or everyone mixed, on screen.
+    Play(commands::PlayArgs),
+    /// Mix a whole room (grid + audio) to the screen, a file (.mp4/.webm) or an RTMP server.
+    Mix(commands::MixArgs),
+    /// Run a gst-launch-1.0 style pipeline with the room elements built in.
+    Launch(commands::LaunchArgs),
+    /// List the preset pipelines and their variables, or print one ready for gst-launch-1.0.
+    Pipelines(commands::PipelinesArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -29,8 +53,23 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        Command::Server(args) => runtime.block_on(server::run(args)),
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Publish(args) => commands::publish(args).await,
+            Command::Play(args) => commands::play(args).await,
+            Command::Mix(args) => commands::mix(args).await,
+            Command::Launch(args) => commands::launch(args).await,
+            Command::Pipelines(args) => commands::pipelines(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gst-room: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

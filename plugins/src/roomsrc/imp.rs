@@ -445,10 +445,16 @@ impl Change {
     }
 }
 
-/// Pad names keep to `A-Z a-z 0-9 _` so that `gst-launch-1.0 r.video_bob` parses.
+/// Pad names keep to `A-Z a-z 0-9 _ -` so that `gst-launch-1.0 r.video_bob` parses ('.' does not).
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
