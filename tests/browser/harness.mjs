@@ -105,8 +105,14 @@ export async function poll(fn, { timeout = 15000, interval = 250, what = 'condit
  * Starts a subprocess, keeps its output (`proc.output()`), optionally waits for a line matching
  * `ready` (returns the match as `proc.ready`), and registers it for cleanup.
  */
-export async function startProcess(cmd, args, { name = path.basename(cmd), ready, readyTimeout = 30000, env, cwd = ROOT } = {}) {
-  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startProcess(
+  cmd,
+  args,
+  { name = path.basename(cmd), ready, readyTimeout = 30000, env, cwd = ROOT, stdin = false, stopSignal = 'SIGTERM', stopTimeout = 3000, beforeStop, onStdoutLine } = {},
+) {
+  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  // A child that exits while we write to its stdin must not crash the test runner.
+  child.stdin?.on('error', () => {});
   let output = '';
   let exited = null;
   const exitPromise = new Promise((resolve) => {
@@ -129,13 +135,17 @@ export async function startProcess(cmd, args, { name = path.basename(cmd), ready
       partial += chunk;
       const lines = partial.split('\n');
       partial = lines.pop();
-      for (const line of lines) onLine(line);
+      for (const line of lines) {
+        if (stream === child.stdout) onStdoutLine?.(line);
+        onLine(line);
+      }
     });
   }
   const stop = async () => {
     if (exited) return exited;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    beforeStop?.(child);
+    child.kill(stopSignal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeout);
     const result = await exitPromise;
     clearTimeout(timer);
     return result;
@@ -175,16 +185,88 @@ export async function startProcess(cmd, args, { name = path.basename(cmd), ready
   return proc;
 }
 
-/** The server binary; a clear error when it has not been built. */
+/** The gst-room binary (server and `launch`); a clear error when it has not been built. */
 export function serverBinary() {
   const bin = process.env.GST_ROOM_BIN || path.join(ROOT, 'target', 'debug', 'gst-room');
   if (!fs.existsSync(bin)) {
     throw new Error(
-      `gst-room server binary not found at ${bin}: build it first with ` +
+      `gst-room binary not found at ${bin}: build it first with ` +
         '`cargo build -p gst-room` (or set GST_ROOM_BIN to a built binary)',
     );
   }
   return bin;
+}
+
+/**
+ * Runs `gst-room launch --quiet PIPELINE` (the room elements built in): room events arrive as
+ * stdout lines like `sink: joined: alice`, stdin lines are sent as chat through the first
+ * roomsink. Resolves once a stdout line matches `ready` (default: the first `in room ...` line,
+ * i.e. joined). The returned process also has:
+ *   lines        every stdout line so far
+ *   mark()       the current line count, for waitForLine({since})
+ *   waitForLine(re, {timeout, since})  the first stdout line (at index >= since) matching re
+ *   write(text)  one line to stdin (chat; `@name text` for a direct message)
+ *   describe()   the output tail, for assertion messages
+ *   failure()    null while the pipeline runs, else why not (its error line, or the exit)
+ * `stop()` closes stdin, sends SIGINT (EOS, exit 0) and SIGKILL after `stopTimeout` ms; it
+ * resolves to {code, signal}. Also stopped at cleanup.
+ */
+export async function startGstLaunch(pipeline, { name = 'gst-room launch', ready = /: in room /, readyTimeout = 30000, env, stopTimeout = 5000 } = {}) {
+  const bin = serverBinary();
+  const lines = [];
+  const waiters = new Set();
+  const onStdoutLine = (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) w(line, lines.length - 1);
+  };
+  const proc = await startProcess(bin, ['launch', '--quiet', pipeline], {
+    name,
+    ready,
+    readyTimeout,
+    stdin: true,
+    stopSignal: 'SIGINT',
+    stopTimeout,
+    // Close stdin first: `gst-room launch` reads it with tokio's blocking stdin, and a pending
+    // read keeps the process alive after Ctrl-C's EOS until a line arrives or stdin closes.
+    beforeStop: (child) => child.stdin?.end(),
+    onStdoutLine,
+    env: { RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
+  });
+  proc.lines = lines;
+  proc.mark = () => lines.length;
+  proc.describe = () => `${name} output (tail):\n${proc.output().split('\n').slice(-60).join('\n')}`;
+  // Why the pipeline is no longer running, or null: it exited, or it printed its final error
+  // (`gst-room: <reason>`; the process may linger after that, see stop()).
+  proc.failure = () => {
+    const error = proc.output().match(/^gst-room: .*$/m);
+    if (error) return error[0];
+    return proc.exited() ? `exited ${JSON.stringify(proc.exited())}` : null;
+  };
+  proc.write = (text) => {
+    if (proc.exited()) throw new Error(`${name} has exited (${JSON.stringify(proc.exited())}): cannot write ${JSON.stringify(text)}`);
+    proc.child.stdin.write(`${text}\n`);
+  };
+  proc.waitForLine = (re, { timeout = 15000, since = 0 } = {}) => {
+    const found = lines.slice(since).find((l) => re.test(l));
+    if (found !== undefined) return Promise.resolve(found.match(re));
+    return new Promise((resolve, reject) => {
+      const done = (fn, value) => {
+        clearTimeout(timer);
+        clearInterval(exitCheck);
+        waiters.delete(waiter);
+        fn(value);
+      };
+      const waiter = (line, index) => {
+        if (index >= since && re.test(line)) done(resolve, line.match(re));
+      };
+      const timer = setTimeout(() => done(reject, new Error(`${name}: no stdout line matching ${re} within ${timeout} ms\n${proc.describe()}`)), timeout);
+      const exitCheck = setInterval(() => {
+        if (proc.failure()) done(reject, new Error(`${name} stopped (${proc.failure()}) while waiting for ${re}\n${proc.describe()}`));
+      }, 200);
+      waiters.add(waiter);
+    });
+  };
+  return proc;
 }
 
 /**
@@ -263,8 +345,8 @@ export const TEST_MEDIA = { w: 320, h: 240, fps: 15, processing: 0 };
 
 /**
  * Opens the conference page in a new context of `browser` with URL parameters `params`
- * (see the top of signaling/web/conference.js). Page errors and console errors are kept in
- * `page.problems` for diagnostics.
+ * (see the top of signaling/web/conference.js). Page errors, console errors (with the resource)
+ * and dialogs (alert() etc., dismissed) are kept in `page.problems`.
  */
 export async function openPage(browser, baseUrl, params = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -272,7 +354,11 @@ export async function openPage(browser, baseUrl, params = {}) {
   page.problems = [];
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error') page.problems.push(`console: ${m.text()}`);
+    if (m.type() === 'error') page.problems.push(`console: ${m.text()}${m.location()?.url ? ` (${m.location().url})` : ''}`);
+  });
+  page.on('dialog', (d) => {
+    page.problems.push(`dialog: ${d.type()} ${d.message()}`);
+    d.dismiss().catch(() => {});
   });
   const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
   await page.goto(`${baseUrl}/?${query}`);
@@ -352,4 +438,66 @@ export async function describePage(page) {
   } catch (e) {
     return `(page not readable: ${e.message})`;
   }
+}
+
+/** Polls `fn`; on timeout the error carries the pages' state and protocol log. */
+export async function waitFor(fn, what, timeout = 20000, ...debugPages) {
+  try {
+    return await poll(fn, { what, timeout });
+  } catch (e) {
+    const details = await Promise.all(debugPages.map((p) => describePage(p)));
+    e.message += `\n${details.join('\n')}`;
+    throw e;
+  }
+}
+
+/** Sends a chat message from the page (`to` = '' for the whole room). */
+export async function sendChat(page, text, to = '') {
+  await page.selectOption('#chat-to', to);
+  await page.fill('#chat-text', text);
+  await page.click('#chat-send');
+}
+
+/** Chat entries of a page: {from, to, direct, text, time}. */
+export function chatEntries(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#chat-log .chat-msg')].map((li) => ({
+      from: li.querySelector('.from').textContent,
+      to: li.dataset.to ?? null,
+      direct: li.classList.contains('direct'),
+      text: li.querySelector('.text').textContent,
+      time: li.querySelector('time').textContent,
+    })),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames decoded by a GStreamer pipeline
+
+/**
+ * The gst-launch tail that writes each decoded frame, scaled to 4x4 RGB (48 bytes), to
+ * `dir/frame-NNNNN.rgb`, keeping the last 5; read back with `newestFrameColour(dir)`.
+ */
+export function rgbFrameSink(dir) {
+  return `videoconvert ! videoscale ! video/x-raw,format=RGB,width=4,height=4 ! multifilesink location=${dir}/frame-%05d.rgb max-files=5`;
+}
+
+/**
+ * Mean colour [r, g, b] and index of the newest frame written by `rgbFrameSink(dir)`:
+ * {colour, index}, or null while there is none (or it is being replaced).
+ */
+export function newestFrameColour(dir) {
+  const frames = fs.readdirSync(dir).filter((f) => /^frame-\d+\.rgb$/.test(f)).sort();
+  const newest = frames.at(-1);
+  if (!newest) return null;
+  let data;
+  try {
+    data = fs.readFileSync(path.join(dir, newest));
+  } catch {
+    return null; // removed by multifilesink between readdir and read
+  }
+  if (data.length !== 48) return null;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < 48; i += 3) for (let c = 0; c < 3; c++) sum[c] += data[i + c];
+  return { colour: sum.map((s) => Math.round(s / 16)), index: Number(newest.match(/\d+/)[0]) };
 }

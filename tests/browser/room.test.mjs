@@ -11,21 +11,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   ARTIFACTS,
+  chatEntries,
   chatText,
   cleanup,
   colourClose,
-  describePage,
   inboundStats,
   joinPage,
   launchBrowser,
   makeY4m,
-  poll,
   remoteVideo,
   sampleVideo,
+  sendChat,
   sleep,
   slot,
   startServer,
   tempDir,
+  waitFor,
 } from './harness.mjs';
 
 const ROOM = 'browser-suite';
@@ -43,36 +44,6 @@ async function cameraBrowser(name, dir) {
   const camera = makeY4m(path.join(dir, `${name}.y4m`), COLOURS[name]);
   browsers[name] = await launchBrowser({ camera });
   return browsers[name];
-}
-
-/** Polls `fn`; on timeout the error carries the pages' state and protocol log. */
-async function waitFor(fn, what, timeout = 20000, ...debugPages) {
-  try {
-    return await poll(fn, { what, timeout });
-  } catch (e) {
-    const details = await Promise.all(debugPages.map((p) => describePage(p)));
-    e.message += `\n${details.join('\n')}`;
-    throw e;
-  }
-}
-
-async function sendChat(page, text, to = '') {
-  await page.selectOption('#chat-to', to);
-  await page.fill('#chat-text', text);
-  await page.click('#chat-send');
-}
-
-/** Chat entries of a page: {from, to, direct, text, time}. */
-function chatEntries(page) {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('#chat-log .chat-msg')].map((li) => ({
-      from: li.querySelector('.from').textContent,
-      to: li.dataset.to ?? null,
-      direct: li.classList.contains('direct'),
-      text: li.querySelector('.text').textContent,
-      time: li.querySelector('time').textContent,
-    })),
-  );
 }
 
 before(async () => {
