@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use gst::prelude::*;
-use tokio::io::AsyncBufReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// How a run behaves.
 #[derive(Debug, Clone, Default)]
@@ -57,8 +58,10 @@ pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Resul
         let _ = pipeline.set_state(gst::State::Null);
         return Err(anyhow!(reason));
     }
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = options.chat;
+    let mut stdin = stdin_lines(options.chat);
+    // One SIGINT stream for the whole run: a signal arriving while a bus message is handled
+    // is queued, not lost.
+    let mut interrupts = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let deadline = tokio::time::sleep(
         options
@@ -83,11 +86,8 @@ pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Resul
                     _ => {}
                 }
             }
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => send_chat(pipeline, &line),
-                _ => stdin_open = false,
-            },
-            _ = tokio::signal::ctrl_c() => {
+            Some(line) = stdin.recv() => send_chat(pipeline, &line),
+            _ = interrupts.recv() => {
                 if stopping {
                     eprintln!("second Ctrl-C: stopping without waiting for EOS");
                     break Ok(());
@@ -105,6 +105,22 @@ pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Resul
     };
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+/// Lines typed on stdin. Read on a plain thread: a tokio stdin read cannot be cancelled, and
+/// the runtime would wait for it at exit (so the command would hang until Enter).
+fn stdin_lines(enabled: bool) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    if enabled {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if tx.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    rx
 }
 
 fn first_error(bus: &gst::Bus) -> Option<String> {

@@ -29,12 +29,17 @@ impl TestServer {
     /// Starts a server with `config` on its own runtime thread, so it serves whatever the test
     /// does (blocking GStreamer calls included).
     pub fn start(config: Config) -> TestServer {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), config)
+    }
+
+    /// Starts a server on `addr` (e.g. the address of a stopped one, to test reconnection).
+    pub fn start_on(addr: std::net::SocketAddr, config: Config) -> TestServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, addr) = std::sync::mpsc::channel();
+        let (ready, bound) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
                 ready.send(listener.local_addr().unwrap()).unwrap();
                 room_signaling::run(listener, config, async {
                     let _ = stopped.await;
@@ -43,7 +48,7 @@ impl TestServer {
                 .unwrap();
             });
         });
-        let addr = addr.recv().unwrap();
+        let addr = bound.recv().unwrap();
         TestServer {
             addr,
             stop: Some(stop),
@@ -207,4 +212,24 @@ impl Client {
     pub fn into_inner(self) -> WebSocketStream<ConnectStream> {
         self.ws
     }
+}
+
+/// A minimal HTTP/1.0 GET over a real socket to `host:port` (no client crate needed for a few
+/// assertions): the status code and the body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

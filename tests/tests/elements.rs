@@ -216,3 +216,134 @@ fn unreachable_server_is_an_element_error_after_retries() {
     let failed = wait_for_event(&viewer.pipeline, "room-failed", |_| true);
     assert_eq!(failed.get::<&str>("reason").unwrap(), "unreachable");
 }
+
+#[test]
+fn a_lost_server_is_reported_and_the_participant_rejoins_when_it_returns() {
+    init();
+    let mut server = TestServer::default_config();
+    let url = server.ws_url();
+    let addr = server.addr;
+    let publisher = start(&publisher_line(&url, "back", "bot", RED, ""));
+    let viewer = Viewer::new(&url, "room=back username=viewer participant=bot").start();
+    viewer.wait("frames before the outage", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= 5
+    });
+
+    server.stop();
+    wait_for_event(&viewer.pipeline, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("reconnecting")
+    });
+    viewer.wait("the player ended with the connection", |s| {
+        s.removed.contains(&"video_bot".to_string())
+    });
+
+    // The same address again: both participants rejoin, bot re-publishes, the viewer plays it.
+    let _server = TestServer::start_on(addr, room_signaling::Config::default());
+    wait_for_event(&viewer.pipeline, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("joined")
+    });
+    let before = viewer.seen().frames.get("video_bot").copied().unwrap_or(0);
+    viewer.wait("frames after the rejoin", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= before + 10
+    });
+    fail_on_error(&publisher);
+    stop(&publisher);
+}
+
+#[test]
+fn gst_inspect_lists_both_elements_with_every_property_documented() {
+    // The cdylib next to this test binary's directory: target/<profile>/libgstroom.so.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    assert!(
+        dir.join("libgstroom.so").exists(),
+        "build the plugin first: cargo build -p gst-plugin-room ({})",
+        dir.display()
+    );
+    for element in ["roomsink", "roomsrc"] {
+        let output = std::process::Command::new("gst-inspect-1.0")
+            .arg(element)
+            .env("GST_PLUGIN_PATH", dir)
+            .env("GST_REGISTRY", dir.join("gst-room-test-registry.bin"))
+            .output()
+            .expect("gst-inspect-1.0 runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{element}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Every property line ("  name   : blurb") has a blurb of a few words.
+        let properties = text
+            .split("Element Properties:")
+            .nth(1)
+            .unwrap()
+            .split("Element Signals:")
+            .next()
+            .unwrap();
+        let mut count = 0;
+        for line in properties
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.contains(" : "))
+        {
+            let (name, blurb) = line.split_once(" : ").unwrap();
+            assert!(
+                blurb.split_whitespace().count() >= 2,
+                "{element}.{}: blurb {blurb:?}",
+                name.trim()
+            );
+            count += 1;
+        }
+        let expected: &[&str] = if element == "roomsink" {
+            &[
+                "server-url",
+                "room",
+                "username",
+                "token",
+                "stun-server",
+                "turn-servers",
+                "status",
+                "participants",
+                "mute-audio",
+                "mute-video",
+                "video-caps",
+                "audio-caps",
+                "stream",
+            ]
+        } else {
+            &[
+                "server-url",
+                "room",
+                "username",
+                "participant",
+                "latency",
+                "mix",
+                "mix-width",
+                "mix-height",
+                "mix-framerate",
+                "mix-tiles",
+            ]
+        };
+        for name in expected {
+            assert!(
+                properties.contains(&format!("  {name} ")),
+                "{element} lacks {name}"
+            );
+        }
+        assert!(count >= expected.len(), "{element}: {count} properties");
+        for signal in [
+            "room-joined",
+            "room-message",
+            "room-failed",
+            "room-session-status",
+        ] {
+            assert!(
+                text.contains(&format!("\"{signal}\"")),
+                "{element} lacks signal {signal}"
+            );
+        }
+        if element == "roomsink" {
+            assert!(text.contains("\"send-message\"") && text.contains("\"send-message-to\""));
+        }
+    }
+}

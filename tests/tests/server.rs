@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
-use gst_room_tests::{Client, TestServer};
+use gst_room_tests::{Client, TestServer, http_get};
 use room_protocol::*;
 use room_signaling::Config;
 
@@ -496,9 +496,9 @@ async fn shutdown_sends_every_participant_a_close_frame() {
 #[tokio::test]
 async fn http_serves_health_rooms_and_the_page() {
     let server = TestServer::default_config();
-    let (status, body) = http_get(&server, "/healthz").await;
+    let (status, body) = http_get(&server.addr.to_string(), "/healthz").await;
     assert_eq!((status, body.trim()), (200, "ok"));
-    let (status, body) = http_get(&server, "/").await;
+    let (status, body) = http_get(&server.addr.to_string(), "/").await;
     assert_eq!(status, 200);
     assert!(
         body.contains("<html") || body.contains("<!doctype") || body.contains("<!DOCTYPE"),
@@ -508,28 +508,14 @@ async fn http_serves_health_rooms_and_the_page() {
         http_get_json(&server, "/rooms").await,
         serde_json::json!([])
     );
-    assert_eq!(http_get(&server, "/no-such-file").await.0, 404);
+    assert_eq!(
+        http_get(&server.addr.to_string(), "/no-such-file").await.0,
+        404
+    );
 }
 
 async fn http_get_json(server: &TestServer, path: &str) -> serde_json::Value {
-    let (status, body) = http_get(server, path).await;
+    let (status, body) = http_get(&server.addr.to_string(), path).await;
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap()
-}
-
-/// A minimal HTTP/1.0 GET over a real socket (no client crate needed for three assertions).
-async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -232,6 +232,10 @@ impl ObjectSubclass for RoomSink {
             .name("webrtcsink")
             .build()
             .expect("webrtcsink is registered by plugin_init");
+        // No forward error correction: on a LAN, retransmission (NACK/RTX, kept on) repairs
+        // the rare loss without FEC's constant extra bitrate, and RED-wrapped packets made
+        // webrtcbin expose an extra pad for the same stream on the viewer side.
+        webrtcsink.set_property("do-fec", false);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),

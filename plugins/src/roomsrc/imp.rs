@@ -238,6 +238,7 @@ impl RoomSrc {
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
+            webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });
         let src = gst::ElementFactory::make("webrtcsrc")
@@ -394,6 +395,47 @@ impl Player {
     }
 }
 
+/// webrtcbin can expose a second pad for one SSRC (seen with RED-wrapped first packets) that
+/// webrtcsrc leaves unlinked; its data would stop the whole pipeline with not-linked. Runs after
+/// webrtcsrc's own pad-added handler, so a pad still unlinked here is one it does not use.
+fn sink_unused_pad(webrtcbin: &gst::Element, pad: &gst::Pad) {
+    if pad.direction() != gst::PadDirection::Src || pad.is_linked() {
+        return;
+    }
+    let Some(bin) = webrtcbin
+        .parent()
+        .and_then(|p| p.downcast::<gst::Bin>().ok())
+    else {
+        return;
+    };
+    let Ok(sink) = gst::ElementFactory::make("fakesink")
+        .property("async", false)
+        .property("sync", false)
+        .build()
+    else {
+        return;
+    };
+    gst::debug!(CAT, "discarding unused {}", pad.name());
+    if bin.add(&sink).is_ok() {
+        let _ = sink.sync_state_with_parent();
+        let _ = pad.link(&sink.static_pad("sink").unwrap());
+    }
+}
+
+/// Depayloaders ask the publisher for a keyframe when packets are lost, instead of decoding
+/// garbage (or a frozen picture) until the next periodic keyframe.
+fn request_keyframes(element: &gst::Element) {
+    let is_depayloader = element
+        .factory()
+        .is_some_and(|f| f.name().starts_with("rtp") && f.name().ends_with("depay"));
+    if is_depayloader && element.has_property("request-keyframe") {
+        element.set_property("request-keyframe", true);
+        if element.has_property("wait-for-keyframe") {
+            element.set_property("wait-for-keyframe", true);
+        }
+    }
+}
+
 /// Which players a room event ends.
 enum StopMatch {
     Stream(String, String),
@@ -468,9 +510,10 @@ impl ObjectSubclass for RoomSrc {
 impl ObjectImpl for RoomSrc {
     fn constructed(&self) {
         self.parent_constructed();
-        self.obj()
-            .set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
-        self.obj().set_element_flags(gst::ElementFlags::SOURCE);
+        let obj = self.obj();
+        obj.set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
+        obj.set_element_flags(gst::ElementFlags::SOURCE);
+        obj.connect_deep_element_added(|_, _, element| request_keyframes(element));
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -631,6 +674,20 @@ impl ElementImpl for RoomSrc {
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    /// EOS (e.g. `gst-launch-1.0 -e` on Ctrl-C) ends every output pad directly: the
+    /// webrtcsrc children and the mix's live background sources would not forward it, and a
+    /// recording downstream needs it to finalize.
+    fn send_event(&self, event: gst::Event) -> bool {
+        if event.type_() != gst::EventType::Eos {
+            return self.parent_send_event(event);
+        }
+        gst::info!(CAT, imp = self, "EOS: ending every output pad");
+        for pad in self.obj().src_pads() {
+            pad.push_event(event.clone());
+        }
+        true
     }
 
     fn change_state(

@@ -1,0 +1,237 @@
+//! The `gst-room` command as a user runs it: a real process, real pipelines, real files.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_room_tests::media::*;
+use gst_room_tests::{TestServer, http_get};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gst-room");
+
+/// A running `gst-room` with its stdout lines on a channel; killed on drop.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("gst-room runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The first stdout line containing `needle`.
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + MEDIA_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("gst-room printed no line with {needle:?}"),
+            }
+        }
+    }
+
+    /// Sends Ctrl-C and returns the exit code.
+    fn interrupt(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        wait_with_deadline(&mut self.child, MEDIA_WAIT).expect("gst-room stops after Ctrl-C")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The exit code, or None (after killing it) when still running at the deadline.
+fn wait_with_deadline(child: &mut Child, wait: Duration) -> Option<i32> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn demo_serves_the_invite_link_publishes_demo_bot_and_stops_on_ctrl_c() {
+    init();
+    let demo = Running::start(&["demo", "--listen", "127.0.0.1:0", "--quiet"]);
+    let invite = demo.wait_line("/?room=demo");
+    let url = invite.trim();
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, page) = rt.block_on(http_get(&addr, "/?room=demo"));
+    assert_eq!(status, 200);
+    assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
+
+    let viewer = Viewer::new(
+        &format!("ws://{addr}/ws"),
+        "room=demo username=checker participant=demo-bot",
+    )
+    .start();
+    viewer.wait("demo-bot's frames", |s| {
+        s.frames.get("video_demo-bot").copied().unwrap_or(0) >= 10
+    });
+    drop(viewer);
+    assert_eq!(demo.interrupt(), 0);
+}
+
+#[test]
+fn launch_with_a_bad_pipeline_fails_with_the_parse_error() {
+    let output = Command::new(BIN)
+        .args(["launch", "videotestsrc ! no-such-element"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no-such-element"), "{stderr}");
+}
+
+#[test]
+fn launch_reports_a_refused_join_with_the_reason_and_fails() {
+    let config = room_signaling::Config {
+        max_participants: 1,
+        ..Default::default()
+    };
+    let server = TestServer::start(config);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _holder = rt.block_on(gst_room_tests::Client::join(
+        &server.ws_url(),
+        "full",
+        "first",
+    ));
+    let output = Command::new(BIN)
+        .args([
+            "launch",
+            "--quiet",
+            &format!(
+                "roomsrc server-url={} room=full username=second ! fakesink",
+                server.ws_url()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("failed: room-full"), "{stdout}");
+    assert!(stderr.contains("room-full"), "{stderr}");
+}
+
+#[test]
+fn mix_records_two_publishers_to_a_file_that_plays() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let a = start(&publisher_line(&url, "rec", "alice", [200, 30, 30], ""));
+    let b = start(&publisher_line(&url, "rec", "bob", [30, 30, 200], ""));
+    let dir = std::env::temp_dir().join(format!("gst-room-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["room.webm", "room.mp4"] {
+        let output = dir.join(file);
+        let mut recorder = Command::new(BIN)
+            .args([
+                "mix",
+                "--quiet",
+                "--server",
+                &url,
+                "--room",
+                "rec",
+                "--duration",
+                "4",
+                "--width",
+                "320",
+                "--height",
+                "240",
+            ])
+            .arg("--output")
+            .arg(&output)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = wait_with_deadline(&mut recorder, MEDIA_WAIT);
+        assert_eq!(
+            status,
+            Some(0),
+            "recording {file} (None: still running after {MEDIA_WAIT:?}: EOS never finalized it)"
+        );
+        let info = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(10))
+            .unwrap()
+            .discover_uri(&format!("file://{}", output.display()))
+            .unwrap_or_else(|e| panic!("{file} does not play: {e}"));
+        assert!(
+            info.duration()
+                .is_some_and(|d| d > gst::ClockTime::from_seconds(1)),
+            "{file}: {:?}",
+            info.duration()
+        );
+        assert_eq!(info.video_streams().len(), 1, "{file}");
+        assert_eq!(info.audio_streams().len(), 1, "{file}");
+    }
+    stop(&a);
+    stop(&b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_preset_pipeline_parses_with_its_variables_filled() {
+    init();
+    let listing = Command::new(BIN).arg("pipelines").output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let names: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() >= 8, "{listing}");
+    for name in names {
+        let printed = Command::new(BIN)
+            .args(["pipelines", "--print", name])
+            .output()
+            .unwrap();
+        assert!(printed.status.success(), "{name}");
+        let description = String::from_utf8(printed.stdout).unwrap();
+        let pipeline = gst::parse::launch(&description)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{description}"));
+        assert!(
+            pipeline
+                .downcast_ref::<gst::Bin>()
+                .unwrap()
+                .children()
+                .len()
+                >= 2,
+            "{name}"
+        );
+    }
+}
