@@ -150,6 +150,20 @@ mod tests {
     }
 
     #[test]
+    fn every_file_of_pipelines_is_built_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".pipeline").map(str::to_owned))
+            .collect();
+        files.sort();
+        let mut built_in: Vec<String> = PRESETS.iter().map(|p| p.name.to_owned()).collect();
+        built_in.sort();
+        assert_eq!(files, built_in, "add new pipelines/ files to PRESETS so they are tested");
+    }
+
+    #[test]
     fn values_override_defaults_and_typos_are_refused() {
         let preset = Preset::find("publish-test").unwrap();
         let values = BTreeMap::from([("ROOM".to_owned(), "other".to_owned())]);
