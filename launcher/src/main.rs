@@ -9,6 +9,7 @@
 //! Logging is set up once here (`RUST_LOG`, default `info`, to stderr); stdout carries what
 //! scripts read: the server URL, the invite link, room event lines.
 
+mod bench;
 mod commands;
 mod demo;
 mod presets;
@@ -43,6 +44,8 @@ enum Command {
     Launch(commands::LaunchArgs),
     /// List the preset pipelines and their variables, or print one ready for gst-launch-1.0.
     Pipelines(commands::PipelinesArgs),
+    /// Benchmarks: join time, latency, publisher CPU per viewer, server load (table + JSON lines).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Mix(args) => commands::mix(args).await,
             Command::Launch(args) => commands::launch(args).await,
             Command::Pipelines(args) => commands::pipelines(args),
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,93 @@
+//! Smoke test of `gst-room bench`: the benchmarks run end to end (servers, load generator,
+//! pipelines, anchors) and print well-formed figures. Structure only: never a timing threshold.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `gst-room bench ARGS...` and returns its JSON figure lines, checked for structure.
+fn bench(args: &[&str]) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_gst-room"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run gst-room bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "gst-room bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Vec<Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(!figures.is_empty(), "no JSON figures in:\n{stdout}");
+    for figure in &figures {
+        for key in [
+            "bench", "name", "unit", "median", "p95", "runs", "anchor", "ratio",
+        ] {
+            assert!(figure.get(key).is_some(), "{key} missing in {figure}");
+        }
+        assert_eq!(figure["bench"], args[0]);
+        assert!(
+            figure["median"].as_f64().is_some_and(f64::is_finite),
+            "{figure}"
+        );
+        assert!(figure["runs"].as_u64().is_some_and(|n| n > 0), "{figure}");
+        // A ratio exists exactly when an anchor does.
+        assert_eq!(
+            figure["anchor"].is_null(),
+            figure["ratio"].is_null(),
+            "{figure}"
+        );
+    }
+    figures
+}
+
+fn figure<'a>(figures: &'a [Value], name: &str) -> &'a Value {
+    figures
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no figure {name} in {figures:?}"))
+}
+
+fn positive(value: &Value) -> bool {
+    value.as_f64().is_some_and(|v| v > 0.0)
+}
+
+#[test]
+fn server_bench_prints_figures_with_anchor() {
+    let figures = bench(&[
+        "server",
+        "--participants",
+        "30",
+        "--runs",
+        "1",
+        "--seconds",
+        "1",
+    ]);
+    for name in [
+        "join_rate",
+        "join_time",
+        "chat_fanout_latency",
+        "session_request_latency",
+        "sdp_relay_latency",
+    ] {
+        assert!(positive(&figure(&figures, name)["median"]), "{name}");
+    }
+    assert_eq!(figure(&figures, "connections_held")["median"], 30.0);
+    for name in ["join_rate", "session_request_latency", "sdp_relay_latency"] {
+        assert!(positive(&figure(&figures, name)["anchor"]), "{name} anchor");
+    }
+}
+
+#[test]
+fn join_bench_prints_figures_with_anchor() {
+    let figures = bench(&["join", "--runs", "1"]);
+    let first = figure(&figures, "first_frame");
+    assert!(positive(&first["median"]));
+    assert!(positive(&first["anchor"]));
+    assert!(positive(&figure(&figures, "t_offer_received")["median"]));
+}
