@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use room_signaling::protocol::IceServer;
 use room_signaling::{Config, DEFAULT_LISTEN, DEFAULT_MAX_PARTICIPANTS};
 
 /// Flags of `gst-room server` (also used by `gst-room demo`).
@@ -21,6 +22,39 @@ pub struct ServerArgs {
     /// Folder served at / (the conference page). Defaults to this source tree's signaling/web.
     #[arg(long)]
     pub web_dir: Option<PathBuf>,
+    /// An ICE server handed to browsers in `welcome` (repeatable): stun:host:port, or
+    /// turn:user:password@host:port for TURN with credentials.
+    #[arg(long = "ice-server", value_parser = parse_ice_server)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// `stun:host:port` or `turn(s):user:password@host:port[?transport=...]`.
+fn parse_ice_server(arg: &str) -> Result<IceServer, String> {
+    let (scheme, rest) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("{arg:?}: expected stun:… or turn:…"))?;
+    if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+        return Err(format!(
+            "{arg:?}: the scheme must be stun, stuns, turn or turns"
+        ));
+    }
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let (username, credential) = credentials
+                .split_once(':')
+                .ok_or_else(|| format!("{arg:?}: credentials are user:password"))?;
+            Ok(IceServer {
+                urls: vec![format!("{scheme}:{host}")],
+                username: Some(username.into()),
+                credential: Some(credential.into()),
+            })
+        }
+        None => Ok(IceServer {
+            urls: vec![arg.into()],
+            username: None,
+            credential: None,
+        }),
+    }
 }
 
 impl ServerArgs {
@@ -29,6 +63,7 @@ impl ServerArgs {
         let mut config = Config {
             max_participants: self.max_participants.into(),
             token: self.token.clone(),
+            ice_servers: self.ice_servers.clone(),
             ..Config::default()
         };
         if let Some(dir) = &self.web_dir {
@@ -52,4 +87,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     })
     .await
     .context("server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ice_server;
+
+    #[test]
+    fn ice_servers_take_turn_credentials_out_of_the_url() {
+        let stun = parse_ice_server("stun:stun.example.org:3478").unwrap();
+        assert_eq!(
+            (stun.urls[0].as_str(), stun.username),
+            ("stun:stun.example.org:3478", None)
+        );
+        let turn =
+            parse_ice_server("turn:alice:s3cret@turn.example.org:3478?transport=udp").unwrap();
+        assert_eq!(turn.urls, ["turn:turn.example.org:3478?transport=udp"]);
+        assert_eq!(
+            (turn.username.as_deref(), turn.credential.as_deref()),
+            (Some("alice"), Some("s3cret"))
+        );
+        assert!(parse_ice_server("http://x").is_err());
+        assert!(parse_ice_server("turn:nopass@host:1").is_err());
+    }
 }

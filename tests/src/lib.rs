@@ -91,6 +91,8 @@ impl Drop for TestServer {
 /// A participant speaking the protocol directly over a WebSocket.
 pub struct Client {
     ws: WebSocketStream<ConnectStream>,
+    /// The `welcome` the server opened with.
+    pub welcome: Option<ServerMessage>,
 }
 
 impl Client {
@@ -99,8 +101,10 @@ impl Client {
         let (ws, _) = connect_async(url)
             .await
             .expect("connect to the test server");
-        let mut client = Client { ws };
-        assert!(matches!(client.recv().await, ServerMessage::Welcome { .. }));
+        let mut client = Client { ws, welcome: None };
+        let welcome = client.recv().await;
+        assert!(matches!(welcome, ServerMessage::Welcome { .. }), "{welcome:?}");
+        client.welcome = Some(welcome);
         client
     }
 

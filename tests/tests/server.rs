@@ -519,3 +519,23 @@ async fn http_get_json(server: &TestServer, path: &str) -> serde_json::Value {
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap()
 }
+
+#[tokio::test]
+async fn welcome_carries_the_protocol_version_and_configured_ice_servers() {
+    let turn = IceServer {
+        urls: vec!["turn:turn.example.org:3478".into()],
+        username: Some("u".into()),
+        credential: Some("c".into()),
+    };
+    let config = Config { ice_servers: vec![turn.clone()], ..Config::default() };
+    let server = TestServer::start(config);
+    let client = Client::connect(&server.ws_url()).await;
+    match client.welcome {
+        Some(ServerMessage::Welcome { protocol, ice_servers, participant_id }) => {
+            assert_eq!(protocol, PROTOCOL_VERSION);
+            assert_eq!(ice_servers, vec![turn]);
+            assert!(!participant_id.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
