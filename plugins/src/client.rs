@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tokio::{ConnectStream, connect_async};
+use async_tungstenite::tokio::{ConnectStream, client_async_tls};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
 use room_protocol::{ClientMessage, Participant, ServerMessage, StreamInfo};
@@ -433,9 +433,7 @@ async fn connect_and_join(
     token: Option<String>,
 ) -> Result<(Socket, ServerMessage), JoinError> {
     let io = |e: &dyn std::fmt::Display| JoinError::Io(e.to_string());
-    let (mut ws, _) = connect_async(key.server_url.as_str())
-        .await
-        .map_err(|e| io(&e))?;
+    let mut ws = connect(&key.server_url).await.map_err(JoinError::Io)?;
     let join = ClientMessage::Join {
         room: key.room.clone(),
         username: key.username.clone(),
@@ -461,6 +459,20 @@ async fn connect_and_join(
             None => return Err(JoinError::Io("connection closed while joining".into())),
         }
     }
+}
+
+/// Opens the WebSocket with TCP_NODELAY: each signaling message is small and waited for, and
+/// Nagle's algorithm would hold one back until the server's delayed ACK (~40 ms a hop).
+async fn connect(url: &str) -> Result<Socket, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
+    let port = parsed.port_or_known_default().ok_or_else(|| format!("{url}: no port"))?;
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (ws, _) = client_async_tls(url, tcp).await.map_err(|e| e.to_string())?;
+    Ok(ws)
 }
 
 /// Relays commands out and server messages in until the connection ends.

@@ -13,6 +13,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,9 @@ use crate::Config;
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
+
+/// Initial read buffer of a WebSocket; it grows for larger frames.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -61,6 +65,11 @@ pub async fn run(
         .with_state(app.clone());
 
     let cancel = app.shutdown.clone();
+    // Signaling is small messages answered at once: without TCP_NODELAY, Nagle's algorithm
+    // holds a second frame until the peer's delayed ACK, ~40 ms per hop (see `gst-room bench`).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -85,7 +94,11 @@ async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         tasks,
         ..
     } = app;
-    ws.max_message_size(HARD_FRAME_LIMIT)
+    // Small buffers: tungstenite's 128 KiB defaults dominated memory per participant, and
+    // every frame is flushed at once anyway.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
