@@ -86,6 +86,8 @@ pub enum RoomEvent {
 pub struct Snapshot {
     /// The status at subscription time.
     pub status: Status,
+    /// The room's capacity (0 until joined).
+    pub capacity: usize,
     /// Everyone else in the room and their streams.
     pub participants: Vec<Participant>,
 }
@@ -108,6 +110,8 @@ struct Shared {
 
 struct View {
     status: Status,
+    /// The room's capacity, from `state`.
+    capacity: usize,
     participants: Vec<Participant>,
     /// Own streams, re-announced after a reconnect.
     published: Vec<StreamInfo>,
@@ -149,6 +153,7 @@ impl RoomClient {
         let shared = Arc::new(Shared {
             view: Mutex::new(View {
                 status: Status::Connecting,
+                capacity: 0,
                 participants: Vec::new(),
                 published: Vec::new(),
             }),
@@ -202,6 +207,7 @@ impl RoomClient {
             receiver,
             Snapshot {
                 status: view.status,
+                capacity: view.capacity,
                 participants: view.participants.clone(),
             },
         )
@@ -277,6 +283,9 @@ impl Shared {
     /// Updates the view from a server message and broadcasts it, under one lock.
     fn apply(&self, msg: ServerMessage) {
         let mut view = self.view.lock().unwrap();
+        if let ServerMessage::State { capacity, .. } = &msg {
+            view.capacity = *capacity;
+        }
         update_view(&mut view.participants, &msg);
         let _ = self.events.send(RoomEvent::Server(Arc::new(msg)));
     }
@@ -466,12 +475,16 @@ async fn connect_and_join(
 async fn connect(url: &str) -> Result<Socket, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
-    let port = parsed.port_or_known_default().ok_or_else(|| format!("{url}: no port"))?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| format!("{url}: no port"))?;
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (ws, _) = client_async_tls(url, tcp).await.map_err(|e| e.to_string())?;
+    let (ws, _) = client_async_tls(url, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ws)
 }
 

@@ -376,7 +376,7 @@ pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> tokio::task:
                 let state = room_protocol::ServerMessage::State {
                     room: key.room.clone(),
                     username: key.username.clone(),
-                    capacity: 0,
+                    capacity: snapshot.capacity,
                     participants: snapshot.participants,
                 };
                 post(&element, event_structure(&state).unwrap());

@@ -103,7 +103,10 @@ impl Client {
             .expect("connect to the test server");
         let mut client = Client { ws, welcome: None };
         let welcome = client.recv().await;
-        assert!(matches!(welcome, ServerMessage::Welcome { .. }), "{welcome:?}");
+        assert!(
+            matches!(welcome, ServerMessage::Welcome { .. }),
+            "{welcome:?}"
+        );
         client.welcome = Some(welcome);
         client
     }

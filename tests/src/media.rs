@@ -83,6 +83,8 @@ pub struct Seen {
     pub eos: Vec<String>,
     /// Pads removed from roomsrc.
     pub removed: Vec<String>,
+    /// Error messages the pipeline posted.
+    pub errors: Vec<String>,
 }
 
 /// A pipeline `roomsrc ! (per pad) appsink` that records what arrives.
@@ -117,6 +119,19 @@ impl Viewer {
         roomsrc.connect_pad_removed(move |_, pad| {
             record.lock().unwrap().removed.push(pad.name().to_string())
         });
+        // Errors are noted as they are posted, leaving every message on the bus for
+        // `wait_for_event` (popping errors off the bus would discard the others).
+        let record = seen.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Error(err) = msg.view() {
+                record
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("{} ({:?})", err.error(), err.debug()));
+            }
+            gst::BusSyncReply::Pass
+        });
         Viewer {
             pipeline,
             roomsrc,
@@ -142,8 +157,12 @@ impl Viewer {
     pub fn wait(&self, description: &str, what: impl Fn(&Seen) -> bool) -> Seen {
         let deadline = Instant::now() + MEDIA_WAIT;
         loop {
-            fail_on_error(&self.pipeline);
             let seen = self.seen();
+            assert!(
+                seen.errors.is_empty(),
+                "pipeline error while waiting for {description}: {:?}",
+                seen.errors
+            );
             if what(&seen) {
                 return seen;
             }
@@ -249,7 +268,8 @@ pub fn region_colour(sample: &gst::Sample, region: (f64, f64, f64, f64)) -> Opti
     (n > 0).then(|| sum.map(|s| (s / n) as u8))
 }
 
-/// Panics with the error if the pipeline posted one.
+/// Panics with the error if the pipeline posted one. Pops the bus: other messages queued
+/// before the error are discarded (use on pipelines nobody waits for events on).
 pub fn fail_on_error(pipeline: &gst::Pipeline) {
     let bus = pipeline.bus().unwrap();
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {

@@ -527,11 +527,18 @@ async fn welcome_carries_the_protocol_version_and_configured_ice_servers() {
         username: Some("u".into()),
         credential: Some("c".into()),
     };
-    let config = Config { ice_servers: vec![turn.clone()], ..Config::default() };
+    let config = Config {
+        ice_servers: vec![turn.clone()],
+        ..Config::default()
+    };
     let server = TestServer::start(config);
     let client = Client::connect(&server.ws_url()).await;
     match client.welcome {
-        Some(ServerMessage::Welcome { protocol, ice_servers, participant_id }) => {
+        Some(ServerMessage::Welcome {
+            protocol,
+            ice_servers,
+            participant_id,
+        }) => {
             assert_eq!(protocol, PROTOCOL_VERSION);
             assert_eq!(ice_servers, vec![turn]);
             assert!(!participant_id.is_empty());
