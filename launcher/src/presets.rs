@@ -160,7 +160,10 @@ mod tests {
         files.sort();
         let mut built_in: Vec<String> = PRESETS.iter().map(|p| p.name.to_owned()).collect();
         built_in.sort();
-        assert_eq!(files, built_in, "add new pipelines/ files to PRESETS so they are tested");
+        assert_eq!(
+            files, built_in,
+            "add new pipelines/ files to PRESETS so they are tested"
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Resul
                 let Some(msg) = msg else { break Ok(()) };
                 match msg.view() {
                     gst::MessageView::Eos(_) => break Ok(()),
-                    gst::MessageView::Error(err) => break Err(anyhow!(describe_error(&err))),
+                    gst::MessageView::Error(err) => break Err(anyhow!(describe_error(err))),
                     gst::MessageView::Element(e) => {
                         if let (Some(s), Some(src)) = (e.structure(), msg.src()) && let Some(line) = describe_event(s) {
                             println!("{}: {line}", src.name());
@@ -126,7 +126,7 @@ fn stdin_lines(enabled: bool) -> mpsc::Receiver<String> {
 fn first_error(bus: &gst::Bus) -> Option<String> {
     let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
     match msg.view() {
-        gst::MessageView::Error(err) => Some(describe_error(&err)),
+        gst::MessageView::Error(err) => Some(describe_error(err)),
         _ => None,
     }
 }

@@ -112,9 +112,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<Vec<Figure>> {
 
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let mut figures = Vec::new();
-    for k in 0..counts {
+    for (k, samples) in cpu.iter().enumerate() {
         if let Some(f) =
-            Figure::from_samples(format!("publisher_cpu_{k}_viewers"), "% of a core", &cpu[k])
+            Figure::from_samples(format!("publisher_cpu_{k}_viewers"), "% of a core", samples)
         {
             figures.push(f);
         }
@@ -138,8 +138,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<Vec<Figure>> {
             ));
         }
     }
-    for k in 0..counts {
-        if let Some(s) = Summary::of(&rss[k]) {
+    for (k, samples) in rss.iter().enumerate() {
+        if let Some(s) = Summary::of(samples) {
             figures.push(Figure::value(
                 format!("publisher_rss_{k}_viewers"),
                 "MiB",
