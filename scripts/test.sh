@@ -13,8 +13,10 @@ cargo build --workspace --all-targets --locked
 
 echo "== rust tests"
 # Media tests each run a few pipelines with VP8 encoders; two at a time suits a 2-core machine.
-cargo test --workspace --locked -- --test-threads=2
+# A hang (e.g. a deadlock in a media test) fails the run after 20 minutes instead of eating
+# CI's whole budget.
+timeout --signal=KILL 1200 cargo test --workspace --locked -- --test-threads=2
 
 echo "== browser tests"
-(cd tests/browser && node --test --test-concurrency=1)
+(cd tests/browser && timeout --signal=KILL 600 node --test --test-concurrency=1)
 echo "== all tests passed"

@@ -326,6 +326,13 @@ impl RoomSrc {
     /// Ends a player: EOS on its pads, pads removed, webrtcsrc stopped and removed.
     fn dispose_player(&self, key: &PlayerKey, player: Player) {
         gst::info!(CAT, imp = self, "stream {}/{} ended", key.0, key.1);
+        // Downstream first: a streaming thread of the webrtcsrc may be blocked downstream (a
+        // mixer pad, a prerolling sink while the pipeline changes state); webrtcsrc's own
+        // state change would wait for it while holding its state lock, which the pipeline's
+        // state change needs in turn.
+        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
+            mix.detach(self.obj().upcast_ref(), key);
+        }
         for ghost in &player.pads {
             ghost.push_event(gst::event::Eos::new());
             let _ = ghost.set_target(None::<&gst::Pad>);
@@ -333,9 +340,6 @@ impl RoomSrc {
         }
         let _ = player.src.set_state(gst::State::Null);
         let _ = self.obj().remove(&player.src);
-        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
-            mix.detach(self.obj().upcast_ref(), key);
-        }
         events::post(
             self.obj().upcast_ref(),
             events::session_status("stopped", Some(&key.1), Some(&key.0)),

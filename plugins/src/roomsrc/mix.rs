@@ -188,11 +188,13 @@ impl Mix {
             (self.voices.remove(key), &self.audiomixer),
         ] {
             let Some(input) = input else { continue };
+            // Releasing the mixer pad flushes it, which frees a thread blocked pushing into it;
+            // only then can the branch stop.
+            mixer.release_request_pad(&input.mixer_pad);
             for element in &input.elements {
                 let _ = element.set_state(gst::State::Null);
                 let _ = bin.remove(element);
             }
-            mixer.release_request_pad(&input.mixer_pad);
         }
         self.reflow();
     }
