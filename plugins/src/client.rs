@@ -184,6 +184,14 @@ impl RoomClient {
         self.shared.view.lock().unwrap().status
     }
 
+    /// Whether `username` publishes `stream` in the room now.
+    pub fn publishes(&self, username: &str, stream: &str) -> bool {
+        let view = self.shared.view.lock().unwrap();
+        view.participants
+            .iter()
+            .any(|p| p.username == username && p.streams.iter().any(|s| s.stream == stream))
+    }
+
     /// Usernames in the room, own included (empty until joined).
     pub fn usernames(&self) -> Vec<String> {
         let view = self.shared.view.lock().unwrap();

@@ -356,3 +356,46 @@ fn gst_inspect_lists_both_elements_with_every_property_documented() {
         }
     }
 }
+
+#[test]
+fn roomsrc_plays_again_when_a_session_ends_while_the_stream_is_still_published() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A raw protocol participant publishes, so the test controls the publisher's side.
+    let mut publisher = rt.block_on(gst_room_tests::Client::join(&url, "replay", "raw"));
+    rt.block_on(publisher.send(&room_protocol::ClientMessage::Publish {
+        stream: "main".into(),
+        audio: true,
+        video: true,
+    }));
+    let viewer = Viewer::new(&url, "room=replay username=viewer").start();
+    let is_request = |m: &room_protocol::ServerMessage| {
+        matches!(m, room_protocol::ServerMessage::SessionRequest { .. })
+    };
+    let first = rt.block_on(publisher.recv_until("session-request", is_request));
+    let room_protocol::ServerMessage::SessionRequest {
+        session,
+        viewer: who,
+        ..
+    } = first
+    else {
+        unreachable!()
+    };
+    assert_eq!(who, "viewer");
+    // The publisher's side ends the session while the stream stays published.
+    rt.block_on(publisher.send(&room_protocol::ClientMessage::Stop {
+        session: session.clone(),
+    }));
+    let second = rt.block_on(publisher.recv_until("a new session-request", is_request));
+    let room_protocol::ServerMessage::SessionRequest { session: again, .. } = second else {
+        unreachable!()
+    };
+    assert_ne!(again, session);
+    assert!(
+        viewer.seen().errors.is_empty(),
+        "{:?}",
+        viewer.seen().errors
+    );
+}

@@ -19,6 +19,9 @@ use super::mix::{Mix, MixFormat};
 /// Jitterbuffer latency. webrtcbin's 200 ms default suits the internet; conferencing on a LAN
 /// wants the picture sooner, and 50 ms still absorbs ordinary LAN jitter.
 const DEFAULT_LATENCY_MS: u32 = 50;
+/// How long roomsrc waits before playing again a stream whose session ended while it is
+/// still published (the publisher's side failed or stopped it).
+const REPLAY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 const DEFAULT_MIX: bool = false;
 const DEFAULT_MIX_WIDTH: i32 = 1280;
 const DEFAULT_MIX_HEIGHT: i32 = 720;
@@ -142,8 +145,14 @@ impl RoomSrc {
             loop {
                 for change in pending.drain(..) {
                     // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
-                    let Some(this) = this.upgrade() else { return };
-                    let _ = tokio::task::spawn_blocking(move || this.imp().apply(change)).await;
+                    let Some(element) = this.upgrade() else {
+                        return;
+                    };
+                    let ended =
+                        tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+                    for key in ended.unwrap_or_default() {
+                        schedule_replay(this.clone(), key);
+                    }
                 }
                 match events.recv().await {
                     Ok(event) => pending.extend(Change::from_event(event)),
@@ -154,7 +163,9 @@ impl RoomSrc {
         })
     }
 
-    fn apply(&self, change: Change) {
+    /// Applies a change; returns the players that ended because their session ended (the
+    /// stream may still be published: worth playing again).
+    fn apply(&self, change: Change) -> Vec<PlayerKey> {
         match change {
             Change::PlayAll(participants) => {
                 for p in participants {
@@ -177,11 +188,16 @@ impl RoomSrc {
                         .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
                         .collect()
                 };
+                let by_session = matches!(matches, StopMatch::Session(_));
+                let mut keys = Vec::new();
                 for (key, player) in ended {
                     self.dispose_player(&key, player);
+                    keys.push(key);
                 }
+                return if by_session { keys } else { Vec::new() };
             }
         }
+        Vec::new()
     }
 
     fn wants(&self, user: &str) -> bool {
@@ -397,6 +413,32 @@ impl Player {
             pads: self.pads.clone(),
         }
     }
+}
+
+/// Plays `key` again after [`REPLAY_DELAY`] if it is still published then and roomsrc still
+/// runs (a stopped roomsrc has no client, and `add_player` does nothing).
+fn schedule_replay(element: glib::WeakRef<super::RoomSrc>, key: PlayerKey) {
+    RUNTIME.spawn(async move {
+        tokio::time::sleep(REPLAY_DELAY).await;
+        let Some(element) = element.upgrade() else {
+            return;
+        };
+        let published = element
+            .imp()
+            .client()
+            .is_some_and(|c| c.publishes(&key.0, &key.1));
+        if published {
+            gst::info!(
+                CAT,
+                obj = element,
+                "session of {}/{} ended while published: playing again",
+                key.0,
+                key.1
+            );
+            let _ =
+                tokio::task::spawn_blocking(move || element.imp().add_player(&key.0, &key.1)).await;
+        }
+    });
 }
 
 /// webrtcbin can expose a second pad for one SSRC (seen with RED-wrapped first packets) that
