@@ -399,7 +399,7 @@ async fn run(
                 match relay(ws, &mut commands, shared, republish, held).await {
                     SessionEnd::Closed => return,
                     SessionEnd::Lost(why) => {
-                        tracing_warn(&key, &format!("connection lost: {why}; reconnecting"));
+                        log_warning(&key, &format!("connection lost: {why}; reconnecting"));
                         shared.set_status(Status::Reconnecting);
                     }
                 }
@@ -584,7 +584,7 @@ async fn next_message(ws: &mut Socket) -> Option<Result<ServerMessage, String>> 
     }
 }
 
-fn tracing_warn(key: &Key, what: &str) {
+fn log_warning(key: &Key, what: &str) {
     gst::warning!(
         crate::events::CAT,
         "{}@{} as {}: {what}",

@@ -14,7 +14,7 @@
 //! | `room-muted` | `username`, `stream`, `audio-muted`, `video-muted` (bool) |
 //! | `room-message` | `from`, `to` (only for direct messages), `text`, `ts` (u64, ms since epoch) |
 //! | `room-failed` | `reason` (`room-full`, `name-taken`, `unauthorized`, `invalid-name`, `unreachable`, ...), `detail` |
-//! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `playing`, `stopped`), `stream`, `peer` (where relevant) |
+//! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `session-requested`, `playing`, `stopped`), `stream`, `peer` (where relevant) |
 
 use std::sync::LazyLock;
 
