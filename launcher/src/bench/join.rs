@@ -55,6 +55,35 @@ pub struct JoinArgs {
     /// Seconds one join may take before it counts as failed.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// The browser figure instead: a Chromium page joining a room with a gst publisher,
+    /// navigation → first decoded frame (runs `node tests/browser/bench-join.mjs` with this
+    /// binary; needs a checkout with `npm ci` done in tests/browser, and Chromium).
+    #[arg(long)]
+    pub(super) browser: bool,
+}
+
+/// `--browser`: runs tests/browser/bench-join.mjs with this binary (`GST_ROOM_BIN`), passing
+/// its output (table and JSON lines) through.
+pub fn browser(args: JoinArgs) -> anyhow::Result<()> {
+    const SCRIPT: &str = "tests/browser/bench-join.mjs";
+    let exe = std::env::current_exe().context("finding this binary")?;
+    // The checkout this binary was built from, else one above the binary (target/*/gst-room).
+    let script = std::iter::once(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .chain(exe.ancestors().skip(1).map(std::path::Path::to_path_buf))
+        .map(|root| root.join(SCRIPT))
+        .find(|s| s.is_file())
+        .ok_or_else(|| anyhow!("{SCRIPT} not found: --browser runs from a gst-room checkout"))?;
+    let status = std::process::Command::new("node")
+        .arg(&script)
+        .args(["--runs", &args.runs.to_string()])
+        .args(["--timeout", &args.timeout.to_string()])
+        .env("GST_ROOM_BIN", &exe)
+        .status()
+        .context("running node (Node 20+ is needed for --browser)")?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
 }
 
 /// When each milestone of the current run first happened. Cleared before each run; the

@@ -79,6 +79,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Children inherit the raised limit: the server bench holds thousands of sockets.
     raise_nofile_limit();
     let (bench, figures) = match args.bench {
+        Bench::Join(a) if a.browser => return blocking(move || join::browser(a)).await,
         Bench::Join(a) => ("join", blocking(move || join::run(a)).await?),
         Bench::Latency(a) => ("latency", blocking(move || latency::run(a)).await?),
         Bench::Fanout(a) => ("fanout", blocking(move || fanout::run(a)).await?),
