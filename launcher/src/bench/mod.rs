@@ -479,35 +479,9 @@ pub fn wait_for_element_message(
     matches: impl Fn(&gst::StructureRef) -> bool,
 ) -> anyhow::Result<()> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("no {name} message within {wait:?}");
-        }
-        let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(left.as_millis() as u64),
-            &[gst::MessageType::Element, gst::MessageType::Error],
-        ) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Error(err) => bail!(
-                "pipeline error while waiting for {name}: {} ({:?})",
-                err.error(),
-                err.debug()
-            ),
-            gst::MessageView::Element(e) => {
-                if let Some(s) = e.structure()
-                    && s.name() == name
-                    && matches(s)
-                {
-                    return Ok(());
-                }
-            }
-            _ => {}
-        }
-    }
+    gstroom::events::wait_for_event(&bus, name, wait, matches)
+        .map(|_| ())
+        .map_err(anyhow::Error::msg)
 }
 
 /// Fails with the pipeline's first error, if it posted one.
