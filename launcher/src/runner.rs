@@ -204,17 +204,14 @@ pub fn describe_event(s: &gst::StructureRef) -> Option<String> {
     })
 }
 
-/// Sends a stdin line as chat through the first roomsink: `@name text` to one participant.
+/// Sends a stdin line as chat through the first room element: `@name text` to one participant.
 fn send_chat(pipeline: &gst::Pipeline, line: &str) {
     let line = line.trim();
     if line.is_empty() {
         return;
     }
-    let Some(sink) = room_elements(pipeline)
-        .into_iter()
-        .find(|e| e.factory().is_some_and(|f| f.name() == "roomsink"))
-    else {
-        return eprintln!("chat needs a roomsink in the pipeline");
+    let Some(sink) = room_elements(pipeline).into_iter().next() else {
+        return eprintln!("chat needs a roomsink or roomsrc in the pipeline");
     };
     let sent = match line.strip_prefix('@').and_then(|rest| rest.split_once(' ')) {
         Some((to, text)) => sink.emit_by_name::<bool>("send-message-to", &[&to, &text]),

@@ -258,6 +258,67 @@ pub fn event_signals() -> Vec<glib::subclass::Signal> {
         .collect()
 }
 
+/// How an element's chat signals find its participant: `None` when not in a room.
+pub type ClientOf = fn(&glib::Value) -> Option<std::sync::Arc<RoomClient>>;
+
+/// The chat action signals both elements have, `send-message(text)` and
+/// `send-message-to(username, text)`; `client_of` gets the participant from the instance.
+pub fn chat_signals(client_of: ClientOf) -> Vec<glib::subclass::Signal> {
+    vec![
+        /**
+         * send-message:
+         * @text: the chat text (at most 4 KiB)
+         *
+         * Sends a chat message to everyone in the room. It comes back as room-message.
+         *
+         * Returns: whether it was queued (false when not in a room)
+         */
+        glib::subclass::Signal::builder("send-message")
+            .param_types([String::static_type()])
+            .return_type::<bool>()
+            .action()
+            .class_handler(move |args| {
+                let text = args[1].get::<String>().expect("signal arg");
+                Some(send_chat(client_of(&args[0]), None, text).to_value())
+            })
+            .build(),
+        /**
+         * send-message-to:
+         * @username: the only recipient
+         * @text: the chat text (at most 4 KiB)
+         *
+         * Sends a direct chat message to one participant; it comes back as room-message with
+         * `to` set, to the recipient and the sender only.
+         *
+         * Returns: whether it was queued (false when not in a room)
+         */
+        glib::subclass::Signal::builder("send-message-to")
+            .param_types([String::static_type(), String::static_type()])
+            .return_type::<bool>()
+            .action()
+            .class_handler(move |args| {
+                let to = args[1].get::<String>().expect("signal arg");
+                let text = args[2].get::<String>().expect("signal arg");
+                Some(send_chat(client_of(&args[0]), Some(to), text).to_value())
+            })
+            .build(),
+    ]
+}
+
+fn send_chat(client: Option<std::sync::Arc<RoomClient>>, to: Option<String>, text: String) -> bool {
+    let Some(client) = client else {
+        gst::warning!(CAT, "not in a room: message not sent");
+        return false;
+    };
+    match client.send(room_protocol::ClientMessage::Message { to, text }) {
+        Ok(()) => true,
+        Err(err) => {
+            gst::warning!(CAT, "{err}");
+            false
+        }
+    }
+}
+
 /// Posts `event` on the bus and emits the signal of the same name.
 pub fn post(element: &gst::Element, event: gst::Structure) {
     let name = event.name().to_string();

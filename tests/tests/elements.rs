@@ -168,6 +168,17 @@ fn chat_from_action_signals_arrives_stamped_with_the_sender() {
         ),
         ("viewer", "just you")
     );
+
+    // A player-only participant chats through roomsrc's signals.
+    assert!(
+        viewer
+            .roomsrc
+            .emit_by_name::<bool>("send-message-to", &[&"bot", &"hi bot"])
+    );
+    let msg = wait_for_event(&publisher, "room-message", |s| {
+        s.get::<&str>("text") == Ok("hi bot")
+    });
+    assert_eq!(msg.get::<&str>("from").unwrap(), "viewer");
     stop(&publisher);
 }
 
@@ -351,9 +362,10 @@ fn gst_inspect_lists_both_elements_with_every_property_documented() {
                 "{element} lacks signal {signal}"
             );
         }
-        if element == "roomsink" {
-            assert!(text.contains("\"send-message\"") && text.contains("\"send-message-to\""));
-        }
+        assert!(
+            text.contains("\"send-message\"") && text.contains("\"send-message-to\""),
+            "{element} lacks chat"
+        );
     }
 }
 

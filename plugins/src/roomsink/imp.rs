@@ -6,7 +6,6 @@ use std::sync::{Arc, LazyLock, Mutex};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use room_protocol::ClientMessage;
 
 use crate::client::{self, RoomClient};
 use crate::events::{self, RoomSettings};
@@ -86,20 +85,6 @@ impl RoomSink {
                 self.mute_audio.load(Ordering::Relaxed),
                 self.mute_video.load(Ordering::Relaxed),
             );
-        }
-    }
-
-    fn send_chat(&self, to: Option<String>, text: String) -> bool {
-        let Some(client) = self.client() else {
-            gst::warning!(CAT, imp = self, "not in a room: message not sent");
-            return false;
-        };
-        match client.send(ClientMessage::Message { to, text }) {
-            Ok(()) => true,
-            Err(err) => {
-                gst::warning!(CAT, imp = self, "{err}");
-                false
-            }
         }
     }
 
@@ -351,46 +336,12 @@ impl ObjectImpl for RoomSink {
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
             let mut signals = events::event_signals();
-            signals.extend([
-                /**
-                 * GstRoomSink::send-message:
-                 * @text: the chat text (at most 4 KiB)
-                 *
-                 * Sends a chat message to everyone in the room. It comes back as room-message.
-                 *
-                 * Returns: whether it was queued (false when not in a room)
-                 */
-                glib::subclass::Signal::builder("send-message")
-                    .param_types([String::static_type()])
-                    .return_type::<bool>()
-                    .action()
-                    .class_handler(|args| {
-                        let sink = args[0].get::<super::RoomSink>().expect("signal arg");
-                        let text = args[1].get::<String>().expect("signal arg");
-                        Some(sink.imp().send_chat(None, text).to_value())
-                    })
-                    .build(),
-                /**
-                 * GstRoomSink::send-message-to:
-                 * @username: the only recipient
-                 * @text: the chat text (at most 4 KiB)
-                 *
-                 * Sends a direct chat message to one participant.
-                 *
-                 * Returns: whether it was queued (false when not in a room)
-                 */
-                glib::subclass::Signal::builder("send-message-to")
-                    .param_types([String::static_type(), String::static_type()])
-                    .return_type::<bool>()
-                    .action()
-                    .class_handler(|args| {
-                        let sink = args[0].get::<super::RoomSink>().expect("signal arg");
-                        let to = args[1].get::<String>().expect("signal arg");
-                        let text = args[2].get::<String>().expect("signal arg");
-                        Some(sink.imp().send_chat(Some(to), text).to_value())
-                    })
-                    .build(),
-            ]);
+            signals.extend(events::chat_signals(|value| {
+                value
+                    .get::<super::RoomSink>()
+                    .ok()
+                    .and_then(|sink| sink.imp().client())
+            }));
             signals
         });
         SIGNALS.as_ref()

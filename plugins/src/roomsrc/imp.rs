@@ -663,8 +663,16 @@ impl ObjectImpl for RoomSrc {
     }
 
     fn signals() -> &'static [glib::subclass::Signal] {
-        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> =
-            LazyLock::new(events::event_signals);
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            let mut signals = events::event_signals();
+            signals.extend(events::chat_signals(|value| {
+                value
+                    .get::<super::RoomSrc>()
+                    .ok()
+                    .and_then(|src| src.imp().client())
+            }));
+            signals
+        });
         SIGNALS.as_ref()
     }
 }
