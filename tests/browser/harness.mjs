@@ -7,6 +7,7 @@
 //   ...; await gst.stop();
 // with `ready: /pattern/` to wait for a line on stdout/stderr first.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -500,4 +501,29 @@ export function newestFrameColour(dir) {
   const sum = [0, 0, 0];
   for (let i = 0; i < 48; i += 3) for (let c = 0; c < 3; c++) sum[c] += data[i + c];
   return { colour: sum.map((s) => Math.round(s / 16)), index: Number(newest.match(/\d+/)[0]) };
+}
+
+/**
+ * Opens a page as `user` in a new context of `browser`, asks to join `room`, and checks the
+ * server refuses it as full: the page shows FAILED with "Room is full", is not joined and shows
+ * no one. Closes the context. Returns nothing; throws (assert) otherwise.
+ */
+export async function expectRoomFull(browser, baseUrl, room, user) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    page.problems = [];
+    await page.goto(`${baseUrl}/?room=${room}&user=${user}&autojoin=1&w=320&h=240&fps=15&processing=0`);
+    const failure = await waitFor(
+      () => page.evaluate(() => document.getElementById('session-status').textContent === 'FAILED' && document.getElementById('failure').textContent),
+      `${user} refused`,
+      10000,
+      page,
+    );
+    assert.match(failure, /Room is full/);
+    assert.equal(await page.evaluate(() => window.room.state.joined), false);
+    assert.equal(await page.locator('.slot[data-participant]').count(), 0, `${user} sees no one`);
+  } finally {
+    await context.close();
+  }
 }

@@ -18,6 +18,7 @@ import {
   cleanup,
   colourClose,
   describePage,
+  expectRoomFull,
   inboundStats,
   joinPage,
   launchBrowser,
@@ -212,23 +213,7 @@ test('bob takes the last seat; a fourth participant (browser) is refused with "R
   assert.equal(await b.locator('.slot.free').count(), 0, 'room full: no free seat shown');
 
   // dave: a page in bob's browser (it never gets to publish).
-  const context = await browsers.bob.newContext();
-  try {
-    const d = await context.newPage();
-    d.problems = [];
-    await d.goto(`${server.url}/?room=${ROOM}&user=dave&autojoin=1&w=320&h=240&fps=15&processing=0`);
-    const failure = await waitFor(
-      () => d.evaluate(() => document.getElementById('session-status').textContent === 'FAILED' && document.getElementById('failure').textContent),
-      'dave refused',
-      10000,
-      d,
-    );
-    assert.match(failure, /Room is full/);
-    assert.equal(await d.evaluate(() => window.room.state.joined), false);
-    assert.equal(await d.locator('.slot[data-participant]').count(), 0, 'dave sees no one');
-  } finally {
-    await context.close();
-  }
+  await expectRoomFull(browsers.bob, server.url, ROOM, 'dave');
   await sleep(1000);
   assert.ok(!g.lines.some((l) => /dave/.test(l)), `gst never heard of dave\n${g.describe()}`);
   for (const page of [a, b]) assert.equal(await slot(page, 'dave'), null, 'no slot for dave');

@@ -15,6 +15,7 @@ import {
   chatText,
   cleanup,
   colourClose,
+  expectRoomFull,
   inboundStats,
   joinPage,
   launchBrowser,
@@ -115,19 +116,7 @@ test('a third participant joins; a fourth is refused with "Room is full"', async
     }
   }
   // dave: another page in carol's browser; refused, so it never publishes.
-  const context = await browsers.carol.newContext();
-  const d = await context.newPage();
-  d.problems = [];
-  await d.goto(`${server.url}/?room=${ROOM}&user=dave&autojoin=1&w=320&h=240&fps=15&processing=0`);
-  const failure = await waitFor(
-    () => d.evaluate(() => document.getElementById('session-status').textContent === 'FAILED' && document.getElementById('failure').textContent),
-    'dave refused',
-    10000,
-    d,
-  );
-  assert.match(failure, /Room is full/);
-  assert.equal(await d.evaluate(() => window.room.state.joined), false);
-  assert.equal(await d.locator('.slot[data-participant]').count(), 0, 'dave sees no one');
+  await expectRoomFull(browsers.carol, server.url, ROOM, 'dave');
   await sleep(1000);
   for (const page of [pages.alice, pages.bob, c]) {
     assert.equal(await slot(page, 'dave'), null, 'no slot for dave');
@@ -135,7 +124,6 @@ test('a third participant joins; a fourth is refused with "Room is full"', async
     assert.equal(await page.locator('.slot[data-participant]').count(), 2);
     assert.equal(await page.locator('.slot.free').count(), 0, 'room full: no free seat shown');
   }
-  await context.close();
 });
 
 test('a direct message reaches only its recipient (and its sender), marked direct', async () => {
