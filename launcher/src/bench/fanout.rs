@@ -166,14 +166,7 @@ fn sample_cpu(pid: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
 
 /// A viewer of the publisher in this process; returns once its first frame is decoded.
 fn start_viewer(url: &str, username: &str) -> anyhow::Result<Running> {
-    let pipeline = gst::Pipeline::new();
-    let roomsrc = gst::ElementFactory::make("roomsrc")
-        .property("server-url", url)
-        .property("room", ROOM)
-        .property("username", username)
-        .property("participant", PUBLISHER)
-        .build()?;
-    pipeline.add(&roomsrc)?;
+    let (pipeline, roomsrc) = super::roomsrc_viewer(url, ROOM, username, PUBLISHER)?;
     let decoded = Arc::new(AtomicBool::new(false));
     let weak = pipeline.downgrade();
     let flag = decoded.clone();

@@ -337,14 +337,7 @@ fn sink_first_frame(pipeline: &gst::Pipeline, pad: &gst::Pad, marks: &Marks) {
 
 /// `roomsrc participant=pub` as `username` (not started).
 fn room_viewer(url: &str, username: &str, marks: &Marks) -> anyhow::Result<gst::Pipeline> {
-    let pipeline = gst::Pipeline::new();
-    let roomsrc = gst::ElementFactory::make("roomsrc")
-        .property("server-url", url)
-        .property("room", ROOM)
-        .property("username", username)
-        .property("participant", PUBLISHER)
-        .build()?;
-    pipeline.add(&roomsrc)?;
+    let (pipeline, roomsrc) = super::roomsrc_viewer(url, ROOM, username, PUBLISHER)?;
     let m = marks.clone();
     roomsrc.connect("room-state", false, move |_| {
         m.mark("joined");

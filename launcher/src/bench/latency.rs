@@ -189,15 +189,9 @@ fn viewer(
     measured: &Arc<Mutex<Measured>>,
     warmup: u32,
 ) -> anyhow::Result<gst::Pipeline> {
-    let pipeline = gst::Pipeline::new();
-    let roomsrc = gst::ElementFactory::make("roomsrc")
-        .property("server-url", url)
-        .property("room", ROOM)
-        .property("username", format!("viewer-l{latency}"))
-        .property("participant", PUBLISHER)
-        .property("latency", latency)
-        .build()?;
-    pipeline.add(&roomsrc)?;
+    let (pipeline, roomsrc) =
+        super::roomsrc_viewer(url, ROOM, &format!("viewer-l{latency}"), PUBLISHER)?;
+    roomsrc.set_property("latency", latency);
     let weak = pipeline.downgrade();
     let (stamps, measured) = (stamps.clone(), measured.clone());
     roomsrc.connect_pad_added(move |_, pad| {

@@ -502,6 +502,24 @@ pub fn check_bus(pipeline: &gst::Pipeline) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pipeline holding one `roomsrc` that plays only `participant`, as `username` (not started).
+pub fn roomsrc_viewer(
+    url: &str,
+    room: &str,
+    username: &str,
+    participant: &str,
+) -> anyhow::Result<(gst::Pipeline, gst::Element)> {
+    let pipeline = gst::Pipeline::new();
+    let roomsrc = gst::ElementFactory::make("roomsrc")
+        .property("server-url", url)
+        .property("room", room)
+        .property("username", username)
+        .property("participant", participant)
+        .build()?;
+    pipeline.add(&roomsrc)?;
+    Ok((pipeline, roomsrc))
+}
+
 /// Links a decoded video pad to `capsfilter video/x-raw ! [queue !] fakesink` and returns the
 /// fakesink. The raw capsfilter matters: webrtcsrc decodes only when downstream refuses RTP, and
 /// a bare fakesink takes anything.
