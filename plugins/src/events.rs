@@ -232,6 +232,26 @@ impl RoomSettings {
     }
 }
 
+/// Pad templates of raw video (names starting with "video") and raw audio (the others).
+pub fn raw_pad_templates(
+    direction: gst::PadDirection,
+    presence: gst::PadPresence,
+    names: &[&str],
+) -> Vec<gst::PadTemplate> {
+    names
+        .iter()
+        .map(|name| {
+            let media = if name.starts_with("video") {
+                "video/x-raw"
+            } else {
+                "audio/x-raw"
+            };
+            let caps = gst::Caps::builder(media).build();
+            gst::PadTemplate::new(name, direction, presence, &caps).expect("valid template")
+        })
+        .collect()
+}
+
 /// Names of the room event signals (each carries the event's structure).
 pub const EVENT_NAMES: [&str; 9] = [
     "room-state",

@@ -365,24 +365,11 @@ impl ElementImpl for RoomSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let video = gst::Caps::builder("video/x-raw").build();
-            let audio = gst::Caps::builder("audio/x-raw").build();
-            vec![
-                gst::PadTemplate::new(
-                    "video_%u",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Request,
-                    &video,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "audio_%u",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Request,
-                    &audio,
-                )
-                .unwrap(),
-            ]
+            events::raw_pad_templates(
+                gst::PadDirection::Sink,
+                gst::PadPresence::Request,
+                &["video_%u", "audio_%u"],
+            )
         });
         TEMPLATES.as_ref()
     }

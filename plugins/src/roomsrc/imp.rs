@@ -694,38 +694,12 @@ impl ElementImpl for RoomSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let video = gst::Caps::builder("video/x-raw").build();
-            let audio = gst::Caps::builder("audio/x-raw").build();
-            vec![
-                gst::PadTemplate::new(
-                    "video_%s",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &video,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "audio_%s",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &audio,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "video",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &video,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "audio",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &audio,
-                )
-                .unwrap(),
-            ]
+            // Per participant (`video_<username>`), and the mix's two pads.
+            events::raw_pad_templates(
+                gst::PadDirection::Src,
+                gst::PadPresence::Sometimes,
+                &["video_%s", "audio_%s", "video", "audio"],
+            )
         });
         TEMPLATES.as_ref()
     }
