@@ -10,6 +10,7 @@
 //! [`HARD_FRAME_LIMIT`] get an `error` and the connection stays; beyond that the WebSocket layer
 //! refuses the frame and the connection ends (reading a frame that large is the attack).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::auth::Access;
 use crate::hub::Hub;
 
 /// Frames above this size end the connection (see the module doc).
@@ -30,12 +32,21 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// its TCP window, and a write would otherwise wait forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Who is on the other end, and what decides whether it may join.
+pub struct Client {
+    /// The peer's address (throttling of wrong tokens is per address).
+    pub addr: SocketAddr,
+    /// The server's access rules.
+    pub access: Arc<Access>,
+}
+
 /// Runs one connection until it ends.
 pub async fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     config: Arc<Config>,
     shutdown: CancellationToken,
+    client: Client,
 ) {
     // Bounded: a peer that cannot keep up loses its connection instead of growing server memory.
     let (queue, mut outgoing) = mpsc::channel(config.outgoing_queue);
@@ -61,7 +72,7 @@ pub async fn serve(
             frame = frames.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => read_text(&hub, peer, text.as_str()),
+                    Some(Ok(Message::Text(text))) => read_text(&hub, peer, &client, text.as_str()),
                     Some(Ok(Message::Binary(_))) => {
                         hub.reject(peer, ErrorCode::Binary, "binary frames are not part of the protocol".into())
                     }
@@ -96,8 +107,9 @@ pub async fn serve(
     tracing::debug!("disconnected");
 }
 
-/// Parses one text frame and hands it to the hub; bad input gets an `error` reply.
-fn read_text(hub: &Hub, peer: u64, text: &str) {
+/// Parses one text frame and hands it to the hub; bad input gets an `error` reply. A join's
+/// token is verified here, at the edge: the hub and the room rules get the verdict.
+fn read_text(hub: &Hub, peer: u64, client: &Client, text: &str) {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
@@ -106,6 +118,15 @@ fn read_text(hub: &Hub, peer: u64, text: &str) {
         return hub.reject(peer, ErrorCode::TooLarge, message);
     }
     match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Join {
+            room,
+            username,
+            token,
+        }) => {
+            let token = token.as_ref().map(|t| t.expose());
+            let admitted = client.access.join(client.addr.ip(), token, &room, &username);
+            hub.join(peer, room, username, admitted)
+        }
         Ok(msg) => hub.handle(peer, msg),
         Err(err) => hub.reject(
             peer,

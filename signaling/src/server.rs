@@ -1,16 +1,19 @@
 //! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), a health
-//! check (`/healthz`) and the operators' room list (`/rooms`).
+//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). `/ws`
+//! follows the Origin/Host rule of [`crate::web_guard`]; every response carries its security
+//! headers.
 //!
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
 //! `run` returns once all connection tasks have ended.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -21,9 +24,11 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::Config;
+use crate::auth::{Access, Refusal};
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
+use crate::web_guard::{self, OriginRule};
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
 const READ_BUFFER: usize = 8 * 1024;
@@ -35,6 +40,10 @@ struct App {
     config: Arc<Config>,
     /// Caps open WebSockets; a permit lives as long as its connection task.
     connections: Arc<Semaphore>,
+    /// Tokens, grants and the throttle on wrong ones.
+    access: Arc<Access>,
+    /// Which browsers (and Host names) may open `/ws`.
+    origins: Arc<OriginRule>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -47,22 +56,29 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let rules = RoomRules {
         capacity: config.max_participants,
-        token: config.token.clone(),
         ice_servers: config.ice_servers.clone(),
     };
     let app = App {
         hub: Arc::new(Hub::new(rules)),
         connections: Arc::new(Semaphore::new(config.max_connections)),
+        access: Arc::new(Access::new(&config)),
+        origins: Arc::new(OriginRule::new(
+            listener.local_addr()?,
+            &config.allowed_origins,
+        )),
         config: Arc::new(config),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/rooms", get(rooms))
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
+    for layer in web_guard::security_header_layers() {
+        router = router.layer(layer);
+    }
 
     let cancel = app.shutdown.clone();
     // Signaling is small messages answered at once: without TCP_NODELAY, Nagle's algorithm
@@ -70,7 +86,9 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let served = axum::serve(listener, router)
+    // The peer address is needed to throttle wrong tokens per address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             cancel.cancel();
@@ -83,7 +101,16 @@ pub async fn run(
     served
 }
 
-async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(why) = app.origins.check(&headers) {
+        tracing::info!(%addr, "refused a WebSocket: {why}");
+        return web_guard::forbidden(&why);
+    }
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
@@ -92,8 +119,10 @@ async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         config,
         shutdown,
         tasks,
+        access,
         ..
     } = app;
+    let client = connection::Client { addr, access };
     // Small buffers: tungstenite's 128 KiB defaults dominated memory per participant, and
     // every frame is flushed at once anyway.
     ws.read_buffer_size(READ_BUFFER)
@@ -102,12 +131,32 @@ async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                connection::serve(socket, hub, config, shutdown).await;
+                connection::serve(socket, hub, config, shutdown, client).await;
                 drop(permit);
             })
         })
 }
 
-async fn rooms(State(app): State<App>) -> impl IntoResponse {
-    axum::Json(app.hub.summary())
+/// The room list, for an admin token (`Authorization: Bearer ...`); 401 otherwise.
+async fn rooms(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match app.access.admin(addr.ip(), bearer) {
+        Ok(()) => axum::Json(app.hub.summary()).into_response(),
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
+            (status, challenge, format!("{}\n", refusal.detail())).into_response()
+        }
+    }
 }
