@@ -150,6 +150,58 @@ fn launch_reports_a_refused_join_with_the_reason_and_fails() {
 }
 
 #[test]
+fn a_token_from_gst_room_token_admits_publish_and_nothing_else_does() {
+    const SECRET: &str = "cli-test-secret-of-thirty-two-bytes";
+    let server = TestServer::start(room_signaling::Config {
+        token_secret: Some(SECRET.into()),
+        ..Default::default()
+    });
+    let url = server.ws_url();
+    let token = |username: &str| {
+        let output = Command::new(BIN)
+            .args(["token", "--room", "tok", "--username", username, "--ttl", "5m"])
+            .env("GST_ROOM_TOKEN_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let publish = |username: &str, token: Option<&str>| -> Vec<String> {
+        let mut args = ["publish", "--server", &url, "--room", "tok", "--username", username, "--quiet"]
+            .map(String::from)
+            .to_vec();
+        if let Some(token) = token {
+            args.extend(["--token".to_owned(), token.to_owned()]);
+        }
+        args
+    };
+    // Refused: no token, and bot's token used by someone else.
+    for (username, token) in [("bot", None), ("mallory", Some(token("bot")))] {
+        let output = Command::new(BIN)
+            .args(publish(username, token.as_deref()))
+            .args(["--duration", "10"])
+            .env_remove("GST_ROOM_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("unauthorized"), "{stderr}");
+    }
+    let bot_token = token("bot");
+    let args = publish("bot", Some(&bot_token));
+    let admitted = Running::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    admitted.wait_line("in room tok as bot");
+    assert_eq!(admitted.interrupt(), 0);
+    // A short secret is refused before anything is minted.
+    let output = Command::new(BIN)
+        .args(["token", "--room", "tok", "--username", "bot", "--token-secret", "short"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 32"));
+}
+
+#[test]
 fn mix_records_two_publishers_to_a_file_that_plays() {
     init();
     let server = TestServer::default_config();
