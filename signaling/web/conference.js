@@ -962,10 +962,14 @@ updateChatTargets();
 setSession('DISCONNECTED', '');
 setPublish('UNPUBLISHED');
 updateRoomInfo();
+if (params.get('autojoin') === '1' && !foreignServer(ui.server.value.trim())) join();
 if (params.has('token')) {
+  // After join(), which clears notices. Out of the address bar too, like #token=.
+  const url = new URL(location.href);
+  url.searchParams.delete('token');
+  history.replaceState(null, '', url);
   setNotice('A token in the address (?token=) was ignored: it is sent to the server with the page request. Use #token= in links, or the Token field.');
 }
-if (params.get('autojoin') === '1' && !foreignServer(ui.server.value.trim())) join();
 
 // Test hook: read-only views of the state, plus inbound RTP statistics per remote participant.
 window.room = {

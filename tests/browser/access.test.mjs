@@ -143,6 +143,19 @@ test('a token for another room is refused, in plain words', async () => {
   await page.context().close();
 });
 
+test('a token in the query string is ignored, with a notice, and the join is refused', async () => {
+  const token = mint(ROOM, 'erin');
+  const page = await instrumentedPage();
+  await page.goto(`${server.url}/?${query({ room: ROOM, user: 'erin', autojoin: 1, token })}`);
+  const s = await waitFor(async () => {
+    const s = await status(page);
+    return s.session === 'FAILED' && s;
+  }, 'erin refused', 10000, page);
+  assert.match(s.failure, /^Not authorized: this server needs a token/);
+  assert.match(await page.textContent('#notice'), /token in the address \(\?token=\) was ignored/);
+  await page.context().close();
+});
+
 test('a link naming another server joins nothing before a click, names that server, and joins it after the click', async () => {
   // The other server accepts this page's origin; a third one does not.
   const other = await startServer({ args: ['--allow-origin', server.url] });

@@ -196,6 +196,16 @@ async fn the_room_list_needs_the_admin_token_or_grant() {
     let participant = http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {t}")]).await;
     assert_eq!(participant.status, 401, "no admin grant: {participant:?}");
 
+    // A server without an admin token shows the list to no one.
+    let closed = TestServer::start(Config::default());
+    let reply = http_get_with(
+        &closed.addr.to_string(),
+        "/rooms",
+        &[&format!("Authorization: Bearer {ADMIN}")],
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{reply:?}");
+
     let expected = serde_json::json!([{"room":"standup","participants":1,"capacity":3}]);
     let admin = http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {ADMIN}")]).await;
     assert_eq!(admin.status, 200, "{admin:?}");
