@@ -159,7 +159,15 @@ fn a_token_from_gst_room_token_admits_publish_and_nothing_else_does() {
     let url = server.ws_url();
     let token = |username: &str| {
         let output = Command::new(BIN)
-            .args(["token", "--room", "tok", "--username", username, "--ttl", "5m"])
+            .args([
+                "token",
+                "--room",
+                "tok",
+                "--username",
+                username,
+                "--ttl",
+                "5m",
+            ])
             .env("GST_ROOM_TOKEN_SECRET", SECRET)
             .output()
             .unwrap();
@@ -167,9 +175,18 @@ fn a_token_from_gst_room_token_admits_publish_and_nothing_else_does() {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };
     let publish = |username: &str, token: Option<&str>| -> Vec<String> {
-        let mut args = ["publish", "--server", &url, "--room", "tok", "--username", username, "--quiet"]
-            .map(String::from)
-            .to_vec();
+        let mut args = [
+            "publish",
+            "--server",
+            &url,
+            "--room",
+            "tok",
+            "--username",
+            username,
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
         if let Some(token) = token {
             args.extend(["--token".to_owned(), token.to_owned()]);
         }
@@ -194,7 +211,15 @@ fn a_token_from_gst_room_token_admits_publish_and_nothing_else_does() {
     assert_eq!(admitted.interrupt(), 0);
     // A short secret is refused before anything is minted.
     let output = Command::new(BIN)
-        .args(["token", "--room", "tok", "--username", "bot", "--token-secret", "short"])
+        .args([
+            "token",
+            "--room",
+            "tok",
+            "--username",
+            "bot",
+            "--token-secret",
+            "short",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

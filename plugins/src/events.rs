@@ -97,7 +97,10 @@ impl std::fmt::Debug for RoomSettings {
             .field("username", &self.username)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("stun_server", &self.stun_server)
-            .field("turn_servers", &format_args!("<{} redacted>", self.turn_servers.len()))
+            .field(
+                "turn_servers",
+                &format_args!("<{} redacted>", self.turn_servers.len()),
+            )
             .finish()
     }
 }

@@ -417,7 +417,10 @@ impl Rooms {
     }
 
     fn chat(&mut self, peer: PeerId, to: Option<String>, text: String) -> Reply {
-        let from = self.require_grant(peer, |g| g.chat, "chat")?.username.clone();
+        let from = self
+            .require_grant(peer, |g| g.chat, "chat")?
+            .username
+            .clone();
         if text.len() > MAX_CHAT_BYTES {
             let message = format!(
                 "chat text is {} bytes, the limit is {MAX_CHAT_BYTES}",
@@ -859,12 +862,11 @@ mod tests {
             capacity: 3,
             ice_servers: vec![turn.clone()],
         });
-        assert!(matches!(
-            &r.connect(1)[0].1,
-            ServerMessage::Welcome { .. }
-        ));
+        assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
         let out = r.join(1, "a".into(), "pub".into(), Ok(Grants::PARTICIPANT));
-        assert!(matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()]));
+        assert!(
+            matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()])
+        );
         let viewer_only = Grants {
             publish: false,
             chat: false,
@@ -876,17 +878,67 @@ mod tests {
             ..viewer_only
         };
         join_with(&mut r, 3, "a", "none", Ok(nothing));
-        r.handle(1, ClientMessage::Publish { stream: "main".into(), audio: true, video: true });
+        r.handle(
+            1,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true,
+            },
+        );
         let refused = |out: Outbox| {
-            matches!(&out[..], [(_, ServerMessage::Error { code: ErrorCode::Unauthorized, .. })])
+            matches!(
+                &out[..],
+                [(
+                    _,
+                    ServerMessage::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }
+                )]
+            )
         };
-        assert!(refused(r.handle(2, ClientMessage::Publish { stream: "main".into(), audio: true, video: true })));
-        assert!(refused(r.handle(2, ClientMessage::Message { to: None, text: "hi".into() })));
-        assert!(refused(r.handle(3, ClientMessage::Play { participant: "pub".into(), stream: "main".into() })));
-        let play = r.handle(2, ClientMessage::Play { participant: "pub".into(), stream: "main".into() });
-        assert_eq!(types(&play), [(2, "session-started".into()), (1, "session-request".into())]);
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true
+            }
+        )));
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into()
+            }
+        )));
+        assert!(refused(r.handle(
+            3,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into()
+            }
+        )));
+        let play = r.handle(
+            2,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(
+            types(&play),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
         // Everyone still receives chat.
-        let chat = r.handle(1, ClientMessage::Message { to: None, text: "hi".into() });
+        let chat = r.handle(
+            1,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into(),
+            },
+        );
         assert_eq!(chat.len(), 3);
     }
 }

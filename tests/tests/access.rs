@@ -94,7 +94,9 @@ async fn grants_decide_publish_play_and_chat() {
     let mut alice = Client::connect(&url).await;
     let full = token("r", "alice", 60, Grants::PARTICIPANT);
     assert!(matches!(
-        alice.request_join_with_token("r", "alice", Some(&full)).await,
+        alice
+            .request_join_with_token("r", "alice", Some(&full))
+            .await,
         ServerMessage::State { .. }
     ));
     let mut viewer = Client::connect(&url).await;
@@ -105,7 +107,9 @@ async fn grants_decide_publish_play_and_chat() {
     };
     let t = token("r", "viewer", 60, watch_only);
     assert!(matches!(
-        viewer.request_join_with_token("r", "viewer", Some(&t)).await,
+        viewer
+            .request_join_with_token("r", "viewer", Some(&t))
+            .await,
         ServerMessage::State { .. }
     ));
     alice.recv().await; // joined viewer
@@ -166,7 +170,9 @@ async fn wrong_tokens_are_throttled_per_address() {
     // The fourth attempt is refused without being checked: even the right token is.
     let right = token("r", "eve", 60, Grants::PARTICIPANT);
     let mut fresh = Client::connect(&server.ws_url()).await;
-    let answer = fresh.request_join_with_token("r", "eve", Some(&right)).await;
+    let answer = fresh
+        .request_join_with_token("r", "eve", Some(&right))
+        .await;
     assert!(refused(&answer, "too many wrong tokens"), "{answer:?}");
     // While the address is blocked, every attempt gets the same answer.
     let answer = fresh.request_join("r", "eve").await;
@@ -187,13 +193,16 @@ async fn the_room_list_needs_the_admin_token_or_grant() {
     let addr = server.addr.to_string();
     let mut alice = Client::connect(&server.ws_url()).await;
     let t = token("standup", "alice", 60, Grants::PARTICIPANT);
-    alice.request_join_with_token("standup", "alice", Some(&t)).await;
+    alice
+        .request_join_with_token("standup", "alice", Some(&t))
+        .await;
 
     let anonymous = http_get_with(&addr, "/rooms", &[]).await;
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
     assert!(!anonymous.body.contains("standup"));
-    let participant = http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {t}")]).await;
+    let participant =
+        http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {t}")]).await;
     assert_eq!(participant.status, 401, "no admin grant: {participant:?}");
 
     // A server without an admin token shows the list to no one.
@@ -207,9 +216,17 @@ async fn the_room_list_needs_the_admin_token_or_grant() {
     assert_eq!(reply.status, 401, "{reply:?}");
 
     let expected = serde_json::json!([{"room":"standup","participants":1,"capacity":3}]);
-    let admin = http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {ADMIN}")]).await;
+    let admin = http_get_with(
+        &addr,
+        "/rooms",
+        &[&format!("Authorization: Bearer {ADMIN}")],
+    )
+    .await;
     assert_eq!(admin.status, 200, "{admin:?}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&admin.body).unwrap(), expected);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&admin.body).unwrap(),
+        expected
+    );
     let ops = token(
         ANY_ROOM,
         "ops",
@@ -221,7 +238,10 @@ async fn the_room_list_needs_the_admin_token_or_grant() {
     );
     let granted = http_get_with(&addr, "/rooms", &[&format!("Authorization: Bearer {ops}")]).await;
     assert_eq!(granted.status, 200, "{granted:?}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&granted.body).unwrap(), expected);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&granted.body).unwrap(),
+        expected
+    );
 }
 
 #[tokio::test]
@@ -283,19 +303,37 @@ async fn websocket_origin_and_host_rules() {
     let own = format!("Origin: http://{addr}");
 
     let status = |reply: gst_room_tests::HttpReply| (reply.status, reply.body);
-    assert_eq!(ws_handshake(&addr, &addr, &[]).await.status, 101, "no Origin: a program");
-    assert_eq!(ws_handshake(&addr, &addr, &[&own]).await.status, 101, "the page's own origin");
+    assert_eq!(
+        ws_handshake(&addr, &addr, &[]).await.status,
+        101,
+        "no Origin: a program"
+    );
+    assert_eq!(
+        ws_handshake(&addr, &addr, &[&own]).await.status,
+        101,
+        "the page's own origin"
+    );
     let localhost = format!("localhost:{port}");
     let own_localhost = format!("Origin: http://localhost:{port}");
-    assert_eq!(ws_handshake(&addr, &localhost, &[&own_localhost]).await.status, 101);
     assert_eq!(
-        ws_handshake(&addr, &addr, &["Origin: https://meet.example.org"]).await.status,
+        ws_handshake(&addr, &localhost, &[&own_localhost])
+            .await
+            .status,
+        101
+    );
+    assert_eq!(
+        ws_handshake(&addr, &addr, &["Origin: https://meet.example.org"])
+            .await
+            .status,
         101,
         "--allow-origin"
     );
     let (code, body) = status(ws_handshake(&addr, &addr, &["Origin: https://evil.example"]).await);
     assert_eq!(code, 403, "{body}");
-    assert!(body.contains("Origin \"https://evil.example\" may not"), "{body}");
+    assert!(
+        body.contains("Origin \"https://evil.example\" may not"),
+        "{body}"
+    );
     let (code, _) = status(ws_handshake(&addr, &addr, &["Origin: null"]).await);
     assert_eq!(code, 403);
     // DNS rebinding: the attacker's name points at 127.0.0.1; Host and Origin agree, but the
@@ -313,10 +351,22 @@ async fn every_response_carries_the_security_headers() {
     let addr = server.addr.to_string();
     let replies = [
         ("/", http_get_with(&addr, "/", &[]).await, 200),
-        ("/conference.js", http_get_with(&addr, "/conference.js", &[]).await, 200),
-        ("/no-such-file", http_get_with(&addr, "/no-such-file", &[]).await, 404),
+        (
+            "/conference.js",
+            http_get_with(&addr, "/conference.js", &[]).await,
+            200,
+        ),
+        (
+            "/no-such-file",
+            http_get_with(&addr, "/no-such-file", &[]).await,
+            404,
+        ),
         ("/rooms", http_get_with(&addr, "/rooms", &[]).await, 401),
-        ("/ws", ws_handshake(&addr, &addr, &["Origin: https://evil.example"]).await, 403),
+        (
+            "/ws",
+            ws_handshake(&addr, &addr, &["Origin: https://evil.example"]).await,
+            403,
+        ),
     ];
     for (path, reply, status) in replies {
         assert_eq!(reply.status, status, "{path}: {reply:?}");
@@ -327,10 +377,21 @@ async fn every_response_carries_the_security_headers() {
             "frame-ancestors 'none'",
             "connect-src 'self' ws: wss:",
         ] {
-            assert!(csp.contains(directive), "{path}: CSP {csp:?} lacks {directive}");
+            assert!(
+                csp.contains(directive),
+                "{path}: CSP {csp:?} lacks {directive}"
+            );
         }
-        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
         assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
-        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
     }
 }
