@@ -108,6 +108,54 @@ fn demo_serves_the_invite_link_publishes_demo_bot_and_stops_on_ctrl_c() {
 }
 
 #[test]
+fn demo_with_a_token_secret_admits_demo_bot_and_the_guest_of_its_invite_link() {
+    let demo = Running::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--token-secret",
+        "demo-test-secret-of-thirty-two-bytes",
+    ]);
+    let invite = demo.wait_line("/?room=demo");
+    let (page, token) = invite
+        .trim()
+        .split_once("#token=")
+        .expect("the invite link carries a token");
+    assert!(page.ends_with("/?room=demo&user=guest"), "{invite}");
+    let addr = page
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{addr}/ws");
+        let mut guest = gst_room_tests::Client::connect(&url).await;
+        // demo-bot joins with its own minted token; the guest with the link's. Wait for the
+        // bot's stream: it may still be starting.
+        let state = guest.request_join_with_token("demo", "guest", Some(token)).await;
+        let room_protocol::ServerMessage::State { participants, .. } = state else {
+            panic!("guest refused: {state:?}");
+        };
+        if !participants.iter().any(|p| p.username == "demo-bot" && !p.streams.is_empty()) {
+            guest
+                .recv_until("demo-bot publishing", |m| {
+                    matches!(m, room_protocol::ServerMessage::Published { username, .. } if username == "demo-bot")
+                })
+                .await;
+        }
+        let mut stranger = gst_room_tests::Client::connect(&url).await;
+        let refused = stranger.request_join("demo", "guest2").await;
+        assert!(
+            matches!(refused, room_protocol::ServerMessage::Failed { .. }),
+            "{refused:?}"
+        );
+    });
+    assert_eq!(demo.interrupt(), 0);
+}
+
+#[test]
 fn launch_with_a_bad_pipeline_fails_with_the_parse_error() {
     let output = Command::new(BIN)
         .args(["launch", "videotestsrc ! no-such-element"])
