@@ -108,15 +108,19 @@ fn demo_serves_the_invite_link_publishes_demo_bot_and_stops_on_ctrl_c() {
 }
 
 #[test]
-fn demo_with_a_token_secret_admits_demo_bot_and_the_guest_of_its_invite_link() {
-    let demo = Running::start(&[
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--token-secret",
-        "demo-test-secret-of-thirty-two-bytes",
-    ]);
+fn demo_with_tokens_admits_demo_bot_and_the_guest_of_its_invite_link() {
+    for flags in [
+        ["--token-secret", "demo-test-secret-of-thirty-two-bytes"],
+        ["--token", "demo-shared-token"],
+    ] {
+        demo_admits_bot_and_guest(&flags);
+    }
+}
+
+fn demo_admits_bot_and_guest(flags: &[&str]) {
+    let mut args = vec!["demo", "--listen", "127.0.0.1:0", "--quiet"];
+    args.extend(flags);
+    let demo = Running::start(&args);
     let invite = demo.wait_line("/?room=demo");
     let (page, token) = invite
         .trim()
