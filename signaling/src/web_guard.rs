@@ -82,7 +82,12 @@ impl OriginRule {
         });
         let allowed: Vec<String> = allowed.iter().map(|o| normalise_origin(o)).collect();
         let loopback_hosts = loopback_hosts.map(|mut hosts| {
-            hosts.extend(allowed.iter().filter_map(|o| authority(o)).map(str::to_owned));
+            hosts.extend(
+                allowed
+                    .iter()
+                    .filter_map(|o| authority(o))
+                    .map(str::to_owned),
+            );
             hosts
         });
         OriginRule {
@@ -196,7 +201,13 @@ mod tests {
             &["https://meet.example.org".into()],
         );
         let ok = |host, origin| proxied.check(&headers(host, origin)).is_ok();
-        assert!(ok(Some("meet.example.org"), Some("https://meet.example.org")));
-        assert!(!ok(Some("other.example.org"), Some("https://other.example.org")));
+        assert!(ok(
+            Some("meet.example.org"),
+            Some("https://meet.example.org")
+        ));
+        assert!(!ok(
+            Some("other.example.org"),
+            Some("https://other.example.org")
+        ));
     }
 }
