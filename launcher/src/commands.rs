@@ -14,9 +14,13 @@ use crate::runner::{self, RunOptions};
 /// Where and as whom (shared by the pipeline subcommands).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RoomArgs {
-    /// Room server WebSocket URL.
+    /// Room server WebSocket URL: ws://HOST:PORT/ws, or wss://HOST:PORT/ws over TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8443/ws")]
     pub server: String,
+    /// PEM certificates trusted for a wss:// server besides the system's roots: a CA, or the
+    /// server's self-signed certificate (the room elements' tls-ca-file).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Room name.
     #[arg(long, default_value = "demo")]
     pub room: String,
@@ -119,6 +123,10 @@ pub struct LaunchArgs {
     /// Stop (EOS) after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// tls-ca-file for every room element of the pipeline (PEM certificates trusted for wss://
+    /// besides the system's roots).
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,7 +153,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             "publish-file"
         }
     };
-    run_preset(preset, &values, args.room.options(true)).await
+    run_preset(preset, &values, &args.room, args.room.options(true)).await
 }
 
 /// `gst-room play`.
@@ -162,7 +170,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
         }
         None => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await
+    run_preset(preset, &values, &args.room, args.room.options(false)).await
 }
 
 /// `gst-room mix`.
@@ -188,7 +196,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
         }
         (None, None) => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await?;
+    run_preset(preset, &values, &args.room, args.room.options(false)).await?;
     if let Some(output) = args.output {
         println!("recorded {}", output.display());
     }
@@ -199,6 +207,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
     let pipeline = runner::build(&args.pipeline.join(" "))?;
+    runner::trust(&pipeline, args.tls_ca_file.as_deref());
     let options = RunOptions {
         quiet: args.quiet,
         duration: args.duration.map(Duration::from_secs_f64),
@@ -233,10 +242,12 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<()> {
 async fn run_preset(
     name: &str,
     values: &BTreeMap<String, String>,
+    room: &RoomArgs,
     options: RunOptions,
 ) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
     let description = Preset::find(name)?.render(values)?;
     let pipeline = runner::build(&description).with_context(|| format!("pipeline {name}"))?;
+    runner::trust(&pipeline, room.tls_ca_file.as_deref());
     runner::run(&pipeline, options).await
 }

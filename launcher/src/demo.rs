@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
+use crate::invite;
 use crate::presets::Preset;
 use crate::runner::{self, RunOptions};
-use crate::server::ServerArgs;
+use crate::server::{self, ServerArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -24,27 +25,35 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
-    let listener = tokio::net::TcpListener::bind(args.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.server.listen))?;
-    let addr = listener.local_addr()?;
+    let started = server::start(&args.server).await?;
+    // demo-bot joins the way a guest would, through the first invite link: that address is
+    // covered by the certificate (self-signed: every listened address; a real one: its name,
+    // given as --public-url).
+    let server_url = invite::ws_url(&started.links[0]);
+    let certificate = started.certificate();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(room_signaling::run(listener, args.server.config(), async {
-        let _ = server_stopped.await;
-    }));
+    let server = tokio::spawn(room_signaling::run(
+        started.listener,
+        started.config,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
 
     let values = BTreeMap::from([
-        ("SERVER".to_owned(), format!("ws://{addr}/ws")),
+        ("SERVER".to_owned(), server_url),
         ("ROOM".to_owned(), args.room.clone()),
         ("USERNAME".to_owned(), "demo-bot".to_owned()),
     ]);
     let pipeline = runner::build(&Preset::find("publish-test")?.render(&values)?)?;
-    println!("gst-room server listening on http://{addr}/ (WebSocket ws://{addr}/ws)");
+    runner::trust(&pipeline, certificate.as_deref());
     println!(
         "demo-bot is publishing in room {}. Open the invite link in a browser:",
         args.room
     );
-    println!("  http://{addr}/?room={}", args.room);
+    for link in &started.links {
+        println!("  {link}?room={}", args.room);
+    }
     println!("Type a line to chat as demo-bot; Ctrl-C stops.");
     let result = runner::run(
         &pipeline,

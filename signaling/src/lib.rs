@@ -6,6 +6,7 @@
 //! - `hub`: the rules behind one lock, plus every connection's bounded outgoing queue.
 //! - `connection`: one WebSocket — parse, limit, keepalive, write, close.
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
+//! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod hub;
 pub mod rooms;
 pub mod server;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +47,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Messages queued for one connection before it counts as too slow and is dropped.
     pub outgoing_queue: usize,
+    /// Serve https/wss with this certificate; plain http/ws when `None`.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(3),
             max_connections: 10_000,
             outgoing_queue: 256,
+            tls: None,
         }
     }
 }
