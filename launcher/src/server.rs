@@ -146,7 +146,11 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Started> {
         Some(url) => vec![url.clone()],
         None => {
             let reachable = invite::reachable_addresses(addr.ip(), &interfaces);
-            let name = resolving_host_name(host_name, addr.port(), &reachable).await;
+            // A loopback server is for this machine only: its host name helps nobody else.
+            let name = match addr.ip().is_loopback() {
+                true => None,
+                false => resolving_host_name(host_name, addr.port(), &reachable).await,
+            };
             invite::base_urls(tls, addr, &reachable, name.as_deref())
         }
     };
