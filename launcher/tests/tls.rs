@@ -430,3 +430,42 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_over_tls_invites_with_https_and_demo_bot_publishes_over_wss() {
+    init();
+    let dir = temp_dir("demo");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--tls-self-signed",
+            "--tls-dir",
+        ])
+        .arg(&dir);
+    let mut demo = Running::start(command);
+    let invite = demo.until("/?room=demo").last().unwrap().trim().to_owned();
+    assert!(invite.starts_with("https://127.0.0.1:"), "{invite}");
+    let addr = invite
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap();
+    let viewer = Viewer::new(
+        &format!("wss://{addr}/ws"),
+        &format!(
+            "room=demo username=checker participant=demo-bot {}",
+            cert_arg(&dir.join("cert.pem"))
+        ),
+    )
+    .start();
+    viewer.wait("demo-bot's frames over wss", |s| {
+        s.frames.get("video_demo-bot").copied().unwrap_or(0) >= 10
+    });
+    stop(&viewer.pipeline);
+    drop(demo);
+    let _ = std::fs::remove_dir_all(&dir);
+}
