@@ -44,6 +44,7 @@ let net;
 let dir;
 let server;
 let printed; // {links, spki, cert}
+let browser; // Chromium in namespace a
 
 /** What the server printed: invite links, the certificate's path and SPKI hash. */
 function serverPrinted(output) {
@@ -92,7 +93,7 @@ test('alice in another namespace opens the invite link, joins and publishes from
     { name: 'gstbot (b)', args: ['--tls-ca-file', printed.cert], wrap: (c, a) => net.exec('b', c, a) },
   );
 
-  const browser = await launchBrowser({
+  browser = await launchBrowser({
     executablePath: chromiumIn(net, 'a'),
     camera: makeY4m(path.join(dir, 'alice.y4m'), RED),
     args: [`--ignore-certificate-errors-spki-list=${printed.spki}`],
@@ -135,4 +136,29 @@ test('alice in another namespace opens the invite link, joins and publishes from
   });
   assert.deepEqual(pair, { local: net.address('a'), remote: net.address('b') });
   await gst.stop();
+});
+
+test('a wss:// server whose certificate the browser does not trust, or ws:// from an https page, fails in plain words', async () => {
+  assert.ok(browser, 'the conference test launched the browser');
+  const srv = net.address('srv');
+  // Another server with its own self-signed certificate: not the key Chromium was told to trust.
+  const [cmd, args] = net.exec('srv', serverBinary(), [
+    'server', '--listen', '0.0.0.0:8444', '--tls-self-signed', '--tls-dir', path.join(dir, 'tls-other'), '--web-dir', WEB_DIR,
+  ]);
+  await startProcess(cmd, args, { name: 'untrusted server (srv)', ready: /listening on https:\/\// });
+  const page = await browser.newPage();
+  await page.goto(`https://${srv}:8443/?room=${ROOM}`);
+  const failure = async (url) => {
+    await page.fill('#server-url', url);
+    await page.fill('#username', 'carol');
+    await page.click('#join');
+    return waitFor(
+      () => page.evaluate(() => document.getElementById('session-status').textContent === 'FAILED' && document.getElementById('failure').textContent),
+      `FAILED for ${url}`,
+      15000,
+      page,
+    );
+  };
+  assert.match(await failure(`wss://${srv}:8444/ws`), new RegExp(`Cannot open a secure connection to ${srv}:8444: .*does not trust its certificate`));
+  assert.match(await failure(`ws://${srv}:8443/ws`), /this page is secure \(https\) and browsers do not allow it an insecure ws:\/\/ connection/);
 });
