@@ -469,3 +469,107 @@ fn demo_over_tls_invites_with_https_and_demo_bot_publishes_over_wss() {
     drop(demo);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's nginx example (`location` blocks as documented), with this test's certificate
+/// and files.
+fn nginx_config(dir: &Path, cert: &Path, key: &Path, upstream: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+# One process: killing it at the end of the test leaves no worker behind.
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 443 ssl;
+        ssl_certificate     {cert};
+        ssl_certificate_key {key};
+
+        location /ws {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_read_timeout 1h;
+        }}
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+#[test]
+fn behind_an_nginx_tls_proxy_the_invite_link_and_wss_work_from_another_machine() {
+    let net = Network::new(&["srv", "b"]);
+    let srv = net.address("srv").to_string();
+    let dir = temp_dir("nginx");
+    let (proxy_cert, _) =
+        room_signaling::tls::self_signed(&dir.join("tls"), &[srv.clone()]).unwrap();
+    let public = format!("https://{srv}/");
+    let (_server, printed) = start_server(
+        net.command("srv", "env"),
+        &["--listen", "127.0.0.1:8443", "--public-url", &public],
+    );
+    assert_eq!(printed.links, [public.clone()]);
+    assert!(
+        !printed.lines.iter().any(|l| l.contains("WARNING")),
+        "{printed:?}"
+    );
+
+    let config = dir.join("nginx.conf");
+    std::fs::write(
+        &config,
+        nginx_config(&dir, &proxy_cert.cert, &proxy_cert.key, "127.0.0.1:8443"),
+    )
+    .unwrap();
+    let mut nginx = net.command("srv", "nginx");
+    nginx.arg("-c").arg(&config);
+    let _nginx = Running::start(nginx);
+
+    // The invite link answers through the proxy (polled: nginx takes a moment to listen).
+    let curl = |url: &str| {
+        let out = net
+            .command("b", "curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&proxy_cert.cert)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + START_WAIT;
+    while curl(&format!("{public}?room=demo")) != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "no page through nginx: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A pipeline command on another machine joins over the proxy's wss.
+    let mut play = net.command("b", BIN);
+    play.args(["play", "--headless", "--participant", "nobody", "--server"])
+        .arg(format!("wss://{srv}/ws"))
+        .arg("--tls-ca-file")
+        .arg(&proxy_cert.cert);
+    let mut play = Running::start(play);
+    play.until("room: in room demo as ");
+    drop(play);
+    let _ = std::fs::remove_dir_all(&dir);
+}
