@@ -353,7 +353,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     // The server's own files: a copy of the old ones, renewed in place later.
     let (live, _) = room_signaling::tls::self_signed(&dir.join("live"), &names).unwrap();
     renew(&old, &live);
-    let (server, printed) = start_server(
+    let (mut server, printed) = start_server(
         here("env"),
         &[
             "--listen",
@@ -380,15 +380,21 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     .start();
     wait_for_event(&first.pipeline, "room-state", |_| true);
 
-    renew(&new, &live);
+    // A broken file is not taken: the old certificate stays (and the error is logged).
     let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let hangup = || {
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    let broken = dir.join("broken.pem");
+    std::fs::write(&broken, "not a certificate\n").unwrap();
+    std::fs::rename(&broken, &live.cert).unwrap();
+    hangup();
+    server.until("SIGHUP: TLS certificate not reloaded, keeping the old one");
+    assert_eq!(served_fingerprint(here("env"), &addr), old_fp);
+
+    renew(&new, &live);
+    hangup();
     let deadline = Instant::now() + START_WAIT;
     while served_fingerprint(here("env"), &addr) != new_fp {
         assert!(
