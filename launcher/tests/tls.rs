@@ -525,13 +525,13 @@ fn behind_an_nginx_tls_proxy_the_invite_link_and_wss_work_from_another_machine()
     let srv = net.address("srv").to_string();
     let dir = temp_dir("nginx");
     let (proxy_cert, _) =
-        room_signaling::tls::self_signed(&dir.join("tls"), &[srv.clone()]).unwrap();
+        room_signaling::tls::self_signed(&dir.join("tls"), std::slice::from_ref(&srv)).unwrap();
     let public = format!("https://{srv}/");
     let (_server, printed) = start_server(
         net.command("srv", "env"),
         &["--listen", "127.0.0.1:8443", "--public-url", &public],
     );
-    assert_eq!(printed.links, [public.clone()]);
+    assert_eq!(printed.links, std::slice::from_ref(&public));
     assert!(
         !printed.lines.iter().any(|l| l.contains("WARNING")),
         "{printed:?}"
