@@ -9,6 +9,7 @@
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
+//! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod hub;
 pub mod rooms;
 pub mod server;
+pub mod tls;
 pub mod web_guard;
 
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Messages queued for one connection before it counts as too slow and is dropped.
     pub outgoing_queue: usize,
+    /// Serve https/wss with this certificate; plain http/ws when `None`.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(3),
             max_connections: 10_000,
             outgoing_queue: 256,
+            tls: None,
         }
     }
 }
