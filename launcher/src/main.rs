@@ -1,6 +1,7 @@
 //! `gst-room`: the room server, the demo, and preset pipelines, in one command.
 //!
 //! - `server.rs`: `gst-room server` (the signaling library's `run` behind clap flags);
+//! - `token.rs`: `gst-room token` (mint access tokens) and the token-secret flags;
 //! - `demo.rs`: `gst-room demo` (server + demo publisher + invite link);
 //! - `commands.rs`: `publish`, `play`, `mix`, `launch`, `pipelines`;
 //! - `presets.rs`: the pipelines of `pipelines/`, built in, with `${VAR}` substitution;
@@ -15,6 +16,7 @@ mod demo;
 mod presets;
 mod runner;
 mod server;
+mod token;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the room server: WebSocket signaling at /ws and the conference page at /.
     Server(server::ServerArgs),
+    /// Mint an access token for one room and username (signed with the server's --token-secret).
+    Token(token::TokenArgs),
     /// Run the server and a demo publisher (demo-bot) in room "demo"; print the invite link.
     Demo(demo::DemoArgs),
     /// Publish a test pattern, a camera or a media file into a room.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Token(args) => token::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Publish(args) => commands::publish(args).await,
             Command::Play(args) => commands::play(args).await,
