@@ -10,6 +10,7 @@ use room_signaling::{
 };
 
 use crate::token::SecretArgs;
+use crate::turn::TurnArgs;
 
 /// Flags of `gst-room server` (also used by `gst-room demo`). `Debug` is hand-written below:
 /// tokens and TURN passwords never reach a log.
@@ -45,6 +46,8 @@ pub struct ServerArgs {
     /// turn:user:password@host:port for TURN with credentials.
     #[arg(long = "ice-server", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 /// `stun:host:port` or `turn(s):user:password@host:port[?transport=...]`.
@@ -89,6 +92,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("allowed_origins", &self.allowed_origins)
             .field("web_dir", &self.web_dir)
             .field("ice_servers", &self.ice_servers)
+            .field("turn", &self.turn)
             .finish()
     }
 }
@@ -104,6 +108,7 @@ impl ServerArgs {
             auth_failures_per_minute: self.auth_failures_per_minute,
             allowed_origins: self.allowed_origins.clone(),
             ice_servers: self.ice_servers.clone(),
+            turn: self.turn.turn()?,
             ..Config::default()
         };
         if let Some(dir) = &self.web_dir {
