@@ -246,21 +246,25 @@ impl RoomSrc {
         user: &str,
         stream: &str,
     ) -> Result<Player, glib::BoolError> {
-        let (stun, latency) = {
+        let (ice, latency) = {
             let s = self.settings.lock().unwrap();
-            (s.room.stun_server.clone(), s.latency_ms())
+            (s.room.ice_config(&client), s.latency_ms())
         };
+        gst::debug!(CAT, imp = self, "{user}/{stream} ICE: {ice:?}");
         let signaller = RoomSignaller::viewer(&client, user, stream);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
+            ice.apply(&webrtcbin);
             webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });
+        // webrtcsrc adds no ICE servers of its own (its default STUN server is a public one):
+        // the webrtcbin gets them above (crate::ice).
         let src = gst::ElementFactory::make("webrtcsrc")
             .name(format!("webrtcsrc-{user}-{stream}"))
             .property("signaller", &signaller)
-            .property("stun-server", stun)
+            .property("stun-server", None::<String>)
             .build()?;
         let this = self.obj().downgrade();
         let (user_owned, stream_owned) = (user.to_owned(), stream.to_owned());
