@@ -192,6 +192,97 @@ fn close_to(a: [u8; 3], b: [u8; 3]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
 }
 
+/// The viewer's latest clock reading (ms): the time of its last line.
+fn viewer_now(viewer: &Peer) -> u64 {
+    viewer
+        .lines()
+        .iter()
+        .rev()
+        .find_map(|l| l.split(' ').nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the viewer decoded between two of its clock readings.
+#[derive(Debug)]
+struct Window {
+    seconds: f64,
+    frames: usize,
+    fps: f64,
+    /// Longest time without a new decoded frame (window edges count), ms.
+    longest_freeze_ms: u64,
+    audio_buffers: usize,
+    /// Longest time without a decoded audio buffer, ms.
+    longest_audio_gap_ms: u64,
+    /// RTP bitrate received over the window, kbit/s.
+    kbps: f64,
+}
+
+fn longest_gap(times: &[u64], from: u64, to: u64) -> u64 {
+    let mut points = vec![from];
+    points.extend(times.iter().copied().filter(|t| (from..=to).contains(t)));
+    points.push(to);
+    points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
+fn window(lines: &[String], from: u64, to: u64) -> Window {
+    let frame_times: Vec<u64> = frames(lines).iter().map(|f| f.ms).collect();
+    let audio = times(lines, "audio ");
+    let in_window = |t: &&u64| (from..=to).contains(*t);
+    let received: Vec<(u64, u64)> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut v = l.strip_prefix("received ")?.split(' ');
+            Some((v.next()?.parse().ok()?, v.next()?.parse().ok()?))
+        })
+        .filter(|(t, _)| (from..=to).contains(t))
+        .collect();
+    let kbps = match (received.first(), received.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 * 8.0 / (b.0 - a.0) as f64,
+        _ => 0.0,
+    };
+    let seconds = (to - from) as f64 / 1000.0;
+    let frames = frame_times.iter().filter(in_window).count();
+    Window {
+        seconds,
+        frames,
+        fps: frames as f64 / seconds,
+        longest_freeze_ms: longest_gap(&frame_times, from, to),
+        audio_buffers: audio.iter().filter(in_window).count(),
+        longest_audio_gap_ms: longest_gap(&audio, from, to),
+        kbps,
+    }
+}
+
+/// Waits `fault` long while the viewer keeps reporting, and returns what it decoded meanwhile
+/// (the fault's duration is the point of the test, not a wait for an event).
+fn measure(viewer: &mut Peer, fault: Duration) -> Window {
+    let from = viewer_now(viewer);
+    std::thread::sleep(fault);
+    let lines = viewer.wait("its clock to pass the window", |l| {
+        times(l, "frame ").last().is_some_and(|t| *t >= from + fault.as_millis() as u64)
+            || times(l, "received ").last().is_some_and(|t| *t >= from + fault.as_millis() as u64)
+    });
+    window(&lines, from, from + fault.as_millis() as u64)
+}
+
+/// A server in `srv`, a publisher of `source` in `publisher` and a viewer in `viewer`, with
+/// media flowing (30 frames decoded).
+fn conference(
+    net: &Network,
+    publisher: &str,
+    viewer: &str,
+    source: &str,
+    viewer_props: &[&str],
+) -> (Peer, Peer, Peer) {
+    let (server, url) = start_server(net, "srv", None);
+    let publisher = Peer::spawn(net, publisher, &["publish", &url, "net", "alice", source]);
+    let mut args = vec!["view", &url, "net", "bob", "alice"];
+    args.extend(viewer_props);
+    let mut viewer = Peer::spawn(net, viewer, &args);
+    viewer.wait("30 frames", |l| frames(l).len() >= 30);
+    (server, publisher, viewer)
+}
+
 #[test]
 fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
     let net = Network::new(&["srv", "a", "b"]);
@@ -242,4 +333,117 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
         log.contains(":alice") && log.contains("ALLOCATE processed, success"),
         "coturn allocated nothing for alice:\n{log}"
     );
+}
+
+#[test]
+fn video_and_audio_keep_flowing_under_5_percent_loss() {
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "moving", &["latency=200"]);
+    // Without loss, for comparison (a loaded machine decodes fewer frames anyway).
+    let clean = measure(&mut viewer, Duration::from_secs(5));
+    println!("no loss: {clean:?}");
+    // 5 % of the packets on the publisher's link are lost, both ways, media and signaling.
+    nft(
+        &net,
+        "pub",
+        "table inet loss {
+           chain in { type filter hook input priority 0; numgen random mod 100 < 5 drop; }
+           chain out { type filter hook output priority 0; numgen random mod 100 < 5 drop; }
+         }",
+    );
+    let w = measure(&mut viewer, Duration::from_secs(20));
+    println!("5 % loss: {w:?}");
+    assert!(w.fps >= 28.0, "fps under 5 % loss: {w:?}");
+    assert!(w.longest_freeze_ms <= 1000, "freeze under 5 % loss: {w:?}");
+    assert!(w.longest_audio_gap_ms <= 1000, "audio gap under 5 % loss: {w:?}");
+}
+
+#[test]
+fn video_keeps_flowing_on_a_500_kbits_uplink() {
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
+    let before = measure(&mut viewer, Duration::from_secs(5));
+    // The publisher's uplink (its eth0 egress) is capped; congestion control must bring the
+    // encoder under it.
+    sh(
+        &net,
+        "pub",
+        "tc qdisc add dev eth0 root tbf rate 500kbit burst 16kbit latency 200ms",
+    );
+    let capped = measure(&mut viewer, Duration::from_secs(20));
+    println!("uncapped: {before:?}\n500 kbit/s: {capped:?}");
+    assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
+    assert!(capped.longest_freeze_ms <= 1000, "freeze at 500 kbit/s: {capped:?}");
+    assert!(capped.kbps <= 520.0, "received more than the cap allows: {capped:?}");
+}
+
+#[test]
+fn a_publisher_behind_nat_still_conferences() {
+    let net = Network::new(&["srv", "lan", "nat", "home"]);
+    // home leaves the LAN and sits behind nat: 192.168.77.2 → (masquerade) → nat's LAN address.
+    sh(&net, "home", "ip link del eth0");
+    let status = Command::new("ip")
+        .args(["link", "add", "eth0", "netns", &net.namespace("home")])
+        .args(["type", "veth", "peer", "name", "lan0", "netns", &net.namespace("nat")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    sh(
+        &net,
+        "nat",
+        "ip addr add 192.168.77.1/24 dev lan0 && ip link set lan0 up && sysctl -qw net.ipv4.ip_forward=1",
+    );
+    sh(
+        &net,
+        "home",
+        "ip addr add 192.168.77.2/24 dev eth0 && ip link set eth0 up && ip route add default via 192.168.77.1",
+    );
+    nft(
+        &net,
+        "nat",
+        "table ip nat {
+           chain post { type nat hook postrouting priority 100; oifname \"eth0\" masquerade; }
+         }
+         table inet fw {
+           chain forward { type filter hook forward priority 0; policy drop;
+             ct state established,related accept; iifname \"lan0\" accept; }
+         }",
+    );
+    assert!(reachable(&net, "home", "srv"));
+    assert!(!reachable(&net, "lan", "home"), "home must not be reachable from the LAN");
+
+    let (_server, url) = start_server(&net, "srv", None);
+    // Both ways: home publishes red and plays lan's blue.
+    let _home_pub = Peer::spawn(&net, "home", &["publish", &url, "nat", "home", "ff0000"]);
+    let _lan_pub = Peer::spawn(&net, "lan", &["publish", &url, "nat", "lan", "0000ff"]);
+    let mut lan_view = Peer::spawn(&net, "lan", &["view", &url, "nat", "lanview", "home"]);
+    let mut home_view = Peer::spawn(&net, "home", &["view", &url, "nat", "homeview", "lan"]);
+    for (viewer, colour) in [(&mut lan_view, [255, 0, 0]), (&mut home_view, [0, 0, 255])] {
+        viewer.wait("30 frames of the other side's colour", |l| {
+            frames(l).iter().filter(|f| close_to(f.rgb, colour)).count() >= 30
+        });
+    }
+}
+
+#[test]
+fn a_link_flap_of_3_s_does_not_end_the_viewers_stream() {
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "ff0000", &[]);
+    let events_before = viewer.lines().iter().filter(|l| l.contains("room-published")).count();
+    sh(&net, "pub", "ip link set eth0 down");
+    std::thread::sleep(Duration::from_secs(3));
+    sh(&net, "pub", "ip link set eth0 up");
+    let back = viewer_now(&viewer);
+    let lines = viewer.wait("red frames again", |l| {
+        frames(l).iter().filter(|f| f.ms > back + 500 && close_to(f.rgb, [255, 0, 0])).count() >= 15
+    });
+    let first_after = frames(&lines).iter().find(|f| f.ms > back && close_to(f.rgb, [255, 0, 0])).unwrap().ms;
+    println!("media back {} ms after the link", first_after - back);
+    assert!(first_after - back <= 5000, "media back only after {} ms", first_after - back);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("eos")),
+        "the viewer's stream ended: {}",
+        lines.iter().filter(|l| !l.starts_with("frame") && !l.starts_with("audio") && !l.starts_with("received") && !l.starts_with("pair")).cloned().collect::<Vec<_>>().join("\n")
+    );
+    let _ = events_before;
 }

@@ -6,12 +6,13 @@
 //! ```text
 //! netpeer server ADDR [--turn-secret S --turn-url URL]   "listening ADDR"
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
-//!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 640x480@30,
+//!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
 //!     which gives the encoder real work and congestion control something to adapt), plus a tone
 //! netpeer view URL ROOM USER PUBLISHER [roomsrc props]   "frame MS R G B" per decoded video frame,
 //!     "audio MS" per decoded audio buffer, "eos MS PAD" when a roomsrc pad ends,
 //!     "pair MS LOCAL-TYPE LOCAL-ADDRESS REMOTE-TYPE REMOTE-ADDRESS" (the selected ICE
-//!     candidate pair, once a second),
+//!     candidate pair, once a second), "received MS BYTES" (RTP bytes received so far, audio
+//!     and video, once a second),
 //!     "event MS <room-* structure>"
 //! ```
 //! Any pipeline error prints "error …" and exits with status 1. It runs until killed.
@@ -45,7 +46,7 @@ fn main() {
         ["publish", url, room, user, source, props @ ..] => {
             let video = match *source {
                 "moving" => "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! \
-                             video/x-raw,width=640,height=480,framerate=30/1"
+                             video/x-raw,width=320,height=240,framerate=30/1"
                     .to_owned(),
                 colour => format!(
                     "videotestsrc is-live=true pattern=solid-color foreground-color={} ! \
@@ -223,9 +224,12 @@ fn report_pair(webrtcbin: &gst::Element) {
         return;
     }
     let Some(stats) = promise.get_reply() else { return };
-    let (mut local, mut remote) = (None, None);
+    let (mut local, mut remote, mut received) = (None, None, 0u64);
     for (_, value) in stats.iter() {
         let Ok(s) = value.get::<gst::Structure>() else { continue };
+        if s.name() == "inbound-rtp" {
+            received += s.get::<u64>("bytes-received").unwrap_or(0);
+        }
         let (Ok(kind), Ok(address), Ok(id)) = (
             s.get::<String>("candidate-type"),
             s.get::<String>("address"),
@@ -244,4 +248,5 @@ fn report_pair(webrtcbin: &gst::Element) {
     if let (Some(local), Some(remote)) = (local, remote) {
         say(format!("pair {} {local} {remote}", ms()));
     }
+    say(format!("received {} {received}", ms()));
 }
