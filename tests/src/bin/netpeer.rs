@@ -4,7 +4,8 @@
 //! monotonic clock in milliseconds since it started, for the test to parse:
 //!
 //! ```text
-//! netpeer server ADDR [--turn-secret S --turn-url URL]   "listening ADDR"
+//! netpeer server ADDR [--turn-secret S --turn-url URL] [--max-participants N]
+//!                                                        "listening ADDR"
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
 //!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
 //!     which gives the encoder real work and congestion control something to adapt), plus a tone
@@ -81,6 +82,7 @@ fn server(addr: &str, flags: &[&str]) {
         match pair {
             ["--turn-secret", s] => secret = Some(s.to_string()),
             ["--turn-url", u] => urls.push(u.to_string()),
+            ["--max-participants", n] => config.max_participants = n.parse().unwrap(),
             _ => panic!("unknown server flags {pair:?}"),
         }
     }
