@@ -37,7 +37,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let token_for = |username: &str| -> Option<Secret> {
         match (&config.token_secret, &config.token) {
             (Some(secret), _) => Some(
-                mint_for(secret, &args.room, username, DEMO_TOKEN_TTL, Grants::PARTICIPANT).into(),
+                mint_for(
+                    secret,
+                    &args.room,
+                    username,
+                    DEMO_TOKEN_TTL,
+                    Grants::PARTICIPANT,
+                )
+                .into(),
             ),
             (None, shared) => shared.clone(),
         }
@@ -70,7 +77,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     match &guest_token {
         Some(token) => println!(
             "  {}",
-            invite_link(&format!("http://{addr}"), &args.room, "guest", token.expose())
+            invite_link(
+                &format!("http://{addr}"),
+                &args.room,
+                "guest",
+                token.expose()
+            )
         ),
         None => println!("  http://{addr}/?room={}", args.room),
     }

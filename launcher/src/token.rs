@@ -24,7 +24,10 @@ pub struct SecretArgs {
 impl std::fmt::Debug for SecretArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretArgs")
-            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "token_secret",
+                &self.token_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("token_secret_file", &self.token_secret_file)
             .finish()
     }

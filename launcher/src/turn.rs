@@ -35,7 +35,10 @@ fn parse_turn_url(arg: &str) -> Result<String, String> {
 impl std::fmt::Debug for TurnArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TurnArgs")
-            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("turn_secret_file", &self.turn_secret_file)
             .field("turn_urls", &self.turn_urls)
             .field("turn_ttl", &self.turn_ttl)

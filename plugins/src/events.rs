@@ -101,7 +101,10 @@ impl std::fmt::Debug for RoomSettings {
             .field("username", &self.username)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("stun_server", &self.stun_server)
-            .field("turn_servers", &format_args!("<{} redacted>", self.turn_servers.len()))
+            .field(
+                "turn_servers",
+                &format_args!("<{} redacted>", self.turn_servers.len()),
+            )
             .field("relay_only", &self.relay_only)
             .finish()
     }

@@ -248,7 +248,8 @@ impl Throttle {
     fn fail(&self, addr: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().unwrap();
         if failures.len() >= THROTTLE_PRUNE_AT {
-            failures.retain(|_, (start, _)| now.saturating_duration_since(*start) < THROTTLE_WINDOW);
+            failures
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < THROTTLE_WINDOW);
         }
         let entry = failures.entry(key(addr)).or_insert((now, 0));
         if now.saturating_duration_since(entry.0) >= THROTTLE_WINDOW {
@@ -366,9 +367,15 @@ mod tests {
         let p = policy();
         let t = token("a", "alice", 1000, Grants::PARTICIPANT);
         assert_eq!(p.join(Some(&t), "a", "alice", 999), Ok(Grants::PARTICIPANT));
-        assert!(matches!(p.join(Some(&t), "a", "alice", 1000), Err(Refusal::Wrong(d)) if d.contains("expired")));
-        assert!(matches!(p.join(Some(&t), "b", "alice", 999), Err(Refusal::Wrong(d)) if d.contains("room a")));
-        assert!(matches!(p.join(Some(&t), "a", "bob", 999), Err(Refusal::Wrong(d)) if d.contains("username alice")));
+        assert!(
+            matches!(p.join(Some(&t), "a", "alice", 1000), Err(Refusal::Wrong(d)) if d.contains("expired"))
+        );
+        assert!(
+            matches!(p.join(Some(&t), "b", "alice", 999), Err(Refusal::Wrong(d)) if d.contains("room a"))
+        );
+        assert!(
+            matches!(p.join(Some(&t), "a", "bob", 999), Err(Refusal::Wrong(d)) if d.contains("username alice"))
+        );
         let any = token(ANY_ROOM, "alice", 1000, Grants::PARTICIPANT);
         assert!(p.join(Some(&any), "b", "alice", 999).is_ok());
     }
@@ -385,9 +392,18 @@ mod tests {
                 grants: Grants::PARTICIPANT,
             },
         );
-        assert!(matches!(p.join(Some(&forged), "a", "alice", 1), Err(Refusal::Wrong(_))));
-        assert!(matches!(p.join(None, "a", "alice", 1), Err(Refusal::Missing(_))));
-        assert!(matches!(p.join(Some("sharee"), "a", "alice", 1), Err(Refusal::Wrong(_))));
+        assert!(matches!(
+            p.join(Some(&forged), "a", "alice", 1),
+            Err(Refusal::Wrong(_))
+        ));
+        assert!(matches!(
+            p.join(None, "a", "alice", 1),
+            Err(Refusal::Missing(_))
+        ));
+        assert!(matches!(
+            p.join(Some("sharee"), "a", "alice", 1),
+            Err(Refusal::Wrong(_))
+        ));
         assert_eq!(p.join(Some("shared"), "a", "x", 1), Ok(Grants::PARTICIPANT));
         let open = Policy::new(&Config::default());
         assert_eq!(open.join(None, "a", "x", 1), Ok(Grants::PARTICIPANT));
@@ -401,7 +417,15 @@ mod tests {
         assert!(matches!(p.admin(Some("shared"), 1), Err(Refusal::Wrong(_))));
         let user = token(ANY_ROOM, "ops", 10, Grants::PARTICIPANT);
         assert!(p.admin(Some(&user), 1).is_err());
-        let ops = token(ANY_ROOM, "ops", 10, Grants { admin: true, ..Grants::PARTICIPANT });
+        let ops = token(
+            ANY_ROOM,
+            "ops",
+            10,
+            Grants {
+                admin: true,
+                ..Grants::PARTICIPANT
+            },
+        );
         assert!(p.admin(Some(&ops), 1).is_ok());
         assert!(p.admin(Some(&ops), 10).is_err(), "expired");
     }

@@ -124,7 +124,9 @@ fn read_text(hub: &Hub, peer: u64, client: &Client, text: &str) {
             token,
         }) => {
             let token = token.as_ref().map(|t| t.expose());
-            let admitted = client.access.join(client.addr.ip(), token, &room, &username);
+            let admitted = client
+                .access
+                .join(client.addr.ip(), token, &room, &username);
             hub.join(peer, room, username, admitted)
         }
         Ok(msg) => hub.handle(peer, msg),

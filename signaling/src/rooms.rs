@@ -423,7 +423,10 @@ impl Rooms {
     }
 
     fn chat(&mut self, peer: PeerId, to: Option<String>, text: String) -> Reply {
-        let from = self.require_grant(peer, |g| g.chat, "chat")?.username.clone();
+        let from = self
+            .require_grant(peer, |g| g.chat, "chat")?
+            .username
+            .clone();
         if text.len() > MAX_CHAT_BYTES {
             let message = format!(
                 "chat text is {} bytes, the limit is {MAX_CHAT_BYTES}",
@@ -627,7 +630,12 @@ impl Rooms {
     /// with credentials minted for it, valid from `now` for the TURN TTL.
     fn ice_servers_for(&self, username: &str, now: SystemTime) -> Vec<IceServer> {
         let mut servers = self.rules.ice_servers.clone();
-        servers.extend(self.rules.turn.as_ref().map(|t| t.ice_server(username, now)));
+        servers.extend(
+            self.rules
+                .turn
+                .as_ref()
+                .map(|t| t.ice_server(username, now)),
+        );
         servers
     }
 
@@ -833,7 +841,13 @@ mod tests {
         join(&mut r, 1, "a", "x");
         assert!(r.handle(1, ClientMessage::Leave {}).is_empty());
         assert!(r.summary().is_empty());
-        let out = r.join(1, "b".into(), "x".into(), Ok(Grants::PARTICIPANT), SystemTime::now());
+        let out = r.join(
+            1,
+            "b".into(),
+            "x".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
         assert_eq!(types(&out), [(1, "state".into())]);
     }
 
@@ -871,7 +885,10 @@ mod tests {
         r.connect(2);
         let refused = Err(Refusal::Wrong("bad".into()));
         let out = r.join(2, "a".into(), "bob".into(), refused, now);
-        assert!(matches!(out[..], [(2, ServerMessage::Failed { .. })]), "{out:?}");
+        assert!(
+            matches!(out[..], [(2, ServerMessage::Failed { .. })]),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -912,12 +929,17 @@ mod tests {
             ice_servers: vec![turn.clone()],
             turn: None,
         });
-        assert!(matches!(
-            &r.connect(1)[0].1,
-            ServerMessage::Welcome { .. }
-        ));
-        let out = r.join(1, "a".into(), "pub".into(), Ok(Grants::PARTICIPANT), SystemTime::now());
-        assert!(matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()]));
+        assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
+        let out = r.join(
+            1,
+            "a".into(),
+            "pub".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
+        assert!(
+            matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()])
+        );
         let viewer_only = Grants {
             publish: false,
             chat: false,
@@ -929,17 +951,67 @@ mod tests {
             ..viewer_only
         };
         join_with(&mut r, 3, "a", "none", Ok(nothing));
-        r.handle(1, ClientMessage::Publish { stream: "main".into(), audio: true, video: true });
+        r.handle(
+            1,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true,
+            },
+        );
         let refused = |out: Outbox| {
-            matches!(&out[..], [(_, ServerMessage::Error { code: ErrorCode::Unauthorized, .. })])
+            matches!(
+                &out[..],
+                [(
+                    _,
+                    ServerMessage::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }
+                )]
+            )
         };
-        assert!(refused(r.handle(2, ClientMessage::Publish { stream: "main".into(), audio: true, video: true })));
-        assert!(refused(r.handle(2, ClientMessage::Message { to: None, text: "hi".into() })));
-        assert!(refused(r.handle(3, ClientMessage::Play { participant: "pub".into(), stream: "main".into() })));
-        let play = r.handle(2, ClientMessage::Play { participant: "pub".into(), stream: "main".into() });
-        assert_eq!(types(&play), [(2, "session-started".into()), (1, "session-request".into())]);
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true
+            }
+        )));
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into()
+            }
+        )));
+        assert!(refused(r.handle(
+            3,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into()
+            }
+        )));
+        let play = r.handle(
+            2,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(
+            types(&play),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
         // Everyone still receives chat.
-        let chat = r.handle(1, ClientMessage::Message { to: None, text: "hi".into() });
+        let chat = r.handle(
+            1,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into(),
+            },
+        );
         assert_eq!(chat.len(), 3);
     }
 }

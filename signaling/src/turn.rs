@@ -70,7 +70,9 @@ pub fn validate_turn_url(url: &str) -> Result<(), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("{url:?}: expected turn:HOST:PORT"))?;
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("{url:?}: expected turn:HOST:PORT with a port 1-65535"));
+        return Err(format!(
+            "{url:?}: expected turn:HOST:PORT with a port 1-65535"
+        ));
     }
     match query {
         None | Some("transport=udp") | Some("transport=tcp") => Ok(()),

@@ -152,7 +152,10 @@ mod tests {
             &["https://Meet.example.org/".into()],
         );
         let ok = |host, origin| rule.check(&headers(host, origin)).is_ok();
-        assert!(ok(Some("room.example.org"), Some("https://room.example.org")));
+        assert!(ok(
+            Some("room.example.org"),
+            Some("https://room.example.org")
+        ));
         assert!(ok(Some("10.0.0.5:8443"), Some("http://10.0.0.5:8443")));
         assert!(ok(Some("10.0.0.5:8443"), Some("https://meet.example.org")));
         assert!(ok(Some("10.0.0.5:8443"), None), "no Origin: not a browser");
@@ -169,7 +172,10 @@ mod tests {
         assert!(ok(Some("localhost:8443"), None));
         assert!(ok(Some("[::1]:8443"), None));
         // DNS rebinding: the attacker's name resolves to 127.0.0.1, Origin and Host agree.
-        assert!(!ok(Some("evil.example:8443"), Some("http://evil.example:8443")));
+        assert!(!ok(
+            Some("evil.example:8443"),
+            Some("http://evil.example:8443")
+        ));
         assert!(!ok(Some("localhost:9999"), None));
         assert!(!ok(None, None));
     }

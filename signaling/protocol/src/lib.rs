@@ -687,7 +687,11 @@ mod tests {
             username: "u".into(),
             token: Some("tok-123".into()),
         };
-        assert!(serde_json::to_string(&join).unwrap().contains(r#""token":"tok-123""#));
+        assert!(
+            serde_json::to_string(&join)
+                .unwrap()
+                .contains(r#""token":"tok-123""#)
+        );
         assert!(!format!("{join:?}").contains("tok-123"), "{join:?}");
         let (_, server) = examples();
         assert!(!format!("{server:?}").contains("credential: Some(\"c\")"));

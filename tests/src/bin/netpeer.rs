@@ -192,8 +192,8 @@ fn report_pad(pipeline: &gst::Pipeline, pad: &gst::Pad) {
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 if video {
-                    let [r, g, b] = media::region_colour(&sample, (0.25, 0.25, 0.75, 0.75))
-                        .unwrap_or_default();
+                    let [r, g, b] =
+                        media::region_colour(&sample, (0.25, 0.25, 0.75, 0.75)).unwrap_or_default();
                     say(format!("frame {} {r} {g} {b}", ms()));
                 } else {
                     say(format!("audio {}", ms()));
@@ -225,10 +225,14 @@ fn report_pair(webrtcbin: &gst::Element) {
     if promise.wait() != gst::PromiseResult::Replied {
         return;
     }
-    let Some(stats) = promise.get_reply() else { return };
+    let Some(stats) = promise.get_reply() else {
+        return;
+    };
     let (mut local, mut remote, mut received) = (None, None, 0u64);
     for (_, value) in stats.iter() {
-        let Ok(s) = value.get::<gst::Structure>() else { continue };
+        let Ok(s) = value.get::<gst::Structure>() else {
+            continue;
+        };
         if s.name() == "inbound-rtp" {
             received += s.get::<u64>("bytes-received").unwrap_or(0);
         }
