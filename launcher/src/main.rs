@@ -7,8 +7,9 @@
 //! - `presets.rs`: the pipelines of `pipelines/`, built in, with `${VAR}` substitution;
 //! - `runner.rs`: running a pipeline (bus loop, room events, chat from stdin, Ctrl-C → EOS).
 //!
-//! Logging is set up once here (`RUST_LOG`, default `info`, to stderr); stdout carries what
-//! scripts read: the server URL, the invite link, room event lines.
+//! Logging is set up once here (`RUST_LOG`, default `info`, to stderr; tokens and TURN
+//! passwords never appear at any level); stdout carries what scripts read: the server URL, the
+//! invite link, room event lines.
 
 mod bench;
 mod commands;
@@ -55,10 +56,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        // tungstenite's trace level dumps every WebSocket frame's payload (tokens, TURN
+        // credentials) in hex: never below debug, whatever RUST_LOG asks.
+        .add_directive("tungstenite=debug".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

@@ -38,11 +38,8 @@ pub fn init_gstreamer() -> anyhow::Result<()> {
 /// Sets `token` on every roomsink and roomsrc of `pipeline`. Setting the property, rather
 /// than writing `token=` into the description, keeps the token out of GStreamer's parse logs.
 pub fn set_room_token(pipeline: &gst::Pipeline, token: &str) {
-    for element in pipeline.iterate_recurse().into_iter().flatten() {
-        let factory = element.factory().map(|f| f.name());
-        if matches!(factory.as_deref(), Some("roomsink" | "roomsrc")) {
-            element.set_property("token", token);
-        }
+    for element in room_elements(pipeline) {
+        element.set_property("token", token);
     }
 }
 

@@ -97,7 +97,7 @@ pub fn verify(key: &DecodingKey, token: &str, now: u64) -> Result<Claims, String
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-        .map_err(|err| format!("the token is not valid ({err})"))?
+        .map_err(|err| format!("the token is not valid ({})", why_invalid(&err)))?
         .claims;
     if claims.exp <= now {
         return Err(format!(
@@ -106,6 +106,18 @@ pub fn verify(key: &DecodingKey, token: &str, now: u64) -> Result<Claims, String
         ));
     }
     Ok(claims)
+}
+
+/// Why a token failed to decode, in words that quote nothing of it (a decoding error may name
+/// a byte of the token, and refusals are logged).
+fn why_invalid(err: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match err.kind() {
+        ErrorKind::InvalidSignature => "wrong signature",
+        ErrorKind::InvalidAlgorithm => "not signed with HS256",
+        ErrorKind::Json(_) => "claims missing or of the wrong form",
+        _ => "not a signed token",
+    }
 }
 
 /// Compares two secrets in constant time (for equal lengths; the length itself is not secret).

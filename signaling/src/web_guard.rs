@@ -10,7 +10,9 @@
 //! **Host.** DNS rebinding turns an attacker's name into 127.0.0.1, which makes the attacker's
 //! page "same origin" with a local server. On a loopback listener the `Host` header must
 //! therefore name the server itself: `localhost`, `127.0.0.1` (or the bound loopback address)
-//! or `[::1]`, with the port. On other listeners names cannot be known; use tokens there.
+//! or `[::1]`, with the port — or the host of an `--allow-origin` origin, which is how a reverse
+//! proxy in front of a loopback server passes the public name on. On other listeners names
+//! cannot be known; use tokens there.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +62,8 @@ pub fn security_header_layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
 pub struct OriginRule {
     /// `--allow-origin` values, normalised (lower case, no trailing `/`).
     allowed: Vec<String>,
-    /// For a loopback listener, the `Host` values that name it.
+    /// For a loopback listener, the `Host` values that name it (its own names with its port, and
+    /// the hosts of the allowed origins).
     loopback_hosts: Option<Vec<String>>,
 }
 
@@ -77,8 +80,18 @@ impl OriginRule {
             hosts.push(local.to_string());
             hosts
         });
+        let allowed: Vec<String> = allowed.iter().map(|o| normalise_origin(o)).collect();
+        let loopback_hosts = loopback_hosts.map(|mut hosts| {
+            hosts.extend(
+                allowed
+                    .iter()
+                    .filter_map(|o| authority(o))
+                    .map(str::to_owned),
+            );
+            hosts
+        });
         OriginRule {
-            allowed: allowed.iter().map(|o| normalise_origin(o)).collect(),
+            allowed,
             loopback_hosts,
         }
     }
@@ -108,10 +121,7 @@ impl OriginRule {
         if self.allowed.contains(&origin) {
             return Ok(());
         }
-        let authority = origin
-            .strip_prefix("https://")
-            .or_else(|| origin.strip_prefix("http://"));
-        match (authority, &host) {
+        match (authority(&origin), &host) {
             (Some(a), Some(h)) if a == h => Ok(()),
             _ => Err(format!(
                 "Origin {origin:?} may not open a room connection here: only pages served by \
@@ -119,6 +129,13 @@ impl OriginRule {
             )),
         }
     }
+}
+
+/// `host[:port]` of an http(s) origin.
+fn authority(origin: &str) -> Option<&str> {
+    origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
 }
 
 fn normalise_origin(origin: &str) -> String {
@@ -178,5 +195,19 @@ mod tests {
         ));
         assert!(!ok(Some("localhost:9999"), None));
         assert!(!ok(None, None));
+        // Behind a reverse proxy that passes the public name on, listed with --allow-origin.
+        let proxied = OriginRule::new(
+            "127.0.0.1:8443".parse().unwrap(),
+            &["https://meet.example.org".into()],
+        );
+        let ok = |host, origin| proxied.check(&headers(host, origin)).is_ok();
+        assert!(ok(
+            Some("meet.example.org"),
+            Some("https://meet.example.org")
+        ));
+        assert!(!ok(
+            Some("other.example.org"),
+            Some("https://other.example.org")
+        ));
     }
 }

@@ -218,6 +218,7 @@ fn viewer_now(viewer: &Peer) -> u64 {
 
 /// What the viewer decoded between two of its clock readings.
 #[derive(Debug)]
+#[allow(dead_code)] // Some fields are only there to be printed with the figures.
 struct Window {
     seconds: f64,
     frames: usize,
