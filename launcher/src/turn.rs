@@ -72,3 +72,70 @@ impl TurnArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TurnArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        turn: TurnArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TurnArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("server").chain(args.iter().copied())).map(|c| c.turn)
+    }
+
+    #[test]
+    fn turn_flags_make_a_turn_rest_configuration() {
+        assert!(parse(&[]).unwrap().turn().unwrap().is_none());
+        let turn = parse(&[
+            "--turn-secret",
+            "north",
+            "--turn-url",
+            "turn:turn.example.org:3478?transport=udp",
+            "--turn-url",
+            "turns:turn.example.org:5349?transport=tcp",
+            "--turn-ttl",
+            "600",
+        ])
+        .unwrap()
+        .turn()
+        .unwrap()
+        .unwrap();
+        assert_eq!(turn.secret.expose(), "north");
+        assert_eq!(turn.urls.len(), 2);
+        assert_eq!(turn.ttl.as_secs(), 600);
+        assert!(!format!("{:?}", parse(&["--turn-secret", "north"]).unwrap()).contains("north"));
+    }
+
+    #[test]
+    fn the_secret_can_come_from_a_file() {
+        let file = std::env::temp_dir().join(format!("gst-room-turn-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        let args = parse(&[
+            "--turn-secret-file",
+            file.to_str().unwrap(),
+            "--turn-url",
+            "turn:10.0.0.1:3478",
+        ])
+        .unwrap();
+        assert_eq!(args.turn().unwrap().unwrap().secret.expose(), "from-file");
+        std::fs::remove_file(&file).unwrap();
+        assert!(args.turn().unwrap_err().to_string().contains("--turn-secret-file"));
+    }
+
+    #[test]
+    fn incomplete_or_malformed_turn_flags_are_refused() {
+        let no_url = parse(&["--turn-secret", "north"]).unwrap().turn();
+        assert!(no_url.unwrap_err().to_string().contains("--turn-url"));
+        let no_secret = parse(&["--turn-url", "turn:x:3478"]).unwrap().turn();
+        assert!(no_secret.unwrap_err().to_string().contains("--turn-secret"));
+        assert!(parse(&["--turn-url", "turn:user:pw@x:3478"]).is_err());
+        assert!(parse(&["--turn-url", "http://x"]).is_err());
+        assert!(parse(&["--turn-ttl", "5"]).is_err());
+    }
+}
