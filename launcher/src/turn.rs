@@ -125,7 +125,12 @@ mod tests {
         .unwrap();
         assert_eq!(args.turn().unwrap().unwrap().secret.expose(), "from-file");
         std::fs::remove_file(&file).unwrap();
-        assert!(args.turn().unwrap_err().to_string().contains("--turn-secret-file"));
+        assert!(
+            args.turn()
+                .unwrap_err()
+                .to_string()
+                .contains("--turn-secret-file")
+        );
     }
 
     #[test]
