@@ -21,6 +21,15 @@ const WAIT: Duration = Duration::from_secs(40);
 /// The room server's port in its namespace.
 const SERVER_PORT: u16 = 8443;
 
+/// One test at a time: the frame-rate checks measure media on a 2-core machine, and two
+/// conferences encoding and decoding at once would measure each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A `netpeer` process in one namespace; killed on drop.
 struct Peer {
     name: String,
@@ -304,6 +313,7 @@ fn conference(
 
 #[test]
 fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
+    let _serial = one_at_a_time();
     let net = Network::new(&["srv", "a", "b"]);
     // a and b are on one LAN but drop each other's packets: only srv is reachable.
     let (a, b) = (net.address("a"), net.address("b"));
@@ -363,6 +373,7 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
 
 #[test]
 fn video_and_audio_keep_flowing_under_5_percent_loss() {
+    let _serial = one_at_a_time();
     let net = Network::new(&["srv", "pub", "view"]);
     let (_server, _publisher, mut viewer) =
         conference(&net, "pub", "view", "moving", &["latency=200"]);
@@ -390,6 +401,7 @@ fn video_and_audio_keep_flowing_under_5_percent_loss() {
 
 #[test]
 fn video_keeps_flowing_on_a_500_kbits_uplink() {
+    let _serial = one_at_a_time();
     let net = Network::new(&["srv", "pub", "view"]);
     // The publisher's uplink (its eth0 egress) is a 500 kbit/s one from the start; congestion
     // control must bring the encoder under it (webrtcsink starts at 2 Mbit/s).
@@ -399,6 +411,11 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
         "tc qdisc add dev eth0 root tbf rate 500kbit burst 32kbit latency 200ms",
     );
     let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
+    // webrtcsink starts at 2 Mbit/s: the first seconds overrun the link until congestion
+    // control has found its rate (figures printed, and in `gst-room bench network`); the
+    // checks are on the 20 s after that.
+    let adapting = measure(&mut viewer, Duration::from_secs(10));
+    println!("first 10 s at 500 kbit/s: {adapting:?}");
     let capped = measure(&mut viewer, Duration::from_secs(20));
     let lines = viewer.lines();
     let t0 = viewer_now(&viewer) - 20_000;
@@ -425,6 +442,7 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
 
 #[test]
 fn a_publisher_behind_nat_still_conferences() {
+    let _serial = one_at_a_time();
     let net = Network::new(&["srv", "lan", "nat", "home"]);
     // home leaves the LAN and sits behind nat: 192.168.77.2 → (masquerade) → nat's LAN address.
     sh(&net, "home", "ip link del eth0");
@@ -496,6 +514,7 @@ fn a_publisher_behind_nat_still_conferences() {
 
 #[test]
 fn a_link_flap_of_3_s_does_not_end_the_viewers_stream() {
+    let _serial = one_at_a_time();
     let net = Network::new(&["srv", "pub", "view"]);
     let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "ff0000", &[]);
     let published = |l: &[String]| l.iter().filter(|l| l.contains("room-published")).count();
