@@ -19,9 +19,11 @@ pub const PORT: u16 = 3478;
 /// Relay ports in the host's namespace.
 const RELAY_PORTS: (u16, u16) = (49_152, 49_407);
 
-/// A running turnserver; killed on drop.
+/// A running turnserver; killed on drop, its scratch folder removed.
 pub struct Coturn {
     child: Child,
+    /// Its pid file and (unused, but opened) user database.
+    scratch: std::path::PathBuf,
     address: Ipv4Addr,
     /// The TURN REST secret (`static-auth-secret`).
     pub secret: String,
@@ -82,6 +84,7 @@ impl Coturn {
         });
         let mut coturn = Coturn {
             child,
+            scratch: tmp,
             address,
             secret,
             log,
@@ -111,5 +114,6 @@ impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
