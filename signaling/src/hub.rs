@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
@@ -75,7 +76,10 @@ impl Hub {
         admitted: Result<Grants, Refusal>,
     ) {
         let mut state = self.state.lock().unwrap();
-        let out = state.rooms.join(peer, room, username, admitted);
+        // The clock is read here, at the edge: the rules stay free of I/O.
+        let out = state
+            .rooms
+            .join(peer, room, username, admitted, SystemTime::now());
         state.deliver(out);
     }
 

@@ -6,6 +6,7 @@
 //! - `hub`: the rules behind one lock, plus every connection's bounded outgoing queue.
 //! - `connection`: one WebSocket — parse, limit, keepalive, write, close.
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
+//! - `turn`: short-lived TURN credentials (TURN REST convention, as coturn checks them).
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod rooms;
 pub mod server;
 pub mod tls;
+pub mod turn;
 pub mod web_guard;
 
 use std::path::PathBuf;
@@ -57,6 +59,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Sent to each participant in `state`, once it has joined.
     pub ice_servers: Vec<protocol::IceServer>,
+    /// TURN REST secret and URLs (`--turn-secret`, `--turn-url`, `--turn-ttl`): each joined
+    /// participant also gets a TURN server with credentials minted for it.
+    pub turn: Option<turn::TurnRest>,
     /// The folder served at `/` (the conference page).
     pub web_dir: PathBuf,
     /// How often the server pings each connection.
@@ -81,6 +86,7 @@ impl Default for Config {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
+            turn: None,
             web_dir: default_web_dir(),
             // Ping every second, drop after 3 s of silence: LEFT reaches the room within 4 s.
             ping_interval: Duration::from_secs(1),

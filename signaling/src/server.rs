@@ -62,6 +62,7 @@ pub async fn run(
     let rules = RoomRules {
         capacity: config.max_participants,
         ice_servers: config.ice_servers.clone(),
+        turn: config.turn.clone(),
     };
     let app = App {
         hub: Arc::new(Hub::new(rules)),
