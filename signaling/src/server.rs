@@ -3,25 +3,40 @@
 //!
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
-//! `run` returns once all connection tasks have ended.
+//! `run` returns once all connection tasks have ended; HTTP requests still in flight get
+//! `shutdown_grace`, then their sockets are closed, so shutdown takes a bounded time whatever
+//! clients do.
+//!
+//! Serving is axum-server over hyper: it gives the header-read timeout, the bounded graceful
+//! shutdown, the peer address and an acceptor hook (per-address cap, TCP_NODELAY) that a TLS
+//! acceptor can wrap. The WebSocket handshake is done here rather than by axum's
+//! `WebSocketUpgrade`, so that the upgraded socket can be watched frame by frame (see
+//! [`crate::frames`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::Config;
-use crate::connection::{self, HARD_FRAME_LIMIT};
+use crate::accept::{LimitedAcceptor, PerAddress};
+use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
+use crate::frames::MessageWatch;
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
 
@@ -35,6 +50,8 @@ struct App {
     config: Arc<Config>,
     /// Caps open WebSockets; a permit lives as long as its connection task.
     connections: Arc<Semaphore>,
+    /// Caps WebSockets not in a room; a permit lives until its connection joins.
+    unjoined: Arc<Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -49,10 +66,12 @@ pub async fn run(
         capacity: config.max_participants,
         token: config.token.clone(),
         ice_servers: config.ice_servers.clone(),
+        max_streams: config.max_streams,
     };
     let app = App {
         hub: Arc::new(Hub::new(rules)),
         connections: Arc::new(Semaphore::new(config.max_connections)),
+        unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
         config: Arc::new(config),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -65,17 +84,11 @@ pub async fn run(
         .with_state(app.clone());
 
     let cancel = app.shutdown.clone();
-    // Signaling is small messages answered at once: without TCP_NODELAY, Nagle's algorithm
-    // holds a second frame until the peer's delayed ACK, ~40 ms per hop (see `gst-room bench`).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
-        .await;
+    let served = serve_http(listener, router, &app.config, async move {
+        shutdown.await;
+        cancel.cancel();
+    })
+    .await;
     // Upgraded connections are not the HTTP server's any more: wait for their close frames.
     app.shutdown.cancel();
     app.tasks.close();
@@ -83,29 +96,113 @@ pub async fn run(
     served
 }
 
-async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+/// Serves `router` over plain HTTP on `listener` until `shutdown` completes, then gives
+/// requests in flight `config.shutdown_grace` and returns. Every request's headers must arrive
+/// within `config.header_timeout`; each address holds at most `config.max_connections_per_ip`
+/// sockets. (The TLS variant differs only in the acceptor.)
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let grace = config.shutdown_grace;
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.graceful_shutdown(Some(grace));
+    });
+    let acceptor = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
+    let mut server = axum_server::Server::from_listener(listener)
+        .acceptor(acceptor)
+        .handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(config.header_timeout);
+    server
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+}
+
+async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    mut request: Request,
+) -> Response {
+    let accept_key = match websocket_accept_key(request.headers()) {
+        Ok(key) => key,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
+    let Ok(unjoined) = app.unjoined.clone().try_acquire_owned() else {
+        let why = "too many connections waiting to join\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let App {
         hub,
         config,
+        unjoined: unjoined_slots,
         shutdown,
         tasks,
         ..
     } = app;
-    // Small buffers: tungstenite's 128 KiB defaults dominated memory per participant, and
-    // every frame is flushed at once anyway.
-    ws.read_buffer_size(READ_BUFFER)
+    tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => return tracing::debug!(%peer_addr, cause = %err, "upgrade failed"),
+        };
+        let (watched, clock) = MessageWatch::new(TokioIo::new(upgraded));
+        let socket =
+            WebSocketStream::from_raw_socket(watched, Role::Server, Some(websocket_config())).await;
+        let gate = JoinGate::new(unjoined_slots, unjoined);
+        connection::serve(socket, clock, gate, hub, config, shutdown).await;
+        drop::<OwnedSemaphorePermit>(permit);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, HeaderValue::from_static("upgrade"))
+        .header(header::UPGRADE, HeaderValue::from_static("websocket"))
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+/// The WebSocket limits. Small buffers: tungstenite's 128 KiB defaults dominated memory per
+/// participant, and every frame is flushed at once anyway. tungstenite checks the frame limit
+/// on each frame header and the message limit as fragments are added, before buffering more.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                connection::serve(socket, hub, config, shutdown).await;
-                drop(permit);
-            })
-        })
+        .max_message_size(Some(HARD_FRAME_LIMIT))
+        .max_frame_size(Some(HARD_FRAME_LIMIT))
+}
+
+/// Checks an RFC 6455 opening handshake and returns the `Sec-WebSocket-Accept` value.
+fn websocket_accept_key(headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("expected a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)\n");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return Err("unsupported WebSocket version: expected Sec-WebSocket-Version: 13\n");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("missing Sec-WebSocket-Key\n")?;
+    Ok(derive_accept_key(key.as_bytes()))
 }
 
 async fn rooms(State(app): State<App>) -> impl IntoResponse {
