@@ -357,6 +357,9 @@ impl Child {
             "127.0.0.1:0",
             "--max-participants",
             &max_participants.to_string(),
+            // Every simulated participant comes from 127.0.0.1: lift the per-address cap.
+            "--max-connections-per-ip",
+            "100000",
         ];
         let child = Child::spawn("room server", &args.map(String::from))?;
         // "gst-room server listening on http://ADDR/ (WebSocket ws://ADDR/ws)"
