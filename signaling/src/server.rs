@@ -114,9 +114,13 @@ async fn serve_http(
         on_shutdown.graceful_shutdown(Some(grace));
     });
     let acceptor = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
+    // hyper's header timer starts with the first byte of a request (and runs again while a
+    // keep-alive connection waits for its next one); a connection that never sends a byte is
+    // axum-server's first-request timeout.
     let mut server = axum_server::Server::from_listener(listener)
         .acceptor(acceptor)
-        .handle(handle);
+        .handle(handle)
+        .first_request_timeout(config.header_timeout);
     server
         .http_builder()
         .http1()
