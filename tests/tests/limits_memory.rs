@@ -52,19 +52,22 @@ async fn one_round(url: &str) -> f64 {
     }
     let held = rss() - before;
     // Read all of them at once, so every ping is answered: only the message timeout ends them.
+    // Each ends with the server's close frame and then the end of the stream: the server drops
+    // the socket, and the buffers with it, when its connection task ends.
     let ends = futures::future::join_all(open.iter_mut().map(|ws| async move {
+        let mut close = None;
         loop {
             match tokio::time::timeout(WAIT, ws.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => return Some(frame),
+                Ok(Some(Ok(Message::Close(frame)))) => close = frame,
                 Ok(Some(Ok(_))) => continue,
                 // A pong written just after the server's close can make the close a reset.
-                Ok(Some(Err(_)) | None) => return None,
+                Ok(Some(Err(_)) | None) => return close,
                 Err(_) => panic!("a connection with an unfinished message still open after {WAIT:?}"),
             }
         }
     }))
     .await;
-    for close in ends.into_iter().flatten().flatten() {
+    for close in ends.into_iter().flatten() {
         // The message timeout (1008) ends these connections, before the join deadline (10 s).
         assert_eq!(close.code, CloseCode::Policy);
         assert!(close.reason.contains("message"), "{}", close.reason);
@@ -95,10 +98,11 @@ async fn unfinished_messages_are_dropped_and_memory_does_not_grow() {
     assert!(held[0] > 0.5 * (CONNECTIONS * MESSAGE_START) as f64, "{held:?}");
     // ...and rounds after the first reuse it instead of adding to it: had the server kept the
     // unfinished messages, each round would add what one round pins (36 MiB), 144 MiB in all.
-    // Allowing one round's worth leaves room for the allocator's own moves.
+    // Allowing two rounds' worth leaves room for the allocator's own moves (about ±20 MiB
+    // between rounds here).
     let growth = after[ROUNDS - 1] - after[0];
     assert!(
-        growth < (CONNECTIONS * MESSAGE_START) as f64,
+        growth < 2.0 * (CONNECTIONS * MESSAGE_START) as f64,
         "resident memory grew by {:.0} MiB over {} rounds",
         growth / MIB,
         ROUNDS - 1
