@@ -202,6 +202,29 @@ async fn a_connection_that_does_not_join_in_time_is_closed_and_unjoined_ones_are
 }
 
 #[tokio::test]
+async fn leaving_a_room_restarts_the_join_deadline_and_needs_an_unjoined_slot() {
+    let server = TestServer::start(Config {
+        join_timeout: Duration::from_secs(1),
+        max_unjoined: 1,
+        ..Config::default()
+    });
+    // Leaving starts the deadline again.
+    let mut alice = join(&server, "r", "alice").await;
+    send(&mut alice, &ClientMessage::Leave {}).await;
+    let frame = close_frame(&mut alice).await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(frame.reason.contains("join"), "{}", frame.reason);
+    // Leaving when every unjoined slot is taken closes the connection (1013, try again).
+    let mut bob = join(&server, "r", "bob").await;
+    let _waiting = connect_from(&server, "127.0.0.2").await.unwrap();
+    send(&mut bob, &ClientMessage::Leave {}).await;
+    assert_eq!(
+        close_frame(&mut bob).await.map(|f| f.code),
+        Some(CloseCode::Again)
+    );
+}
+
+#[tokio::test]
 async fn a_half_sent_request_is_closed_after_the_header_timeout() {
     let server = TestServer::start(Config {
         header_timeout: Duration::from_secs(1),
@@ -329,6 +352,60 @@ async fn rfc6455_protocol_errors_close_the_connection() {
         close_frame(&mut ws).await.map(|f| f.code),
         Some(CloseCode::Protocol)
     );
+}
+
+/// A WebSocket handshake by hand, so the test can then write frames no client library would.
+async fn raw_websocket(server: &TestServer) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn raw_close_code(tcp: &mut TcpStream) -> u16 {
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut all))
+        .await
+        .expect("the server closes")
+        .ok();
+    let mut rest = &all[..];
+    while rest.len() >= 2 {
+        let (opcode, len) = (rest[0] & 0x0f, usize::from(rest[1] & 0x7f));
+        assert!(len < 126, "small server frames only");
+        if opcode == 0x8 {
+            return u16::from_be_bytes([rest[2], rest[3]]);
+        }
+        rest = &rest[2 + len..];
+    }
+    panic!("no close frame in {all:?}");
+}
+
+#[tokio::test]
+async fn unmasked_frames_and_reserved_bits_close_the_connection_with_1002() {
+    let server = TestServer::default_config();
+    let frames: [&[u8]; 2] = [
+        // A text frame "{}" without the mask every client frame must carry.
+        &[0x81, 0x02, b'{', b'}'],
+        // A masked, empty text frame with RSV1 set (no extension was negotiated).
+        &[0xc1, 0x80, 1, 2, 3, 4],
+    ];
+    for frame in frames {
+        let mut tcp = raw_websocket(&server).await;
+        tcp.write_all(frame).await.unwrap();
+        assert_eq!(raw_close_code(&mut tcp).await, 1002, "{frame:?}");
+    }
 }
 
 #[tokio::test]
