@@ -80,7 +80,9 @@ fn at_least_one(arg: &str) -> Result<usize, String> {
 fn seconds(arg: &str) -> Result<f64, String> {
     match arg.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
-        _ => Err(format!("{arg:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!(
+            "{arg:?} is not a number of seconds between 0 and 86400"
+        )),
     }
 }
 

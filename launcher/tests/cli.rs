@@ -261,7 +261,8 @@ fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_fla
         .unwrap()
         .to_owned();
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let _second = std::net::TcpStream::connect(&addr).unwrap();
     // The per-address flag took effect: a third connection is refused with 429.
     let mut third = std::net::TcpStream::connect(&addr).unwrap();

@@ -82,7 +82,9 @@ impl<S> MessageWatch<S> {
     fn observe(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() && !self.lost {
             if self.payload_left > 0 {
-                let n = bytes.len().min(self.payload_left.try_into().unwrap_or(usize::MAX));
+                let n = bytes
+                    .len()
+                    .min(self.payload_left.try_into().unwrap_or(usize::MAX));
                 self.payload_left -= n as u64;
                 bytes = &bytes[n..];
                 if self.payload_left == 0 {

@@ -835,7 +835,10 @@ mod tests {
         join(&mut r, 2, "a", "view");
         for i in 0..4 {
             let stream = format!("s{i}");
-            assert_eq!(types(&r.handle(1, publish_msg(&stream))), [(2, "published".into())]);
+            assert_eq!(
+                types(&r.handle(1, publish_msg(&stream))),
+                [(2, "published".into())]
+            );
         }
         assert!(matches!(
             r.handle(1, publish_msg("s4"))[0].1,
@@ -860,7 +863,12 @@ mod tests {
             );
         }
         // Once stopped, the stream can be played again.
-        r.handle(2, ClientMessage::Stop { session: "s1".into() });
+        r.handle(
+            2,
+            ClientMessage::Stop {
+                session: "s1".into(),
+            },
+        );
         assert_eq!(types(&r.handle(2, play))[1], (1, "session-request".into()));
     }
 

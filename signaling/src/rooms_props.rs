@@ -80,7 +80,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn is_join_answer(msg: &ServerMessage) -> bool {
-    matches!(msg, ServerMessage::State { .. } | ServerMessage::Failed { .. })
+    matches!(
+        msg,
+        ServerMessage::State { .. } | ServerMessage::Failed { .. }
+    )
 }
 
 /// Everything that must hold between any two operations.
@@ -93,16 +96,25 @@ fn check_invariants(rooms: &Rooms) -> Result<(), TestCaseError> {
         for peer in &room.members {
             prop_assert!(members_seen.insert(*peer), "peer {peer} in two rooms");
             let member = rooms.member(*peer);
-            prop_assert!(member.is_some(), "room {name} lists {peer}, who is not a member");
+            prop_assert!(
+                member.is_some(),
+                "room {name} lists {peer}, who is not a member"
+            );
             let member = member.unwrap();
             prop_assert_eq!(&member.room, name);
-            prop_assert!(usernames.insert(member.username.clone()), "name taken twice");
+            prop_assert!(
+                usernames.insert(member.username.clone()),
+                "name taken twice"
+            );
             prop_assert!(member.streams.len() <= MAX_STREAMS, "too many streams");
         }
     }
     for (peer, state) in &rooms.peers {
         if state.member.is_some() {
-            prop_assert!(members_seen.contains(peer), "member {peer} missing from its room");
+            prop_assert!(
+                members_seen.contains(peer),
+                "member {peer} missing from its room"
+            );
         }
     }
     let mut plays = HashSet::new();
@@ -110,13 +122,16 @@ fn check_invariants(rooms: &Rooms) -> Result<(), TestCaseError> {
         // Two live ends, in one room, and the stream still published by its publisher.
         let (Some(publisher), Some(viewer)) = (rooms.member(s.publisher), rooms.member(s.viewer))
         else {
-            return Err(TestCaseError::fail(format!("session {id} has an end that left")));
+            return Err(TestCaseError::fail(format!(
+                "session {id} has an end that left"
+            )));
         };
         prop_assert_eq!(&publisher.room, &viewer.room);
         prop_assert!(s.publisher != s.viewer);
         prop_assert!(
             publisher.streams.iter().any(|info| info.stream == s.stream),
-            "session {} outlived its stream", id
+            "session {} outlived its stream",
+            id
         );
         prop_assert!(
             plays.insert((s.publisher, s.viewer, s.stream.clone())),
@@ -132,7 +147,10 @@ fn apply(rooms: &mut Rooms, op: &Op) -> Result<(), TestCaseError> {
         Op::Connect(_) => return Ok(()),
         Op::Disconnect(peer) => {
             let out = rooms.disconnect(*peer);
-            prop_assert!(out.iter().all(|(to, _)| to != peer), "message to a closed peer");
+            prop_assert!(
+                out.iter().all(|(to, _)| to != peer),
+                "message to a closed peer"
+            );
             out
         }
         Op::Send(peer, msg) => {

@@ -89,7 +89,10 @@ async fn join_from(server: &TestServer, ip: &str, room: &str, name: &str) -> Ws 
     )
     .await;
     let state = next(&mut ws).await;
-    assert!(matches!(state, Some(ServerMessage::State { .. })), "{state:?}");
+    assert!(
+        matches!(state, Some(ServerMessage::State { .. })),
+        "{state:?}"
+    );
     ws
 }
 
@@ -307,7 +310,9 @@ async fn fragments_count_towards_the_message_limit_as_they_arrive() {
     ws.send(fragment(Data::Continue, true, b.to_vec()))
         .await
         .unwrap();
-    assert!(matches!(next(&mut ws).await, Some(ServerMessage::Message { text, .. }) if text == "hello in pieces"));
+    assert!(
+        matches!(next(&mut ws).await, Some(ServerMessage::Message { text, .. }) if text == "hello in pieces")
+    );
     // Fragments of 600 KiB each: the second one takes the message past 1 MiB and the server
     // fails the connection with 1009 before the message is complete.
     let piece = vec![b' '; 600 * 1024];
@@ -369,7 +374,11 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
         tcp.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     tcp
 }
 
@@ -428,7 +437,8 @@ async fn an_unfinished_message_is_dropped_within_its_timeout_even_if_pings_are_a
     // The room hears LEFT at once; the other participant is untouched.
     let msgs = sync(&mut watcher).await;
     assert!(
-        msgs.iter().any(|m| matches!(m, ServerMessage::Left { username } if username == "alice")),
+        msgs.iter()
+            .any(|m| matches!(m, ServerMessage::Left { username } if username == "alice")),
         "{msgs:?}"
     );
 }
@@ -485,9 +495,11 @@ async fn a_chat_flood_limits_the_flooder_and_a_reader_gets_every_message_let_thr
         echoed.len()
     );
     // The reader, reading at its own pace, got exactly those messages, in order, and stays.
-    sink.send(Message::text(serde_json::to_string(&publish("done")).unwrap()))
-        .await
-        .unwrap();
+    sink.send(Message::text(
+        serde_json::to_string(&publish("done")).unwrap(),
+    ))
+    .await
+    .unwrap();
     let mut got = Vec::new();
     loop {
         match next(&mut reader).await.expect("the reader stays connected") {
@@ -521,7 +533,10 @@ async fn a_flooder_that_does_not_read_is_disconnected_and_the_room_stays() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(chat_seen <= 20 + 10 * 5, "{chat_seen} chat messages reached the reader");
+    assert!(
+        chat_seen <= 20 + 10 * 5,
+        "{chat_seen} chat messages reached the reader"
+    );
     sync(&mut reader).await;
 }
 
@@ -574,7 +589,10 @@ async fn the_fifth_stream_is_refused_and_a_newcomer_sees_four() {
     send(&mut alice, &publish("s4")).await;
     let replies = sync(&mut alice).await;
     assert_eq!(
-        replies.iter().map(|m| error_code(&Some(m.clone()))).collect::<Vec<_>>(),
+        replies
+            .iter()
+            .map(|m| error_code(&Some(m.clone())))
+            .collect::<Vec<_>>(),
         [Some(ErrorCode::TooManyStreams)]
     );
     let mut bob = connect_from(&server, "127.0.0.1").await.unwrap();
@@ -594,7 +612,13 @@ async fn the_fifth_stream_is_refused_and_a_newcomer_sees_four() {
         other => panic!("{other:?}"),
     }
     // Unpublishing frees a place.
-    send(&mut alice, &ClientMessage::Unpublish { stream: "s0".into() }).await;
+    send(
+        &mut alice,
+        &ClientMessage::Unpublish {
+            stream: "s0".into(),
+        },
+    )
+    .await;
     send(&mut alice, &publish("s4")).await;
     let replies = sync(&mut alice).await;
     assert!(
@@ -628,5 +652,8 @@ async fn errors_quote_only_a_short_prefix_of_large_input() {
     let mut joined = join(&server, "r", "alice").await;
     send(&mut joined, &ClientMessage::Stop { session: huge }).await;
     let reply = next(&mut joined).await.unwrap();
-    assert!(serde_json::to_string(&reply).unwrap().len() < 300, "{reply:?}");
+    assert!(
+        serde_json::to_string(&reply).unwrap().len() < 300,
+        "{reply:?}"
+    );
 }

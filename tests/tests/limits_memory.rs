@@ -62,7 +62,9 @@ async fn one_round(url: &str) -> f64 {
                 Ok(Some(Ok(_))) => continue,
                 // A pong written just after the server's close can make the close a reset.
                 Ok(Some(Err(_)) | None) => return close,
-                Err(_) => panic!("a connection with an unfinished message still open after {WAIT:?}"),
+                Err(_) => {
+                    panic!("a connection with an unfinished message still open after {WAIT:?}")
+                }
             }
         }
     }))
@@ -95,7 +97,10 @@ async fn unfinished_messages_are_dropped_and_memory_does_not_grow() {
         after.iter().map(|b| (b / MIB).round()).collect::<Vec<_>>()
     );
     // The attack did pin memory while the connections were open (else this test proves nothing)...
-    assert!(held[0] > 0.5 * (CONNECTIONS * MESSAGE_START) as f64, "{held:?}");
+    assert!(
+        held[0] > 0.5 * (CONNECTIONS * MESSAGE_START) as f64,
+        "{held:?}"
+    );
     // ...and rounds after the first reuse it instead of adding to it: had the server kept the
     // unfinished messages, each round would add what one round pins (36 MiB), 144 MiB in all.
     // Allowing two rounds' worth leaves room for the allocator's own moves (about ±20 MiB

@@ -688,7 +688,10 @@ mod tests {
         let long = "é".repeat(70_000);
         let why = validate_name(&long).unwrap_err();
         assert!(why.chars().count() < 2 * MAX_ECHO_CHARS, "{why}");
-        assert!(why.contains(&format!("{}…", "é".repeat(MAX_ECHO_CHARS))), "{why}");
+        assert!(
+            why.contains(&format!("{}…", "é".repeat(MAX_ECHO_CHARS))),
+            "{why}"
+        );
         assert_eq!(excerpt("short"), "short");
     }
 }

@@ -20,7 +20,11 @@ fn text() -> impl Strategy<Value = String> {
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     let opt = || proptest::option::of(text());
     let description = (any::<bool>(), text()).prop_map(|(offer, sdp)| SessionDescription {
-        kind: if offer { SdpType::Offer } else { SdpType::Answer },
+        kind: if offer {
+            SdpType::Offer
+        } else {
+            SdpType::Answer
+        },
         sdp,
     });
     prop_oneof![
@@ -76,11 +80,10 @@ fn hostile_input() -> impl Strategy<Value = Vec<u8>> {
             bytes
         },
     );
-    let truncated =
-        (client_message(), any::<prop::sample::Index>()).prop_map(|(msg, at)| {
-            let bytes = serde_json::to_vec(&msg).unwrap();
-            bytes[..at.index(bytes.len())].to_vec()
-        });
+    let truncated = (client_message(), any::<prop::sample::Index>()).prop_map(|(msg, at)| {
+        let bytes = serde_json::to_vec(&msg).unwrap();
+        bytes[..at.index(bytes.len())].to_vec()
+    });
     prop_oneof![
         mutated,
         truncated,
