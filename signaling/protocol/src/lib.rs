@@ -19,7 +19,9 @@
 //! 5. [`ClientMessage::Leave`] or closing the socket → [`ServerMessage::Left`] to the others.
 //!
 //! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
-//! nothing else changes.
+//! nothing else changes. Errors quote at most [`MAX_ECHO_CHARS`] characters of the input they
+//! refuse. What does close it are the server's limits (README, "Limits"): WebSocket protocol
+//! violations, frames over 1 MiB, timeouts, a participant too slow to read its messages.
 //!
 //! ```
 //! use room_protocol::ClientMessage;
