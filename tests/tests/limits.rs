@@ -63,15 +63,17 @@ async fn next(ws: &mut Ws) -> Option<ServerMessage> {
     }
 }
 
-/// Reads (answering pings) until the server closes; returns its close frame.
+/// Reads (answering pings) until the server has closed the connection and dropped the socket
+/// (the end of the stream: by then the connection's slots are free); returns its close frame.
 async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
+    let mut close = None;
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
             .expect("the server closes within WAIT");
         match frame {
-            Some(Ok(Message::Close(frame))) => return frame,
-            None | Some(Err(_)) => return None,
+            Some(Ok(Message::Close(frame))) => close = frame,
+            None | Some(Err(_)) => return close,
             Some(Ok(_)) => continue,
         }
     }
