@@ -42,6 +42,9 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// its TCP window, and a write would otherwise wait forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a closing connection waits for the peer's close frame after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// The longest serde error quoted back in `error malformed` (serde quotes the input it refuses).
 const MAX_PARSE_ERROR_CHARS: usize = 160;
 
@@ -160,6 +163,17 @@ pub async fn serve<S>(
             reason: reason.into(),
         };
         let _ = timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        // Complete the closing handshake (RFC 6455 section 7.1.1): closing the socket while the
+        // peer's last frames (a pong, say) are unread would reset it, and the peer could lose
+        // the close frame that says why.
+        let _ = timeout(CLOSE_WAIT, async {
+            while let Some(Ok(frame)) = frames.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     tracing::debug!("disconnected");
 }
