@@ -116,7 +116,10 @@ async fn serve_http(
     let acceptor = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
     // hyper's header timer starts with the first byte of a request (and runs again while a
     // keep-alive connection waits for its next one); a connection that never sends a byte is
-    // axum-server's first-request timeout.
+    // axum-server's first-request timeout. Known gap: the header timer is HTTP/1's; HTTP/2 with
+    // prior knowledge (h2c) is still served, because hyper-util's auto builder ignores
+    // `http1_only` when upgrades are enabled, so an h2c connection is bounded only by the
+    // per-address cap.
     let mut server = axum_server::Server::from_listener(listener)
         .acceptor(acceptor)
         .handle(handle)
