@@ -114,8 +114,9 @@ impl Limiters {
         }
     }
 
-    /// Takes a token for `msg`; `Err` with the explanation for its sender when it is over a
-    /// limit (then no token of any bucket was taken).
+    /// Takes a token for `msg` from its kind's bucket and from the every-message bucket; `Err`
+    /// with the explanation for its sender when either is empty (a message refused by its
+    /// kind's bucket takes nothing from the every-message one).
     pub fn check(&self, msg: &ClientMessage) -> Result<(), String> {
         let (kind, bucket, limit) = match msg {
             ClientMessage::Message { .. } => ("chat messages", &self.chat, self.limits.chat),
@@ -185,5 +186,50 @@ mod tests {
         assert!(refused.contains("chat messages"), "{refused}");
         // Other kinds have their own buckets.
         assert!(buckets.check(&ClientMessage::Leave {}).is_ok());
+    }
+
+    #[test]
+    fn every_kind_of_message_takes_from_its_bucket_and_the_every_message_one() {
+        let one = RateLimit::new(1, 1);
+        let buckets = Limiters::new(RateLimits {
+            chat: one,
+            play: one,
+            room_events: one,
+            messages: RateLimit::new(1, 6),
+        });
+        let play = ClientMessage::Play {
+            participant: "a".into(),
+            stream: "b".into(),
+        };
+        let publish = ClientMessage::Publish {
+            stream: "s".into(),
+            audio: true,
+            video: true,
+        };
+        let mute = ClientMessage::Mute {
+            stream: "s".into(),
+            audio_muted: true,
+            video_muted: true,
+        };
+        let stop = ClientMessage::Stop {
+            session: "s1".into(),
+        };
+        assert!(buckets.check(&play).is_ok());
+        assert!(buckets.check(&play).unwrap_err().contains("play requests"));
+        assert!(buckets.check(&publish).is_ok());
+        // mute shares the room-event bucket with publish, join, leave and unpublish.
+        assert!(buckets.check(&mute).unwrap_err().contains("mute"));
+        assert!(buckets.check(&ClientMessage::Leave {}).is_err());
+        // Refused messages took no token: 2 taken so far; SDP/ICE/stop only use the last bucket.
+        for _ in 0..4 {
+            assert!(buckets.check(&stop).is_ok());
+        }
+        assert!(
+            buckets
+                .check(&stop)
+                .unwrap_err()
+                .contains("too many messages")
+        );
+        assert!(buckets.check_messages().is_err());
     }
 }

@@ -420,6 +420,18 @@ async fn unmasked_frames_and_reserved_bits_close_the_connection_with_1002() {
 }
 
 #[tokio::test]
+async fn a_frame_over_the_limit_is_refused_at_its_header_before_any_payload() {
+    let server = TestServer::default_config();
+    let mut tcp = raw_websocket(&server).await;
+    // The header of a masked 100 MiB text frame, and not one byte of its payload.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(100u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).await.unwrap();
+    assert_eq!(raw_close_code(&mut tcp).await, 1009);
+}
+
+#[tokio::test]
 async fn an_unfinished_message_is_dropped_within_its_timeout_even_if_pings_are_answered() {
     let server = TestServer::start(Config {
         message_timeout: Duration::from_secs(1),
