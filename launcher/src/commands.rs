@@ -11,8 +11,9 @@ use anyhow::{Context, bail};
 use crate::presets::{PRESETS, Preset, parse_assignment};
 use crate::runner::{self, RunOptions};
 
-/// Where and as whom (shared by the pipeline subcommands).
-#[derive(clap::Args, Debug, Clone)]
+/// Where and as whom (shared by the pipeline subcommands). `Debug` is hand-written below: the
+/// token never reaches a log.
+#[derive(clap::Args, Clone)]
 pub struct RoomArgs {
     /// Room server WebSocket URL.
     #[arg(long, default_value = "ws://127.0.0.1:8443/ws")]
@@ -23,6 +24,10 @@ pub struct RoomArgs {
     /// Own participant name (each subcommand has its own default).
     #[arg(long)]
     pub username: Option<String>,
+    /// Access token for servers that want one (from `gst-room token`, or the shared --token);
+    /// set on every room element of the pipeline, never written into its description.
+    #[arg(long, env = "GST_ROOM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Set any variable of the preset pipeline: NAME=value (see `gst-room pipelines`).
     #[arg(long = "set", value_parser = parse_assignment)]
     pub set: Vec<(String, String)>,
@@ -32,6 +37,20 @@ pub struct RoomArgs {
     /// Stop (EOS) after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
+}
+
+impl std::fmt::Debug for RoomArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomArgs")
+            .field("server", &self.server)
+            .field("room", &self.room)
+            .field("username", &self.username)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("set", &self.set)
+            .field("quiet", &self.quiet)
+            .field("duration", &self.duration)
+            .finish()
+    }
 }
 
 impl RoomArgs {
@@ -52,6 +71,7 @@ impl RoomArgs {
             quiet: self.quiet,
             duration: self.duration.map(Duration::from_secs_f64),
             chat,
+            token: self.token.clone().map(Into::into),
         }
     }
 }
@@ -203,6 +223,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<()> {
         quiet: args.quiet,
         duration: args.duration.map(Duration::from_secs_f64),
         chat: true,
+        token: None,
     };
     runner::run(&pipeline, options).await
 }
@@ -238,5 +259,8 @@ async fn run_preset(
     runner::init_gstreamer()?;
     let description = Preset::find(name)?.render(values)?;
     let pipeline = runner::build(&description).with_context(|| format!("pipeline {name}"))?;
+    if let Some(token) = &options.token {
+        runner::set_room_token(&pipeline, token.expose());
+    }
     runner::run(&pipeline, options).await
 }

@@ -4,11 +4,19 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use room_signaling::auth::Grants;
+use room_signaling::protocol::Secret;
 
 use crate::presets::Preset;
 use crate::runner::{self, RunOptions};
 use crate::server::ServerArgs;
+use crate::token::{invite_link, mint_for};
+
+/// How long the tokens the demo mints for itself and its guest are valid.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -24,12 +32,31 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
+    let config = args.server.config()?;
+    // demo-bot and the guest of the printed invite link get tokens when the server wants them.
+    let token_for = |username: &str| -> Option<Secret> {
+        match (&config.token_secret, &config.token) {
+            (Some(secret), _) => Some(
+                mint_for(
+                    secret,
+                    &args.room,
+                    username,
+                    DEMO_TOKEN_TTL,
+                    Grants::PARTICIPANT,
+                )
+                .into(),
+            ),
+            (None, shared) => shared.clone(),
+        }
+    };
+    let bot_token = token_for("demo-bot");
+    let guest_token = token_for("guest");
     let listener = tokio::net::TcpListener::bind(args.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.server.listen))?;
     let addr = listener.local_addr()?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(room_signaling::run(listener, args.server.config(), async {
+    let server = tokio::spawn(room_signaling::run(listener, config, async {
         let _ = server_stopped.await;
     }));
 
@@ -39,12 +66,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("USERNAME".to_owned(), "demo-bot".to_owned()),
     ]);
     let pipeline = runner::build(&Preset::find("publish-test")?.render(&values)?)?;
+    if let Some(token) = &bot_token {
+        runner::set_room_token(&pipeline, token.expose());
+    }
     println!("gst-room server listening on http://{addr}/ (WebSocket ws://{addr}/ws)");
     println!(
         "demo-bot is publishing in room {}. Open the invite link in a browser:",
         args.room
     );
-    println!("  http://{addr}/?room={}", args.room);
+    match &guest_token {
+        Some(token) => println!(
+            "  {}",
+            invite_link(
+                &format!("http://{addr}"),
+                &args.room,
+                "guest",
+                token.expose()
+            )
+        ),
+        None => println!("  http://{addr}/?room={}", args.room),
+    }
     println!("Type a line to chat as demo-bot; Ctrl-C stops.");
     let result = runner::run(
         &pipeline,
@@ -52,6 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             quiet: args.quiet,
             duration: None,
             chat: true,
+            token: None,
         },
     )
     .await;

@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Read chat lines from stdin.
     pub chat: bool,
+    /// Access token set on the room elements (see [`set_room_token`]); redacted in `Debug`.
+    pub token: Option<room_signaling::protocol::Secret>,
 }
 
 /// Registers the room plugin in this process (no GST_PLUGIN_PATH needed).
@@ -31,6 +33,14 @@ pub fn init_gstreamer() -> anyhow::Result<()> {
     gst::init()?;
     gstroom::plugin_register_static().context("registering the room plugin")?;
     Ok(())
+}
+
+/// Sets `token` on every roomsink and roomsrc of `pipeline`. Setting the property, rather
+/// than writing `token=` into the description, keeps the token out of GStreamer's parse logs.
+pub fn set_room_token(pipeline: &gst::Pipeline, token: &str) {
+    for element in room_elements(pipeline) {
+        element.set_property("token", token);
+    }
 }
 
 /// Parses a gst-launch description into a pipeline.

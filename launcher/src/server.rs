@@ -7,13 +7,17 @@ use std::time::Duration;
 use anyhow::Context;
 use room_signaling::protocol::IceServer;
 use room_signaling::{
-    Config, DEFAULT_HEADER_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_UNJOINED, DEFAULT_MESSAGE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, RateLimit, RateLimits,
+    Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_TIMEOUT, DEFAULT_JOIN_TIMEOUT,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_UNJOINED, DEFAULT_MESSAGE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, RateLimit, RateLimits,
 };
 
-/// Flags of `gst-room server` (also used by `gst-room demo`).
-#[derive(clap::Args, Debug, Clone)]
+use crate::token::SecretArgs;
+
+/// Flags of `gst-room server` (also used by `gst-room demo`). `Debug` is hand-written below:
+/// tokens and TURN passwords never reach a log.
+#[derive(clap::Args, Clone)]
 pub struct ServerArgs {
     /// Address and port to listen on (HTTP and WebSocket on one port). Port 0 picks a free one.
     #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -21,13 +25,27 @@ pub struct ServerArgs {
     /// Most participants per room.
     #[arg(long, default_value_t = DEFAULT_MAX_PARTICIPANTS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_participants: u16,
-    /// Require this token in every join (participants without it get "unauthorized").
-    #[arg(long, env = "GST_ROOM_TOKEN")]
+    /// A shared token: a join carrying it is admitted (publish, play, chat; any room and name).
+    /// With --token-secret too, either kind of token is accepted.
+    #[arg(long, env = "GST_ROOM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Bearer token that may read /rooms (as may an access token with the admin grant).
+    #[arg(long, env = "GST_ROOM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Wrong tokens one address may present per minute; further attempts in that minute are
+    /// refused without being checked.
+    #[arg(long, default_value_t = DEFAULT_AUTH_FAILURES_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failures_per_minute: u32,
+    /// A browser origin besides the page's own that may open /ws, e.g.
+    /// https://meet.example.org (repeatable).
+    #[arg(long = "allow-origin")]
+    pub allowed_origins: Vec<String>,
     /// Folder served at / (the conference page). Defaults to this source tree's signaling/web.
     #[arg(long)]
     pub web_dir: Option<PathBuf>,
-    /// An ICE server handed to browsers in `welcome` (repeatable): stun:host:port, or
+    /// An ICE server handed to each participant once it has joined (repeatable): stun:host:port, or
     /// turn:user:password@host:port for TURN with credentials.
     #[arg(long = "ice-server", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
@@ -115,12 +133,45 @@ fn parse_ice_server(arg: &str) -> Result<IceServer, String> {
     }
 }
 
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ServerArgs")
+            .field("listen", &self.listen)
+            .field("max_participants", &self.max_participants)
+            .field("token", &redacted(&self.token))
+            .field("secret", &self.secret)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("web_dir", &self.web_dir)
+            .field("ice_servers", &self.ice_servers)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_unjoined", &self.max_unjoined)
+            .field("join_timeout", &self.join_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("message_timeout", &self.message_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_streams", &self.max_streams)
+            .field("chat_limit", &self.chat_limit)
+            .field("play_limit", &self.play_limit)
+            .field("room_event_limit", &self.room_event_limit)
+            .field("message_limit", &self.message_limit)
+            .finish()
+    }
+}
+
 impl ServerArgs {
-    /// The server configuration these flags describe.
-    pub fn config(&self) -> Config {
+    /// The server configuration these flags describe (reads --token-secret-file).
+    pub fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config {
             max_participants: self.max_participants.into(),
-            token: self.token.clone(),
+            token: self.token.clone().map(Into::into),
+            token_secret: self.secret.secret()?,
+            admin_token: self.admin_token.clone().map(Into::into),
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            allowed_origins: self.allowed_origins.clone(),
             ice_servers: self.ice_servers.clone(),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
@@ -141,19 +192,20 @@ impl ServerArgs {
         if let Some(dir) = &self.web_dir {
             config.web_dir = dir.clone();
         }
-        config
+        Ok(config)
     }
 }
 
 /// Binds, prints the URL, serves until Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this exact line.
     println!("gst-room server listening on http://{addr}/ (WebSocket ws://{addr}/ws)");
-    room_signaling::run(listener, args.config(), async {
+    room_signaling::run(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C: closing connections");
     })
@@ -176,7 +228,10 @@ mod tests {
             parse_ice_server("turn:alice:s3cret@turn.example.org:3478?transport=udp").unwrap();
         assert_eq!(turn.urls, ["turn:turn.example.org:3478?transport=udp"]);
         assert_eq!(
-            (turn.username.as_deref(), turn.credential.as_deref()),
+            (
+                turn.username.as_deref(),
+                turn.credential.as_ref().map(|c| c.expose())
+            ),
             (Some("alice"), Some("s3cret"))
         );
         assert!(parse_ice_server("http://x").is_err());

@@ -454,7 +454,7 @@ async fn connect_and_join(
     let join = ClientMessage::Join {
         room: key.room.clone(),
         username: key.username.clone(),
-        token,
+        token: token.map(Into::into),
     };
     send_json(&mut ws, &join).await.map_err(|e| io(&e))?;
     loop {

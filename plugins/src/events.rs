@@ -77,8 +77,9 @@ impl From<Status> for RoomStatus {
     }
 }
 
-/// The room settings both elements have.
-#[derive(Debug, Clone)]
+/// The room settings both elements have. `Debug` leaves out the token and the TURN URLs
+/// (they carry credentials), so logging settings never writes a secret.
+#[derive(Clone)]
 pub struct RoomSettings {
     pub server_url: String,
     pub room: Option<String>,
@@ -86,6 +87,22 @@ pub struct RoomSettings {
     pub token: Option<String>,
     pub stun_server: Option<String>,
     pub turn_servers: Vec<String>,
+}
+
+impl std::fmt::Debug for RoomSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomSettings")
+            .field("server_url", &self.server_url)
+            .field("room", &self.room)
+            .field("username", &self.username)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("stun_server", &self.stun_server)
+            .field(
+                "turn_servers",
+                &format_args!("<{} redacted>", self.turn_servers.len()),
+            )
+            .finish()
+    }
 }
 
 impl Default for RoomSettings {
@@ -153,7 +170,7 @@ impl RoomSettings {
                 .build(),
             glib::ParamSpecString::builder("token")
                 .nick("Token")
-                .blurb("Secret to join a server started with --token")
+                .blurb("Access token to join a server that wants one: a token minted with `gst-room token` (for this room and username), or the server's shared --token")
                 .mutable_ready()
                 .build(),
             glib::ParamSpecString::builder("stun-server")
@@ -367,6 +384,7 @@ pub fn event_structure(msg: &ServerMessage) -> Option<gst::Structure> {
             username,
             capacity,
             participants,
+            ..
         } => gst::Structure::builder("room-state")
             .field("room", room)
             .field("username", username)
@@ -460,6 +478,8 @@ pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> tokio::task:
                     username: key.username.clone(),
                     capacity: snapshot.capacity,
                     participants: snapshot.participants,
+                    // Not part of the room-state event.
+                    ice_servers: Vec::new(),
                 };
                 post(&element, event_structure(&state).unwrap());
             }

@@ -15,6 +15,7 @@
 //! that is not in a room holds one of the server's "unjoined" slots and must join within
 //! `join_timeout` (1008 otherwise).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::auth::Access;
 use crate::frames::MessageClock;
 use crate::hub::Hub;
 use crate::limits::Limiters;
@@ -81,6 +83,14 @@ impl JoinGate {
     }
 }
 
+/// Who is on the other end, and what decides whether it may join.
+pub struct Client {
+    /// The peer's address (throttling of wrong tokens is per address).
+    pub addr: SocketAddr,
+    /// The server's access rules.
+    pub access: Arc<Access>,
+}
+
 /// Runs one connection until it ends.
 pub async fn serve<S>(
     socket: WebSocketStream<S>,
@@ -89,6 +99,7 @@ pub async fn serve<S>(
     hub: Arc<Hub>,
     config: Arc<Config>,
     shutdown: CancellationToken,
+    client: Client,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -120,7 +131,7 @@ pub async fn serve<S>(
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        read_text(&hub, &limiters, peer, text.as_str());
+                        read_text(&hub, &limiters, peer, &client, text.as_str());
                         if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
                             break Some((CloseCode::Again, "too many connections waiting to join"));
                         }
@@ -191,8 +202,9 @@ fn close_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
 }
 
 /// Parses one text frame and hands it to the hub; bad input gets an `error` reply, and so does
-/// a message over a rate limit (which the hub never sees).
-fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, text: &str) {
+/// a message over a rate limit (which the hub never sees). A join's token is verified here, at
+/// the edge: the hub and the room rules get the verdict.
+fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text: &str) {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
@@ -201,10 +213,25 @@ fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, text: &str) {
         return hub.reject(peer, ErrorCode::TooLarge, message);
     }
     match serde_json::from_str::<ClientMessage>(text) {
-        Ok(msg) => match limiters.check(&msg) {
-            Ok(()) => hub.handle(peer, msg),
-            Err(why) => hub.reject(peer, ErrorCode::RateLimited, why),
-        },
+        Ok(msg) => {
+            if let Err(why) = limiters.check(&msg) {
+                return hub.reject(peer, ErrorCode::RateLimited, why);
+            }
+            match msg {
+                ClientMessage::Join {
+                    room,
+                    username,
+                    token,
+                } => {
+                    let token = token.as_ref().map(|t| t.expose());
+                    let admitted = client
+                        .access
+                        .join(client.addr.ip(), token, &room, &username);
+                    hub.join(peer, room, username, admitted)
+                }
+                msg => hub.handle(peer, msg),
+            }
+        }
         Err(err) => match limiters.check_messages() {
             Ok(()) => hub.reject(peer, ErrorCode::Malformed, parse_error(&err)),
             Err(why) => hub.reject(peer, ErrorCode::RateLimited, why),

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
 
+use crate::auth::{Grants, Refusal};
 use crate::rooms::{Outbox, PeerId, RoomRules, RoomSummary, Rooms};
 
 /// Shared by the HTTP handlers and every connection task (in an `Arc`).
@@ -62,6 +63,19 @@ impl Hub {
     pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
         let mut state = self.state.lock().unwrap();
         let out = state.rooms.handle(peer, msg);
+        state.deliver(out);
+    }
+
+    /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]).
+    pub fn join(
+        &self,
+        peer: PeerId,
+        room: String,
+        username: String,
+        admitted: Result<Grants, Refusal>,
+    ) {
+        let mut state = self.state.lock().unwrap();
+        let out = state.rooms.join(peer, room, username, admitted);
         state.deliver(out);
     }
 

@@ -9,17 +9,22 @@
 //! - `frames`: watches WebSocket frames to time out messages that never finish.
 //! - `accept`: TCP accept with TCP_NODELAY and the per-address connection cap.
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
+//! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
+//!   with a throttle on wrong tokens per address.
+//! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
 
 pub mod accept;
+pub mod auth;
 pub mod connection;
 pub mod frames;
 pub mod hub;
 pub mod limits;
 pub mod rooms;
 pub mod server;
+pub mod web_guard;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +35,8 @@ pub use server::run;
 
 /// Default room capacity.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 3;
+/// Default number of wrong tokens an address may present per minute.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 10;
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Default cap on open WebSockets.
@@ -54,9 +61,22 @@ pub const DEFAULT_MAX_STREAMS: usize = 4;
 pub struct Config {
     /// Most participants per room.
     pub max_participants: usize,
-    /// When set, joins must carry this token.
-    pub token: Option<String>,
-    /// Sent to every participant in `welcome`.
+    /// The shared token (`--token`): when set, a join carrying it is admitted (publish, play
+    /// and chat; any room, any name).
+    pub token: Option<protocol::Secret>,
+    /// The HS256 key of access tokens (`--token-secret`): when set, a join carrying a valid
+    /// token for its room and username is admitted with the token's grants.
+    pub token_secret: Option<protocol::Secret>,
+    /// The admin token (`--admin-token`): `Authorization: Bearer` value that may read `/rooms`
+    /// (as may an access token with the admin grant).
+    pub admin_token: Option<protocol::Secret>,
+    /// Wrong tokens one address may present per minute; further attempts in that minute are
+    /// refused without being checked.
+    pub auth_failures_per_minute: u32,
+    /// Browser origins besides the page's own that may open `/ws` (`--allow-origin`), e.g.
+    /// `https://meet.example.org`.
+    pub allowed_origins: Vec<String>,
+    /// Sent to each participant in `state`, once it has joined.
     pub ice_servers: Vec<protocol::IceServer>,
     /// The folder served at `/` (the conference page).
     pub web_dir: PathBuf,
@@ -93,6 +113,10 @@ impl Default for Config {
         Config {
             max_participants: DEFAULT_MAX_PARTICIPANTS,
             token: None,
+            token_secret: None,
+            admin_token: None,
+            auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
             web_dir: default_web_dir(),
             // Ping every second, drop after 3 s of silence: LEFT reaches the room within 4 s.

@@ -6,12 +6,17 @@
 //! and the delivery, so every rule here is applied atomically: two joins racing for the last
 //! seat are two calls in some order, and the second one finds the room full.
 //!
+//! Tokens are verified at the edge (`crate::auth`, by the connection); the rules get the
+//! verified outcome — the participant's [`Grants`] or why it was refused — in [`Rooms::join`],
+//! and enforce the grants on publish, play and chat.
+//!
 //! Keeping sockets out of this file lets the rules be tested by pushing messages and reading
 //! replies (see the tests at the bottom), and keeps each rule in one place.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::{Grants, Refusal};
 use room_protocol::{
     ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
     SdpType, ServerMessage, SessionDescription, StreamInfo, excerpt, validate_name,
@@ -29,9 +34,7 @@ pub type Outbox = Vec<(PeerId, ServerMessage)>;
 pub struct RoomRules {
     /// Most participants per room.
     pub capacity: usize,
-    /// When set, a join must carry this token.
-    pub token: Option<String>,
-    /// Handed to every connection in `welcome`.
+    /// Handed to each participant in `state`, once it has joined.
     pub ice_servers: Vec<IceServer>,
     /// Most streams one participant publishes at a time; more get `error too-many-streams`.
     /// It also bounds the size of `state` a newcomer receives.
@@ -76,6 +79,8 @@ struct Member {
     room: String,
     username: String,
     streams: Vec<StreamInfo>,
+    /// What its token allows.
+    grants: Grants,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +116,6 @@ impl Rooms {
             ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
                 participant_id: format!("p{peer}"),
-                ice_servers: self.rules.ice_servers.clone(),
             },
         )]
     }
@@ -149,17 +153,17 @@ impl Rooms {
         list
     }
 
-    /// Applies one message from `peer`.
+    /// Applies one message from `peer`. Joins go through [`Rooms::join`] with the verified
+    /// token; one arriving here (unverified) is refused as unauthorized.
     pub fn handle(&mut self, peer: PeerId, msg: ClientMessage) -> Outbox {
         if !self.peers.contains_key(&peer) {
             return Vec::new();
         }
         let result = match msg {
-            ClientMessage::Join {
-                room,
-                username,
-                token,
-            } => return self.join(peer, room, username, token),
+            ClientMessage::Join { room, username, .. } => {
+                let unverified = Refusal::Missing("the token was not verified".into());
+                return self.join(peer, room, username, Err(unverified));
+            }
             ClientMessage::Leave {} => self
                 .require_member(peer)
                 .map(|_| ())
@@ -206,13 +210,18 @@ impl Rooms {
             .unwrap_or_else(|(code, message)| vec![(peer, ServerMessage::Error { code, message })])
     }
 
-    fn join(
+    /// `peer` asks to join `room` as `username`; `admitted` is the verdict on its token: the
+    /// grants it carries, or why it was refused.
+    pub fn join(
         &mut self,
         peer: PeerId,
         room: String,
         username: String,
-        token: Option<String>,
+        admitted: Result<Grants, Refusal>,
     ) -> Outbox {
+        if !self.peers.contains_key(&peer) {
+            return Vec::new();
+        }
         let fail = |reason, detail: String| vec![(peer, ServerMessage::Failed { reason, detail })];
         if let Some(member) = self.member(peer) {
             return fail(
@@ -226,12 +235,10 @@ impl Rooms {
         if let Err(why) = validate_username(&username) {
             return fail(FailReason::InvalidName, format!("username {why}"));
         }
-        if self.rules.token.is_some() && self.rules.token != token {
-            return fail(
-                FailReason::Unauthorized,
-                "this server needs a valid token to join".into(),
-            );
-        }
+        let grants = match admitted {
+            Ok(grants) => grants,
+            Err(refusal) => return fail(FailReason::Unauthorized, refusal.detail().to_owned()),
+        };
         let members = self
             .rooms
             .get(&room)
@@ -267,6 +274,7 @@ impl Rooms {
                 username: username.clone(),
                 capacity: self.rules.capacity,
                 participants,
+                ice_servers: self.rules.ice_servers.clone(),
             },
         )];
         out.extend(members.iter().map(|p| {
@@ -289,6 +297,7 @@ impl Rooms {
                     room,
                     username,
                     streams: Vec::new(),
+                    grants,
                 }),
             },
         );
@@ -350,7 +359,7 @@ impl Rooms {
                 "a stream carries audio, video or both".into(),
             ));
         }
-        let member = self.require_member(peer)?;
+        let member = self.require_grant(peer, |g| g.publish, "publish")?;
         if member.streams.len() >= self.rules.max_streams {
             let message = format!(
                 "you publish {} streams, the limit is {}",
@@ -425,7 +434,10 @@ impl Rooms {
     }
 
     fn chat(&mut self, peer: PeerId, to: Option<String>, text: String) -> Reply {
-        let from = self.require_member(peer)?.username.clone();
+        let from = self
+            .require_grant(peer, |g| g.chat, "chat")?
+            .username
+            .clone();
         if text.len() > MAX_CHAT_BYTES {
             let message = format!(
                 "chat text is {} bytes, the limit is {MAX_CHAT_BYTES}",
@@ -446,7 +458,10 @@ impl Rooms {
     }
 
     fn play(&mut self, viewer: PeerId, participant: &str, stream: &str) -> Reply {
-        let viewer_name = self.require_member(viewer)?.username.clone();
+        let viewer_name = self
+            .require_grant(viewer, |g| g.subscribe, "play others' streams")?
+            .username
+            .clone();
         let publisher = self.find_in_room(viewer, participant)?;
         if publisher == viewer {
             return Err((
@@ -634,6 +649,23 @@ impl Rooms {
             .ok_or((ErrorCode::NotJoined, "join a room first".to_owned()))
     }
 
+    /// The member, if its grants allow `what` (`allowed`).
+    fn require_grant(
+        &self,
+        peer: PeerId,
+        allowed: impl Fn(&Grants) -> bool,
+        what: &str,
+    ) -> Result<&Member, (ErrorCode, String)> {
+        let member = self.require_member(peer)?;
+        match allowed(&member.grants) {
+            true => Ok(member),
+            false => Err((
+                ErrorCode::Unauthorized,
+                format!("your token does not allow you to {what}"),
+            )),
+        }
+    }
+
     fn member(&self, peer: PeerId) -> Option<&Member> {
         self.peers.get(&peer).and_then(|p| p.member.as_ref())
     }
@@ -661,22 +693,24 @@ mod tests {
     fn rooms(capacity: usize) -> Rooms {
         Rooms::new(RoomRules {
             capacity,
-            token: None,
             ice_servers: Vec::new(),
             max_streams: 4,
         })
     }
 
     fn join(r: &mut Rooms, peer: PeerId, room: &str, name: &str) -> Outbox {
+        join_with(r, peer, room, name, Ok(Grants::PARTICIPANT))
+    }
+
+    fn join_with(
+        r: &mut Rooms,
+        peer: PeerId,
+        room: &str,
+        name: &str,
+        admitted: Result<Grants, Refusal>,
+    ) -> Outbox {
         r.connect(peer);
-        r.handle(
-            peer,
-            ClientMessage::Join {
-                room: room.into(),
-                username: name.into(),
-                token: None,
-            },
-        )
+        r.join(peer, room.into(), name.into(), admitted)
     }
 
     fn types(out: &Outbox) -> Vec<(PeerId, String)> {
@@ -817,14 +851,7 @@ mod tests {
         join(&mut r, 1, "a", "x");
         assert!(r.handle(1, ClientMessage::Leave {}).is_empty());
         assert!(r.summary().is_empty());
-        let out = r.handle(
-            1,
-            ClientMessage::Join {
-                room: "b".into(),
-                username: "x".into(),
-                token: None,
-            },
-        );
+        let out = r.join(1, "b".into(), "x".into(), Ok(Grants::PARTICIPANT));
         assert_eq!(types(&out), [(1, "state".into())]);
     }
 
@@ -881,29 +908,121 @@ mod tests {
     }
 
     #[test]
-    fn token_is_required_when_configured() {
-        let mut r = Rooms::new(RoomRules {
-            capacity: 3,
-            token: Some("t".into()),
-            ice_servers: Vec::new(),
-            max_streams: 4,
-        });
+    fn refused_and_unverified_joins_are_unauthorized() {
+        let mut r = rooms(3);
+        let refused = Err(Refusal::Wrong("the token expired 5 s ago".into()));
         assert!(matches!(
-            join(&mut r, 1, "a", "x")[0].1,
+            &join_with(&mut r, 1, "a", "x", refused)[0].1,
+            ServerMessage::Failed { reason: FailReason::Unauthorized, detail } if detail.contains("expired")
+        ));
+        let unverified = r.handle(
+            1,
+            ClientMessage::Join {
+                room: "a".into(),
+                username: "x".into(),
+                token: Some("anything".into()),
+            },
+        );
+        assert!(matches!(
+            unverified[0].1,
             ServerMessage::Failed {
                 reason: FailReason::Unauthorized,
                 ..
             }
         ));
-        let out = r.handle(
+        assert!(r.summary().is_empty());
+    }
+
+    #[test]
+    fn grants_limit_publish_play_and_chat_and_state_carries_ice_servers() {
+        let turn = IceServer {
+            urls: vec!["turn:t.example:3478".into()],
+            username: Some("u".into()),
+            credential: Some("c".into()),
+        };
+        let mut r = Rooms::new(RoomRules {
+            capacity: 3,
+            ice_servers: vec![turn.clone()],
+            max_streams: 4,
+        });
+        assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
+        let out = r.join(1, "a".into(), "pub".into(), Ok(Grants::PARTICIPANT));
+        assert!(
+            matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()])
+        );
+        let viewer_only = Grants {
+            publish: false,
+            chat: false,
+            ..Grants::PARTICIPANT
+        };
+        join_with(&mut r, 2, "a", "view", Ok(viewer_only));
+        let nothing = Grants {
+            subscribe: false,
+            ..viewer_only
+        };
+        join_with(&mut r, 3, "a", "none", Ok(nothing));
+        r.handle(
             1,
-            ClientMessage::Join {
-                room: "a".into(),
-                username: "x".into(),
-                token: Some("t".into()),
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true,
             },
         );
-        assert_eq!(types(&out), [(1, "state".into())]);
+        let refused = |out: Outbox| {
+            matches!(
+                &out[..],
+                [(
+                    _,
+                    ServerMessage::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }
+                )]
+            )
+        };
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true
+            }
+        )));
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into()
+            }
+        )));
+        assert!(refused(r.handle(
+            3,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into()
+            }
+        )));
+        let play = r.handle(
+            2,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(
+            types(&play),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
+        // Everyone still receives chat.
+        let chat = r.handle(
+            1,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into(),
+            },
+        );
+        assert_eq!(chat.len(), 3);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::auth::{Grants, Refusal};
 
 const PEERS: u64 = 5;
 const CAPACITY: usize = 3;
@@ -19,6 +20,9 @@ const STREAMS: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", ""];
 enum Op {
     Connect(PeerId),
     Disconnect(PeerId),
+    /// A join whose token was checked at the edge: the grants it carries, or a refusal.
+    Join(PeerId, String, String, Option<Grants>),
+    /// Any other message (a `join` arriving here is one whose token nobody verified).
     Send(PeerId, ClientMessage),
 }
 
@@ -30,7 +34,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     let stream = (0..STREAMS.len()).prop_map(|i| STREAMS[i].to_owned());
     let session = (0u64..12).prop_map(|i| format!("s{i}"));
     prop_oneof![
-        3 => (0..ROOMS.len(), 0..NAMES.len()).prop_map(|(r, n)| ClientMessage::Join {
+        1 => (0..ROOMS.len(), 0..NAMES.len()).prop_map(|(r, n)| ClientMessage::Join {
             room: ROOMS[r].into(),
             username: name(n),
             token: None,
@@ -70,11 +74,27 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     ]
 }
 
+fn grants() -> impl Strategy<Value = Option<Grants>> {
+    proptest::option::weighted(
+        0.9,
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(publish, subscribe, chat)| {
+            Grants {
+                publish,
+                subscribe,
+                chat,
+                admin: false,
+            }
+        }),
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let peer = 1..=PEERS;
     prop_oneof![
         2 => peer.clone().prop_map(Op::Connect),
         1 => peer.clone().prop_map(Op::Disconnect),
+        4 => (peer.clone(), 0..ROOMS.len(), 0..NAMES.len(), grants())
+            .prop_map(|(p, r, n, g)| Op::Join(p, ROOMS[r].into(), name(n), g)),
         12 => (peer, client_message()).prop_map(|(p, m)| Op::Send(p, m)),
     ]
 }
@@ -145,6 +165,17 @@ fn apply(rooms: &mut Rooms, op: &Op) -> Result<(), TestCaseError> {
     let out = match op {
         Op::Connect(peer) if !rooms.is_connected(*peer) => rooms.connect(*peer),
         Op::Connect(_) => return Ok(()),
+        Op::Join(peer, room, username, grants) => {
+            let connected = rooms.is_connected(*peer);
+            let admitted = grants.ok_or_else(|| Refusal::Wrong("a wrong token".into()));
+            let out = rooms.join(*peer, room.clone(), username.clone(), admitted);
+            let answers = out
+                .iter()
+                .filter(|(to, m)| to == peer && is_join_answer(m))
+                .count();
+            prop_assert_eq!(answers, usize::from(connected), "join answers: {:?}", out);
+            out
+        }
         Op::Disconnect(peer) => {
             let out = rooms.disconnect(*peer);
             prop_assert!(
@@ -186,7 +217,6 @@ proptest! {
     fn room_rules_keep_their_invariants(ops in proptest::collection::vec(op(), 1..60)) {
         let mut rooms = Rooms::new(RoomRules {
             capacity: CAPACITY,
-            token: None,
             ice_servers: Vec::new(),
             max_streams: MAX_STREAMS,
         });

@@ -1,5 +1,7 @@
 //! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), a health
-//! check (`/healthz`) and the operators' room list (`/rooms`).
+//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). `/ws`
+//! follows the Origin/Host rule of [`crate::web_guard`]; every response carries its security
+//! headers.
 //!
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
@@ -35,10 +37,12 @@ use tower_http::services::ServeDir;
 
 use crate::Config;
 use crate::accept::{LimitedAcceptor, PerAddress};
+use crate::auth::{Access, Refusal};
 use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
 use crate::frames::MessageWatch;
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
+use crate::web_guard::{self, OriginRule};
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
 const READ_BUFFER: usize = 8 * 1024;
@@ -52,6 +56,10 @@ struct App {
     connections: Arc<Semaphore>,
     /// Caps WebSockets not in a room; a permit lives until its connection joins.
     unjoined: Arc<Semaphore>,
+    /// Tokens, grants and the throttle on wrong ones.
+    access: Arc<Access>,
+    /// Which browsers (and Host names) may open `/ws`.
+    origins: Arc<OriginRule>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -64,7 +72,6 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let rules = RoomRules {
         capacity: config.max_participants,
-        token: config.token.clone(),
         ice_servers: config.ice_servers.clone(),
         max_streams: config.max_streams,
     };
@@ -72,16 +79,24 @@ pub async fn run(
         hub: Arc::new(Hub::new(rules)),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
+        access: Arc::new(Access::new(&config)),
+        origins: Arc::new(OriginRule::new(
+            listener.local_addr()?,
+            &config.allowed_origins,
+        )),
         config: Arc::new(config),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/rooms", get(rooms))
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
+    for layer in web_guard::security_header_layers() {
+        router = router.layer(layer);
+    }
 
     let cancel = app.shutdown.clone();
     let served = serve_http(listener, router, &app.config, async move {
@@ -138,6 +153,10 @@ async fn upgrade(
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
+    if let Err(why) = app.origins.check(request.headers()) {
+        tracing::info!(%peer_addr, "refused a WebSocket: {why}");
+        return web_guard::forbidden(&why);
+    }
     let accept_key = match websocket_accept_key(request.headers()) {
         Ok(key) => key,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
@@ -156,8 +175,13 @@ async fn upgrade(
         unjoined: unjoined_slots,
         shutdown,
         tasks,
+        access,
         ..
     } = app;
+    let client = connection::Client {
+        addr: peer_addr,
+        access,
+    };
     tasks.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -167,7 +191,7 @@ async fn upgrade(
         let socket =
             WebSocketStream::from_raw_socket(watched, Role::Server, Some(websocket_config())).await;
         let gate = JoinGate::new(unjoined_slots, unjoined);
-        connection::serve(socket, clock, gate, hub, config, shutdown).await;
+        connection::serve(socket, clock, gate, hub, config, shutdown, client).await;
         drop::<OwnedSemaphorePermit>(permit);
     });
     Response::builder()
@@ -212,6 +236,26 @@ fn websocket_accept_key(headers: &HeaderMap) -> Result<String, &'static str> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-async fn rooms(State(app): State<App>) -> impl IntoResponse {
-    axum::Json(app.hub.summary())
+/// The room list, for an admin token (`Authorization: Bearer ...`); 401 otherwise.
+async fn rooms(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match app.access.admin(addr.ip(), bearer) {
+        Ok(()) => axum::Json(app.hub.summary()).into_response(),
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
+            (status, challenge, format!("{}\n", refusal.detail())).into_response()
+        }
+    }
 }

@@ -41,8 +41,8 @@ export const CLIENT_MESSAGES = Object.freeze({
 
 /** Every ServerMessage: its fields and which of them may be absent. */
 export const SERVER_MESSAGES = Object.freeze({
-  welcome: { fields: ['protocol', 'participant_id', 'ice_servers'], optional: [] },
-  state: { fields: ['room', 'username', 'capacity', 'participants'], optional: [] },
+  welcome: { fields: ['protocol', 'participant_id'], optional: [] },
+  state: { fields: ['room', 'username', 'capacity', 'participants', 'ice_servers'], optional: [] },
   joined: { fields: ['username'], optional: [] },
   left: { fields: ['username'], optional: [] },
   published: { fields: ['username', 'stream'], optional: [] },
@@ -66,7 +66,7 @@ export const STRUCTS = Object.freeze({
   streamInfo: { fields: ['stream', 'audio', 'video', 'audio_muted', 'video_muted'], optional: [] },
   /** SessionDescription, in sdp.description (`type` is "offer" or "answer") */
   sessionDescription: { fields: ['type', 'sdp'], optional: [] },
-  /** IceServer, in welcome.ice_servers (same shape as RTCIceServer) */
+  /** IceServer, in state.ice_servers (same shape as RTCIceServer; only joined participants get them) */
   iceServer: { fields: ['urls', 'username', 'credential'], optional: ['username', 'credential'] },
 });
 
@@ -99,6 +99,7 @@ export const ERROR_CODES = Object.freeze({
   'too-many-streams': 'Too many streams published',
   'already-playing': 'Already playing this stream',
   'rate-limited': 'Too many messages, slow down',
+  unauthorized: 'Your token does not allow this',
 });
 
 function build(type, values) {
@@ -117,7 +118,7 @@ function build(type, values) {
 
 /** Builders for every ClientMessage; arguments in CLIENT_MESSAGES[type].fields order. */
 export const client = Object.freeze({
-  /** Join `room` as `username` (token only when the server wants one). */
+  /** Join `room` as `username` (token: an access token or the shared token, when the server wants one). */
   join: (room, username, token) => build('join', [room, username, token]),
   leave: () => build('leave', []),
   publish: (stream, audio, video) => build('publish', [stream, !!audio, !!video]),

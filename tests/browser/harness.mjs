@@ -271,15 +271,16 @@ export async function startGstLaunch(pipeline, { name = 'gst-room launch', ready
 }
 
 /**
- * Starts `gst-room server` on a free port serving signaling/web. Returns {url, wsUrl, proc, stop}
- * where url is like http://127.0.0.1:PORT (no trailing slash).
+ * Starts `gst-room server` on a free port serving signaling/web, with extra `args` and
+ * environment `env` (e.g. {RUST_LOG: 'trace'}). Returns {url, wsUrl, proc, stop} where url is
+ * like http://127.0.0.1:PORT (no trailing slash); `proc.output()` is its log so far.
  */
-export async function startServer({ maxParticipants = 3, args = [] } = {}) {
+export async function startServer({ maxParticipants = 3, args = [], env = {} } = {}) {
   const bin = serverBinary();
   const proc = await startProcess(
     bin,
     ['server', '--listen', '127.0.0.1:0', '--max-participants', String(maxParticipants), '--web-dir', WEB_DIR, ...args],
-    { name: 'gst-room server', ready: /listening on (http:\/\/[^\s/]+)/, env: { RUST_LOG: process.env.RUST_LOG || 'info' } },
+    { name: 'gst-room server', ready: /listening on (http:\/\/[^\s/]+)/, env: { RUST_LOG: process.env.RUST_LOG || 'info', ...env } },
   );
   const url = proc.ready[1];
   return { url, wsUrl: `${url.replace(/^http/, 'ws')}/ws`, proc, stop: proc.stop };

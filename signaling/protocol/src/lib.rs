@@ -8,8 +8,11 @@
 //!
 //! A participant's life:
 //! 1. connect → [`ServerMessage::Welcome`] (session ESTABLISHED);
-//! 2. [`ClientMessage::Join`] → [`ServerMessage::State`] to the joiner, [`ServerMessage::Joined`]
-//!    to the others, or [`ServerMessage::Failed`] with a [`FailReason`];
+//! 2. [`ClientMessage::Join`] (with an access token when the server wants one) →
+//!    [`ServerMessage::State`] to the joiner (with the ICE servers, TURN credentials included:
+//!    only admitted participants get them), [`ServerMessage::Joined`] to the others, or
+//!    [`ServerMessage::Failed`] with a [`FailReason`]; a token's grants decide whether the
+//!    participant may publish, play and chat ([`ErrorCode::Unauthorized`] otherwise);
 //! 3. [`ClientMessage::Publish`] / [`ClientMessage::Mute`] / [`ClientMessage::Message`] → events
 //!    to the room;
 //! 4. to watch a stream, [`ClientMessage::Play`] → the server assigns a session, tells the viewer
@@ -57,9 +60,11 @@ pub enum ClientMessage {
         room: String,
         /// The participant's name, unique in the room, see [`validate_username`].
         username: String,
-        /// Shared secret, required when the server was started with a token.
+        /// An access token: a signed token minted with `gst-room token` (room, username, expiry,
+        /// grants), or the server's shared secret. Required when the server was started with
+        /// `--token-secret` or `--token`. Never shown by `Debug` (see [`Secret`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        token: Option<String>,
+        token: Option<Secret>,
     },
     /// Leave the room: own streams are unpublished, own sessions end, others get `left`.
     /// The connection stays open and may join again. (Written `Leave {}` so that, like every
@@ -142,8 +147,6 @@ pub enum ServerMessage {
         protocol: u32,
         /// The server's id for this connection (for logs; not a room identity).
         participant_id: String,
-        /// ICE servers peers should use (may be empty: host candidates only).
-        ice_servers: Vec<IceServer>,
     },
     /// The room as the joiner finds it: everyone else and their streams. Sent to the joiner
     /// only, before any other room event.
@@ -156,6 +159,10 @@ pub enum ServerMessage {
         capacity: usize,
         /// Everyone else in the room, in join order.
         participants: Vec<Participant>,
+        /// ICE servers peers should use (may be empty: host candidates only). Sent only here,
+        /// after a successful join, so TURN credentials never reach a connection that has not
+        /// been admitted.
+        ice_servers: Vec<IceServer>,
     },
     /// Someone joined the room (sent to everyone else).
     Joined {
@@ -322,9 +329,41 @@ pub struct IceServer {
     /// TURN username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// TURN credential.
+    /// TURN credential. Never shown by `Debug` (see [`Secret`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<Secret>,
+}
+
+/// A secret string (an access token, a TURN credential): serialised as the plain string, but
+/// `Debug` prints `Secret(<redacted>)`, so logging a message (`{msg:?}`, at any level) never
+/// writes it. Read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it (sending, verifying).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
 }
 
 /// Why a join was refused ([`ServerMessage::Failed`]).
@@ -335,7 +374,8 @@ pub enum FailReason {
     RoomFull,
     /// Someone in the room already has this username.
     NameTaken,
-    /// The server requires a token and the join had none or a wrong one.
+    /// The server requires a token and the join had none, a wrong, expired or forged one, one
+    /// for another room or username, or this address failed too often in the last minute.
     Unauthorized,
     /// The room name or username does not have the allowed form.
     InvalidName,
@@ -392,6 +432,8 @@ pub enum ErrorCode {
     /// Too many messages of this kind too fast; this one was dropped. The message names the
     /// limit. A client that keeps flooding without reading its replies is disconnected.
     RateLimited,
+    /// The participant's token does not grant this (publish, subscribe = play, chat).
+    Unauthorized,
 }
 
 /// Checks a room or stream name: 1 to [`MAX_NAME_CHARS`] characters from `A-Z a-z 0-9 _ -`.
@@ -492,11 +534,6 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
         ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             participant_id: "p1".into(),
-            ice_servers: vec![IceServer {
-                urls: vec!["turn:turn.example.org:3478".into()],
-                username: Some("u".into()),
-                credential: Some("c".into()),
-            }],
         },
         ServerMessage::State {
             room: "demo".into(),
@@ -505,6 +542,11 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             participants: vec![Participant {
                 username: "bob".into(),
                 streams: vec![stream.clone()],
+            }],
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: Some("u".into()),
+                credential: Some("c".into()),
             }],
         },
         ServerMessage::Joined {
@@ -671,6 +713,23 @@ mod tests {
             ClientMessage::Leave {}
         );
         assert!(serde_json::from_str::<ClientMessage>("[1,2]").is_err());
+    }
+
+    #[test]
+    fn secrets_are_plain_on_the_wire_and_redacted_in_debug() {
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            username: "u".into(),
+            token: Some("tok-123".into()),
+        };
+        assert!(
+            serde_json::to_string(&join)
+                .unwrap()
+                .contains(r#""token":"tok-123""#)
+        );
+        assert!(!format!("{join:?}").contains("tok-123"), "{join:?}");
+        let (_, server) = examples();
+        assert!(!format!("{server:?}").contains("credential: Some(\"c\")"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         (text(), text(), opt()).prop_map(|(room, username, token)| ClientMessage::Join {
             room,
             username,
-            token
+            token: token.map(Secret::from),
         }),
         Just(ClientMessage::Leave {}),
         (text(), any::<bool>(), any::<bool>()).prop_map(|(stream, audio, video)| {
