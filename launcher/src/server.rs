@@ -53,7 +53,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub max_connections: usize,
     /// Most concurrent TCP connections (page, WebSocket, unfinished requests) from one IP
-    /// address; more are answered 429 and closed.
+    /// address (an IPv6 address counts as its /64); more are answered 429 and closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = at_least_one)]
     pub max_connections_per_ip: usize,
     /// Most WebSockets that have not joined a room; more are answered HTTP 503.

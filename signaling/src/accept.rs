@@ -40,8 +40,7 @@ impl PerAddress {
 
     /// A slot for one more connection from `ip`, or `None` when it holds `max` already.
     fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
-        // An IPv4 client on a dual-stack socket is one address, whichever way it is written.
-        let ip = ip.to_canonical();
+        let ip = counted_as(ip);
         let mut open = self.open.lock().unwrap();
         let count = open.entry(ip).or_default();
         if *count >= self.max {
@@ -52,6 +51,19 @@ impl PerAddress {
             ip,
             open: self.open.clone(),
         })
+    }
+}
+
+/// The address a connection counts against: an IPv4 client on a dual-stack socket is one
+/// address however it is written, and an IPv6 client is its /64 (one host usually holds a whole
+/// /64, as the wrong-token throttle of `auth` assumes too).
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -182,5 +194,12 @@ mod tests {
         assert!(per.take(b).is_some());
         drop(first);
         assert!(per.take(a).is_some());
+        // Two addresses of one IPv6 /64 share their slots.
+        let x: IpAddr = "2001:db8::1".parse().unwrap();
+        let y: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let _x = per.take(x).unwrap();
+        let _y = per.take(y).unwrap();
+        assert!(per.take(x).is_none());
+        assert!(per.take("2001:db8:0:1::1".parse().unwrap()).is_some());
     }
 }

@@ -86,8 +86,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Most open WebSockets; more get HTTP 503.
     pub max_connections: usize,
-    /// Most concurrent TCP connections (HTTP or WebSocket) from one address; more are answered
-    /// 429 and closed at once.
+    /// Most concurrent TCP connections (HTTP or WebSocket) from one address (an IPv6 address
+    /// counts as its /64); more are answered 429 and closed at once.
     pub max_connections_per_ip: usize,
     /// Most WebSockets that have not joined a room; more get HTTP 503.
     pub max_unjoined: usize,
