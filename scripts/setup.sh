@@ -10,6 +10,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libssl-dev pkg-config chromium nodejs npm
+  iproute2 curl openssl nginx
 )
 
 missing=()

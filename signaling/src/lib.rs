@@ -12,6 +12,7 @@
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
+//! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod limits;
 pub mod rooms;
 pub mod server;
+pub mod tls;
 pub mod web_guard;
 
 use std::path::PathBuf;
@@ -106,6 +108,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Messages queued for one connection before it counts as too slow and is dropped.
     pub outgoing_queue: usize,
+    /// Serve https/wss with this certificate; plain http/ws when `None`.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -132,6 +136,7 @@ impl Default for Config {
             max_streams: DEFAULT_MAX_STREAMS,
             rate_limits: RateLimits::default(),
             outgoing_queue: 256,
+            tls: None,
         }
     }
 }

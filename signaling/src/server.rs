@@ -9,11 +9,12 @@
 //! `shutdown_grace`, then their sockets are closed, so shutdown takes a bounded time whatever
 //! clients do.
 //!
-//! Serving is axum-server over hyper: it gives the header-read timeout, the bounded graceful
-//! shutdown, the peer address and an acceptor hook (per-address cap, TCP_NODELAY) that a TLS
-//! acceptor can wrap. The WebSocket handshake is done here rather than by axum's
-//! `WebSocketUpgrade`, so that the upgraded socket can be watched frame by frame (see
-//! [`crate::frames`]).
+//! [`serve`] is the one place where HTTP is served (axum-server), in plain text or over TLS
+//! (`Config::tls`; the certificate is read again on SIGHUP, open connections stay). It gives
+//! the header-read timeout, the bounded graceful shutdown, the peer address and the acceptor
+//! (per-address cap, TCP_NODELAY) that the TLS acceptor wraps. The WebSocket handshake is done
+//! here rather than by axum's `WebSocketUpgrade`, so that the upgraded socket can be watched
+//! frame by frame (see [`crate::frames`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -42,6 +44,7 @@ use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
 use crate::frames::MessageWatch;
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
+use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
@@ -98,12 +101,27 @@ pub async fn run(
         router = router.layer(layer);
     }
 
+    let tls = match &app.config.tls {
+        Some(files) => Some(tls_config(files).await?),
+        None => None,
+    };
+    let reload = tls
+        .clone()
+        .zip(app.config.tls.clone())
+        .map(|(config, files)| tokio::spawn(reload_on_sighup(config, files)));
+    let handle = axum_server::Handle::new();
     let cancel = app.shutdown.clone();
-    let served = serve_http(listener, router, &app.config, async move {
+    let grace = app.config.shutdown_grace;
+    let stop = handle.clone();
+    tokio::spawn(async move {
         shutdown.await;
         cancel.cancel();
-    })
-    .await;
+        stop.graceful_shutdown(Some(grace));
+    });
+    let served = serve(listener, router, tls, handle, &app.config).await;
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     // Upgraded connections are not the HTTP server's any more: wait for their close frames.
     app.shutdown.cancel();
     app.tasks.close();
@@ -111,24 +129,17 @@ pub async fn run(
     served
 }
 
-/// Serves `router` over plain HTTP on `listener` until `shutdown` completes, then gives
-/// requests in flight `config.shutdown_grace` and returns. Every request's headers must arrive
-/// within `config.header_timeout`; each address holds at most `config.max_connections_per_ip`
-/// sockets. (The TLS variant differs only in the acceptor.)
-async fn serve_http(
+/// Serves `router` on `listener` until `handle` shuts it down: over TLS when `tls` is set, else
+/// plain HTTP. Every request's headers must arrive within `config.header_timeout`; each address
+/// holds at most `config.max_connections_per_ip` sockets (counted before any TLS handshake).
+async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<RustlsConfig>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
     config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = axum_server::Handle::<SocketAddr>::new();
-    let grace = config.shutdown_grace;
-    let on_shutdown = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        on_shutdown.graceful_shutdown(Some(grace));
-    });
-    let acceptor = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
+    let tcp = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
     // hyper's header timer starts with the first byte of a request (and runs again while a
     // keep-alive connection waits for its next one); a connection that never sends a byte is
     // axum-server's first-request timeout. Known gap: the header timer is HTTP/1's; HTTP/2 with
@@ -136,16 +147,58 @@ async fn serve_http(
     // `http1_only` when upgrades are enabled, so an h2c connection is bounded only by the
     // per-address cap.
     let mut server = axum_server::Server::from_listener(listener)
-        .acceptor(acceptor)
         .handle(handle)
         .first_request_timeout(config.header_timeout);
     server
         .http_builder()
         .http1()
         .header_read_timeout(config.header_timeout);
-    server
-        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+    // The peer address is needed to throttle wrong tokens and to count connections per address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(tls) => {
+            let acceptor = RustlsAcceptor::new(tls).acceptor(tcp);
+            server.acceptor(acceptor).serve(service).await
+        }
+        None => server.acceptor(tcp).serve(service).await,
+    }
+}
+
+/// The rustls configuration of `files`, with a message that names the file at fault.
+async fn tls_config(files: &TlsFiles) -> std::io::Result<RustlsConfig> {
+    RustlsConfig::from_pem_file(&files.cert, &files.key)
         .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS certificate {} / key {}: {e}",
+                    files.cert.display(),
+                    files.key.display()
+                ),
+            )
+        })
+}
+
+/// Reads the certificate again on every SIGHUP (a renewed certificate without a restart). New
+/// connections get the new one; open connections are not touched. A bad file keeps the old one.
+async fn reload_on_sighup(config: RustlsConfig, files: TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match config.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                tracing::info!(cert = %files.cert.display(), "SIGHUP: TLS certificate reloaded")
+            }
+            Err(err) => tracing::error!(
+                cert = %files.cert.display(),
+                "SIGHUP: TLS certificate not reloaded, keeping the old one: {err}"
+            ),
+        }
+    }
 }
 
 async fn upgrade(
