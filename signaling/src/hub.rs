@@ -91,6 +91,11 @@ impl Hub {
             .deliver(vec![(peer, ServerMessage::Error { code, message })]);
     }
 
+    /// Whether `peer` is in a room now.
+    pub fn is_joined(&self, peer: PeerId) -> bool {
+        self.state.lock().unwrap().rooms.is_joined(peer)
+    }
+
     /// The connection ended: the participant leaves its room.
     pub fn unregister(&self, peer: PeerId) {
         let mut state = self.state.lock().unwrap();
