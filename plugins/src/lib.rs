@@ -22,6 +22,7 @@ mod mute;
 pub mod roomsink;
 pub mod roomsrc;
 pub mod signaller;
+mod subscription;
 
 /// The plugin's async runtime: the room client tasks and the signallers run here. Two workers
 /// are plenty for a handful of WebSockets, and keep the plugin light on a small machine.

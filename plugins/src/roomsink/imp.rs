@@ -11,6 +11,7 @@ use crate::client::{self, RoomClient};
 use crate::events::{self, RoomSettings};
 use crate::mute::{self, Medium};
 use crate::signaller::RoomSignaller;
+use crate::subscription::Subscription;
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;
@@ -49,10 +50,11 @@ impl Default for Settings {
 /// What exists between NULL→READY and READY→NULL.
 #[derive(Default)]
 struct State {
-    client: Option<Arc<RoomClient>>,
+    /// The participant; released (and, for its last user, left) on READY→NULL.
+    client: Option<RoomClient>,
     signaller: Option<RoomSignaller>,
-    /// Posts room events on the bus; aborted on READY→NULL.
-    events_task: Option<tokio::task::JoinHandle<()>>,
+    /// Posts room events on the bus; stopped and awaited on READY→NULL.
+    events: Option<Subscription>,
 }
 
 pub struct RoomSink {
@@ -65,7 +67,7 @@ pub struct RoomSink {
 }
 
 impl RoomSink {
-    fn client(&self) -> Option<Arc<RoomClient>> {
+    fn client(&self) -> Option<RoomClient> {
         self.state.lock().unwrap().client.clone()
     }
 
@@ -80,7 +82,7 @@ impl RoomSink {
     fn announce_mute(&self) {
         let stream = self.settings.lock().unwrap().stream.clone();
         if let Some(client) = self.client() {
-            let _ = client.mute(
+            client.mute(
                 &stream,
                 self.mute_audio.load(Ordering::Relaxed),
                 self.mute_video.load(Ordering::Relaxed),
@@ -90,22 +92,30 @@ impl RoomSink {
 
     /// NULL→READY: join (or share) the participant and hand webrtcsink its signaller.
     fn start(&self) -> Result<(), gst::StateChangeError> {
-        let settings = self.settings.lock().unwrap();
-        let key = settings.room.key().map_err(|err| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
-            gst::StateChangeError
-        })?;
-        self.webrtcsink
-            .set_property("video-caps", &settings.video_caps);
-        self.webrtcsink
-            .set_property("audio-caps", &settings.audio_caps);
-        self.webrtcsink
-            .set_property("stun-server", &settings.room.stun_server);
-        let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
-        self.webrtcsink.set_property("turn-servers", turn);
-        let client = client::acquire(key, settings.room.token.clone());
-        let stream = settings.stream.clone();
-        drop(settings);
+        // Copy out: nothing below runs under the settings lock.
+        let (room, stream, video_caps, audio_caps) = {
+            let s = self.settings.lock().unwrap();
+            (
+                s.room.clone(),
+                s.stream.clone(),
+                s.video_caps.clone(),
+                s.audio_caps.clone(),
+            )
+        };
+        let key = room
+            .key()
+            .and_then(|key| {
+                room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))?;
+                Ok(key)
+            })
+            .map_err(|err| {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
+                gst::StateChangeError
+            })?;
+        self.webrtcsink.set_property("video-caps", &video_caps);
+        self.webrtcsink.set_property("audio-caps", &audio_caps);
+        room.apply_ice_servers(&self.webrtcsink);
+        let client = client::acquire(key, room.token.clone());
 
         let signaller = RoomSignaller::publisher(
             &client,
@@ -118,34 +128,37 @@ impl RoomSink {
             let element = element.upgrade()?;
             let status = args[1].get::<String>().unwrap();
             let peer = args[2].get::<Option<String>>().unwrap();
+            let reason = args[3].get::<Option<String>>().unwrap();
             if status == "publishing" {
                 element.imp().announce_mute();
             }
             let stream = element.imp().settings.lock().unwrap().stream.clone();
-            events::post(
-                element.upcast_ref(),
-                events::session_status(&status, Some(&stream), peer.as_deref()),
-            );
+            let mut event = events::session_status(&status, Some(&stream), peer.as_deref());
+            if let Some(reason) = reason {
+                event.set("reason", reason);
+            }
+            events::post(element.upcast_ref(), event);
             None
         });
         self.webrtcsink.set_property("signaller", &signaller);
-        let events_task = events::spawn_poster(self.obj().upcast_ref(), &client);
+        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
         *self.state.lock().unwrap() = State {
             client: Some(client),
             signaller: Some(signaller),
-            events_task: Some(events_task),
+            events: Some(events),
         };
         Ok(())
     }
 
-    /// READY→NULL: leave (when no other element of the process shares the participant).
+    /// READY→NULL: stop posting (the task is awaited), then leave — when no other element of
+    /// the process shares the participant — before the state change returns.
     fn stop(&self) {
         let state = std::mem::take(&mut *self.state.lock().unwrap());
-        if let Some(task) = state.events_task {
-            task.abort();
+        if let Some(events) = state.events {
+            events.stop();
         }
         if let Some(client) = state.client {
-            client::release(client);
+            client::release(&client);
         }
     }
 
@@ -320,7 +333,7 @@ impl ObjectImpl for RoomSink {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let settings = self.settings.lock().unwrap();
         let client = self.client();
-        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+        if let Some(value) = settings.room.get(pspec.name(), client.as_ref()) {
             return value;
         }
         match pspec.name() {

@@ -1,18 +1,18 @@
 //! The subclass behind [`super::RoomSrc`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use room_protocol::{Participant, ServerMessage};
-use tokio::sync::broadcast::error::RecvError;
+use room_protocol::Participant;
 
 use crate::RUNTIME;
-use crate::client::{self, RoomClient, RoomEvent, Status};
+use crate::client::{self, Event, RoomClient, Status};
 use crate::events::{self, RoomSettings};
 use crate::signaller::RoomSignaller;
+use crate::subscription::Subscription;
 
 use super::mix::{Mix, MixFormat};
 
@@ -75,90 +75,107 @@ struct Player {
 /// What exists between READY→PAUSED and PAUSED→READY.
 #[derive(Default)]
 struct State {
-    client: Option<Arc<RoomClient>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The participant; `None` when not running, which is what stops late player changes.
+    client: Option<RoomClient>,
+    /// Posts room events on the bus.
+    events: Option<Subscription>,
+    /// Follows the room and adds/removes players.
+    follower: Option<Subscription>,
     players: BTreeMap<PlayerKey, Player>,
 }
 
+/// Lock order: `changes` → `settings` → `state` → `mix`; none of them is held while emitting a
+/// signal, and only `changes` while calling into children.
 #[derive(Default)]
 pub struct RoomSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Serialises player changes (add, end, stop), which call into child elements and may run
+    /// on several threads (the follower, session-end handlers, replays, the state change). A
+    /// change that starts after stop sees no client and does nothing, so stop leaves no orphan.
+    changes: Mutex<()>,
     /// The mixers, from `mix=true` on (set in NULL only); participants are attached to them
     /// instead of getting pads of their own.
     mix: Mutex<Option<Mix>>,
 }
 
 impl RoomSrc {
-    fn client(&self) -> Option<Arc<RoomClient>> {
+    fn client(&self) -> Option<RoomClient> {
         self.state.lock().unwrap().client.clone()
     }
 
     /// READY→PAUSED: join (or share) the participant and follow the room.
     fn start(&self) -> Result<(), gst::StateChangeError> {
-        let settings = self.settings.lock().unwrap();
-        let key = settings.room.key().map_err(|err| {
+        let (room, format) = {
+            let s = self.settings.lock().unwrap();
+            (s.room.clone(), s.mix_format)
+        };
+        let key = room.key().map_err(|err| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsrc: {}", err));
             gst::StateChangeError
         })?;
-        let client = client::acquire(key, settings.room.token.clone());
-        let format = settings.mix_format;
-        drop(settings);
+        let client = client::acquire(key, room.token.clone());
         if let Some(mix) = self.mix.lock().unwrap().as_mut() {
             mix.set_format(format);
         }
-        let poster = events::spawn_poster(self.obj().upcast_ref(), &client);
+        // Running from here on: the follower's first event may add a player at once.
+        self.state.lock().unwrap().client = Some(client.clone());
+        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
         let follower = self.spawn_follower(&client);
-        *self.state.lock().unwrap() = State {
-            client: Some(client),
-            tasks: vec![poster, follower],
-            players: BTreeMap::new(),
-        };
+        let mut state = self.state.lock().unwrap();
+        state.events = Some(events);
+        state.follower = Some(follower);
         Ok(())
     }
 
-    /// PAUSED→READY: end every player and leave.
+    /// PAUSED→READY (or a failed READY→PAUSED): stop following (awaited), end every player,
+    /// and leave — for the participant's last user — before returning.
     fn stop(&self) {
-        let state = std::mem::take(&mut *self.state.lock().unwrap());
-        for task in state.tasks {
-            task.abort();
+        let (follower, events) = {
+            let mut state = self.state.lock().unwrap();
+            (state.follower.take(), state.events.take())
+        };
+        if let Some(follower) = follower {
+            follower.stop();
         }
-        for (key, player) in state.players {
+        if let Some(events) = events {
+            events.stop();
+        }
+        let _changes = self.changes.lock().unwrap();
+        let (client, players) = {
+            let mut state = self.state.lock().unwrap();
+            (
+                state.client.take(),
+                std::mem::take(&mut state.players),
+            )
+        };
+        for (key, player) in players {
             self.dispose_player(&key, player);
         }
-        if let Some(client) = state.client {
-            client::release(client);
+        if let Some(client) = client {
+            client::release(&client);
         }
     }
 
     /// Follows room events and adds/removes players. GStreamer state changes can block, so
     /// each runs on the blocking pool, awaited in order.
-    fn spawn_follower(&self, client: &RoomClient) -> tokio::task::JoinHandle<()> {
-        let (mut events, snapshot) = client.subscribe();
+    fn spawn_follower(&self, client: &RoomClient) -> Subscription {
         let this = self.obj().downgrade();
-        RUNTIME.spawn(async move {
-            let mut pending = if snapshot.status == Status::Joined {
-                vec![Change::PlayAll(snapshot.participants)]
-            } else {
-                vec![]
-            };
-            loop {
-                for change in pending.drain(..) {
-                    // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
-                    let Some(element) = this.upgrade() else {
-                        return;
-                    };
-                    let ended =
-                        tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
-                    for key in ended.unwrap_or_default() {
-                        schedule_replay(this.clone(), key);
-                    }
+        Subscription::spawn(client, move |event| {
+            let this = this.clone();
+            async move {
+                let Some(change) = Change::from_event(event) else {
+                    return true;
+                };
+                // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
+                let Some(element) = this.upgrade() else {
+                    return false;
+                };
+                let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+                for key in ended.unwrap_or_default() {
+                    schedule_replay(this.clone(), key);
                 }
-                match events.recv().await {
-                    Ok(event) => pending.extend(Change::from_event(event)),
-                    Err(RecvError::Lagged(n)) => gst::warning!(CAT, "missed {n} room events"),
-                    Err(RecvError::Closed) => return,
-                }
+                true
             }
         })
     }
@@ -176,6 +193,7 @@ impl RoomSrc {
             }
             Change::Play(user, stream) => self.add_player(&user, &stream),
             Change::Stop(matches) => {
+                let _changes = self.changes.lock().unwrap();
                 let ended: Vec<_> = {
                     let mut state = self.state.lock().unwrap();
                     let keys: Vec<PlayerKey> = state
@@ -188,7 +206,7 @@ impl RoomSrc {
                         .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
                         .collect()
                 };
-                let by_session = matches!(matches, StopMatch::Session(_));
+                let by_session = matches!(matches, StopMatch::Signaller(_));
                 let mut keys = Vec::new();
                 for (key, player) in ended {
                     self.dispose_player(&key, player);
@@ -207,18 +225,16 @@ impl RoomSrc {
 
     fn add_player(&self, user: &str, stream: &str) {
         let key = (user.to_owned(), stream.to_owned());
+        let _changes = self.changes.lock().unwrap();
         let Some(client) = self.client() else { return };
         if !self.wants(user) || self.state.lock().unwrap().players.contains_key(&key) {
             return;
         }
-        match self.make_player(client, user, stream) {
+        match self.make_player(&client, user, stream) {
             Ok(player) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .players
-                    .insert(key, player.clone_refs());
-                if let Err(err) = player.src.sync_state_with_parent() {
+                let src = player.src.clone();
+                self.state.lock().unwrap().players.insert(key, player);
+                if let Err(err) = src.sync_state_with_parent() {
                     gst::warning!(
                         CAT,
                         imp = self,
@@ -240,28 +256,56 @@ impl RoomSrc {
         }
     }
 
+    /// A viewer signaller's session ended: end its player (from another task, so the
+    /// signaller's own task, which reports this, is not the one stopping it) and play again
+    /// if the stream is still published.
+    fn on_session_ended(&self, signaller: RoomSignaller) {
+        let this = self.obj().downgrade();
+        RUNTIME.spawn(async move {
+            let Some(element) = this.upgrade() else {
+                return;
+            };
+            let change = Change::Stop(StopMatch::Signaller(signaller));
+            let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+            for key in ended.unwrap_or_default() {
+                schedule_replay(this.clone(), key);
+            }
+        });
+    }
+
     fn make_player(
         &self,
-        client: Arc<RoomClient>,
+        client: &RoomClient,
         user: &str,
         stream: &str,
     ) -> Result<Player, glib::BoolError> {
-        let (stun, latency) = {
+        let (room, latency) = {
             let s = self.settings.lock().unwrap();
-            (s.room.stun_server.clone(), s.latency_ms())
+            (s.room.clone(), s.latency_ms())
         };
-        let signaller = RoomSignaller::viewer(&client, user, stream);
+        let signaller = RoomSignaller::viewer(client, user, stream);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
             webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });
+        let this = self.obj().downgrade();
+        signaller.connect("room-status", false, move |args| {
+            let status = args[1].get::<String>().expect("signal arg");
+            if status == "session-ended"
+                && let Some(this) = this.upgrade()
+            {
+                let signaller = args[0].get::<RoomSignaller>().expect("signal arg");
+                this.imp().on_session_ended(signaller);
+            }
+            None
+        });
         let src = gst::ElementFactory::make("webrtcsrc")
             .name(format!("webrtcsrc-{user}-{stream}"))
             .property("signaller", &signaller)
-            .property("stun-server", stun)
             .build()?;
+        room.apply_ice_servers(&src);
         let this = self.obj().downgrade();
         let (user_owned, stream_owned) = (user.to_owned(), stream.to_owned());
         src.connect_pad_added(move |_src, pad| {
@@ -367,11 +411,12 @@ impl RoomSrc {
     /// `mix=true`: adds the mixers and the `video` / `audio` pads at once, so that
     /// `gst-launch-1.0 roomsrc mix=true name=r r.video ! ...` links at parse time.
     fn enable_mix(&self) {
+        // Settings before mix: the one lock order (see `RoomSrc`).
+        let format = self.settings.lock().unwrap().mix_format;
         let mut mix = self.mix.lock().unwrap();
         if mix.is_some() {
             return;
         }
-        let format = self.settings.lock().unwrap().mix_format;
         let obj = self.obj();
         match Mix::new(obj.upcast_ref(), format) {
             Ok((created, video, audio)) => {
@@ -402,16 +447,6 @@ impl RoomSrc {
             .as_ref()
             .map(Mix::tiles)
             .unwrap_or(0)
-    }
-}
-
-impl Player {
-    fn clone_refs(&self) -> Player {
-        Player {
-            src: self.src.clone(),
-            signaller: self.signaller.clone(),
-            pads: self.pads.clone(),
-        }
     }
 }
 
@@ -486,7 +521,8 @@ fn request_keyframes(element: &gst::Element) {
 enum StopMatch {
     Stream(String, String),
     User(String),
-    Session(String),
+    /// The player whose session ended.
+    Signaller(RoomSignaller),
     All,
 }
 
@@ -495,7 +531,7 @@ impl StopMatch {
         match self {
             StopMatch::Stream(user, stream) => &key.0 == user && &key.1 == stream,
             StopMatch::User(user) => &key.0 == user,
-            StopMatch::Session(session) => player.signaller.sessions().contains(session),
+            StopMatch::Signaller(signaller) => &player.signaller == signaller,
             StopMatch::All => true,
         }
     }
@@ -509,26 +545,18 @@ enum Change {
 }
 
 impl Change {
-    fn from_event(event: RoomEvent) -> Option<Change> {
+    fn from_event(event: Event) -> Option<Change> {
         Some(match event {
-            RoomEvent::Server(msg) => match &*msg {
-                ServerMessage::State { participants, .. } => Change::PlayAll(participants.clone()),
-                ServerMessage::Published { username, stream } => {
-                    Change::Play(username.clone(), stream.stream.clone())
-                }
-                ServerMessage::Unpublished { username, stream } => {
-                    Change::Stop(StopMatch::Stream(username.clone(), stream.clone()))
-                }
-                ServerMessage::Left { username } => Change::Stop(StopMatch::User(username.clone())),
-                ServerMessage::SessionEnded { session, .. } => {
-                    Change::Stop(StopMatch::Session(session.clone()))
-                }
-                _ => return None,
-            },
-            RoomEvent::Status(Status::Reconnecting) | RoomEvent::Fatal { .. } => {
+            Event::State { participants, .. } => Change::PlayAll(participants),
+            Event::Published { username, stream } => Change::Play(username, stream.stream),
+            Event::Unpublished { username, stream } => {
+                Change::Stop(StopMatch::Stream(username, stream))
+            }
+            Event::Left { username } => Change::Stop(StopMatch::User(username)),
+            Event::Status(Status::Reconnecting | Status::Failed) | Event::Fatal { .. } => {
                 Change::Stop(StopMatch::All)
             }
-            RoomEvent::Status(_) => return None,
+            _ => return None,
         })
     }
 }
@@ -645,19 +673,23 @@ impl ObjectImpl for RoomSrc {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let settings = self.settings.lock().unwrap();
+        // The mix lock is never taken under the settings lock (see `RoomSrc`).
+        match pspec.name() {
+            "mix" => return self.mix.lock().unwrap().is_some().to_value(),
+            "mix-tiles" => return (self.mix_tiles() as u32).to_value(),
+            _ => {}
+        }
         let client = self.client();
-        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+        let settings = self.settings.lock().unwrap();
+        if let Some(value) = settings.room.get(pspec.name(), client.as_ref()) {
             return value;
         }
         match pspec.name() {
             "participant" => settings.participant.to_value(),
             "latency" => settings.latency_ms().to_value(),
-            "mix" => self.mix.lock().unwrap().is_some().to_value(),
             "mix-width" => settings.mix_format.width.to_value(),
             "mix-height" => settings.mix_format.height.to_value(),
             "mix-framerate" => settings.mix_format.framerate.to_value(),
-            "mix-tiles" => (self.mix_tiles() as u32).to_value(),
             _ => unimplemented!(),
         }
     }
@@ -726,7 +758,9 @@ impl ElementImpl for RoomSrc {
             self.start()?;
         }
         let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::PausedToReady {
+        if transition == gst::StateChange::PausedToReady
+            || (result.is_err() && transition == gst::StateChange::ReadyToPaused)
+        {
             self.stop();
         }
         match (transition, result?) {
