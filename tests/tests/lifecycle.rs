@@ -303,3 +303,30 @@ fn chat_sent_while_the_server_is_away_is_held_and_delivered_once_after_the_rejoi
     assert_eq!(chat_until(&talker.pipeline, "after"), held);
 }
 
+
+#[test]
+fn a_refused_publish_is_stream_status_failed_with_the_reason() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let first = start(&publisher_line(&url, "refused", "bot", RED, ""));
+    wait_for_event(&first, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("publishing")
+    });
+    // The same participant (same username in this process) publishing the same stream again.
+    let second = start(&publisher_line(&url, "refused", "bot", BLUE, ""));
+    let failed = wait_for_event(&second, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("failed")
+    });
+    assert_eq!(failed.get::<&str>("reason").unwrap(), "stream-exists");
+    assert_eq!(failed.get::<&str>("stream").unwrap(), "main");
+    stop(&second);
+    stop(&first);
+
+    // An invalid stream name is refused at the state change, before joining.
+    let bad = gst::parse::launch(&publisher_line(&url, "refused", "bot", RED, "stream=a.b")).unwrap();
+    assert!(bad.set_state(gst::State::Playing).is_err());
+    let error = wait_for_error(bad.downcast_ref().unwrap());
+    assert!(error.contains("stream"), "{error}");
+    bad.set_state(gst::State::Null).unwrap();
+}

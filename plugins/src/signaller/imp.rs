@@ -202,7 +202,7 @@ impl SignallableImpl for RoomSignaller {
                 Ok(()) => self.emit_status("publishing", None, None),
                 Err(err) => {
                     gst::warning!(CAT, imp = self, "publish refused: {err}");
-                    self.emit_status("failed", None, Some(&err.to_string()));
+                    self.emit_status("failed", None, Some(err.reason()));
                 }
             },
             Role::Viewer {
