@@ -1213,8 +1213,11 @@ async fn next_message(ws: &mut Socket) -> Option<Result<ServerMessage, String>> 
     loop {
         match ws.next().await? {
             Ok(Message::Text(text)) => {
+                // An `id` would echo one of ours; the actor sends none (it refuses bad publishes
+                // itself), but a message carrying one is still a protocol message.
                 return Some(
-                    serde_json::from_str(text.as_str())
+                    serde_json::from_str::<room_protocol::WithId<ServerMessage>>(text.as_str())
+                        .map(|with_id| with_id.msg)
                         .map_err(|e| format!("not a room server: {e}")),
                 );
             }

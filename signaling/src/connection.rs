@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
-use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES};
+use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, WithId};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -105,8 +105,8 @@ fn read_text(hub: &Hub, peer: u64, text: &str) {
         );
         return hub.reject(peer, ErrorCode::TooLarge, message);
     }
-    match serde_json::from_str::<ClientMessage>(text) {
-        Ok(msg) => hub.handle(peer, msg),
+    match serde_json::from_str::<WithId<ClientMessage>>(text) {
+        Ok(WithId { id, msg }) => hub.handle_request(peer, msg, id),
         Err(err) => hub.reject(
             peer,
             ErrorCode::Malformed,

@@ -21,6 +21,11 @@
 //! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
 //! nothing else changes.
 //!
+//! Request ids: any client message may carry one more key, `"id"` (a string of at most
+//! [`MAX_REQUEST_ID_CHARS`] characters, chosen by the client). The server copies it into the
+//! `error` or `failed` that message causes, so a client with several requests in flight knows
+//! which one was refused. Other answers carry no id. See [`WithId`].
+//!
 //! ```
 //! use room_protocol::ClientMessage;
 //! let msg: ClientMessage =
@@ -40,6 +45,61 @@ pub const MAX_CHAT_BYTES: usize = 4 * 1024;
 pub const MAX_NAME_CHARS: usize = 64;
 /// The longest username, in characters (see [`validate_username`]).
 pub const MAX_USERNAME_CHARS: usize = 32;
+/// The longest request id, in characters (see [`WithId`]).
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A message with its optional request id: on the wire, the message's own object with one more
+/// key, `"id"`, absent when `None`. Clients send `WithId<ClientMessage>`; the server echoes the
+/// id in the `WithId<ServerMessage>` `error` / `failed` the request caused.
+///
+/// An envelope rather than a field on every variant: the variants keep `deny_unknown_fields`
+/// (any key other than `id` and the variant's fields is still refused), and code that does not
+/// care about ids keeps using plain [`ClientMessage`] / [`ServerMessage`].
+///
+/// ```
+/// use room_protocol::{ClientMessage, WithId};
+/// let req: WithId<ClientMessage> = serde_json::from_str(
+///     r#"{"type":"play","participant":"bob","stream":"main","id":"p1"}"#).unwrap();
+/// assert_eq!(req.id.as_deref(), Some("p1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithId<T> {
+    /// The client's id for the request, at most [`MAX_REQUEST_ID_CHARS`] characters.
+    pub id: Option<String>,
+    /// The message itself.
+    pub msg: T,
+}
+
+impl<T: Serialize> Serialize for WithId<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.msg).map_err(S::Error::custom)?;
+        if let (Some(id), Some(object)) = (&self.id, value.as_object_mut()) {
+            object.insert("id".into(), id.clone().into());
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithId<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let id = match value.as_object_mut().and_then(|o| o.remove("id")) {
+            None => None,
+            Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => {
+                Some(id)
+            }
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "id must be a string of at most {MAX_REQUEST_ID_CHARS} characters"
+                )));
+            }
+        };
+        let msg = T::deserialize(value).map_err(D::Error::custom)?;
+        Ok(WithId { id, msg })
+    }
+}
 
 /// What a participant sends: one JSON object per WebSocket text frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -549,9 +609,55 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
     (client, server)
 }
 
+/// One request with an id and the refusal that echoes it: the examples of [`WithId`], and the
+/// fixture the web page's test checks its `withId` against.
+pub fn id_examples() -> (WithId<ClientMessage>, WithId<ServerMessage>) {
+    (
+        WithId {
+            id: Some("play-2".into()),
+            msg: ClientMessage::Play {
+                participant: "ghost".into(),
+                stream: "main".into(),
+            },
+        },
+        WithId {
+            id: Some("play-2".into()),
+            msg: ServerMessage::Error {
+                code: ErrorCode::UnknownParticipant,
+                message: "no participant ghost in room demo".into(),
+            },
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_ride_along_and_unknown_fields_are_still_refused() {
+        let (request, refusal) = id_examples();
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"play","participant":"ghost","stream":"main","id":"play-2"})
+        );
+        assert_eq!(serde_json::from_value::<WithId<ClientMessage>>(json).unwrap(), request);
+        let json = serde_json::to_string(&refusal).unwrap();
+        assert_eq!(serde_json::from_str::<WithId<ServerMessage>>(&json).unwrap(), refusal);
+        // Without an id: the plain wire form, both ways.
+        let plain = r#"{"type":"leave"}"#;
+        let parsed: WithId<ClientMessage> = serde_json::from_str(plain).unwrap();
+        assert_eq!(parsed.id, None);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), plain);
+        let refused = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text).is_err();
+        assert!(refused(r#"{"type":"leave","id":"x","extra":1}"#));
+        assert!(refused(r#"{"type":"leave","id":7}"#));
+        assert!(refused(&format!(r#"{{"type":"leave","id":"{}"}}"#, "x".repeat(65))));
+        assert!(!refused(&format!(r#"{{"type":"leave","id":"{}"}}"#, "x".repeat(64))));
+        // A plain ClientMessage still refuses an id it does not expect.
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","id":"x"}"#).is_err());
+    }
 
     #[test]
     fn every_message_round_trips_through_json() {
