@@ -30,6 +30,7 @@ import {
   validateUsername,
   utf8Length,
   parseServerMessage,
+  withId,
 } from './protocol.js';
 
 const params = new URLSearchParams(location.search);
@@ -77,8 +78,10 @@ const S = {
   capacity: 0,
   /** username → remote participant (insertion order = join order) */
   remotes: new Map(),
-  /** usernames whose `play` awaits `session-started` (the server answers in order) */
-  playQueue: [],
+  /** request id → username, for each `play` in flight: a refusal echoes its id */
+  playRequests: new Map(),
+  /** numbers request ids */
+  requestSeq: 0,
   publish: {
     /** UNPUBLISHED | STARTING | PUBLISHING | FAILED */
     status: 'UNPUBLISHED',
@@ -240,7 +243,7 @@ function teardown() {
   for (const id of [...S.pubSessions.keys()]) closePubSession(id);
   for (const id of [...S.viewSessions.keys()]) closeViewSession(id);
   S.iceQueue.clear();
-  S.playQueue = [];
+  S.playRequests.clear();
   stopLocalMedia();
   setPublish('UNPUBLISHED');
   for (const name of [...S.remotes.keys()]) removeRemote(name, true);
@@ -344,11 +347,12 @@ function onError(msg) {
   const text = ERROR_CODES[msg.code] ?? msg.code;
   console.warn('server error', msg);
   setNotice(`Server: ${text}${msg.message ? ` — ${msg.message}` : ''}`);
-  if (['unknown-participant', 'unknown-stream', 'own-stream', 'not-joined'].includes(msg.code)) {
-    // The server answers `play` in order, so this refusal belongs to the oldest pending play.
-    const name = S.playQueue.shift();
-    const r = name && S.remotes.get(name);
-    if (r && r.pendingPlay) {
+  // A refused play names its request: the id the play was sent with.
+  const name = msg.id && S.playRequests.get(msg.id);
+  if (name) {
+    S.playRequests.delete(msg.id);
+    const r = S.remotes.get(name);
+    if (r && r.pendingPlay === msg.id) {
       r.pendingPlay = false;
       setStreamStatus(r, 'FAILED');
       return;
@@ -508,9 +512,10 @@ function updateSlot(r) {
 
 function play(r) {
   if (!S.joined || !r.stream || r.session || r.pendingPlay) return;
-  r.pendingPlay = true;
-  S.playQueue.push(r.username);
-  send(client.play(r.username, r.stream));
+  const id = `play-${++S.requestSeq}`;
+  r.pendingPlay = id;
+  S.playRequests.set(id, r.username);
+  send(withId(client.play(r.username, r.stream), id));
   setStreamStatus(r, 'STARTING');
 }
 
@@ -527,9 +532,8 @@ function stopPlaying(r, ended) {
 }
 
 function onSessionStarted(msg) {
-  const i = S.playQueue.indexOf(msg.participant);
-  if (i >= 0) S.playQueue.splice(i, 1);
   const r = S.remotes.get(msg.participant);
+  if (r && r.pendingPlay) S.playRequests.delete(r.pendingPlay);
   if (!r || !r.pendingPlay || r.stream !== msg.stream) {
     // Stopped (or unpublished) while the request was on its way: end the session.
     send(client.stop(msg.session));

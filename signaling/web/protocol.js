@@ -19,6 +19,8 @@ export const MAX_CHAT_BYTES = 4 * 1024;
 export const MAX_NAME_CHARS = 64;
 /** Longest username (characters). */
 export const MAX_USERNAME_CHARS = 32;
+/** Longest request id (characters); see withId. */
+export const MAX_REQUEST_ID_CHARS = 64;
 
 /**
  * Every ClientMessage: its fields in builder-argument order, and which of them are optional
@@ -47,13 +49,13 @@ export const SERVER_MESSAGES = Object.freeze({
   unpublished: { fields: ['username', 'stream'], optional: [] },
   muted: { fields: ['username', 'stream', 'audio_muted', 'video_muted'], optional: [] },
   message: { fields: ['from', 'to', 'text', 'ts'], optional: ['to'] },
-  failed: { fields: ['reason', 'detail'], optional: [] },
+  failed: { fields: ['reason', 'detail', 'id'], optional: ['id'] },
   'session-request': { fields: ['session', 'stream', 'viewer'], optional: [] },
   'session-started': { fields: ['session', 'participant', 'stream'], optional: [] },
   sdp: { fields: ['session', 'description'], optional: [] },
   ice: { fields: ['session', 'candidate', 'sdp_m_line_index', 'sdp_mid'], optional: ['sdp_mid'] },
   'session-ended': { fields: ['session', 'reason'], optional: [] },
-  error: { fields: ['code', 'message'], optional: [] },
+  error: { fields: ['code', 'message', 'id'], optional: ['id'] },
 });
 
 /** The structs nested in messages. */
@@ -128,6 +130,16 @@ export const client = Object.freeze({
     build('ice', [session, candidate, sdpMLineIndex, sdpMid]),
   stop: (session) => build('stop', [session]),
 });
+
+/**
+ * Any client message with a request id (Rust: WithId<ClientMessage>): the server echoes `id` in
+ * the `error` or `failed` this message causes, and in nothing else.
+ */
+export function withId(msg, id) {
+  const text = String(id);
+  if ([...text].length > MAX_REQUEST_ID_CHARS) throw new RangeError(`request id longer than ${MAX_REQUEST_ID_CHARS}`);
+  return { ...msg, id: text };
+}
 
 function check(name, max, allowed) {
   const chars = [...name];

@@ -680,28 +680,82 @@ mod tests {
         }
     }
 
+    /// Every variant by name. Exhaustive on purpose: a new variant does not compile until it
+    /// is listed here, and then the test below fails until `examples()` has it.
+    fn client_variant(msg: &ClientMessage) -> &'static str {
+        match msg {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave {} => "leave",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Message { .. } => "message",
+            ClientMessage::Play { .. } => "play",
+            ClientMessage::Sdp { .. } => "sdp",
+            ClientMessage::Ice { .. } => "ice",
+            ClientMessage::Stop { .. } => "stop",
+        }
+    }
+
+    /// See [`client_variant`].
+    fn server_variant(msg: &ServerMessage) -> &'static str {
+        match msg {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::State { .. } => "state",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::Published { .. } => "published",
+            ServerMessage::Unpublished { .. } => "unpublished",
+            ServerMessage::Muted { .. } => "muted",
+            ServerMessage::Message { .. } => "message",
+            ServerMessage::Failed { .. } => "failed",
+            ServerMessage::SessionRequest { .. } => "session-request",
+            ServerMessage::SessionStarted { .. } => "session-started",
+            ServerMessage::Sdp { .. } => "sdp",
+            ServerMessage::Ice { .. } => "ice",
+            ServerMessage::SessionEnded { .. } => "session-ended",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
+    const CLIENT_TYPES: [&str; 10] = [
+        "join", "leave", "publish", "unpublish", "mute", "message", "play", "sdp", "ice", "stop",
+    ];
+    const SERVER_TYPES: [&str; 15] = [
+        "welcome",
+        "state",
+        "joined",
+        "left",
+        "published",
+        "unpublished",
+        "muted",
+        "message",
+        "failed",
+        "session-request",
+        "session-started",
+        "sdp",
+        "ice",
+        "session-ended",
+        "error",
+    ];
+
     #[test]
-    fn examples_cover_every_variant() {
+    fn examples_cover_every_variant_once_under_its_wire_name() {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
-        let types = |v: Vec<serde_json::Value>| {
-            let mut t: Vec<String> = v
-                .iter()
-                .map(|m| m["type"].as_str().unwrap().to_owned())
-                .collect();
-            t.dedup();
-            t.len()
-        };
-        let c: Vec<_> = client
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        let s: Vec<_> = server
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        assert_eq!(types(c), 10);
-        assert_eq!(types(s), 15);
+        let names: Vec<&str> = client.iter().map(client_variant).collect();
+        assert_eq!(names, CLIENT_TYPES, "one client example per variant, in order");
+        let names: Vec<&str> = server.iter().map(server_variant).collect();
+        assert_eq!(names, SERVER_TYPES, "one server example per variant, in order");
+        // The names are the wire names.
+        for msg in &client {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], client_variant(msg));
+        }
+        for msg in &server {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], server_variant(msg));
+        }
     }
 
     #[test]
