@@ -48,7 +48,7 @@ const COMMAND_QUEUE: usize = 256;
 /// waiting for the actor); one that falls this far behind loses events, with a warning.
 const EVENT_QUEUE: usize = 1024;
 /// Attempts to reach the server before the first join counts as failed.
-const FIRST_CONNECT_ATTEMPTS: u32 = 5;
+pub const FIRST_CONNECT_ATTEMPTS: u32 = 5;
 /// Backoff between connection attempts: doubles from the first to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -56,6 +56,14 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Chat messages held while the connection is away, sent after the rejoin.
 pub const CHAT_HOLD: usize = 32;
+
+/// The wait after failed attempt number `attempt` (1, 2, ...): 0.4 s, 0.8 s, 1.6 s, 3.2 s, then
+/// 5 s each.
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1 << attempt.min(5))
+        .min(BACKOFF_CAP)
+}
 
 /// Identifies one participant: elements with equal keys share an actor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -608,10 +616,7 @@ impl Actor {
                 gst::debug!(crate::events::CAT, "{}: {why}", self.key.server_url);
             }
         }
-        let backoff = BACKOFF_FIRST
-            .saturating_mul(1 << (*attempt).min(5))
-            .min(BACKOFF_CAP);
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(backoff(*attempt));
         tokio::pin!(wait);
         loop {
             tokio::select! {

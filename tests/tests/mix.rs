@@ -114,9 +114,9 @@ impl MixViewer {
     fn sample_tiles(&self, count: usize) -> Option<Vec<Rgb>> {
         let sample = self.latest.lock().unwrap().frame.clone()?;
         let count = count.max(1);
-        (0..count)
-            .map(|i| {
-                let (x, y, w, h) = gstroom::roomsrc::grid_cell(i, count, 320, 240);
+        expected_tiles(count)
+            .iter()
+            .map(|&(x, y, w, h)| {
                 let (x, y, w, h) = (
                     x as f64 / 320.0,
                     y as f64 / 240.0,
@@ -134,6 +134,17 @@ impl MixViewer {
     fn counts(&self) -> (usize, usize) {
         let latest = self.latest.lock().unwrap();
         (latest.frames, latest.audio)
+    }
+}
+
+/// Where the tiles of a 320×240 grid of `count` participants are (x, y, w, h), written out:
+/// ⌈√count⌉ columns, tiles in username order, left to right then top to bottom.
+fn expected_tiles(count: usize) -> &'static [(i32, i32, i32, i32)] {
+    match count {
+        1 => &[(0, 0, 320, 240)],
+        2 => &[(0, 0, 160, 240), (160, 0, 160, 240)],
+        3 => &[(0, 0, 160, 120), (160, 0, 160, 120), (0, 120, 160, 120)],
+        _ => panic!("no layout written out for {count} tiles"),
     }
 }
 

@@ -344,9 +344,9 @@ impl RoomSrc {
         } else {
             "audio"
         };
-        let mut name = format!("{medium}_{}", sanitize(user));
+        let mut name = format!("{medium}_{}", pad_name_part(user));
         if stream != "main" {
-            name = format!("{name}_{}", sanitize(stream));
+            name = format!("{name}_{stream}");
         }
         let template = self.obj().pad_template(&format!("{medium}_%s")).unwrap();
         let ghost = match gst::GhostPad::builder_from_template_with_target(&template, pad) {
@@ -559,6 +559,22 @@ impl Change {
             _ => return None,
         })
     }
+}
+
+/// A username as it appears in pad names: itself when it is already `A-Z a-z 0-9 _ -`, else
+/// sanitized plus a short hash of the original, so that `a.b` and `a_b` (both `a_b` once
+/// sanitized) get distinct names, the same ones every time. (Stream names are already of the
+/// pad alphabet: validate_name.)
+pub fn pad_name_part(username: &str) -> String {
+    let clean = sanitize(username);
+    if clean == username {
+        return clean;
+    }
+    // FNV-1a: tiny, stable across runs and platforms (std's hasher is randomly seeded).
+    let hash = username
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    format!("{clean}-{:06x}", hash & 0xff_ffff)
 }
 
 /// Pad names keep to `A-Z a-z 0-9 _ -` so that `gst-launch-1.0 r.video_bob` parses ('.' does not).
@@ -774,3 +790,20 @@ impl ElementImpl for RoomSrc {
 }
 
 impl BinImpl for RoomSrc {}
+
+#[cfg(test)]
+mod tests {
+    use super::pad_name_part;
+
+    #[test]
+    fn colliding_usernames_get_distinct_stable_pad_names() {
+        assert_eq!(pad_name_part("a_b"), "a_b");
+        assert_eq!(pad_name_part("bob"), "bob");
+        let dotted = pad_name_part("a.b");
+        assert!(dotted.starts_with("a_b-") && dotted.len() == "a_b-".len() + 6, "{dotted}");
+        assert_ne!(dotted, pad_name_part("a_b"));
+        assert_ne!(dotted, pad_name_part("a-b"));
+        assert_eq!(dotted, pad_name_part("a.b"), "the same every time");
+        assert!(dotted.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    }
+}
