@@ -14,7 +14,7 @@
 //! | `room-muted` | `username`, `stream`, `audio-muted`, `video-muted` (bool) |
 //! | `room-message` | `from`, `to` (only for direct messages), `text`, `ts` (u64, ms since epoch) |
 //! | `room-failed` | `reason` (`room-full`, `name-taken`, `unauthorized`, `invalid-name`, `unreachable`, ...), `detail` |
-//! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `session-requested`, `playing`, `stopped`), `stream`, `peer` (where relevant) |
+//! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `session-requested`, `playing`, `stopped`), `stream`, `peer`, `reason` (where relevant: `failed` of a stream has `reason`, e.g. `stream-exists`) |
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -180,7 +180,7 @@ impl RoomSettings {
                 .build(),
             glib::ParamSpecBoxed::builder::<Vec<String>>("participants")
                 .nick("Participants")
-                .blurb("Usernames in the room, own included (empty until joined)")
+                .blurb("Usernames in the room, own included (empty until joined; notifies when it changes)")
                 .read_only()
                 .build(),
         ]
@@ -257,30 +257,92 @@ pub fn raw_pad_templates(
         .collect()
 }
 
-/// Names of the room event signals (each carries the event's structure).
-pub const EVENT_NAMES: [&str; 9] = [
-    "room-state",
-    "room-joined",
-    "room-left",
-    "room-published",
-    "room-unpublished",
-    "room-muted",
-    "room-message",
-    "room-failed",
-    "room-session-status",
-];
-
 /// One signal per room event, `(GstElement *element, GstStructure *event)`, emitted after the
-/// bus message of the same name is posted.
+/// bus message of the same name is posted. The structures' fields are in the module doc.
+///
+/// Threads: every `room-*` signal except `room-session-status` with `playing` / `stopped` is
+/// emitted on a thread of the plugin's runtime (threads named `gst-room`), in the order the
+/// participant saw the events, never with an element lock held. roomsrc's `playing` and
+/// `stopped` come from the thread that adds or ends the player: a blocking-pool thread of the
+/// same runtime, or the application's thread during a state change; roomsink's `publishing`,
+/// `failed` and `unpublished` from the thread that starts or stops webrtcsink's signaller.
+/// A handler may set the element's state: it is not waited for by itself.
 pub fn event_signals() -> Vec<glib::subclass::Signal> {
-    EVENT_NAMES
-        .iter()
-        .map(|name| {
-            glib::subclass::Signal::builder(name)
-                .param_types([gst::Structure::static_type()])
-                .build()
-        })
-        .collect()
+    vec![
+        /**
+         * GstRoomSink::room-state / GstRoomSrc::room-state:
+         * @event: `room-state` {room, username, capacity (u32), participants (strv, the others)}
+         *
+         * The room as found on joining, and again after every rejoin; also emitted for an
+         * element that starts while its participant (shared) is already in the room.
+         */
+        event_signal("room-state"),
+        /**
+         * GstRoomSink::room-joined / GstRoomSrc::room-joined:
+         * @event: `room-joined` {username}
+         *
+         * Someone else joined the room.
+         */
+        event_signal("room-joined"),
+        /**
+         * GstRoomSink::room-left / GstRoomSrc::room-left:
+         * @event: `room-left` {username}
+         *
+         * Someone else left or dropped; their streams were unpublished first.
+         */
+        event_signal("room-left"),
+        /**
+         * GstRoomSink::room-published / GstRoomSrc::room-published:
+         * @event: `room-published` {username, stream, audio, video}
+         *
+         * Someone else announced a stream.
+         */
+        event_signal("room-published"),
+        /**
+         * GstRoomSink::room-unpublished / GstRoomSrc::room-unpublished:
+         * @event: `room-unpublished` {username, stream}
+         *
+         * Someone else withdrew a stream (or left).
+         */
+        event_signal("room-unpublished"),
+        /**
+         * GstRoomSink::room-muted / GstRoomSrc::room-muted:
+         * @event: `room-muted` {username, stream, audio-muted, video-muted}
+         *
+         * The mute state of someone else's stream changed.
+         */
+        event_signal("room-muted"),
+        /**
+         * GstRoomSink::room-message / GstRoomSrc::room-message:
+         * @event: `room-message` {from, to (direct messages only), text, ts (ms since epoch)}
+         *
+         * A chat message, stamped by the server; own room messages come back too.
+         */
+        event_signal("room-message"),
+        /**
+         * GstRoomSink::room-failed / GstRoomSrc::room-failed:
+         * @event: `room-failed` {reason, detail}
+         *
+         * The join was refused (room-full, name-taken, unauthorized, invalid-name) or the
+         * server was unreachable; an element error with the same reason follows.
+         */
+        event_signal("room-failed"),
+        /**
+         * GstRoomSink::room-session-status / GstRoomSrc::room-session-status:
+         * @event: `room-session-status` {status, stream, peer, reason (for failed)}
+         *
+         * Progress of the participant (connecting, joined, reconnecting, failed), of roomsink's
+         * stream (publishing, failed with a reason such as stream-exists, unpublished,
+         * session-requested) and of roomsrc's players (playing, stopped).
+         */
+        event_signal("room-session-status"),
+    ]
+}
+
+fn event_signal(name: &str) -> glib::subclass::Signal {
+    glib::subclass::Signal::builder(name)
+        .param_types([gst::Structure::static_type()])
+        .build()
 }
 
 /// How an element's chat signals find its participant: `None` when not in a room.

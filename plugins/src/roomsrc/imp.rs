@@ -325,20 +325,25 @@ impl RoomSrc {
     /// webrtcsrc's pad-added, before webrtcsrc asks downstream what it takes — linking here is
     /// what makes webrtcsrc decode.
     fn expose(&self, user: &str, stream: &str, pad: &gst::Pad) {
-        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
-            if let Err(err) = mix.attach(
-                self.obj().upcast_ref(),
-                (user.to_owned(), stream.to_owned()),
-                pad,
-            ) {
-                gst::element_imp_warning!(
+        // The mix lock is held while attaching: it serialises changes to the mixers' inputs
+        // (the one exception to "no lock while calling into children"), and nothing that
+        // attaching calls takes it. It is released before posting or notifying.
+        let mut mix = self.mix.lock().unwrap();
+        if let Some(mixing) = mix.as_mut() {
+            let key = (user.to_owned(), stream.to_owned());
+            let attached = mixing.attach(self.obj().upcast_ref(), key, pad);
+            drop(mix);
+            match attached {
+                Ok(()) => self.obj().notify("mix-tiles"),
+                Err(err) => gst::element_imp_warning!(
                     self,
                     gst::CoreError::Pad,
                     ["cannot mix {}/{}: {}", user, stream, err]
-                );
+                ),
             }
             return;
         }
+        drop(mix);
         let medium = if pad.name().starts_with("video") {
             "video"
         } else {
@@ -390,8 +395,15 @@ impl RoomSrc {
         // mixer pad, a prerolling sink while the pipeline changes state); webrtcsrc's own
         // state change would wait for it while holding its state lock, which the pipeline's
         // state change needs in turn.
-        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
-            mix.detach(self.obj().upcast_ref(), key);
+        let detached = self
+            .mix
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(|mix| mix.detach(self.obj().upcast_ref(), key))
+            .is_some();
+        if detached {
+            self.obj().notify("mix-tiles");
         }
         for ghost in &player.pads {
             ghost.push_event(gst::event::Eos::new());
@@ -654,7 +666,7 @@ impl ObjectImpl for RoomSrc {
                     .build(),
                 glib::ParamSpecUInt::builder("mix-tiles")
                     .nick("Mix tiles")
-                    .blurb("Number of participants' videos in the mix now")
+                    .blurb("Number of participants' videos in the mix now (notifies when it changes)")
                     .read_only()
                     .build(),
             ]);
