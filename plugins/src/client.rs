@@ -135,9 +135,15 @@ pub enum Event {
     },
     /// The participant cannot go on; `reason` is a protocol fail reason (`room-full`, ...) or
     /// `unreachable`. The actor has ended.
-    Fatal { reason: String, detail: String },
+    Fatal {
+        reason: String,
+        detail: String,
+    },
     /// To the publisher of `stream` only: a viewer wants it.
-    SessionRequested { session: String, viewer: String },
+    SessionRequested {
+        session: String,
+        viewer: String,
+    },
     /// To the subscriber whose `play` this answers only.
     SessionStarted {
         session: String,
@@ -158,7 +164,10 @@ pub enum Event {
     },
     /// To the session's owner only: the session is over (the other end, the server, or a lost
     /// connection ended it).
-    SessionEnded { session: String, reason: String },
+    SessionEnded {
+        session: String,
+        reason: String,
+    },
 }
 
 /// Why a publish was refused.
@@ -485,7 +494,8 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Waits at most `limit` for a reply; `None` when the actor is gone or too slow.
 fn block_on_reply<T: Send + 'static>(answer: oneshot::Receiver<T>, limit: Duration) -> Option<T> {
     // The timer runs on the plugin's runtime: the calling thread may have none.
-    let waiting = RUNTIME.spawn(async move { tokio::time::timeout(limit, answer).await.ok()?.ok() });
+    let waiting =
+        RUNTIME.spawn(async move { tokio::time::timeout(limit, answer).await.ok()?.ok() });
     block_on(waiting).ok().flatten()
 }
 
@@ -651,7 +661,8 @@ impl Actor {
                 let answer = if self.held_chat.len() >= CHAT_HOLD {
                     Err(ChatError::HoldFull)
                 } else {
-                    self.held_chat.push_back(ClientMessage::Message { to, text });
+                    self.held_chat
+                        .push_back(ClientMessage::Message { to, text });
                     Ok(ChatSent::Held)
                 };
                 let _ = reply.send(answer);

@@ -555,7 +555,8 @@ fn post_event(element: &gst::Element, event: Event) -> bool {
             element.notify("status");
             element.notify("participants");
             let nick = RoomStatus::from(status);
-            let nick = glib::EnumValue::from_value(&nick.to_value()).map(|(_, v)| v.nick().to_owned());
+            let nick =
+                glib::EnumValue::from_value(&nick.to_value()).map(|(_, v)| v.nick().to_owned());
             post(
                 element,
                 session_status(&nick.unwrap_or_default(), None, None),

@@ -112,7 +112,12 @@ impl HubState {
                 };
                 let id = answered
                     .filter(|(to, _)| *to == peer)
-                    .filter(|_| matches!(msg, ServerMessage::Error { .. } | ServerMessage::Failed { .. }))
+                    .filter(|_| {
+                        matches!(
+                            msg,
+                            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
+                        )
+                    })
                     .map(|(_, id)| id.clone());
                 let text = serde_json::to_string(&WithId { id, msg })
                     .expect("protocol messages always serialise");

@@ -894,7 +894,10 @@ mod tests {
             types(&chat(&mut r, 1, Some("bob"), "psst")),
             [(2, "message".into()), (1, "message".into())]
         );
-        assert_eq!(types(&chat(&mut r, 1, Some("ann"), "note")), [(1, "message".into())]);
+        assert_eq!(
+            types(&chat(&mut r, 1, Some("ann"), "note")),
+            [(1, "message".into())]
+        );
         assert_eq!(
             error_code(&chat(&mut r, 1, Some("nobody"), "?")),
             Some(ErrorCode::UnknownParticipant)
@@ -905,7 +908,10 @@ mod tests {
     fn play_of_an_own_stream_or_an_unknown_participant_is_refused() {
         let mut r = three();
         publish(&mut r, 1, "main");
-        assert_eq!(error_code(&play(&mut r, 1, "ann", "main")), Some(ErrorCode::OwnStream));
+        assert_eq!(
+            error_code(&play(&mut r, 1, "ann", "main")),
+            Some(ErrorCode::OwnStream)
+        );
         assert_eq!(
             error_code(&play(&mut r, 2, "ghost", "main")),
             Some(ErrorCode::UnknownParticipant)
@@ -924,10 +930,19 @@ mod tests {
         let stop = ClientMessage::Stop {
             session: "s1".into(),
         };
-        assert_eq!(error_code(&r.handle(3, stop.clone())), Some(ErrorCode::UnknownSession));
-        assert_eq!(types(&r.handle(2, stop.clone())), [(1, "session-ended".into())]);
+        assert_eq!(
+            error_code(&r.handle(3, stop.clone())),
+            Some(ErrorCode::UnknownSession)
+        );
+        assert_eq!(
+            types(&r.handle(2, stop.clone())),
+            [(1, "session-ended".into())]
+        );
         // Gone: a second stop is refused.
-        assert_eq!(error_code(&r.handle(1, stop)), Some(ErrorCode::UnknownSession));
+        assert_eq!(
+            error_code(&r.handle(1, stop)),
+            Some(ErrorCode::UnknownSession)
+        );
     }
 
     #[test]
@@ -980,7 +995,10 @@ mod tests {
             sdp_m_line_index: 0,
             sdp_mid: None,
         };
-        assert_eq!(error_code(&r.handle(1, ice)), Some(ErrorCode::UnknownSession));
+        assert_eq!(
+            error_code(&r.handle(1, ice)),
+            Some(ErrorCode::UnknownSession)
+        );
     }
 
     #[test]
@@ -992,7 +1010,11 @@ mod tests {
         let out = join(&mut r, 4, "a", "ann");
         assert_eq!(
             types(&out),
-            [(4, "state".into()), (2, "joined".into()), (3, "joined".into())]
+            [
+                (4, "state".into()),
+                (2, "joined".into()),
+                (3, "joined".into())
+            ]
         );
         assert_eq!(
             types(&publish(&mut r, 4, "main")),

@@ -268,7 +268,9 @@ fn unreachable_server_is_an_element_error_after_retries() {
     );
     // Five attempts with 0.4 + 0.8 + 1.6 + 3.2 s of backoff between them.
     assert_eq!(
-        (1..5).map(gstroom::client::backoff).sum::<std::time::Duration>(),
+        (1..5)
+            .map(gstroom::client::backoff)
+            .sum::<std::time::Duration>(),
         std::time::Duration::from_millis(6000)
     );
     let waited = started.elapsed();

@@ -60,7 +60,10 @@ impl Observer {
             if let Some((at, _)) = self.heard.lock().unwrap().iter().find(|(_, m)| what(m)) {
                 return *at;
             }
-            assert!(Instant::now() < deadline, "observer never heard {description}");
+            assert!(
+                Instant::now() < deadline,
+                "observer never heard {description}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -188,7 +191,11 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
             s.get::<&str>("status") == Ok("playing") && s.get::<&str>("peer") == Ok("alice")
         });
         pipeline.set_state(gst::State::Null).unwrap();
-        assert_eq!(webrtcsrc_children(&roomsrc), 0, "cycle {cycle}: orphan webrtcsrc");
+        assert_eq!(
+            webrtcsrc_children(&roomsrc),
+            0,
+            "cycle {cycle}: orphan webrtcsrc"
+        );
         while let Some(msg) = bus.pop() {
             if let gst::MessageView::Error(err) = msg.view() {
                 panic!("cycle {cycle}: {} ({:?})", err.error(), err.debug());
@@ -208,7 +215,10 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         "fds {base_fds} → {fds}: {:?}",
         fd_kinds()
     );
-    assert!(threads <= base_threads + 10, "threads {base_threads} → {threads}");
+    assert!(
+        threads <= base_threads + 10,
+        "threads {base_threads} → {threads}"
+    );
 }
 
 /// A `gst-launch-1.0` process with this build's plugin; killed on drop.
@@ -284,7 +294,11 @@ fn chat_sent_while_the_server_is_away_is_held_and_delivered_once_after_the_rejoi
     wait_for_event(&talker.pipeline, "room-session-status", |s| {
         s.get::<&str>("status") == Ok("reconnecting")
     });
-    let send = |text: &str| talker.roomsrc.emit_by_name::<bool>("send-message", &[&text]);
+    let send = |text: &str| {
+        talker
+            .roomsrc
+            .emit_by_name::<bool>("send-message", &[&text])
+    };
     let held: Vec<String> = (0..gstroom::client::CHAT_HOLD)
         .map(|i| format!("held-{i}"))
         .collect();
@@ -302,7 +316,6 @@ fn chat_sent_while_the_server_is_away_is_held_and_delivered_once_after_the_rejoi
     // the message sent after the rejoin.
     assert_eq!(chat_until(&talker.pipeline, "after"), held);
 }
-
 
 #[test]
 fn a_refused_publish_is_stream_status_failed_with_the_reason() {
@@ -324,7 +337,8 @@ fn a_refused_publish_is_stream_status_failed_with_the_reason() {
     stop(&first);
 
     // An invalid stream name is refused at the state change, before joining.
-    let bad = gst::parse::launch(&publisher_line(&url, "refused", "bot", RED, "stream=a.b")).unwrap();
+    let bad =
+        gst::parse::launch(&publisher_line(&url, "refused", "bot", RED, "stream=a.b")).unwrap();
     assert!(bad.set_state(gst::State::Playing).is_err());
     let error = wait_for_error(bad.downcast_ref().unwrap());
     assert!(error.contains("stream"), "{error}");

@@ -562,10 +562,16 @@ async fn refusals_echo_the_request_id_of_the_message_that_caused_them() {
         .send_raw(r#"{"type":"play","participant":"ghost","stream":"main","id":"play-2"}"#)
         .await;
     let started = alice.recv_with_id().await;
-    assert!(matches!(started.msg, ServerMessage::SessionStarted { .. }), "{started:?}");
+    assert!(
+        matches!(started.msg, ServerMessage::SessionStarted { .. }),
+        "{started:?}"
+    );
     assert_eq!(started.id, None, "only refusals carry the id");
     let refused = alice.recv_with_id().await;
-    assert!(is_error(&refused.msg, ErrorCode::UnknownParticipant), "{refused:?}");
+    assert!(
+        is_error(&refused.msg, ErrorCode::UnknownParticipant),
+        "{refused:?}"
+    );
     assert_eq!(refused.id.as_deref(), Some("play-2"));
     // A refused join echoes its id in `failed`.
     let mut again = Client::connect(&url).await;
@@ -573,7 +579,10 @@ async fn refusals_echo_the_request_id_of_the_message_that_caused_them() {
         .send_raw(r#"{"type":"join","room":"ids","username":"bob","id":"j"}"#)
         .await;
     let failed = again.recv_with_id().await;
-    assert!(matches!(failed.msg, ServerMessage::Failed { .. }), "{failed:?}");
+    assert!(
+        matches!(failed.msg, ServerMessage::Failed { .. }),
+        "{failed:?}"
+    );
     assert_eq!(failed.id.as_deref(), Some("j"));
     // A bad id is malformed input; the connection stays.
     alice.send_raw(r#"{"type":"leave","id":42}"#).await;

@@ -228,7 +228,11 @@ impl RoomSink {
         } else {
             &self.mute_audio
         };
-        mute::install(&input.filter.static_pad("src").unwrap(), medium, muted.clone());
+        mute::install(
+            &input.filter.static_pad("src").unwrap(),
+            medium,
+            muted.clone(),
+        );
         let template = self.obj().pad_template(medium.template()).unwrap();
         let ghost = gst::GhostPad::builder_from_template_with_target(
             &template,
@@ -574,9 +578,11 @@ impl ElementImpl for RoomSink {
     fn release_pad(&self, pad: &gst::Pad) {
         let input = {
             let mut inputs = self.inputs.lock().unwrap();
-            let position = inputs
-                .iter()
-                .position(|i| i.ghost.as_ref().is_some_and(|g| g.upcast_ref::<gst::Pad>() == pad));
+            let position = inputs.iter().position(|i| {
+                i.ghost
+                    .as_ref()
+                    .is_some_and(|g| g.upcast_ref::<gst::Pad>() == pad)
+            });
             position.map(|i| inputs.remove(i))
         };
         if let Some(input) = input {

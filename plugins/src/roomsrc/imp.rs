@@ -144,10 +144,7 @@ impl RoomSrc {
         let _changes = self.changes.lock().unwrap();
         let (client, players) = {
             let mut state = self.state.lock().unwrap();
-            (
-                state.client.take(),
-                std::mem::take(&mut state.players),
-            )
+            (state.client.take(), std::mem::take(&mut state.players))
         };
         for (key, player) in players {
             self.dispose_player(&key, player);
@@ -583,9 +580,9 @@ pub fn pad_name_part(username: &str) -> String {
         return clean;
     }
     // FNV-1a: tiny, stable across runs and platforms (std's hasher is randomly seeded).
-    let hash = username
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    let hash = username.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    });
     format!("{clean}-{:06x}", hash & 0xff_ffff)
 }
 
@@ -812,10 +809,17 @@ mod tests {
         assert_eq!(pad_name_part("a_b"), "a_b");
         assert_eq!(pad_name_part("bob"), "bob");
         let dotted = pad_name_part("a.b");
-        assert!(dotted.starts_with("a_b-") && dotted.len() == "a_b-".len() + 6, "{dotted}");
+        assert!(
+            dotted.starts_with("a_b-") && dotted.len() == "a_b-".len() + 6,
+            "{dotted}"
+        );
         assert_ne!(dotted, pad_name_part("a_b"));
         assert_ne!(dotted, pad_name_part("a-b"));
         assert_eq!(dotted, pad_name_part("a.b"), "the same every time");
-        assert!(dotted.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert!(
+            dotted
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
     }
 }

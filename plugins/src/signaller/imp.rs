@@ -157,7 +157,8 @@ impl RoomSignaller {
                 gst::info!(CAT, imp = self, "session {session} ended: {reason}");
                 match self.config().0 {
                     Role::Publisher { .. } => {
-                        self.obj().emit_by_name::<bool>("session-ended", &[&session]);
+                        self.obj()
+                            .emit_by_name::<bool>("session-ended", &[&session]);
                     }
                     // A viewer's session end is roomsrc's to handle: it removes the whole
                     // webrtcsrc, ends its pads with EOS, and plays again if still published.

@@ -11,7 +11,6 @@
 //!
 //! Both report their progress with the `room-status` signal (status, peer).
 
-
 use gst::glib;
 use gst::subclass::prelude::*;
 use gstrswebrtc::signaller::Signallable;

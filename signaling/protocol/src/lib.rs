@@ -642,9 +642,15 @@ mod tests {
             json,
             serde_json::json!({"type":"play","participant":"ghost","stream":"main","id":"play-2"})
         );
-        assert_eq!(serde_json::from_value::<WithId<ClientMessage>>(json).unwrap(), request);
+        assert_eq!(
+            serde_json::from_value::<WithId<ClientMessage>>(json).unwrap(),
+            request
+        );
         let json = serde_json::to_string(&refusal).unwrap();
-        assert_eq!(serde_json::from_str::<WithId<ServerMessage>>(&json).unwrap(), refusal);
+        assert_eq!(
+            serde_json::from_str::<WithId<ServerMessage>>(&json).unwrap(),
+            refusal
+        );
         // Without an id: the plain wire form, both ways.
         let plain = r#"{"type":"leave"}"#;
         let parsed: WithId<ClientMessage> = serde_json::from_str(plain).unwrap();
@@ -653,8 +659,14 @@ mod tests {
         let refused = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text).is_err();
         assert!(refused(r#"{"type":"leave","id":"x","extra":1}"#));
         assert!(refused(r#"{"type":"leave","id":7}"#));
-        assert!(refused(&format!(r#"{{"type":"leave","id":"{}"}}"#, "x".repeat(65))));
-        assert!(!refused(&format!(r#"{{"type":"leave","id":"{}"}}"#, "x".repeat(64))));
+        assert!(refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(65)
+        )));
+        assert!(!refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(64)
+        )));
         // A plain ClientMessage still refuses an id it does not expect.
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","id":"x"}"#).is_err());
     }
@@ -719,7 +731,16 @@ mod tests {
     }
 
     const CLIENT_TYPES: [&str; 10] = [
-        "join", "leave", "publish", "unpublish", "mute", "message", "play", "sdp", "ice", "stop",
+        "join",
+        "leave",
+        "publish",
+        "unpublish",
+        "mute",
+        "message",
+        "play",
+        "sdp",
+        "ice",
+        "stop",
     ];
     const SERVER_TYPES: [&str; 15] = [
         "welcome",
@@ -744,9 +765,15 @@ mod tests {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
         let names: Vec<&str> = client.iter().map(client_variant).collect();
-        assert_eq!(names, CLIENT_TYPES, "one client example per variant, in order");
+        assert_eq!(
+            names, CLIENT_TYPES,
+            "one client example per variant, in order"
+        );
         let names: Vec<&str> = server.iter().map(server_variant).collect();
-        assert_eq!(names, SERVER_TYPES, "one server example per variant, in order");
+        assert_eq!(
+            names, SERVER_TYPES,
+            "one server example per variant, in order"
+        );
         // The names are the wire names.
         for msg in &client {
             let json = serde_json::to_value(msg).unwrap();
