@@ -102,8 +102,9 @@ impl MixViewer {
             }
             assert!(
                 Instant::now() < deadline,
-                "grid never showed {colours:?}; tiles {} sampled {sampled:?}",
-                self.tiles()
+                "grid never showed {colours:?}; tiles {} sampled {sampled:?}; {}",
+                self.tiles(),
+                self.states()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -129,6 +130,20 @@ impl MixViewer {
                 )
             })
             .collect()
+    }
+
+    /// The states of the pipeline and of roomsrc's children, for a failure message.
+    fn states(&self) -> String {
+        let state = |e: &gst::Element| {
+            let (_, current, pending) = e.state(gst::ClockTime::ZERO);
+            format!("{}={current:?}/{pending:?}", e.name())
+        };
+        let room = self.pipeline.by_name("room").unwrap();
+        let mut out = vec![state(self.pipeline.upcast_ref()), state(&room)];
+        for child in room.downcast_ref::<gst::Bin>().unwrap().children() {
+            out.push(state(&child));
+        }
+        out.join(" ")
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -165,8 +180,9 @@ fn grid_shows_everyone_and_reflows_as_people_come_and_go() {
     while mix.counts().0 < 10 || mix.counts().1 < 10 {
         assert!(
             Instant::now() < deadline,
-            "no output from an empty room: {:?}",
-            mix.counts()
+            "no output from an empty room: {:?}; {}",
+            mix.counts(),
+            mix.states()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
