@@ -41,7 +41,14 @@ impl Subscription {
         let flag = stopping.clone();
         let task = RUNTIME.spawn(async move {
             while let Some(event) = events.recv().await {
-                if flag.load(Ordering::Acquire) || !handler(event).await {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                // Handlers emit signals into webrtcsink/webrtcsrc and the application, which may
+                // block; block_in_place hands this worker's other tasks (the actors, with their
+                // keepalive) to another thread meanwhile, so a slow handler never stalls them.
+                let handled = tokio::task::block_in_place(|| handler(event));
+                if !handled.await {
                     return;
                 }
             }
