@@ -25,7 +25,8 @@
 //! their mute state and sends the chat held meanwhile (at most [`CHAT_HOLD`] messages; beyond
 //! that `send_chat` fails). Sessions do not survive a reconnect: their owners get
 //! [`Event::SessionEnded`]. A refused join or a server unreachable from the start is final:
-//! subscribers get [`Event::Fatal`] and the actor ends.
+//! subscribers (including ones that subscribe later) get [`Event::Fatal`], and the actor only
+//! answers commands until its last user leaves.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -543,6 +544,8 @@ struct Actor {
     /// Chat asked for while not joined: sent after the join.
     held_chat: VecDeque<ClientMessage>,
     joined_once: bool,
+    /// Why the participant cannot go on (reason, detail), once that is so.
+    fatal: Option<(String, String)>,
 }
 
 type Socket = WebSocketStream<ConnectStream>;
@@ -568,6 +571,7 @@ impl Actor {
             held_plays: Vec::new(),
             held_chat: VecDeque::new(),
             joined_once: false,
+            fatal: None,
         };
         RUNTIME.spawn(actor.run());
         RoomClient {
@@ -584,14 +588,17 @@ impl Actor {
         loop {
             let ws = match self.connect(&mut attempt).await {
                 Ok(ws) => ws,
-                Err(Next::End) => return,
+                Err(Next::End) => break,
                 Err(Next::Reconnect) => continue,
             };
             attempt = 0;
             match self.relay(ws).await {
-                Next::End => return,
+                Next::End => break,
                 Next::Reconnect => {}
             }
+        }
+        if self.fatal.is_some() {
+            self.failed().await;
         }
     }
 
@@ -941,7 +948,48 @@ impl Actor {
 
     fn fatal(&mut self, reason: String, detail: String) {
         self.set_status(Status::Failed);
-        self.broadcast(Event::Fatal { reason, detail });
+        self.broadcast(Event::Fatal {
+            reason: reason.clone(),
+            detail: detail.clone(),
+        });
+        self.fatal = Some((reason, detail));
+    }
+
+    /// After a fatal failure: answer commands until the last user leaves, so that a subscriber
+    /// whose subscription was still queued learns the reason too.
+    async fn failed(mut self) {
+        let (reason, detail) = self.fatal.clone().unwrap_or_default();
+        while let Some(command) = self.commands.recv().await {
+            match command {
+                Command::Subscribe { id, events } => {
+                    let subscriber = Subscriber { events };
+                    subscriber.deliver(Event::Status(Status::Failed));
+                    subscriber.deliver(Event::Fatal {
+                        reason: reason.clone(),
+                        detail: detail.clone(),
+                    });
+                    self.subscribers.insert(id, subscriber);
+                }
+                Command::Unsubscribe { id, done } => {
+                    self.subscribers.remove(&id);
+                    let _ = done.send(());
+                }
+                Command::Publish { reply, .. } => {
+                    let _ = reply.send(Err(PublishError::Gone));
+                }
+                Command::Chat { reply, .. } => {
+                    let _ = reply.send(Err(ChatError::Gone));
+                }
+                Command::Leave { done } => {
+                    let _ = done.send(());
+                    return;
+                }
+                Command::Unpublish { .. }
+                | Command::Mute { .. }
+                | Command::Play { .. }
+                | Command::Session(_) => {}
+            }
+        }
     }
 
     /// Interprets a server message: updates the view, delivers events; returns replies.
