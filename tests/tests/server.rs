@@ -553,6 +553,7 @@ async fn refusals_echo_the_request_id_of_the_message_that_caused_them() {
     let url = server.ws_url();
     let mut bob = Client::join(&url, "ids", "bob").await;
     bob.send(&publish("main")).await;
+    bob.sync().await;
     let mut alice = Client::join(&url, "ids", "alice").await;
     // Two plays in flight: the first is fine, the second names nobody.
     alice
