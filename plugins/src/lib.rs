@@ -25,6 +25,7 @@ mod mute;
 pub mod roomsink;
 pub mod roomsrc;
 pub mod signaller;
+mod subscription;
 pub mod tls;
 
 /// The plugin's async runtime: the room client tasks and the signallers run here. Two workers

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES};
+use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, WithId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -212,10 +212,10 @@ fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text
         );
         return hub.reject(peer, ErrorCode::TooLarge, message);
     }
-    match serde_json::from_str::<ClientMessage>(text) {
-        Ok(msg) => {
+    match serde_json::from_str::<WithId<ClientMessage>>(text) {
+        Ok(WithId { id, msg }) => {
             if let Err(why) = limiters.check(&msg) {
-                return hub.reject(peer, ErrorCode::RateLimited, why);
+                return hub.reject_request(peer, ErrorCode::RateLimited, why, id);
             }
             match msg {
                 ClientMessage::Join {
@@ -227,9 +227,9 @@ fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text
                     let admitted = client
                         .access
                         .join(client.addr.ip(), token, &room, &username);
-                    hub.join(peer, room, username, admitted)
+                    hub.join(peer, room, username, admitted, id)
                 }
-                msg => hub.handle(peer, msg),
+                msg => hub.handle_request(peer, msg, id),
             }
         }
         Err(err) => match limiters.check_messages() {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use room_protocol::{ClientMessage, ErrorCode, ServerMessage, WithId};
 use tokio::sync::mpsc;
 
 use crate::auth::{Grants, Refusal};
@@ -62,25 +62,35 @@ impl Hub {
 
     /// Applies a message read from `peer`'s connection.
     pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
-        let mut state = self.state.lock().unwrap();
-        let out = state.rooms.handle(peer, msg);
-        state.deliver(out);
+        self.handle_request(peer, msg, None);
     }
 
-    /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]).
+    /// Applies a message that carried the request id `id`: the `error` / `failed` it causes
+    /// to `peer` echoes the id (the room rules never see ids).
+    pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) {
+        let mut state = self.state.lock().unwrap();
+        let out = state.rooms.handle(peer, msg);
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(out, answered.as_ref());
+    }
+
+    /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]). A
+    /// refusal echoes the request id `id`, as in [`Self::handle_request`].
     pub fn join(
         &self,
         peer: PeerId,
         room: String,
         username: String,
         admitted: Result<Grants, Refusal>,
+        id: Option<String>,
     ) {
         let mut state = self.state.lock().unwrap();
         // The clock is read here, at the edge: the rules stay free of I/O.
         let out = state
             .rooms
             .join(peer, room, username, admitted, SystemTime::now());
-        state.deliver(out);
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(out, answered.as_ref());
     }
 
     /// Answers input that never became a message (malformed, too large) with an `error`.
@@ -89,6 +99,22 @@ impl Hub {
             .lock()
             .unwrap()
             .deliver(vec![(peer, ServerMessage::Error { code, message })]);
+    }
+
+    /// [`Self::reject`] for a message that was read but refused before the room rules (a rate
+    /// limit): the `error` echoes its request id `id`.
+    pub fn reject_request(
+        &self,
+        peer: PeerId,
+        code: ErrorCode,
+        message: String,
+        id: Option<String>,
+    ) {
+        let answered = id.map(|id| (peer, id));
+        self.state.lock().unwrap().deliver_answering(
+            vec![(peer, ServerMessage::Error { code, message })],
+            answered.as_ref(),
+        );
     }
 
     /// Whether `peer` is in a room now.
@@ -113,14 +139,30 @@ impl Hub {
 impl HubState {
     /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
     /// produces more messages (LEFT, ...) that are delivered the same way.
-    fn deliver(&mut self, mut out: Outbox) {
+    fn deliver(&mut self, out: Outbox) {
+        self.deliver_answering(out, None);
+    }
+
+    /// [`Self::deliver`], with the request id `answered.1` added to the refusals
+    /// (`error`, `failed`) that go to `answered.0`.
+    fn deliver_answering(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) {
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
                 let Some(queue) = self.queues.get(&peer) else {
                     continue;
                 };
-                let text = serde_json::to_string(&msg).expect("protocol messages always serialise");
+                let id = answered
+                    .filter(|(to, _)| *to == peer)
+                    .filter(|_| {
+                        matches!(
+                            msg,
+                            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
+                        )
+                    })
+                    .map(|(_, id)| id.clone());
+                let text = serde_json::to_string(&WithId { id, msg })
+                    .expect("protocol messages always serialise");
                 if queue.try_send(text).is_err() {
                     tracing::warn!(
                         peer,

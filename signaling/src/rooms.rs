@@ -453,7 +453,11 @@ impl Rooms {
         }
         let recipients = match &to {
             None => self.room_of(peer),
-            Some(name) => vec![self.find_in_room(peer, name)?, peer],
+            // To the recipient and the sender: once when they are the same.
+            Some(name) => match self.find_in_room(peer, name)? {
+                recipient if recipient == peer => vec![peer],
+                recipient => vec![recipient, peer],
+            },
         };
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1097,6 +1101,201 @@ mod tests {
             },
         );
         assert_eq!(chat.len(), 3);
+    }
+
+    fn publish(r: &mut Rooms, peer: PeerId, stream: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Publish {
+                stream: stream.into(),
+                audio: true,
+                video: true,
+            },
+        )
+    }
+
+    fn play(r: &mut Rooms, peer: PeerId, participant: &str, stream: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Play {
+                participant: participant.into(),
+                stream: stream.into(),
+            },
+        )
+    }
+
+    fn chat(r: &mut Rooms, peer: PeerId, to: Option<&str>, text: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Message {
+                to: to.map(Into::into),
+                text: text.into(),
+            },
+        )
+    }
+
+    fn error_code(out: &Outbox) -> Option<ErrorCode> {
+        match out.as_slice() {
+            [(_, ServerMessage::Error { code, .. })] => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Three in room "a": 1 = ann, 2 = bob, 3 = cid.
+    fn three() -> Rooms {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "ann");
+        join(&mut r, 2, "a", "bob");
+        join(&mut r, 3, "a", "cid");
+        r
+    }
+
+    #[test]
+    fn chat_to_the_room_reaches_everyone_once_including_the_sender() {
+        let mut r = three();
+        let out = chat(&mut r, 1, None, "hi");
+        let mut to: Vec<PeerId> = out.iter().map(|(p, _)| *p).collect();
+        to.sort();
+        assert_eq!(to, [1, 2, 3]);
+        assert!(out.iter().all(|(_, m)| matches!(
+            m,
+            ServerMessage::Message { from, to: None, text, .. } if from == "ann" && text == "hi"
+        )));
+    }
+
+    #[test]
+    fn direct_chat_reaches_the_recipient_and_the_sender_and_yourself_once() {
+        let mut r = three();
+        assert_eq!(
+            types(&chat(&mut r, 1, Some("bob"), "psst")),
+            [(2, "message".into()), (1, "message".into())]
+        );
+        assert_eq!(
+            types(&chat(&mut r, 1, Some("ann"), "note")),
+            [(1, "message".into())]
+        );
+        assert_eq!(
+            error_code(&chat(&mut r, 1, Some("nobody"), "?")),
+            Some(ErrorCode::UnknownParticipant)
+        );
+    }
+
+    #[test]
+    fn play_of_an_own_stream_or_an_unknown_participant_is_refused() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        assert_eq!(
+            error_code(&play(&mut r, 1, "ann", "main")),
+            Some(ErrorCode::OwnStream)
+        );
+        assert_eq!(
+            error_code(&play(&mut r, 2, "ghost", "main")),
+            Some(ErrorCode::UnknownParticipant)
+        );
+        assert_eq!(
+            error_code(&play(&mut r, 2, "ann", "other")),
+            Some(ErrorCode::UnknownStream)
+        );
+    }
+
+    #[test]
+    fn stop_ends_a_session_at_the_other_end_only_and_only_for_its_ends() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        let stop = ClientMessage::Stop {
+            session: "s1".into(),
+        };
+        assert_eq!(
+            error_code(&r.handle(3, stop.clone())),
+            Some(ErrorCode::UnknownSession)
+        );
+        assert_eq!(
+            types(&r.handle(2, stop.clone())),
+            [(1, "session-ended".into())]
+        );
+        // Gone: a second stop is refused.
+        assert_eq!(
+            error_code(&r.handle(1, stop)),
+            Some(ErrorCode::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn unpublish_ends_the_streams_sessions_at_both_ends_then_tells_the_room() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        play(&mut r, 3, "ann", "main");
+        let out = r.handle(
+            1,
+            ClientMessage::Unpublish {
+                stream: "main".into(),
+            },
+        );
+        // Both ends hear of each ended session: the publisher's connection stays open.
+        assert_eq!(
+            types(&out),
+            [
+                (2, "session-ended".into()),
+                (1, "session-ended".into()),
+                (3, "session-ended".into()),
+                (1, "session-ended".into()),
+                (2, "unpublished".into()),
+                (3, "unpublished".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_viewer_leaving_with_open_sessions_ends_them_at_the_publisher() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        // A leave keeps the connection, so the leaver hears of its sessions' end too (a
+        // dropped connection does not: see only_own_streams_and_sessions).
+        let out = r.handle(2, ClientMessage::Leave {});
+        assert_eq!(
+            types(&out),
+            [
+                (2, "session-ended".into()),
+                (1, "session-ended".into()),
+                (1, "left".into()),
+                (3, "left".into())
+            ]
+        );
+        // Ended for good: the publisher cannot relay into it any more.
+        let ice = ClientMessage::Ice {
+            session: "s1".into(),
+            candidate: "c".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        };
+        assert_eq!(
+            error_code(&r.handle(1, ice)),
+            Some(ErrorCode::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn a_dropped_participant_can_rejoin_under_its_name_and_republish() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        r.disconnect(1);
+        // A new connection (as after a reconnect) takes the name again.
+        let out = join(&mut r, 4, "a", "ann");
+        assert_eq!(
+            types(&out),
+            [
+                (4, "state".into()),
+                (2, "joined".into()),
+                (3, "joined".into())
+            ]
+        );
+        assert_eq!(
+            types(&publish(&mut r, 4, "main")),
+            [(2, "published".into()), (3, "published".into())]
+        );
     }
 }
 

@@ -37,6 +37,7 @@ import {
   validateUsername,
   utf8Length,
   parseServerMessage,
+  withId,
 } from './protocol.js';
 
 const params = new URLSearchParams(location.search);
@@ -88,8 +89,10 @@ const S = {
   capacity: 0,
   /** username → remote participant (insertion order = join order) */
   remotes: new Map(),
-  /** usernames whose `play` awaits `session-started` (the server answers in order) */
-  playQueue: [],
+  /** request id → username, for each `play` in flight: a refusal echoes its id */
+  playRequests: new Map(),
+  /** numbers request ids */
+  requestSeq: 0,
   publish: {
     /** UNPUBLISHED | STARTING | PUBLISHING | FAILED */
     status: 'UNPUBLISHED',
@@ -303,7 +306,7 @@ function teardown() {
   for (const id of [...S.pubSessions.keys()]) closePubSession(id);
   for (const id of [...S.viewSessions.keys()]) closeViewSession(id);
   S.iceQueue.clear();
-  S.playQueue = [];
+  S.playRequests.clear();
   stopLocalMedia();
   setPublish('UNPUBLISHED');
   for (const name of [...S.remotes.keys()]) removeRemote(name, true);
@@ -409,25 +412,29 @@ function onError(msg) {
   const text = ERROR_CODES[msg.code] ?? msg.code;
   console.warn('server error', msg);
   setNotice(`Server: ${text}${msg.message ? ` — ${msg.message}` : ''}`);
-  if (msg.code === 'unauthorized' && onUnauthorized(msg)) return;
-  if (['unknown-participant', 'unknown-stream', 'own-stream', 'not-joined'].includes(msg.code)) {
-    // The server answers `play` in order, so this refusal belongs to the oldest pending play.
-    const name = S.playQueue.shift();
-    const r = name && S.remotes.get(name);
-    if (r && r.pendingPlay) {
+  // A refused play names its request: the id the play was sent with.
+  const name = msg.id && S.playRequests.get(msg.id);
+  if (name) {
+    S.playRequests.delete(msg.id);
+    const r = S.remotes.get(name);
+    if (r && r.pendingPlay === msg.id) {
+      // Without the grant to play, asking again would be refused again.
+      if (msg.code === 'unauthorized') r.wanted = false;
       r.pendingPlay = false;
       setStreamStatus(r, 'FAILED');
       return;
     }
   }
+  if (msg.code === 'unauthorized' && onUnauthorized(msg)) return;
   if (['stream-exists', 'invalid-name'].includes(msg.code) && S.publish.status === 'PUBLISHING') {
     setPublish('FAILED', text);
   }
 }
 
 /**
- * A refusal for want of a grant: which request it answers is told by the server's message
- * (publish / play / chat). Returns true when it was handled.
+ * A refusal for want of a grant that is not a play (plays are matched by their request id):
+ * which request it answers is told by the server's message (publish / chat). Returns true when
+ * it was handled.
  */
 function onUnauthorized(msg) {
   const why = msg.message || 'your token does not allow this';
@@ -437,17 +444,8 @@ function onUnauthorized(msg) {
     setPublish('FAILED', why);
     return true;
   }
-  if (/play/.test(why)) {
-    const name = S.playQueue.shift();
-    const r = name && S.remotes.get(name);
-    if (r && r.pendingPlay) {
-      r.pendingPlay = false;
-      r.wanted = false;
-      setStreamStatus(r, 'FAILED');
-    }
-    return true;
-  }
-  return false;
+  // A refused play is matched by its request id in onError, before this.
+  return /play/.test(why);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,9 +597,10 @@ function updateSlot(r) {
 
 function play(r) {
   if (!S.joined || !r.stream || r.session || r.pendingPlay) return;
-  r.pendingPlay = true;
-  S.playQueue.push(r.username);
-  send(client.play(r.username, r.stream));
+  const id = `play-${++S.requestSeq}`;
+  r.pendingPlay = id;
+  S.playRequests.set(id, r.username);
+  send(withId(client.play(r.username, r.stream), id));
   setStreamStatus(r, 'STARTING');
 }
 
@@ -618,9 +617,8 @@ function stopPlaying(r, ended) {
 }
 
 function onSessionStarted(msg) {
-  const i = S.playQueue.indexOf(msg.participant);
-  if (i >= 0) S.playQueue.splice(i, 1);
   const r = S.remotes.get(msg.participant);
+  if (r && r.pendingPlay) S.playRequests.delete(r.pendingPlay);
   if (!r || !r.pendingPlay || r.stream !== msg.stream) {
     // Stopped (or unpublished) while the request was on its way: end the session.
     send(client.stop(msg.session));

@@ -21,6 +21,8 @@ export const MAX_NAME_CHARS = 64;
 export const MAX_USERNAME_CHARS = 32;
 /** How many characters of offending input the server quotes in errors (then "…"). */
 export const MAX_ECHO_CHARS = 64;
+/** Longest request id (characters); see withId. */
+export const MAX_REQUEST_ID_CHARS = 64;
 
 /**
  * Every ClientMessage: its fields in builder-argument order, and which of them are optional
@@ -49,13 +51,13 @@ export const SERVER_MESSAGES = Object.freeze({
   unpublished: { fields: ['username', 'stream'], optional: [] },
   muted: { fields: ['username', 'stream', 'audio_muted', 'video_muted'], optional: [] },
   message: { fields: ['from', 'to', 'text', 'ts'], optional: ['to'] },
-  failed: { fields: ['reason', 'detail'], optional: [] },
+  failed: { fields: ['reason', 'detail', 'id'], optional: ['id'] },
   'session-request': { fields: ['session', 'stream', 'viewer'], optional: [] },
   'session-started': { fields: ['session', 'participant', 'stream'], optional: [] },
   sdp: { fields: ['session', 'description'], optional: [] },
   ice: { fields: ['session', 'candidate', 'sdp_m_line_index', 'sdp_mid'], optional: ['sdp_mid'] },
   'session-ended': { fields: ['session', 'reason'], optional: [] },
-  error: { fields: ['code', 'message'], optional: [] },
+  error: { fields: ['code', 'message', 'id'], optional: ['id'] },
 });
 
 /** The structs nested in messages. */
@@ -134,6 +136,16 @@ export const client = Object.freeze({
     build('ice', [session, candidate, sdpMLineIndex, sdpMid]),
   stop: (session) => build('stop', [session]),
 });
+
+/**
+ * Any client message with a request id (Rust: WithId<ClientMessage>): the server echoes `id` in
+ * the `error` or `failed` this message causes, and in nothing else.
+ */
+export function withId(msg, id) {
+  const text = String(id);
+  if ([...text].length > MAX_REQUEST_ID_CHARS) throw new RangeError(`request id longer than ${MAX_REQUEST_ID_CHARS}`);
+  return { ...msg, id: text };
+}
 
 function check(name, max, allowed) {
   const chars = [...name];

@@ -196,6 +196,20 @@ impl Client {
 
     /// The next protocol message within `wait`, or `None`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMessage> {
+        self.try_recv_with_id(wait).await.map(|m| m.msg)
+    }
+
+    /// The next protocol message with the request id it echoes, if any.
+    pub async fn recv_with_id(&mut self) -> room_protocol::WithId<ServerMessage> {
+        self.try_recv_with_id(WAIT)
+            .await
+            .expect("expected a message from the server")
+    }
+
+    async fn try_recv_with_id(
+        &mut self,
+        wait: Duration,
+    ) -> Option<room_protocol::WithId<ServerMessage>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next())

@@ -568,3 +568,48 @@ async fn welcome_carries_the_protocol_version_and_state_the_ice_servers() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn refusals_echo_the_request_id_of_the_message_that_caused_them() {
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let mut bob = Client::join(&url, "ids", "bob").await;
+    bob.send(&publish("main")).await;
+    bob.sync().await;
+    let mut alice = Client::join(&url, "ids", "alice").await;
+    // Two plays in flight: the first is fine, the second names nobody.
+    alice
+        .send_raw(r#"{"type":"play","participant":"bob","stream":"main","id":"play-1"}"#)
+        .await;
+    alice
+        .send_raw(r#"{"type":"play","participant":"ghost","stream":"main","id":"play-2"}"#)
+        .await;
+    let started = alice.recv_with_id().await;
+    assert!(
+        matches!(started.msg, ServerMessage::SessionStarted { .. }),
+        "{started:?}"
+    );
+    assert_eq!(started.id, None, "only refusals carry the id");
+    let refused = alice.recv_with_id().await;
+    assert!(
+        is_error(&refused.msg, ErrorCode::UnknownParticipant),
+        "{refused:?}"
+    );
+    assert_eq!(refused.id.as_deref(), Some("play-2"));
+    // A refused join echoes its id in `failed`.
+    let mut again = Client::connect(&url).await;
+    again
+        .send_raw(r#"{"type":"join","room":"ids","username":"bob","id":"j"}"#)
+        .await;
+    let failed = again.recv_with_id().await;
+    assert!(
+        matches!(failed.msg, ServerMessage::Failed { .. }),
+        "{failed:?}"
+    );
+    assert_eq!(failed.id.as_deref(), Some("j"));
+    // A bad id is malformed input; the connection stays.
+    alice.send_raw(r#"{"type":"leave","id":42}"#).await;
+    let bad = alice.recv_with_id().await;
+    assert!(is_error(&bad.msg, ErrorCode::Malformed), "{bad:?}");
+    assert_eq!(bad.id, None);
+}

@@ -26,6 +26,11 @@
 //! refuse. What does close it are the server's limits (README, "Limits"): WebSocket protocol
 //! violations, frames over 1 MiB, timeouts, a participant too slow to read its messages.
 //!
+//! Request ids: any client message may carry one more key, `"id"` (a string of at most
+//! [`MAX_REQUEST_ID_CHARS`] characters, chosen by the client). The server copies it into the
+//! `error` or `failed` that message causes, so a client with several requests in flight knows
+//! which one was refused. Other answers carry no id. See [`WithId`].
+//!
 //! ```
 //! use room_protocol::ClientMessage;
 //! let msg: ClientMessage =
@@ -48,6 +53,61 @@ pub const MAX_USERNAME_CHARS: usize = 32;
 /// How many characters of offending input an `error` or `failed` message quotes (see
 /// [`excerpt`]): enough to recognise it, never a way to make the server send back large input.
 pub const MAX_ECHO_CHARS: usize = 64;
+/// The longest request id, in characters (see [`WithId`]).
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A message with its optional request id: on the wire, the message's own object with one more
+/// key, `"id"`, absent when `None`. Clients send `WithId<ClientMessage>`; the server echoes the
+/// id in the `WithId<ServerMessage>` `error` / `failed` the request caused.
+///
+/// An envelope rather than a field on every variant: the variants keep `deny_unknown_fields`
+/// (any key other than `id` and the variant's fields is still refused), and code that does not
+/// care about ids keeps using plain [`ClientMessage`] / [`ServerMessage`].
+///
+/// ```
+/// use room_protocol::{ClientMessage, WithId};
+/// let req: WithId<ClientMessage> = serde_json::from_str(
+///     r#"{"type":"play","participant":"bob","stream":"main","id":"p1"}"#).unwrap();
+/// assert_eq!(req.id.as_deref(), Some("p1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithId<T> {
+    /// The client's id for the request, at most [`MAX_REQUEST_ID_CHARS`] characters.
+    pub id: Option<String>,
+    /// The message itself.
+    pub msg: T,
+}
+
+impl<T: Serialize> Serialize for WithId<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.msg).map_err(S::Error::custom)?;
+        if let (Some(id), Some(object)) = (&self.id, value.as_object_mut()) {
+            object.insert("id".into(), id.clone().into());
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithId<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let id = match value.as_object_mut().and_then(|o| o.remove("id")) {
+            None => None,
+            Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => {
+                Some(id)
+            }
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "id must be a string of at most {MAX_REQUEST_ID_CHARS} characters"
+                )));
+            }
+        };
+        let msg = T::deserialize(value).map_err(D::Error::custom)?;
+        Ok(WithId { id, msg })
+    }
+}
 
 /// What a participant sends: one JSON object per WebSocket text frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -626,9 +686,67 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
     (client, server)
 }
 
+/// One request with an id and the refusal that echoes it: the examples of [`WithId`], and the
+/// fixture the web page's test checks its `withId` against.
+pub fn id_examples() -> (WithId<ClientMessage>, WithId<ServerMessage>) {
+    (
+        WithId {
+            id: Some("play-2".into()),
+            msg: ClientMessage::Play {
+                participant: "ghost".into(),
+                stream: "main".into(),
+            },
+        },
+        WithId {
+            id: Some("play-2".into()),
+            msg: ServerMessage::Error {
+                code: ErrorCode::UnknownParticipant,
+                message: "no participant ghost in room demo".into(),
+            },
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_ride_along_and_unknown_fields_are_still_refused() {
+        let (request, refusal) = id_examples();
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"play","participant":"ghost","stream":"main","id":"play-2"})
+        );
+        assert_eq!(
+            serde_json::from_value::<WithId<ClientMessage>>(json).unwrap(),
+            request
+        );
+        let json = serde_json::to_string(&refusal).unwrap();
+        assert_eq!(
+            serde_json::from_str::<WithId<ServerMessage>>(&json).unwrap(),
+            refusal
+        );
+        // Without an id: the plain wire form, both ways.
+        let plain = r#"{"type":"leave"}"#;
+        let parsed: WithId<ClientMessage> = serde_json::from_str(plain).unwrap();
+        assert_eq!(parsed.id, None);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), plain);
+        let refused = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text).is_err();
+        assert!(refused(r#"{"type":"leave","id":"x","extra":1}"#));
+        assert!(refused(r#"{"type":"leave","id":7}"#));
+        assert!(refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(65)
+        )));
+        assert!(!refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(64)
+        )));
+        // A plain ClientMessage still refuses an id it does not expect.
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","id":"x"}"#).is_err());
+    }
 
     #[test]
     fn every_message_round_trips_through_json() {
@@ -651,28 +769,97 @@ mod tests {
         }
     }
 
+    /// Every variant by name. Exhaustive on purpose: a new variant does not compile until it
+    /// is listed here, and then the test below fails until `examples()` has it.
+    fn client_variant(msg: &ClientMessage) -> &'static str {
+        match msg {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave {} => "leave",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Message { .. } => "message",
+            ClientMessage::Play { .. } => "play",
+            ClientMessage::Sdp { .. } => "sdp",
+            ClientMessage::Ice { .. } => "ice",
+            ClientMessage::Stop { .. } => "stop",
+        }
+    }
+
+    /// See [`client_variant`].
+    fn server_variant(msg: &ServerMessage) -> &'static str {
+        match msg {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::State { .. } => "state",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::Published { .. } => "published",
+            ServerMessage::Unpublished { .. } => "unpublished",
+            ServerMessage::Muted { .. } => "muted",
+            ServerMessage::Message { .. } => "message",
+            ServerMessage::Failed { .. } => "failed",
+            ServerMessage::SessionRequest { .. } => "session-request",
+            ServerMessage::SessionStarted { .. } => "session-started",
+            ServerMessage::Sdp { .. } => "sdp",
+            ServerMessage::Ice { .. } => "ice",
+            ServerMessage::SessionEnded { .. } => "session-ended",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
+    const CLIENT_TYPES: [&str; 10] = [
+        "join",
+        "leave",
+        "publish",
+        "unpublish",
+        "mute",
+        "message",
+        "play",
+        "sdp",
+        "ice",
+        "stop",
+    ];
+    const SERVER_TYPES: [&str; 15] = [
+        "welcome",
+        "state",
+        "joined",
+        "left",
+        "published",
+        "unpublished",
+        "muted",
+        "message",
+        "failed",
+        "session-request",
+        "session-started",
+        "sdp",
+        "ice",
+        "session-ended",
+        "error",
+    ];
+
     #[test]
-    fn examples_cover_every_variant() {
+    fn examples_cover_every_variant_once_under_its_wire_name() {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
-        let types = |v: Vec<serde_json::Value>| {
-            let mut t: Vec<String> = v
-                .iter()
-                .map(|m| m["type"].as_str().unwrap().to_owned())
-                .collect();
-            t.dedup();
-            t.len()
-        };
-        let c: Vec<_> = client
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        let s: Vec<_> = server
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        assert_eq!(types(c), 10);
-        assert_eq!(types(s), 15);
+        let names: Vec<&str> = client.iter().map(client_variant).collect();
+        assert_eq!(
+            names, CLIENT_TYPES,
+            "one client example per variant, in order"
+        );
+        let names: Vec<&str> = server.iter().map(server_variant).collect();
+        assert_eq!(
+            names, SERVER_TYPES,
+            "one server example per variant, in order"
+        );
+        // The names are the wire names.
+        for msg in &client {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], client_variant(msg));
+        }
+        for msg in &server {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], server_variant(msg));
+        }
     }
 
     #[test]
