@@ -57,8 +57,10 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How long `leave` may take when the server does not answer (gone, or a dead link).
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Chat messages held while the connection is away, sent after the rejoin.
-pub const CHAT_HOLD: usize = 32;
+/// Chat messages held while the connection is away, sent at once after the rejoin. Below the
+/// room server's default chat burst (20, README "Limits"), so that the held messages and a few
+/// sent right after the rejoin are never refused as `rate-limited`.
+pub const CHAT_HOLD: usize = 16;
 
 /// The wait after failed attempt number `attempt` (1, 2, ...): 0.4 s, 0.8 s, 1.6 s, 3.2 s, then
 /// 5 s each.

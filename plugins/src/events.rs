@@ -427,7 +427,7 @@ pub fn chat_signals(client_of: ClientOf) -> Vec<glib::subclass::Signal> {
          *
          * Sends a chat message to everyone in the room. It comes back as room-message.
          *
-         * While the connection to the server is lost and being retried, up to 32 messages are
+         * While the connection to the server is lost and being retried, up to 16 messages are
          * held and sent after the rejoin (the call returns true); beyond that, or when the
          * element is not in a room, the message is dropped, a warning is posted, and the call
          * returns false.

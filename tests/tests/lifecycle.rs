@@ -86,15 +86,30 @@ fn joined(username: &str) -> impl Fn(&ServerMessage) -> bool + '_ {
     move |m| matches!(m, ServerMessage::Joined { username: u } if u == username)
 }
 
+/// The admin token of [`server_with_room_list`]'s server.
+const ADMIN: &str = "lifecycle-admin";
+
+/// A server with default rules whose `/rooms` listing [`participants_in`] may read.
+fn server_with_room_list() -> TestServer {
+    TestServer::start(room_signaling::Config {
+        admin_token: Some(ADMIN.into()),
+        ..room_signaling::Config::default()
+    })
+}
+
 /// How many participants the server has in `room` now (its `/rooms` listing).
 fn participants_in(server: &TestServer, room: &str) -> u64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (status, body) = rt.block_on(gst_room_tests::http_get(&server.addr.to_string(), "/rooms"));
-    assert_eq!(status, 200, "{body}");
-    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reply = rt.block_on(gst_room_tests::http_get_with(
+        &server.addr.to_string(),
+        "/rooms",
+        &[&format!("Authorization: Bearer {ADMIN}")],
+    ));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let rooms: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     rooms
         .as_array()
         .unwrap()
@@ -137,7 +152,7 @@ fn left_before_null_returns(server: &TestServer, room: &str, username: &str, lin
 #[test]
 fn left_reaches_the_room_before_null_returns_for_roomsink_roomsrc_and_both() {
     init();
-    let server = TestServer::default_config();
+    let server = server_with_room_list();
     let url = server.ws_url();
     left_before_null_returns(
         &server,
@@ -212,6 +227,14 @@ fn chat_sent_while_the_server_is_away_is_held_and_delivered_once_after_the_rejoi
             .roomsrc
             .emit_by_name::<bool>("send-message", &[&text])
     };
+    // The held messages and the one after the rejoin fit in the server's default chat burst.
+    let burst: usize = room_signaling::RateLimits::default()
+        .chat
+        .to_string()
+        .split_once(':')
+        .and_then(|(_, burst)| burst.parse().ok())
+        .unwrap();
+    assert!(gstroom::client::CHAT_HOLD < burst);
     let held: Vec<String> = (0..gstroom::client::CHAT_HOLD)
         .map(|i| format!("held-{i}"))
         .collect();
