@@ -838,7 +838,7 @@ mod tests {
     ];
 
     #[test]
-    fn examples_cover_every_variant_once_under_its_wire_name() {
+    fn examples_cover_every_variant_under_its_wire_name() {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
         let names: Vec<&str> = client.iter().map(client_variant).collect();
@@ -846,10 +846,12 @@ mod tests {
             names, CLIENT_TYPES,
             "one client example per variant, in order"
         );
-        let names: Vec<&str> = server.iter().map(server_variant).collect();
+        // Several `error` examples (one per kind of limit) follow each other: counted once.
+        let mut names: Vec<&str> = server.iter().map(server_variant).collect();
+        names.dedup();
         assert_eq!(
             names, SERVER_TYPES,
-            "one server example per variant, in order"
+            "server examples cover every variant, in order"
         );
         // The names are the wire names.
         for msg in &client {
