@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use room_signaling::cluster::ClusterConfig;
 use room_signaling::protocol::IceServer;
 use room_signaling::{
     Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_LISTEN, DEFAULT_MAX_PARTICIPANTS,
@@ -45,6 +46,17 @@ pub struct ServerArgs {
     /// turn:user:password@host:port for TURN with credentials.
     #[arg(long = "ice-server", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
+    /// Serve rooms together with the other servers on this Redis, redis://HOST:PORT[/DB]
+    /// (a participant may connect to any of them). Without it, rooms live in this process only.
+    #[arg(long, env = "GST_ROOM_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This server's id among those sharing the Redis (default: a random one). Must be unique.
+    #[arg(long, requires = "redis")]
+    pub node_id: Option<String>,
+    /// The URL other servers and operators know this one by, recorded with its heartbeat
+    /// (default: http://LISTEN/).
+    #[arg(long, requires = "redis")]
+    pub advertise_url: Option<String>,
 }
 
 /// `stun:host:port` or `turn(s):user:password@host:port[?transport=...]`.
@@ -89,6 +101,9 @@ impl std::fmt::Debug for ServerArgs {
             .field("allowed_origins", &self.allowed_origins)
             .field("web_dir", &self.web_dir)
             .field("ice_servers", &self.ice_servers)
+            .field("redis", &redacted(&self.redis))
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
             .finish()
     }
 }
@@ -109,6 +124,17 @@ impl ServerArgs {
         if let Some(dir) = &self.web_dir {
             config.web_dir = dir.clone();
         }
+        config.cluster = self.redis.as_ref().map(|url| ClusterConfig {
+            redis_url: url.clone(),
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(ClusterConfig::random_node_id),
+            advertise_url: self
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}/", self.listen)),
+        });
         Ok(config)
     }
 }

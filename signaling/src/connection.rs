@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::auth::Access;
+use crate::cluster::Cluster;
 use crate::hub::Hub;
 
 /// Frames above this size end the connection (see the module doc).
@@ -38,6 +39,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The server's access rules.
     pub access: Arc<Access>,
+    /// The other nodes serving the same rooms (`--redis`), if any.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Runs one connection until it ends.
@@ -72,7 +75,7 @@ pub async fn serve(
             frame = frames.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => read_text(&hub, peer, &client, text.as_str()),
+                    Some(Ok(Message::Text(text))) => read_text(&hub, peer, &client, text.as_str()).await,
                     Some(Ok(Message::Binary(_))) => {
                         hub.reject(peer, ErrorCode::Binary, "binary frames are not part of the protocol".into())
                     }
@@ -108,8 +111,9 @@ pub async fn serve(
 }
 
 /// Parses one text frame and hands it to the hub; bad input gets an `error` reply. A join's
-/// token is verified here, at the edge: the hub and the room rules get the verdict.
-fn read_text(hub: &Hub, peer: u64, client: &Client, text: &str) {
+/// token is verified here, at the edge: the hub and the room rules get the verdict. With other
+/// nodes, a join waits for its room's owner to be found (so later messages follow it in order).
+async fn read_text(hub: &Hub, peer: u64, client: &Client, text: &str) {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
@@ -127,7 +131,10 @@ fn read_text(hub: &Hub, peer: u64, client: &Client, text: &str) {
             let admitted = client
                 .access
                 .join(client.addr.ip(), token, &room, &username);
-            hub.join(peer, room, username, admitted)
+            match &client.cluster {
+                Some(cluster) => cluster.join(peer, room, username, admitted).await,
+                None => hub.join(peer, room, username, admitted),
+            }
         }
         Ok(msg) => hub.handle(peer, msg),
         Err(err) => hub.reject(

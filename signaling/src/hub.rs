@@ -18,22 +18,25 @@ use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
 
 use crate::auth::{Grants, Refusal};
+use crate::cluster::{Remote, changes_members};
 use crate::rooms::{Outbox, PeerId, RoomRules, RoomSummary, Rooms};
 
 /// Shared by the HTTP handlers and every connection task (in an `Arc`).
 #[derive(Debug)]
 pub struct Hub {
-    state: Mutex<HubState>,
+    pub(crate) state: Mutex<HubState>,
 }
 
 #[derive(Debug)]
-struct HubState {
-    rooms: Rooms,
+pub(crate) struct HubState {
+    pub(crate) rooms: Rooms,
     /// Each open connection's outgoing queue (serialised JSON text). Inserted by `register`;
     /// removed by `unregister`, or by `deliver` when the queue is full — dropping the sender is
     /// what tells the connection task to close.
-    queues: HashMap<PeerId, mpsc::Sender<String>>,
-    next_peer: PeerId,
+    pub(crate) queues: HashMap<PeerId, mpsc::Sender<String>>,
+    pub(crate) next_peer: PeerId,
+    /// Rooms shared with other nodes (`--redis`); empty and unused on a single node.
+    pub(crate) remote: Remote,
 }
 
 impl Hub {
@@ -44,6 +47,7 @@ impl Hub {
                 rooms: Rooms::new(rules),
                 queues: HashMap::new(),
                 next_peer: 1,
+                remote: Remote::default(),
             }),
         }
     }
@@ -62,8 +66,16 @@ impl Hub {
     /// Applies a message read from `peer`'s connection.
     pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
         let mut state = self.state.lock().unwrap();
+        if state.forward(peer, &msg) {
+            return;
+        }
+        let before = state.rooms.room_name(peer).map(str::to_owned);
+        let changes_members = changes_members(&msg);
         let out = state.rooms.handle(peer, msg);
         state.deliver(out);
+        if changes_members {
+            state.record_rooms(peer, before);
+        }
     }
 
     /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]).
@@ -75,8 +87,12 @@ impl Hub {
         admitted: Result<Grants, Refusal>,
     ) {
         let mut state = self.state.lock().unwrap();
+        if state.remote.routes.contains_key(&peer) {
+            return state.deliver(vec![(peer, crate::cluster::already_joined())]);
+        }
         let out = state.rooms.join(peer, room, username, admitted);
         state.deliver(out);
+        state.record_rooms(peer, None);
     }
 
     /// Answers input that never became a message (malformed, too large) with an `error`.
@@ -91,7 +107,7 @@ impl Hub {
     pub fn unregister(&self, peer: PeerId) {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
-        let out = state.rooms.disconnect(peer);
+        let out = state.drop_peer(peer);
         state.deliver(out);
     }
 
@@ -104,11 +120,12 @@ impl Hub {
 impl HubState {
     /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
     /// produces more messages (LEFT, ...) that are delivered the same way.
-    fn deliver(&mut self, mut out: Outbox) {
+    pub(crate) fn deliver(&mut self, mut out: Outbox) {
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
                 let Some(queue) = self.queues.get(&peer) else {
+                    self.send_to_origin(peer, msg);
                     continue;
                 };
                 let text = serde_json::to_string(&msg).expect("protocol messages always serialise");
@@ -122,7 +139,7 @@ impl HubState {
                 }
             }
             for peer in dropped {
-                out.extend(self.rooms.disconnect(peer));
+                out.extend(self.drop_peer(peer));
             }
         }
     }

@@ -8,12 +8,15 @@
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
+//! - `cluster`: several nodes serving the same rooms through Redis (`--redis`): each room has
+//!   one owning node, the others forward to it.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
 
 pub mod auth;
+pub mod cluster;
 pub mod connection;
 pub mod hub;
 pub mod rooms;
@@ -65,6 +68,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Messages queued for one connection before it counts as too slow and is dropped.
     pub outgoing_queue: usize,
+    /// Serve rooms together with the other nodes on this Redis (`--redis`); `None`: alone, in
+    /// memory.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +89,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(3),
             max_connections: 10_000,
             outgoing_queue: 256,
+            cluster: None,
         }
     }
 }

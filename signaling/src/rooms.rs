@@ -654,6 +654,99 @@ impl Rooms {
     }
 }
 
+/// One participant as the owner of its room records it in the shared store, so that another
+/// node can take the room over with its participants (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    /// The room's owner's id of the participant (used only by the owner itself).
+    pub peer: PeerId,
+    /// Its username in the room.
+    pub username: String,
+    /// What it publishes.
+    pub streams: Vec<StreamInfo>,
+    /// What its token allows.
+    pub grants: Grants,
+}
+
+impl Rooms {
+    /// The room `peer` is in, if any.
+    pub fn room_name(&self, peer: PeerId) -> Option<&str> {
+        self.member(peer).map(|m| m.room.as_str())
+    }
+
+    /// Whether `room` has participants.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// The participants of `room`, in join order.
+    pub fn members_of(&self, room: &str) -> Vec<MemberRecord> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|p| {
+                self.member(*p).map(|m| MemberRecord {
+                    peer: *p,
+                    username: m.username.clone(),
+                    streams: m.streams.clone(),
+                    grants: m.grants,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a participant that was already in `room` (under the room's previous owner) back,
+    /// without any message: the others already know it. Capacity is not checked — the
+    /// participants are the ones that were admitted. `peer` must be connected; a peer already in
+    /// a room, or a username already present, is left alone.
+    pub fn restore(&mut self, peer: PeerId, room: &str, record: MemberRecord) {
+        let taken = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.iter().any(|p| self.username(*p) == Some(&record.username)));
+        if !self.peers.contains_key(&peer) || self.member(peer).is_some() || taken {
+            return;
+        }
+        self.rooms.entry(room.to_owned()).or_default().members.push(peer);
+        self.peers.insert(
+            peer,
+            Peer {
+                member: Some(Member {
+                    room: room.to_owned(),
+                    username: record.username,
+                    streams: record.streams,
+                    grants: record.grants,
+                }),
+            },
+        );
+    }
+
+    /// Tells everyone in `room` that a participant that is not restored (its server died) is
+    /// gone: its streams are unpublished and it left.
+    pub fn departed(&self, room: &str, record: &MemberRecord) -> Outbox {
+        let members = self.rooms.get(room).map(|r| r.members.clone()).unwrap_or_default();
+        let mut out = Outbox::new();
+        for stream in &record.streams {
+            out.extend(members.iter().map(|p| {
+                let msg = ServerMessage::Unpublished {
+                    username: record.username.clone(),
+                    stream: stream.stream.clone(),
+                };
+                (*p, msg)
+            }));
+        }
+        out.extend(members.iter().map(|p| {
+            let msg = ServerMessage::Left {
+                username: record.username.clone(),
+            };
+            (*p, msg)
+        }));
+        out
+    }
+}
+
 /// The result of a message that may be refused with an `error` to its sender.
 type Reply = Result<Outbox, (ErrorCode, String)>;
 

@@ -25,6 +25,7 @@ use tower_http::services::ServeDir;
 
 use crate::Config;
 use crate::auth::{Access, Refusal};
+use crate::cluster::Cluster;
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
@@ -46,6 +47,8 @@ struct App {
     origins: Arc<OriginRule>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The other nodes (`--redis`), if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Serves until `shutdown` completes, then closes every connection and returns.
@@ -58,8 +61,26 @@ pub async fn run(
         capacity: config.max_participants,
         ice_servers: config.ice_servers.clone(),
     };
+    let hub = Arc::new(Hub::new(rules));
+    let shutdown_all = CancellationToken::new();
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(
+            Cluster::start(
+                hub.clone(),
+                cluster,
+                config.max_participants,
+                shutdown_all.clone(),
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::other(format!("cannot reach Redis at {}: {e}", cluster.redis_url))
+            })?,
+        ),
+        None => None,
+    };
     let app = App {
-        hub: Arc::new(Hub::new(rules)),
+        hub,
+        cluster,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         access: Arc::new(Access::new(&config)),
         origins: Arc::new(OriginRule::new(
@@ -67,12 +88,12 @@ pub async fn run(
             &config.allowed_origins,
         )),
         config: Arc::new(config),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_all,
         tasks: TaskTracker::new(),
     };
     let mut router = Router::new()
         .route("/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/rooms", get(rooms))
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
@@ -120,9 +141,14 @@ async fn upgrade(
         shutdown,
         tasks,
         access,
+        cluster,
         ..
     } = app;
-    let client = connection::Client { addr, access };
+    let client = connection::Client {
+        addr,
+        access,
+        cluster,
+    };
     // Small buffers: tungstenite's 128 KiB defaults dominated memory per participant, and
     // every frame is flushed at once anyway.
     ws.read_buffer_size(READ_BUFFER)
@@ -149,7 +175,16 @@ async fn rooms(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match app.access.admin(addr.ip(), bearer) {
-        Ok(()) => axum::Json(app.hub.summary()).into_response(),
+        Ok(()) => match &app.cluster {
+            None => axum::Json(app.hub.summary()).into_response(),
+            Some(cluster) => match cluster.summary().await {
+                Ok(list) => axum::Json(list).into_response(),
+                Err(e) => {
+                    let body = format!("Redis unavailable: {e}\n");
+                    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+                }
+            },
+        },
         Err(refusal) => {
             let status = match refusal {
                 Refusal::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -158,5 +193,14 @@ async fn rooms(
             let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
             (status, challenge, format!("{}\n", refusal.detail())).into_response()
         }
+    }
+}
+
+/// `ok`; with `--redis`, also whether Redis answers (503 while it does not: joins are refused).
+async fn health(State(app): State<App>) -> Response {
+    match &app.cluster {
+        None => "ok\n".into_response(),
+        Some(cluster) if cluster.is_available() => "ok\nredis: connected\n".into_response(),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis: unavailable\n").into_response(),
     }
 }
