@@ -185,6 +185,11 @@ pub(crate) struct Remote {
     origins: HashMap<PeerId, (String, PeerId)>,
     /// Rooms this node holds the lease of.
     owned: HashSet<String>,
+    /// Owned rooms found empty on the last tick: released if still empty on the next (a room
+    /// is owned a moment before its first participant is in it).
+    empty_once: HashSet<String>,
+    /// Rooms whose lease this node has just taken and is rebuilding: joins for them wait here.
+    acquiring: HashMap<String, Vec<Envelope>>,
     /// To the writer task.
     outbound: Option<mpsc::UnboundedSender<Outbound>>,
 }
@@ -259,7 +264,10 @@ impl HubState {
     /// After a change by `peer`: records its room(s) before and now, if owned here.
     pub(crate) fn record_rooms(&mut self, peer: PeerId, before: Option<String>) {
         let now = self.rooms.room_name(peer).map(str::to_owned);
-        for room in before.iter().chain(now.iter().filter(|n| Some(*n) != before.as_ref())) {
+        for room in before
+            .iter()
+            .chain(now.iter().filter(|n| Some(*n) != before.as_ref()))
+        {
             self.record_room(room);
         }
     }
@@ -286,7 +294,10 @@ impl HubState {
                     .unwrap_or((me.clone(), record.peer));
                 let username = record.username.clone();
                 let stored = StoredMember { node, peer, record };
-                (username, serde_json::to_string(&stored).expect("serialises"))
+                (
+                    username,
+                    serde_json::to_string(&stored).expect("serialises"),
+                )
             })
             .collect();
         let _ = outbound.send(Outbound::Members {
@@ -334,7 +345,8 @@ impl HubState {
         for record in self.rooms.members_of(room) {
             match self.remote.origins.get(&record.peer).cloned() {
                 Some((node, origin_peer)) => {
-                    self.remote.push(&node, &Envelope::Evict { peer: origin_peer });
+                    self.remote
+                        .push(&node, &Envelope::Evict { peer: origin_peer });
                     self.drop_proxy(record.peer);
                 }
                 None => self.evict(record.peer),
@@ -352,8 +364,18 @@ impl HubState {
                 username,
                 grants,
             } => {
+                if let Some(waiting) = self.remote.acquiring.get_mut(&room) {
+                    waiting.push(Envelope::Join {
+                        from,
+                        peer,
+                        room,
+                        username,
+                        grants,
+                    });
+                    return;
+                }
                 if !self.remote.owned.contains(&room) {
-                    let msg = unavailable("the room is moving to another server; try again");
+                    let msg = unavailable("the room moved to another server; try again");
                     self.remote.push(&from, &Envelope::Deliver { peer, msg });
                     return;
                 }
@@ -461,6 +483,15 @@ impl HubState {
             self.deliver(out);
         }
         self.record_room(room);
+        self.release_waiting(room);
+    }
+
+    /// Applies the joins that arrived while `room` was being taken over (if it was not taken
+    /// after all, they are refused as unavailable).
+    fn release_waiting(&mut self, room: &str) {
+        for envelope in self.remote.acquiring.remove(room).unwrap_or_default() {
+            self.receive(envelope);
+        }
     }
 }
 
@@ -553,21 +584,31 @@ impl Cluster {
         let refused_here = admitted.is_err()
             || validate_name(&room).is_err()
             || validate_username(&username).is_err()
-            || self.hub.state.lock().unwrap().rooms.room_name(peer).is_some();
+            || self
+                .hub
+                .state
+                .lock()
+                .unwrap()
+                .rooms
+                .room_name(peer)
+                .is_some();
         if refused_here {
             // The local rules give the right `failed` answer.
             return self.hub.join(peer, room, username, admitted);
         }
         let grants = admitted.expect("checked");
         if !self.is_available() {
-            return self.fail(peer, "this server has lost its connection to Redis; try again");
+            return self.fail(
+                peer,
+                "this server has lost its connection to Redis; try again",
+            );
         }
         match self.owner_of(&room).await {
             Ok(owner) if owner == self.node => self.hub.join(peer, room, username, Ok(grants)),
             Ok(owner) => self.route_join(peer, room, username, grants, owner),
             Err(why) => {
                 tracing::warn!(room, "no owner for the room: {why}");
-                self.fail(peer, "the room is moving to another server; try again")
+                self.fail(peer, "no server could take the room; try again")
             }
         }
     }
@@ -614,7 +655,10 @@ impl Cluster {
         let mut redis = self.redis.clone();
         let deadline = tokio::time::Instant::now() + LEASE + 2 * TICK;
         loop {
-            let holder: Option<String> = redis.get(lease_key(room)).await.map_err(|e| e.to_string())?;
+            let holder: Option<String> = redis
+                .get(lease_key(room))
+                .await
+                .map_err(|e| e.to_string())?;
             match holder {
                 Some(node) if node == self.node => {
                     if self.hub.state.lock().unwrap().remote.owned.contains(room) {
@@ -630,19 +674,29 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let taken: Option<String> = redis::cmd("SET")
+                    // Joins forwarded by nodes that see our lease wait until the room is rebuilt.
+                    self.hub
+                        .state
+                        .lock()
+                        .unwrap()
+                        .remote
+                        .acquiring
+                        .entry(room.to_owned())
+                        .or_default();
+                    let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
                         .arg(lease_key(room))
                         .arg(&self.node)
                         .arg("NX")
                         .arg("PX")
                         .arg(LEASE.as_millis() as u64)
                         .query_async(&mut redis)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if taken.is_some() {
+                        .await;
+                    if let Ok(Some(_)) = taken {
                         self.take_over(room).await?;
                         return Ok(self.node.clone());
                     }
+                    self.hub.state.lock().unwrap().release_waiting(room);
+                    taken.map_err(|e| e.to_string())?;
                     continue;
                 }
             }
@@ -655,6 +709,14 @@ impl Cluster {
 
     /// Reads the room's record and rebuilds the room here (the lease is already ours).
     async fn take_over(&self, room: &str) -> Result<(), String> {
+        let rebuilt = self.read_and_rebuild(room).await;
+        if rebuilt.is_err() {
+            self.hub.state.lock().unwrap().release_waiting(room);
+        }
+        rebuilt
+    }
+
+    async fn read_and_rebuild(&self, room: &str) -> Result<(), String> {
         let mut redis = self.redis.clone();
         let fields: HashMap<String, String> = redis
             .hgetall(members_key(room))
@@ -665,7 +727,11 @@ impl Cluster {
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
         let mut alive = HashSet::new();
-        for node in stored.iter().map(|m| m.node.clone()).collect::<HashSet<_>>() {
+        for node in stored
+            .iter()
+            .map(|m| m.node.clone())
+            .collect::<HashSet<_>>()
+        {
             if node != self.node && self.is_alive(&node).await.map_err(|e| e.to_string())? {
                 alive.insert(node);
             }
@@ -689,7 +755,11 @@ impl Cluster {
     async fn heartbeat(&self) -> bool {
         let mut redis = self.redis.clone();
         let written: redis::RedisResult<()> = redis
-            .pset_ex(node_key(&self.node), &self.advertise_url, LEASE.as_millis() as u64)
+            .pset_ex(
+                node_key(&self.node),
+                &self.advertise_url,
+                LEASE.as_millis() as u64,
+            )
             .await;
         let ok = written.is_ok();
         if ok != self.available.swap(ok, Ordering::Relaxed) {
@@ -743,11 +813,25 @@ impl Cluster {
     /// Renews the leases of owned rooms; releases those that emptied, gives up those lost.
     async fn renew_leases(&self) {
         let (rooms, empty) = {
-            let state = self.hub.state.lock().unwrap();
+            let mut state = self.hub.state.lock().unwrap();
             let owned: Vec<String> = state.remote.owned.iter().cloned().collect();
-            owned
+            let (rooms, empty): (Vec<_>, Vec<_>) = owned
                 .into_iter()
-                .partition::<Vec<_>, _>(|room| state.rooms.has_room(room))
+                .partition(|room| state.rooms.has_room(room));
+            let was_empty = std::mem::replace(
+                &mut state.remote.empty_once,
+                empty.iter().cloned().collect(),
+            );
+            let release = empty
+                .into_iter()
+                .filter(|r| was_empty.contains(r))
+                .collect::<Vec<_>>();
+            // Empty rooms keep their lease until released.
+            let keep: Vec<String> = rooms
+                .into_iter()
+                .chain(state.remote.empty_once.iter().cloned())
+                .collect();
+            (keep, release)
         };
         let mut redis = self.redis.clone();
         let renew = redis::Script::new(
@@ -768,9 +852,20 @@ impl Cluster {
                 .arg(&room)
                 .invoke_async(&mut redis)
                 .await;
-            let mut state = self.hub.state.lock().unwrap();
-            if released.is_ok() && !state.rooms.has_room(&room) {
-                state.remote.owned.remove(&room);
+            if released.is_err() {
+                continue;
+            }
+            let refilled = {
+                let mut state = self.hub.state.lock().unwrap();
+                let refilled = state.rooms.has_room(&room);
+                if !refilled {
+                    state.remote.owned.remove(&room);
+                }
+                refilled
+            };
+            // Someone joined while the lease was being released: take it back, or give up.
+            if refilled && !self.retake(&room).await {
+                self.hub.state.lock().unwrap().abandon_room(&room);
             }
         }
         for room in rooms {
@@ -784,6 +879,19 @@ impl Cluster {
                 self.hub.state.lock().unwrap().abandon_room(&room);
             }
         }
+    }
+
+    /// Takes the lease of a room this node still runs; false when another node has it.
+    async fn retake(&self, room: &str) -> bool {
+        let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(lease_key(room))
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .query_async(&mut self.redis.clone())
+            .await;
+        matches!(taken, Ok(Some(_)))
     }
 
     /// Finds dead nodes among those this node depends on and acts (see the module doc).

@@ -702,14 +702,19 @@ impl Rooms {
     /// participants are the ones that were admitted. `peer` must be connected; a peer already in
     /// a room, or a username already present, is left alone.
     pub fn restore(&mut self, peer: PeerId, room: &str, record: MemberRecord) {
-        let taken = self
-            .rooms
-            .get(room)
-            .is_some_and(|r| r.members.iter().any(|p| self.username(*p) == Some(&record.username)));
+        let taken = self.rooms.get(room).is_some_and(|r| {
+            r.members
+                .iter()
+                .any(|p| self.username(*p) == Some(&record.username))
+        });
         if !self.peers.contains_key(&peer) || self.member(peer).is_some() || taken {
             return;
         }
-        self.rooms.entry(room.to_owned()).or_default().members.push(peer);
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .members
+            .push(peer);
         self.peers.insert(
             peer,
             Peer {
@@ -726,7 +731,11 @@ impl Rooms {
     /// Tells everyone in `room` that a participant that is not restored (its server died) is
     /// gone: its streams are unpublished and it left.
     pub fn departed(&self, room: &str, record: &MemberRecord) -> Outbox {
-        let members = self.rooms.get(room).map(|r| r.members.clone()).unwrap_or_default();
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
         let mut out = Outbox::new();
         for stream in &record.streams {
             out.extend(members.iter().map(|p| {

@@ -1,0 +1,346 @@
+//! Several server nodes on one real `redis-server`: the room rules hold across nodes, events,
+//! chat and the session relay cross them in order, a dead node's participants leave within
+//! 5 s and its rooms go on, and a node without Redis refuses joins until Redis is back.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use gst_room_tests::cluster::{Node, RedisServer};
+use gst_room_tests::{Client, http_get, http_get_with};
+use room_protocol::{ClientMessage, FailReason, SdpType, ServerMessage, SessionDescription};
+use room_signaling::Config;
+
+const ADMIN: &str = "cluster-admin";
+
+fn config() -> Config {
+    Config {
+        admin_token: Some(ADMIN.into()),
+        ..Config::default()
+    }
+}
+
+fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
+    (1..=count)
+        .map(|i| Node::start(&format!("n{i}"), redis, config()))
+        .collect()
+}
+
+async fn left(client: &mut Client, who: &str) {
+    client
+        .recv_until(
+            &format!("left {who}"),
+            |m| matches!(m, ServerMessage::Left { username } if username == who),
+        )
+        .await;
+}
+
+async fn joined(client: &mut Client, who: &str) {
+    client
+        .recv_until(
+            &format!("joined {who}"),
+            |m| matches!(m, ServerMessage::Joined { username } if username == who),
+        )
+        .await;
+}
+
+fn failed_reason(msg: &ServerMessage) -> Option<FailReason> {
+    match msg {
+        ServerMessage::Failed { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_on_three_nodes_race_for_three_seats() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 3);
+    let attempts = (0..50).map(|i| {
+        let url = nodes[i % 3].ws_url();
+        async move {
+            let mut client = Client::connect(&url).await;
+            let answer = client.request_join("race", &format!("user{i}")).await;
+            (client, answer)
+        }
+    });
+    let results = join_all(attempts).await;
+    let admitted = results
+        .iter()
+        .filter(|(_, a)| matches!(a, ServerMessage::State { .. }))
+        .count();
+    let full = results
+        .iter()
+        .filter(|(_, a)| failed_reason(a) == Some(FailReason::RoomFull))
+        .count();
+    assert_eq!(
+        (admitted, full),
+        (3, 47),
+        "{:?}",
+        results.iter().map(|r| &r.1).collect::<Vec<_>>()
+    );
+
+    // The listing, read from any node, shows the room with its three participants.
+    let listing = http_get_with(
+        &nodes[2].addr.to_string(),
+        "/rooms",
+        &[&format!("Authorization: Bearer {ADMIN}")],
+    )
+    .await;
+    assert_eq!(listing.status, 200, "{listing:?}");
+    let rooms: serde_json::Value = serde_json::from_str(&listing.body).unwrap();
+    assert_eq!(
+        rooms,
+        serde_json::json!([{"room": "race", "participants": 3, "capacity": 3}])
+    );
+    let (status, body) = http_get(&nodes[0].addr.to_string(), "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\nredis: connected\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_is_unique_across_nodes() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 2);
+    let _alice = Client::join(&nodes[0].ws_url(), "names", "alice").await;
+    let mut twin = Client::connect(&nodes[1].ws_url()).await;
+    let answer = twin.request_join("names", "alice").await;
+    assert_eq!(
+        failed_reason(&answer),
+        Some(FailReason::NameTaken),
+        "{answer:?}"
+    );
+    // The refused connection may try another name.
+    let answer = twin.request_join("names", "alice2").await;
+    assert!(matches!(answer, ServerMessage::State { .. }), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_chat_and_sessions_cross_nodes_in_order() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 3);
+    let mut alice = Client::join(&nodes[0].ws_url(), "talk", "alice").await;
+    let mut bob = Client::join(&nodes[1].ws_url(), "talk", "bob").await;
+    joined(&mut alice, "bob").await;
+    let mut carol = Client::connect(&nodes[2].ws_url()).await;
+    let state = carol.request_join("talk", "carol").await;
+    let ServerMessage::State { participants, .. } = state else {
+        panic!("{state:?}");
+    };
+    let names: Vec<_> = participants.iter().map(|p| p.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    joined(&mut alice, "carol").await;
+    joined(&mut bob, "carol").await;
+
+    bob.send(&ClientMessage::Publish {
+        stream: "cam".into(),
+        audio: true,
+        video: true,
+    })
+    .await;
+    bob.send(&ClientMessage::Mute {
+        stream: "cam".into(),
+        audio_muted: true,
+        video_muted: false,
+    })
+    .await;
+    for viewer in [&mut alice, &mut carol] {
+        let published = viewer.recv().await;
+        assert!(
+            matches!(&published, ServerMessage::Published { username, stream } if username == "bob" && stream.stream == "cam"),
+            "{published:?}"
+        );
+        let muted = viewer.recv().await;
+        assert!(
+            matches!(&muted, ServerMessage::Muted { username, audio_muted: true, video_muted: false, .. } if username == "bob"),
+            "{muted:?}"
+        );
+    }
+
+    // Broadcast chat from node 3 reaches all three; a direct message only its two ends.
+    carol
+        .send(&ClientMessage::Message {
+            to: None,
+            text: "hello all".into(),
+        })
+        .await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        let msg = client.recv().await;
+        assert!(
+            matches!(&msg, ServerMessage::Message { from, to: None, text, .. } if from == "carol" && text == "hello all"),
+            "{msg:?}"
+        );
+    }
+    alice
+        .send(&ClientMessage::Message {
+            to: Some("bob".into()),
+            text: "psst".into(),
+        })
+        .await;
+    for client in [&mut bob, &mut alice] {
+        let msg = client.recv().await;
+        assert!(
+            matches!(&msg, ServerMessage::Message { from, to: Some(to), text, .. } if from == "alice" && to == "bob" && text == "psst"),
+            "{msg:?}"
+        );
+    }
+    carol.sync().await;
+    carol.expect_silence().await;
+
+    // A session between node 1 and node 2; bob's candidates arrive in the order he sent them.
+    alice
+        .send(&ClientMessage::Play {
+            participant: "bob".into(),
+            stream: "cam".into(),
+        })
+        .await;
+    let started = alice.recv().await;
+    let ServerMessage::SessionStarted { session, .. } = started else {
+        panic!("{started:?}");
+    };
+    let request = bob.recv().await;
+    assert!(
+        matches!(&request, ServerMessage::SessionRequest { session: s, viewer, .. } if *s == session && viewer == "alice"),
+        "{request:?}"
+    );
+    bob.send(&ClientMessage::Sdp {
+        session: session.clone(),
+        description: SessionDescription {
+            kind: SdpType::Offer,
+            sdp: "v=0\r\n".into(),
+        },
+    })
+    .await;
+    for i in 0..30 {
+        bob.send(&ClientMessage::Ice {
+            session: session.clone(),
+            candidate: format!("candidate:{i}"),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        })
+        .await;
+    }
+    let offer = alice.recv().await;
+    assert!(matches!(offer, ServerMessage::Sdp { .. }), "{offer:?}");
+    for i in 0..30 {
+        let ice = alice.recv().await;
+        assert!(
+            matches!(&ice, ServerMessage::Ice { candidate, .. } if *candidate == format!("candidate:{i}")),
+            "candidate {i}: {ice:?}"
+        );
+    }
+    // Leaving ends the session and the others hear it.
+    bob.send(&ClientMessage::Leave {}).await;
+    let ended = alice.recv().await;
+    assert!(
+        matches!(ended, ServerMessage::SessionEnded { .. }),
+        "{ended:?}"
+    );
+    left(&mut alice, "bob").await;
+    left(&mut carol, "bob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_on() {
+    let redis = RedisServer::start().await;
+    let mut nodes = nodes(&redis, 3);
+    // alice joins first: node 1 owns the room.
+    let _alice = Client::join(&nodes[0].ws_url(), "stay", "alice").await;
+    let mut bob = Client::join(&nodes[1].ws_url(), "stay", "bob").await;
+    let mut carol = Client::join(&nodes[2].ws_url(), "stay", "carol").await;
+    joined(&mut bob, "carol").await;
+
+    let killed = Instant::now();
+    nodes[0].kill();
+    left(&mut bob, "alice").await;
+    left(&mut carol, "alice").await;
+    let noticed = killed.elapsed();
+    assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
+
+    // The room, now owned by node 2 or 3, keeps its rules and its participants.
+    bob.send(&ClientMessage::Message {
+        to: Some("carol".into()),
+        text: "still here".into(),
+    })
+    .await;
+    let msg = carol.recv().await;
+    assert!(
+        matches!(&msg, ServerMessage::Message { text, .. } if text == "still here"),
+        "{msg:?}"
+    );
+    let mut dave = Client::connect(&nodes[1].ws_url()).await;
+    let state = dave.request_join("stay", "dave").await;
+    let ServerMessage::State { participants, .. } = state else {
+        panic!("{state:?}");
+    };
+    let mut names: Vec<_> = participants.iter().map(|p| p.username.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["bob", "carol"]);
+    joined(&mut bob, "dave").await;
+    joined(&mut carol, "dave").await;
+    let mut eve = Client::connect(&nodes[2].ws_url()).await;
+    let answer = eve.request_join("stay", "eve").await;
+    assert_eq!(
+        failed_reason(&answer),
+        Some(FailReason::RoomFull),
+        "{answer:?}"
+    );
+
+    // A node that does not own the room dies: its participant leaves too.
+    let killed = Instant::now();
+    nodes[2].kill();
+    left(&mut bob, "carol").await;
+    left(&mut dave, "carol").await;
+    let noticed = killed.elapsed();
+    assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_joins_are_refused_until_it_is_back() {
+    let mut redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 2);
+    let _alice = Client::join(&nodes[0].ws_url(), "before", "alice").await;
+
+    redis.stop();
+    let addr = nodes[1].addr.to_string();
+    wait_for_health(&addr, 503).await;
+    let mut bob = Client::connect(&nodes[1].ws_url()).await;
+    let answer = bob.request_join("during", "bob").await;
+    assert_eq!(
+        failed_reason(&answer),
+        Some(FailReason::Unavailable),
+        "{answer:?}"
+    );
+
+    redis.restart().await;
+    wait_for_health(&addr, 200).await;
+    wait_for_health(&nodes[0].addr.to_string(), 200).await;
+    let answer = bob.request_join("after", "bob").await;
+    assert!(matches!(answer, ServerMessage::State { .. }), "{answer:?}");
+    let mut carol = Client::join(&nodes[0].ws_url(), "after", "carol").await;
+    joined(&mut bob, "carol").await;
+    carol
+        .send(&ClientMessage::Message {
+            to: None,
+            text: "back".into(),
+        })
+        .await;
+    let msg = bob.recv().await;
+    assert!(
+        matches!(&msg, ServerMessage::Message { text, .. } if text == "back"),
+        "{msg:?}"
+    );
+}
+
+/// Polls `/healthz` until it answers `status`; panics after the test timeout.
+async fn wait_for_health(addr: &str, status: u16) {
+    let deadline = Instant::now() + gst_room_tests::WAIT;
+    loop {
+        let (got, _) = http_get(addr, "/healthz").await;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
