@@ -344,3 +344,39 @@ async fn wait_for_health(addr: &str, status: u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A roomsink on node 1 and a roomsrc on node 2: the session is relayed across nodes and the
+/// published colour arrives decoded.
+#[test]
+fn media_flows_between_participants_on_different_nodes() {
+    use gst_room_tests::media::*;
+    const GREEN: Rgb = [20, 200, 40];
+    init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime.block_on(RedisServer::start());
+    let nodes = nodes(&redis, 2);
+    let publisher = start(&publisher_line(
+        &nodes[0].ws_url(),
+        "media",
+        "bot",
+        GREEN,
+        "",
+    ));
+    let viewer = Viewer::new(
+        &nodes[1].ws_url(),
+        "room=media username=viewer participant=bot",
+    )
+    .start();
+    viewer.wait(
+        "30 green frames and decoded audio from the other node",
+        |s| {
+            s.frames.get("video_bot").copied().unwrap_or(0) >= 30
+                && s.colour
+                    .get("video_bot")
+                    .is_some_and(|c| close_to(*c, GREEN, 40))
+                && s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 10
+        },
+    );
+    stop(&viewer.pipeline);
+    stop(&publisher);
+}
