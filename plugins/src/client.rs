@@ -27,7 +27,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::{ConnectStream, client_async_tls};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
-use room_protocol::{ClientMessage, Participant, ServerMessage, StreamInfo};
+use room_protocol::{ClientMessage, FailReason, Participant, ServerMessage, StreamInfo};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::RUNTIME;
@@ -461,6 +461,12 @@ async fn connect_and_join(
         match next_message(&mut ws).await {
             Some(Ok(ServerMessage::Welcome { .. })) => continue,
             Some(Ok(state @ ServerMessage::State { .. })) => return Ok((ws, state)),
+            // One of several servers without its Redis, or a room moving after a server died:
+            // a moment later the join succeeds (here or, through a load balancer, elsewhere).
+            Some(Ok(ServerMessage::Failed {
+                reason: FailReason::Unavailable,
+                detail,
+            })) => return Err(JoinError::Io(format!("server unavailable: {detail}"))),
             Some(Ok(ServerMessage::Failed { reason, detail })) => {
                 return Err(JoinError::Refused {
                     reason: reason.as_str().to_owned(),

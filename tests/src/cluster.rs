@@ -136,3 +136,83 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// nginx (Debian package nginx) on 127.0.0.1 and a free port, proxying WebSockets to `primary`,
+/// or to `backup` while `primary` does not answer — the load balancer in front of two nodes.
+/// One process (no master), killed on drop.
+pub struct Nginx {
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    /// Starts it on `addr` (a free port picked by the caller, so that the nodes can allow it
+    /// as an origin before nginx runs) and waits until it accepts connections.
+    pub fn start(addr: SocketAddr, primary: SocketAddr, backup: SocketAddr) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("gst-room-nginx-{}", addr.port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream rooms {{ server {primary} max_fails=1 fail_timeout=30s; server {backup} backup; }}
+  server {{
+    listen {addr};
+    location / {{
+      proxy_pass http://rooms;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection \"upgrade\";
+      proxy_set_header Host $http_host;
+      proxy_read_timeout 1h;
+      proxy_next_upstream error timeout;
+    }}
+  }}
+}}
+"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nginx (apt-get install nginx, see scripts/setup.sh)");
+        let deadline = std::time::Instant::now() + crate::WAIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { addr, child, dir }
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}

@@ -380,3 +380,71 @@ fn media_flows_between_participants_on_different_nodes() {
     stop(&viewer.pipeline);
     stop(&publisher);
 }
+
+/// Waits until `/rooms` (read from the node at `addr`) shows `count` participants in `room`.
+async fn wait_for_participants(addr: &str, room: &str, count: u64) {
+    let deadline = Instant::now() + gst_room_tests::WAIT;
+    loop {
+        let listing =
+            http_get_with(addr, "/rooms", &[&format!("Authorization: Bearer {ADMIN}")]).await;
+        let rooms: serde_json::Value = serde_json::from_str(&listing.body).unwrap_or_default();
+        let seen = rooms
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["room"] == room)
+            .and_then(|r| r["participants"].as_u64());
+        if seen == Some(count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{room} never had {count} participants: {rooms}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// nginx in front of two nodes. The publisher, through nginx, lands on node 1 and its room is
+/// owned there; node 1 is killed: the viewer on node 2 sees the publisher go, the publisher
+/// reconnects through nginx (to node 2), rejoins, and its media reaches the viewer again.
+#[test]
+fn through_nginx_a_participant_of_a_dead_node_rejoins_and_its_media_returns() {
+    use gst_room_tests::cluster::{Nginx, free_addr};
+    use gst_room_tests::media::*;
+    const GREEN: Rgb = [20, 200, 40];
+    init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime.block_on(RedisServer::start());
+    let lb = free_addr();
+    let config = Config {
+        allowed_origins: vec![format!("http://{lb}")],
+        ..config()
+    };
+    let mut node1 = Node::start("n1", &redis, config.clone());
+    let node2 = Node::start("n2", &redis, config);
+    let nginx = Nginx::start(lb, node1.addr, node2.addr);
+
+    let publisher = start(&publisher_line(&nginx.ws_url(), "lb", "bot", GREEN, ""));
+    runtime.block_on(wait_for_participants(&node2.addr.to_string(), "lb", 1));
+    let viewer = Viewer::new(&node2.ws_url(), "room=lb username=viewer participant=bot").start();
+    let green = |s: &Seen| {
+        s.colour
+            .get("video_bot")
+            .is_some_and(|c| close_to(*c, GREEN, 40))
+    };
+    viewer.wait("green frames from node 1", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= 10 && green(s)
+    });
+
+    node1.kill();
+    viewer.wait("bot's player removed when its node died", |s| {
+        s.removed.contains(&"video_bot".to_string())
+    });
+    let before = viewer.seen().frames.get("video_bot").copied().unwrap_or(0);
+    viewer.wait("green frames after bot rejoined through nginx", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= before + 30 && green(s)
+    });
+    stop(&viewer.pipeline);
+    stop(&publisher);
+}
