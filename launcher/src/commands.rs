@@ -15,9 +15,13 @@ use crate::runner::{self, RunOptions};
 /// token never reaches a log.
 #[derive(clap::Args, Clone)]
 pub struct RoomArgs {
-    /// Room server WebSocket URL.
+    /// Room server WebSocket URL: ws://HOST:PORT/ws, or wss://HOST:PORT/ws over TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8443/ws")]
     pub server: String,
+    /// PEM certificates trusted for a wss:// server besides the system's roots: a CA, or the
+    /// server's self-signed certificate (the room elements' tls-ca-file).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Room name.
     #[arg(long, default_value = "demo")]
     pub room: String,
@@ -139,6 +143,10 @@ pub struct LaunchArgs {
     /// Stop (EOS) after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// tls-ca-file for every room element of the pipeline (PEM certificates trusted for wss://
+    /// besides the system's roots).
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,7 +173,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             "publish-file"
         }
     };
-    run_preset(preset, &values, args.room.options(true)).await
+    run_preset(preset, &values, &args.room, args.room.options(true)).await
 }
 
 /// `gst-room play`.
@@ -182,7 +190,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
         }
         None => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await
+    run_preset(preset, &values, &args.room, args.room.options(false)).await
 }
 
 /// `gst-room mix`.
@@ -208,7 +216,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
         }
         (None, None) => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await?;
+    run_preset(preset, &values, &args.room, args.room.options(false)).await?;
     if let Some(output) = args.output {
         println!("recorded {}", output.display());
     }
@@ -219,6 +227,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
     let pipeline = runner::build(&args.pipeline.join(" "))?;
+    runner::trust(&pipeline, args.tls_ca_file.as_deref());
     let options = RunOptions {
         quiet: args.quiet,
         duration: args.duration.map(Duration::from_secs_f64),
@@ -254,6 +263,7 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<()> {
 async fn run_preset(
     name: &str,
     values: &BTreeMap<String, String>,
+    room: &RoomArgs,
     options: RunOptions,
 ) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
@@ -262,5 +272,6 @@ async fn run_preset(
     if let Some(token) = &options.token {
         runner::set_room_token(&pipeline, token.expose());
     }
+    runner::trust(&pipeline, room.tls_ca_file.as_deref());
     runner::run(&pipeline, options).await
 }

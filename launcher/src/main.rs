@@ -3,6 +3,7 @@
 //! - `server.rs`: `gst-room server` (the signaling library's `run` behind clap flags);
 //! - `token.rs`: `gst-room token` (mint access tokens) and the token-secret flags;
 //! - `demo.rs`: `gst-room demo` (server + demo publisher + invite link);
+//! - `invite.rs`: invite links people can open (never a wildcard address), certificate names;
 //! - `commands.rs`: `publish`, `play`, `mix`, `launch`, `pipelines`;
 //! - `presets.rs`: the pipelines of `pipelines/`, built in, with `${VAR}` substitution;
 //! - `runner.rs`: running a pipeline (bus loop, room events, chat from stdin, Ctrl-C → EOS).
@@ -14,6 +15,7 @@
 mod bench;
 mod commands;
 mod demo;
+mod invite;
 mod presets;
 mod runner;
 mod server;

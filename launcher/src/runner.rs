@@ -58,6 +58,20 @@ pub fn build(description: &str) -> anyhow::Result<gst::Pipeline> {
     }
 }
 
+/// Gives every room element of `pipeline` (roomsink, roomsrc) `tls-ca-file`, when set: the
+/// `--tls-ca-file` flag of the pipeline commands.
+pub fn trust(pipeline: &gst::Pipeline, ca_file: Option<&std::path::Path>) {
+    let Some(path) = ca_file else { return };
+    let path = path.display().to_string();
+    for element in pipeline.iterate_recurse().into_iter().flatten() {
+        if element.find_property("tls-ca-file").is_some()
+            && element.find_property("server-url").is_some()
+        {
+            element.set_property("tls-ca-file", &path);
+        }
+    }
+}
+
 /// Runs `pipeline` until EOS (Ok), an error (Err with the reason), or Ctrl-C (EOS first).
 pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Result<()> {
     let counters = PadCounters::install(pipeline);

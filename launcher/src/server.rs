@@ -1,14 +1,22 @@
 //! `gst-room server`: the signaling server and the conference page, until Ctrl-C.
+//!
+//! [`start`] is shared with `gst-room demo`: it binds, prepares TLS (the given certificate or
+//! the kept self-signed one), prints what people need (the invite links, the certificate's
+//! fingerprints) and warns when other machines' browsers could not use the page.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use room_signaling::cluster::ClusterConfig;
 use room_signaling::protocol::IceServer;
+use room_signaling::tls::{self, TlsFiles};
 use room_signaling::{
     Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_LISTEN, DEFAULT_MAX_PARTICIPANTS,
 };
+use tokio::net::TcpListener;
+
+use crate::invite;
 
 use crate::token::SecretArgs;
 
@@ -46,6 +54,31 @@ pub struct ServerArgs {
     /// turn:user:password@host:port for TURN with credentials.
     #[arg(long = "ice-server", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
+    /// Serve https and wss with this certificate (PEM; a chain is fine, the server's own
+    /// certificate first). Re-read on SIGHUP, without dropping connections.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve https and wss with a self-signed certificate, generated once in --tls-dir and then
+    /// reused (its names: localhost, the host name, every listened address). Prints its path
+    /// and fingerprints, for browsers and for the elements' tls-ca-file.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Folder of the self-signed certificate (cert.pem, key.pem). Default:
+    /// $XDG_STATE_HOME/gst-room/tls, else ~/.local/state/gst-room/tls.
+    #[arg(long, value_name = "DIR", requires = "tls_self_signed")]
+    pub tls_dir: Option<PathBuf>,
+    /// The URL people reach this server at (reverse proxy, NAT, DNS name), e.g.
+    /// https://conf.example.org: the invite links use it instead of the listen addresses.
+    #[arg(long, value_name = "URL", value_parser = invite::parse_public_url)]
+    pub public_url: Option<String>,
     /// Serve rooms together with the other servers on this Redis, redis://HOST:PORT[/DB]
     /// (a participant may connect to any of them). Without it, rooms live in this process only.
     #[arg(long, env = "GST_ROOM_REDIS", hide_env_values = true)]
@@ -117,7 +150,7 @@ impl ServerArgs {
             token_secret: self.secret.secret()?,
             admin_token: self.admin_token.clone().map(Into::into),
             auth_failures_per_minute: self.auth_failures_per_minute,
-            allowed_origins: self.allowed_origins.clone(),
+            allowed_origins: self.allowed_origins_with_public_url(),
             ice_servers: self.ice_servers.clone(),
             ..Config::default()
         };
@@ -139,16 +172,164 @@ impl ServerArgs {
     }
 }
 
-/// Binds, prints the URL, serves until Ctrl-C.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+impl ServerArgs {
+    /// `--allow-origin` plus the origin of `--public-url`: behind a reverse proxy the page's own
+    /// origin is the public one, and the proxy passes that name on as `Host`.
+    fn allowed_origins_with_public_url(&self) -> Vec<String> {
+        let public = self
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization());
+        self.allowed_origins.iter().cloned().chain(public).collect()
+    }
+}
+
+/// A bound server, ready to run, and what was printed about it.
+pub struct Started {
+    pub listener: TcpListener,
+    pub config: Config,
+    /// Invite base URLs (`https://10.0.0.5:8443/`), never a wildcard address.
+    pub links: Vec<String>,
+}
+
+impl Started {
+    /// The certificate file elements of this machine trust the server with (`tls-ca-file`).
+    pub fn certificate(&self) -> Option<PathBuf> {
+        self.config.tls.as_ref().map(|files| files.cert.clone())
+    }
+}
+
+/// Binds, prepares TLS and prints the listening line, the certificate and the warnings; the
+/// caller prints the invite links (`Started::links`) in its own words.
+pub async fn start(args: &ServerArgs) -> anyhow::Result<Started> {
+    let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let interfaces = invite::interface_addresses();
+    let host_name = invite::host_name();
+    let files = prepare_tls(args, addr.ip(), &interfaces, host_name.as_deref())?;
+    let tls = files.is_some();
+    let (http, ws) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     // Tests and scripts wait for this exact line.
-    println!("gst-room server listening on http://{addr}/ (WebSocket ws://{addr}/ws)");
-    room_signaling::run(listener, config, async {
+    println!("gst-room server listening on {http}://{addr}/ (WebSocket {ws}://{addr}/ws)");
+    if let Some(files) = &files {
+        print_certificate(files)?;
+    }
+    let links = match &args.public_url {
+        Some(url) => vec![url.clone()],
+        None => {
+            let reachable = invite::reachable_addresses(addr.ip(), &interfaces);
+            // A loopback server is for this machine only: its host name helps nobody else.
+            let name = match addr.ip().is_loopback() {
+                true => None,
+                false => resolving_host_name(host_name, addr.port(), &reachable).await,
+            };
+            invite::base_urls(tls, addr, &reachable, name.as_deref())
+        }
+    };
+    if !tls && !addr.ip().is_loopback() && args.public_url.is_none() {
+        eprintln!(
+            "WARNING: listening on {addr} without TLS: browsers on other machines will not allow \
+             camera or microphone on http:// pages. Use --tls-self-signed (LAN) or --tls-cert/--tls-key, \
+             or put a TLS proxy in front and give --public-url https://..."
+        );
+    }
+    let mut config = args.config()?;
+    config.tls = files;
+    Ok(Started {
+        listener,
+        config,
+        links,
+    })
+}
+
+/// The certificate to serve, if any: the given files (checked now, so a typo fails at start),
+/// or the self-signed one made to cover this server's names.
+fn prepare_tls(
+    args: &ServerArgs,
+    listen: IpAddr,
+    interfaces: &[IpAddr],
+    host_name: Option<&str>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls::first_certificate(cert)?;
+        return Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }));
+    }
+    if !args.tls_self_signed {
+        return Ok(None);
+    }
+    let public_host = args
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    let names = invite::certificate_names(listen, interfaces, host_name, public_host.as_deref());
+    let dir = args.tls_dir.clone().unwrap_or_else(tls::default_dir);
+    let (files, origin) = tls::self_signed(&dir, &names)?;
+    let how = match origin {
+        tls::Origin::Generated => "generated",
+        tls::Origin::Reused => "reused",
+        tls::Origin::Reissued => "reissued with the same key for new names",
+    };
+    println!("self-signed certificate {how}, for {}", names.join(", "));
+    Ok(Some(files))
+}
+
+/// Prints where the certificate is and how to recognise it (for browsers' warnings, Chromium's
+/// SPKI list and the elements' tls-ca-file).
+fn print_certificate(files: &TlsFiles) -> anyhow::Result<()> {
+    let fingerprints = tls::fingerprints(&files.cert)?;
+    println!("TLS certificate: {}", files.cert.display());
+    println!("  SHA-256 fingerprint: {}", fingerprints.sha256);
+    println!(
+        "  SPKI SHA-256 (Chromium --ignore-certificate-errors-spki-list): {}",
+        fingerprints.spki_sha256
+    );
+    Ok(())
+}
+
+/// The host name, when it resolves to an address people can reach this server at (Debian maps
+/// it to 127.0.1.1 by default, which helps nobody else).
+async fn resolving_host_name(
+    name: Option<String>,
+    port: u16,
+    reachable: &[IpAddr],
+) -> Option<String> {
+    let name = name?;
+    let resolved = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::lookup_host((name.as_str(), port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let reaches = resolved.map(|a| a.ip()).any(|ip| reachable.contains(&ip));
+    reaches.then_some(name)
+}
+
+/// Binds, prints the URL and the invite links, serves until Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let started = start(&args).await?;
+    println!("Open the conference page in a browser (an invite link is the page with ?room=NAME):");
+    for link in &started.links {
+        println!("  {link}");
+    }
+    if let Some(cert) = started.certificate().filter(|_| args.tls_self_signed) {
+        println!(
+            "Elements and gst-room commands on other machines: copy {} and give it as tls-ca-file / --tls-ca-file",
+            cert.display()
+        );
+    }
+    room_signaling::run(started.listener, started.config, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C: closing connections");
     })

@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tokio::{ConnectStream, client_async_tls};
+use async_tungstenite::tokio::{ConnectStream, client_async_tls_with_connector_and_config};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
 use room_protocol::{ClientMessage, FailReason, Participant, ServerMessage, StreamInfo};
@@ -54,6 +54,8 @@ pub struct Key {
     pub room: String,
     /// The participant's username.
     pub username: String,
+    /// Extra certificates trusted for `wss://` (the `tls-ca-file` property).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where the participant is in its life.
@@ -450,7 +452,7 @@ async fn connect_and_join(
     token: Option<String>,
 ) -> Result<(Socket, ServerMessage), JoinError> {
     let io = |e: &dyn std::fmt::Display| JoinError::Io(e.to_string());
-    let mut ws = connect(&key.server_url).await.map_err(JoinError::Io)?;
+    let mut ws = connect(&key.server_url, key.tls_ca_file.as_deref()).await?;
     let join = ClientMessage::Join {
         room: key.room.clone(),
         username: key.username.clone(),
@@ -486,19 +488,33 @@ async fn connect_and_join(
 
 /// Opens the WebSocket with TCP_NODELAY: each signaling message is small and waited for, and
 /// Nagle's algorithm would hold one back until the server's delayed ACK (~40 ms a hop).
-async fn connect(url: &str) -> Result<Socket, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
+/// `wss://` trusts the system's roots and `ca_file`; a TLS failure is final (reason `tls`).
+async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Socket, JoinError> {
+    let parsed = url::Url::parse(url).map_err(|e| JoinError::Io(format!("{url}: {e}")))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| JoinError::Io(format!("{url}: no host")))?;
     let port = parsed
         .port_or_known_default()
-        .ok_or_else(|| format!("{url}: no port"))?;
+        .ok_or_else(|| JoinError::Io(format!("{url}: no port")))?;
+    let tls_refused = |detail: String| JoinError::Refused {
+        reason: "tls".into(),
+        detail,
+    };
+    let connector = match parsed.scheme() {
+        "wss" => Some(crate::tls::connector(ca_file).map_err(tls_refused)?),
+        _ => None,
+    };
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        .map_err(|e| JoinError::Io(format!("cannot connect to {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let (ws, _) = client_async_tls(url, tcp)
+    let (ws, _) = client_async_tls_with_connector_and_config(url, tcp, connector, None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match crate::tls::failure(&e, host) {
+            Some(detail) => tls_refused(detail),
+            None => JoinError::Io(e.to_string()),
+        })?;
     Ok(ws)
 }
 

@@ -87,6 +87,8 @@ pub struct RoomSettings {
     pub token: Option<String>,
     pub stun_server: Option<String>,
     pub turn_servers: Vec<String>,
+    /// PEM certificates trusted for `wss://` besides the system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RoomSettings {
@@ -114,6 +116,7 @@ impl Default for RoomSettings {
             token: None,
             stun_server: DEFAULT_STUN_SERVER.map(Into::into),
             turn_servers: Vec::new(),
+            tls_ca_file: None,
         }
     }
 }
@@ -138,10 +141,17 @@ impl RoomSettings {
                 self.server_url
             ));
         }
+        if let Some(path) = &self.tls_ca_file
+            && url.scheme() == "wss"
+        {
+            // Read now, so that a wrong path fails the state change instead of the first join.
+            crate::tls::load_ca_file(path)?;
+        }
         Ok(Key {
             server_url: self.server_url.clone(),
             room,
             username: self.username.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
         })
     }
 
@@ -151,7 +161,9 @@ impl RoomSettings {
         vec![
             glib::ParamSpecString::builder("server-url")
                 .nick("Server URL")
-                .blurb("WebSocket URL of the room server, of the form ws://host:port/ws")
+                .blurb("WebSocket URL of the room server, of the form ws://host:port/ws, or wss://host:port/ws \
+                        over TLS (the server's certificate must be trusted: system roots or tls-ca-file; \
+                        never a fallback to ws)")
                 .default_value(Some(DEFAULT_SERVER_URL))
                 .mutable_ready()
                 .build(),
@@ -185,6 +197,13 @@ impl RoomSettings {
                 .element_spec(&glib::ParamSpecString::builder("turn-server").build())
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("tls-ca-file")
+                .nick("TLS CA file")
+                .blurb("PEM file of certificates trusted for a wss:// server-url besides the system's roots: \
+                        an extra CA, or the server's self-signed certificate (gst-room server --tls-self-signed \
+                        prints its path). An untrusted server fails with reason tls")
+                .mutable_ready()
+                .build(),
             glib::ParamSpecEnum::builder_with_default("status", RoomStatus::Idle)
                 .nick("Status")
                 .blurb("The link with the room: idle, connecting, joined, reconnecting or failed")
@@ -216,6 +235,13 @@ impl RoomSettings {
             }
             "token" => self.token = value.get().expect("type checked upstream"),
             "stun-server" => self.stun_server = value.get().expect("type checked upstream"),
+            "tls-ca-file" => {
+                self.tls_ca_file = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty())
+                    .map(Into::into)
+            }
             "turn-servers" => {
                 let array = value.get::<gst::Array>().expect("type checked upstream");
                 self.turn_servers = array
@@ -236,6 +262,11 @@ impl RoomSettings {
             "username" => self.username.to_value(),
             "token" => self.token.to_value(),
             "stun-server" => self.stun_server.to_value(),
+            "tls-ca-file" => self
+                .tls_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
             "turn-servers" => {
                 gst::Array::new(self.turn_servers.iter().map(|s| s.to_send_value())).to_value()
             }

@@ -7,6 +7,7 @@
 //!   the process with the same server, room and username;
 //! - `signaller`: the `Signallable` that connects webrtcsink/webrtcsrc to the room client;
 //! - `events`: room events as bus messages and signals, and the properties both elements share.
+//! - `tls`: what `wss://` trusts (system roots + `tls-ca-file`) and how its failures read.
 //!
 //! All network work runs on one tokio runtime for the whole plugin ([`RUNTIME`]).
 // Signal docs use the gtk-doc `/** Type::signal: */` form of gst-plugins-rs, which rustc sees as stray doc comments.
@@ -22,6 +23,7 @@ mod mute;
 pub mod roomsink;
 pub mod roomsrc;
 pub mod signaller;
+pub mod tls;
 
 /// The plugin's async runtime: the room client tasks and the signallers run here. Two workers
 /// are plenty for a handful of WebSockets, and keep the plugin light on a small machine.

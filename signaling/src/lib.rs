@@ -11,6 +11,7 @@
 //! - `cluster`: several nodes serving the same rooms through Redis (`--redis`): each room has
 //!   one owning node, the others forward to it.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
+//! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod hub;
 pub mod rooms;
 pub mod server;
+pub mod tls;
 pub mod web_guard;
 
 use std::path::PathBuf;
@@ -68,6 +70,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Messages queued for one connection before it counts as too slow and is dropped.
     pub outgoing_queue: usize,
+    /// Serve https/wss with this certificate; plain http/ws when `None`.
+    pub tls: Option<tls::TlsFiles>,
     /// Serve rooms together with the other nodes on this Redis (`--redis`); `None`: alone, in
     /// memory.
     pub cluster: Option<cluster::ClusterConfig>,
@@ -89,6 +93,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(3),
             max_connections: 10_000,
             outgoing_queue: 256,
+            tls: None,
             cluster: None,
         }
     }

@@ -6,6 +6,9 @@
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
 //! `run` returns once all connection tasks have ended.
+//!
+//! [`serve`] is the one place where HTTP is served (axum-server), in plain text or over TLS
+//! (`Config::tls`; the certificate is read again on SIGHUP, open connections stay).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +19,8 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +33,7 @@ use crate::cluster::Cluster;
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::hub::Hub;
 use crate::rooms::RoomRules;
+use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
@@ -101,25 +106,91 @@ pub async fn run(
         router = router.layer(layer);
     }
 
+    let tls = match &app.config.tls {
+        Some(files) => Some(tls_config(files).await?),
+        None => None,
+    };
+    let reload = tls
+        .clone()
+        .zip(app.config.tls.clone())
+        .map(|(config, files)| tokio::spawn(reload_on_sighup(config, files)));
+    let handle = axum_server::Handle::new();
     let cancel = app.shutdown.clone();
-    // Signaling is small messages answered at once: without TCP_NODELAY, Nagle's algorithm
-    // holds a second frame until the peer's delayed ACK, ~40 ms per hop (see `gst-room bench`).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+        stop.graceful_shutdown(None);
     });
-    // The peer address is needed to throttle wrong tokens per address.
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
-        .await;
+    let served = serve(listener, router, tls, handle).await;
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     // Upgraded connections are not the HTTP server's any more: wait for their close frames.
     app.shutdown.cancel();
     app.tasks.close();
     app.tasks.wait().await;
     served
+}
+
+/// Serves `router` on `listener` until `handle` shuts it down: over TLS when `tls` is set, else
+/// plain HTTP.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<RustlsConfig>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    // Signaling is small messages answered at once: without TCP_NODELAY, Nagle's algorithm
+    // holds a second frame until the peer's delayed ACK, ~40 ms per hop (see `gst-room bench`).
+    let tcp = TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true));
+    let server = axum_server::Server::from_listener(listener).handle(handle);
+    // The peer address is needed to throttle wrong tokens per address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(config) => {
+            let acceptor = RustlsAcceptor::new(config).acceptor(tcp);
+            server.acceptor(acceptor).serve(service).await
+        }
+        None => server.acceptor(tcp).serve(service).await,
+    }
+}
+
+/// The rustls configuration of `files`, with a message that names the file at fault.
+async fn tls_config(files: &TlsFiles) -> std::io::Result<RustlsConfig> {
+    RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS certificate {} / key {}: {e}",
+                    files.cert.display(),
+                    files.key.display()
+                ),
+            )
+        })
+}
+
+/// Reads the certificate again on every SIGHUP (a renewed certificate without a restart). New
+/// connections get the new one; open connections are not touched. A bad file keeps the old one.
+async fn reload_on_sighup(config: RustlsConfig, files: TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match config.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                tracing::info!(cert = %files.cert.display(), "SIGHUP: TLS certificate reloaded")
+            }
+            Err(err) => tracing::error!(
+                cert = %files.cert.display(),
+                "SIGHUP: TLS certificate not reloaded, keeping the old one: {err}"
+            ),
+        }
+    }
 }
 
 async fn upgrade(

@@ -144,6 +144,30 @@ function updateServerNotice() {
   ui.join.textContent = foreign ? `Join ${foreign}` : 'Join';
 }
 
+/**
+ * Why a WebSocket to `url` could not be opened, in plain words. Browsers do not say why (a TLS
+ * failure and an unreachable server look the same), so a wss:// failure carries the likely
+ * cause: a certificate this browser has not accepted. `error` is what `new WebSocket` threw.
+ */
+function connectFailure(url, error) {
+  let target;
+  try {
+    target = new URL(url);
+  } catch {
+    return `Cannot connect: ${url} is not a WebSocket URL (ws://host:port/ws or wss://host:port/ws)`;
+  }
+  if (location.protocol === 'https:' && target.protocol === 'ws:') {
+    return `Cannot connect to ${url}: this page is secure (https) and browsers do not allow it an insecure ws:// connection. Use wss://${target.host}${target.pathname}`;
+  }
+  if (target.protocol === 'wss:') {
+    return (
+      `Cannot open a secure connection to ${target.host}: the server is not reachable, or this browser does not trust its certificate. ` +
+      `With a self-signed certificate, open https://${target.host}/ in this browser once, accept the certificate, and join again.`
+    );
+  }
+  return `Cannot connect to ${url}${error ? `: ${error.message}` : ''}`;
+}
+
 function inviteUrl(room) {
   return `${location.origin}/?room=${encodeURIComponent(room)}`;
 }
@@ -219,7 +243,7 @@ function join() {
   try {
     ws = new WebSocket(url);
   } catch (e) {
-    setSession('FAILED', `Cannot connect to ${url}: ${e.message}`);
+    setSession('FAILED', connectFailure(url, e));
     return;
   }
   S.ws = ws;
@@ -249,7 +273,7 @@ function join() {
     if (S.ws !== ws) return;
     S.ws = null;
     teardown();
-    if (!opened) setSession('FAILED', `Cannot connect to ${url}`);
+    if (!opened) setSession('FAILED', connectFailure(url));
     else setSession('DISCONNECTED', `Connection closed${ev.reason ? `: ${ev.reason}` : ''} (code ${ev.code})`);
   };
   setSession('CONNECTING', '');

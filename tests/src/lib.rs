@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod media;
+pub mod netns;
 
 use std::time::Duration;
 
@@ -67,6 +68,11 @@ impl TestServer {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// `wss://127.0.0.1:PORT/ws` (for a server started with `Config::tls`).
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -87,6 +93,17 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in a fresh folder of this test run
+/// (`tag` tells the folders of one test apart); each call makes a new key.
+pub fn self_signed_certificate(tag: &str) -> room_signaling::tls::TlsFiles {
+    let dir = std::env::temp_dir().join(format!("gst-room-test-tls-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    room_signaling::tls::self_signed(&dir, &names)
+        .expect("self-signed certificate")
+        .0
 }
 
 /// A participant speaking the protocol directly over a WebSocket.

@@ -351,16 +351,27 @@ impl Child {
 
     /// `gst-room server` on a free port of 127.0.0.1; returns it and its WebSocket URL.
     pub fn room_server(max_participants: usize) -> anyhow::Result<(Child, String)> {
-        let args = [
+        Self::room_server_with(max_participants, &[])
+    }
+
+    /// `gst-room server` with `extra` flags (e.g. `--tls-self-signed`); the URL is `wss://` then.
+    pub fn room_server_with(
+        max_participants: usize,
+        extra: &[String],
+    ) -> anyhow::Result<(Child, String)> {
+        let mut args: Vec<String> = [
             "server",
             "--listen",
             "127.0.0.1:0",
             "--max-participants",
             &max_participants.to_string(),
-        ];
-        let child = Child::spawn("room server", &args.map(String::from))?;
-        // "gst-room server listening on http://ADDR/ (WebSocket ws://ADDR/ws)"
-        let line = child.wait_line(Duration::from_secs(20), |l| l.contains("(WebSocket ws://"))?;
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(extra);
+        let child = Child::spawn("room server", &args)?;
+        // "gst-room server listening on http(s)://ADDR/ (WebSocket ws(s)://ADDR/ws)"
+        let line = child.wait_line(Duration::from_secs(20), |l| l.contains("(WebSocket ws"))?;
         let url = line
             .split_once("(WebSocket ")
             .and_then(|(_, rest)| rest.strip_suffix(')'))
