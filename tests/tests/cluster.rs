@@ -296,11 +296,21 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
 async fn without_redis_joins_are_refused_until_it_is_back() {
     let mut redis = RedisServer::start().await;
     let nodes = nodes(&redis, 2);
-    let _alice = Client::join(&nodes[0].ws_url(), "before", "alice").await;
+    let mut alice = Client::join(&nodes[0].ws_url(), "before", "alice").await;
 
     redis.stop();
     let addr = nodes[1].addr.to_string();
     wait_for_health(&addr, 503).await;
+    // Without Redis node 1 cannot prove it still owns alice's room: it closes her connection
+    // (she would reconnect and rejoin) rather than risk a second owner.
+    let until = Instant::now() + gst_room_tests::WAIT;
+    while let Some(msg) = alice.try_recv(until - Instant::now()).await {
+        assert!(!matches!(msg, ServerMessage::State { .. }), "{msg:?}");
+    }
+    assert!(
+        Instant::now() < until,
+        "alice's connection stayed open without Redis"
+    );
     let mut bob = Client::connect(&nodes[1].ws_url()).await;
     let answer = bob.request_join("during", "bob").await;
     assert_eq!(
