@@ -11,6 +11,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libssl-dev pkg-config chromium nodejs npm redis-server
   iproute2 curl openssl nginx
+  coturn nftables
 )
 
 missing=()

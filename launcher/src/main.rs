@@ -20,6 +20,7 @@ mod presets;
 mod runner;
 mod server;
 mod token;
+mod turn;
 
 use std::process::ExitCode;
 

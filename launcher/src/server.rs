@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::invite;
 
 use crate::token::SecretArgs;
+use crate::turn::TurnArgs;
 
 /// Flags of `gst-room server` (also used by `gst-room demo`). `Debug` is hand-written below:
 /// tokens and TURN passwords never reach a log.
@@ -79,6 +80,8 @@ pub struct ServerArgs {
     /// https://conf.example.org: the invite links use it instead of the listen addresses.
     #[arg(long, value_name = "URL", value_parser = invite::parse_public_url)]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Serve rooms together with the other servers on this Redis, redis://HOST:PORT[/DB]
     /// (a participant may connect to any of them). Without it, rooms live in this process only.
     #[arg(long, env = "GST_ROOM_REDIS", hide_env_values = true)]
@@ -134,6 +137,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("allowed_origins", &self.allowed_origins)
             .field("web_dir", &self.web_dir)
             .field("ice_servers", &self.ice_servers)
+            .field("turn", &self.turn)
             .field("redis", &redacted(&self.redis))
             .field("node_id", &self.node_id)
             .field("advertise_url", &self.advertise_url)
@@ -152,6 +156,7 @@ impl ServerArgs {
             auth_failures_per_minute: self.auth_failures_per_minute,
             allowed_origins: self.allowed_origins_with_public_url(),
             ice_servers: self.ice_servers.clone(),
+            turn: self.turn.turn()?,
             ..Config::default()
         };
         if let Some(dir) = &self.web_dir {

@@ -185,7 +185,10 @@ fn server_with_an_unreachable_redis_fails_naming_it() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot reach Redis at {url}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at {url}")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::{ConnectStream, client_async_tls_with_connector_and_config};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
-use room_protocol::{ClientMessage, FailReason, Participant, ServerMessage, StreamInfo};
+use room_protocol::{ClientMessage, FailReason, IceServer, Participant, ServerMessage, StreamInfo};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::RUNTIME;
@@ -117,6 +117,8 @@ struct View {
     participants: Vec<Participant>,
     /// Own streams, re-announced after a reconnect.
     published: Vec<StreamInfo>,
+    /// The ICE servers (TURN credentials included) from the latest `state`.
+    ice_servers: Vec<IceServer>,
 }
 
 static REGISTRY: LazyLock<Mutex<HashMap<Key, Weak<RoomClient>>>> = LazyLock::new(Default::default);
@@ -158,6 +160,7 @@ impl RoomClient {
                 capacity: 0,
                 participants: Vec::new(),
                 published: Vec::new(),
+                ice_servers: Vec::new(),
             }),
             events,
         });
@@ -192,6 +195,11 @@ impl RoomClient {
         view.participants
             .iter()
             .any(|p| p.username == username && p.streams.iter().any(|s| s.stream == stream))
+    }
+
+    /// The ICE servers the room server handed out at the latest join (empty before).
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        self.shared.view.lock().unwrap().ice_servers.clone()
     }
 
     /// Usernames in the room, own included (empty until joined).
@@ -293,8 +301,14 @@ impl Shared {
     /// Updates the view from a server message and broadcasts it, under one lock.
     fn apply(&self, msg: ServerMessage) {
         let mut view = self.view.lock().unwrap();
-        if let ServerMessage::State { capacity, .. } = &msg {
+        if let ServerMessage::State {
+            capacity,
+            ice_servers,
+            ..
+        } = &msg
+        {
             view.capacity = *capacity;
+            view.ice_servers = ice_servers.clone();
         }
         update_view(&mut view.participants, &msg);
         let _ = self.events.send(RoomEvent::Server(Arc::new(msg)));

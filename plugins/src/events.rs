@@ -42,6 +42,9 @@ pub const DEFAULT_SERVER_URL: &str = "ws://127.0.0.1:8443/ws";
 /// No STUN server by default: rooms on a LAN need none, and a public default would leak traffic
 /// and stall ICE gathering on machines without internet.
 pub const DEFAULT_STUN_SERVER: Option<&str> = None;
+/// Host and server-reflexive candidates are allowed by default; relay-only hides the host's
+/// addresses at the cost of a TURN hop.
+pub const DEFAULT_RELAY_ONLY: bool = false;
 
 /// The element's link with its room (read-only `status` property).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
@@ -89,6 +92,7 @@ pub struct RoomSettings {
     pub turn_servers: Vec<String>,
     /// PEM certificates trusted for `wss://` besides the system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    pub relay_only: bool,
 }
 
 impl std::fmt::Debug for RoomSettings {
@@ -103,6 +107,7 @@ impl std::fmt::Debug for RoomSettings {
                 "turn_servers",
                 &format_args!("<{} redacted>", self.turn_servers.len()),
             )
+            .field("relay_only", &self.relay_only)
             .finish()
     }
 }
@@ -117,6 +122,7 @@ impl Default for RoomSettings {
             stun_server: DEFAULT_STUN_SERVER.map(Into::into),
             turn_servers: Vec::new(),
             tls_ca_file: None,
+            relay_only: DEFAULT_RELAY_ONLY,
         }
     }
 }
@@ -155,6 +161,17 @@ impl RoomSettings {
         })
     }
 
+    /// The ICE configuration of a session of `client`'s participant: these settings' servers
+    /// where set, else those the room server handed out at join; relay-only as set.
+    pub fn ice_config(&self, client: &RoomClient) -> crate::ice::IceConfig {
+        crate::ice::IceConfig::choose(
+            self.stun_server.as_deref(),
+            &self.turn_servers,
+            &client.ice_servers(),
+            self.relay_only,
+        )
+    }
+
     /// The property specs of the shared settings and the read-only state.
     pub fn properties() -> Vec<glib::ParamSpec> {
         let d = RoomSettings::default();
@@ -187,13 +204,16 @@ impl RoomSettings {
                 .build(),
             glib::ParamSpecString::builder("stun-server")
                 .nick("STUN server")
-                .blurb("STUN server of the form stun://host:port; default none (host candidates only)")
+                .blurb("STUN server of the form stun://host:port, used instead of the room server's; \
+                        default none: the room server's STUN server if it hands one out, else host candidates only")
                 .default_value(d.stun_server.as_deref())
                 .mutable_ready()
                 .build(),
             gst::ParamSpecArray::builder("turn-servers")
                 .nick("TURN servers")
-                .blurb("TURN servers of the form turn(s)://username:password@host:port")
+                .blurb("TURN servers of the form turn(s)://username:password@host:port[?transport=udp|tcp] \
+                        (username and password percent-encoded), used instead of the room server's; \
+                        default empty: the TURN servers and credentials the room server hands out at join")
                 .element_spec(&glib::ParamSpecString::builder("turn-server").build())
                 .mutable_ready()
                 .build(),
@@ -202,6 +222,13 @@ impl RoomSettings {
                 .blurb("PEM file of certificates trusted for a wss:// server-url besides the system's roots: \
                         an extra CA, or the server's self-signed certificate (gst-room server --tls-self-signed \
                         prints its path). An untrusted server fails with reason tls")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("relay-only")
+                .nick("Relay only")
+                .blurb("Use only relayed (TURN) candidates (webrtcbin ice-transport-policy=relay): peers never \
+                        learn this host's addresses; media fails without a reachable TURN server")
+                .default_value(DEFAULT_RELAY_ONLY)
                 .mutable_ready()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("status", RoomStatus::Idle)
@@ -242,6 +269,7 @@ impl RoomSettings {
                     .filter(|s| !s.is_empty())
                     .map(Into::into)
             }
+            "relay-only" => self.relay_only = value.get().expect("type checked upstream"),
             "turn-servers" => {
                 let array = value.get::<gst::Array>().expect("type checked upstream");
                 self.turn_servers = array
@@ -267,6 +295,7 @@ impl RoomSettings {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .to_value(),
+            "relay-only" => self.relay_only.to_value(),
             "turn-servers" => {
                 gst::Array::new(self.turn_servers.iter().map(|s| s.to_send_value())).to_value()
             }

@@ -383,7 +383,13 @@ impl HubState {
                     self.drop_proxy(old);
                 }
                 let proxy = self.new_proxy((from, peer));
-                let out = self.rooms.join(proxy, room.clone(), username, Ok(grants));
+                let out = self.rooms.join(
+                    proxy,
+                    room.clone(),
+                    username,
+                    Ok(grants),
+                    std::time::SystemTime::now(),
+                );
                 self.deliver(out);
                 if self.rooms.room_name(proxy).is_none() {
                     self.drop_proxy(proxy);

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
@@ -90,7 +91,10 @@ impl Hub {
         if state.remote.routes.contains_key(&peer) {
             return state.deliver(vec![(peer, crate::cluster::already_joined())]);
         }
-        let out = state.rooms.join(peer, room, username, admitted);
+        // The clock is read here, at the edge: the rules stay free of I/O.
+        let out = state
+            .rooms
+            .join(peer, room, username, admitted, SystemTime::now());
         state.deliver(out);
         state.record_rooms(peer, None);
     }

@@ -6,6 +6,7 @@
 //! - `hub`: the rules behind one lock, plus every connection's bounded outgoing queue.
 //! - `connection`: one WebSocket — parse, limit, keepalive, write, close.
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
+//! - `turn`: short-lived TURN credentials (TURN REST convention, as coturn checks them).
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
 //! - `cluster`: several nodes serving the same rooms through Redis (`--redis`): each room has
@@ -23,6 +24,7 @@ pub mod hub;
 pub mod rooms;
 pub mod server;
 pub mod tls;
+pub mod turn;
 pub mod web_guard;
 
 use std::path::PathBuf;
@@ -60,6 +62,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Sent to each participant in `state`, once it has joined.
     pub ice_servers: Vec<protocol::IceServer>,
+    /// TURN REST secret and URLs (`--turn-secret`, `--turn-url`, `--turn-ttl`): each joined
+    /// participant also gets a TURN server with credentials minted for it.
+    pub turn: Option<turn::TurnRest>,
     /// The folder served at `/` (the conference page).
     pub web_dir: PathBuf,
     /// How often the server pings each connection.
@@ -87,6 +92,7 @@ impl Default for Config {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
+            turn: None,
             web_dir: default_web_dir(),
             // Ping every second, drop after 3 s of silence: LEFT reaches the room within 4 s.
             ping_interval: Duration::from_secs(1),

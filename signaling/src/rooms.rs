@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Grants, Refusal};
+use crate::turn::TurnRest;
 use room_protocol::{
     ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
     SdpType, ServerMessage, SessionDescription, StreamInfo, validate_name, validate_username,
@@ -35,6 +36,9 @@ pub struct RoomRules {
     pub capacity: usize,
     /// Handed to each participant in `state`, once it has joined.
     pub ice_servers: Vec<IceServer>,
+    /// When set, each participant also gets a TURN server with credentials minted for it at
+    /// join (after `ice_servers`).
+    pub turn: Option<TurnRest>,
 }
 
 /// One line of the operators' `/rooms` listing.
@@ -153,7 +157,8 @@ impl Rooms {
         let result = match msg {
             ClientMessage::Join { room, username, .. } => {
                 let unverified = Refusal::Missing("the token was not verified".into());
-                return self.join(peer, room, username, Err(unverified));
+                // Refused before anything is minted: the time does not matter.
+                return self.join(peer, room, username, Err(unverified), UNIX_EPOCH);
             }
             ClientMessage::Leave {} => self
                 .require_member(peer)
@@ -202,13 +207,14 @@ impl Rooms {
     }
 
     /// `peer` asks to join `room` as `username`; `admitted` is the verdict on its token: the
-    /// grants it carries, or why it was refused.
+    /// grants it carries, or why it was refused. `now` dates the TURN credentials minted for it.
     pub fn join(
         &mut self,
         peer: PeerId,
         room: String,
         username: String,
         admitted: Result<Grants, Refusal>,
+        now: SystemTime,
     ) -> Outbox {
         if !self.peers.contains_key(&peer) {
             return Vec::new();
@@ -265,7 +271,7 @@ impl Rooms {
                 username: username.clone(),
                 capacity: self.rules.capacity,
                 participants,
-                ice_servers: self.rules.ice_servers.clone(),
+                ice_servers: self.ice_servers_for(&username, now),
             },
         )];
         out.extend(members.iter().map(|p| {
@@ -620,6 +626,19 @@ impl Rooms {
             .ok_or((ErrorCode::NotJoined, "join a room first".to_owned()))
     }
 
+    /// The ICE servers handed to `username` as it joins: the static ones, then a TURN server
+    /// with credentials minted for it, valid from `now` for the TURN TTL.
+    fn ice_servers_for(&self, username: &str, now: SystemTime) -> Vec<IceServer> {
+        let mut servers = self.rules.ice_servers.clone();
+        servers.extend(
+            self.rules
+                .turn
+                .as_ref()
+                .map(|t| t.ice_server(username, now)),
+        );
+        servers
+    }
+
     /// The member, if its grants allow `what` (`allowed`).
     fn require_grant(
         &self,
@@ -767,6 +786,7 @@ mod tests {
         Rooms::new(RoomRules {
             capacity,
             ice_servers: Vec::new(),
+            turn: None,
         })
     }
 
@@ -782,7 +802,7 @@ mod tests {
         admitted: Result<Grants, Refusal>,
     ) -> Outbox {
         r.connect(peer);
-        r.join(peer, room.into(), name.into(), admitted)
+        r.join(peer, room.into(), name.into(), admitted, SystemTime::now())
     }
 
     fn types(out: &Outbox) -> Vec<(PeerId, String)> {
@@ -923,8 +943,54 @@ mod tests {
         join(&mut r, 1, "a", "x");
         assert!(r.handle(1, ClientMessage::Leave {}).is_empty());
         assert!(r.summary().is_empty());
-        let out = r.join(1, "b".into(), "x".into(), Ok(Grants::PARTICIPANT));
+        let out = r.join(
+            1,
+            "b".into(),
+            "x".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
         assert_eq!(types(&out), [(1, "state".into())]);
+    }
+
+    #[test]
+    fn each_joiner_gets_turn_credentials_minted_for_it_at_join() {
+        let stun = IceServer {
+            urls: vec!["stun:s.example:3478".into()],
+            username: None,
+            credential: None,
+        };
+        let mut r = Rooms::new(RoomRules {
+            capacity: 3,
+            ice_servers: vec![stun.clone()],
+            turn: Some(TurnRest {
+                secret: "north".into(),
+                urls: vec!["turn:t.example:3478".into()],
+                ttl: std::time::Duration::from_secs(100),
+            }),
+        });
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_699_999_900);
+        r.connect(1);
+        let out = r.join(1, "a".into(), "alice".into(), Ok(Grants::PARTICIPANT), now);
+        let ServerMessage::State { ice_servers, .. } = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(ice_servers[0], stun);
+        assert_eq!(ice_servers[1].urls, ["turn:t.example:3478"]);
+        assert_eq!(ice_servers[1].username.as_deref(), Some("1700000000:alice"));
+        // The same vector as turn.rs's test, computed with openssl.
+        assert_eq!(
+            ice_servers[1].credential.as_ref().map(|c| c.expose()),
+            Some("Cd/49soE35ICqcJF/bCTn8Z4OyE=")
+        );
+        // A refused join gets no credentials.
+        r.connect(2);
+        let refused = Err(Refusal::Wrong("bad".into()));
+        let out = r.join(2, "a".into(), "bob".into(), refused, now);
+        assert!(
+            matches!(out[..], [(2, ServerMessage::Failed { .. })]),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -963,9 +1029,16 @@ mod tests {
         let mut r = Rooms::new(RoomRules {
             capacity: 3,
             ice_servers: vec![turn.clone()],
+            turn: None,
         });
         assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
-        let out = r.join(1, "a".into(), "pub".into(), Ok(Grants::PARTICIPANT));
+        let out = r.join(
+            1,
+            "a".into(),
+            "pub".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
         assert!(
             matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()])
         );

@@ -65,6 +65,7 @@ pub async fn run(
     let rules = RoomRules {
         capacity: config.max_participants,
         ice_servers: config.ice_servers.clone(),
+        turn: config.turn.clone(),
     };
     let hub = Arc::new(Hub::new(rules));
     let shutdown_all = CancellationToken::new();

@@ -16,6 +16,8 @@
 //   audio=0 / video=0  publish without audio / without video
 //   w=320&h=240&fps=15  camera constraints (default: the browser's choice, ideally 640x480)
 //   processing=0     turn off echoCancellation, noiseSuppression and autoGainControl
+//   relay=1          relayed (TURN) candidates only: peers never learn this machine's addresses
+//                    (needs a TURN server from the room server: gst-room server --turn-secret)
 //
 // The access token (when the server wants one) comes from the fragment, #token=TOKEN — a
 // fragment is never sent to any server in an HTTP request, so the token stays out of access
@@ -42,6 +44,7 @@ const fragment = new URLSearchParams(location.hash.slice(1));
 const STREAM = 'main';
 const AUTOPUBLISH = params.get('publish') !== '0';
 const AUTOPLAY = params.get('autoplay') !== '0';
+const ICE_TRANSPORT_POLICY = params.get('relay') === '1' ? 'relay' : 'all';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -630,7 +633,10 @@ function onSessionStarted(msg) {
 }
 
 function newPeerConnection(session) {
-  const pc = new RTCPeerConnection({ iceServers: S.iceServers });
+  const pc = new RTCPeerConnection({
+    iceServers: S.iceServers,
+    iceTransportPolicy: ICE_TRANSPORT_POLICY,
+  });
   pc.onicecandidate = (ev) => {
     const c = ev.candidate;
     if (!c || !c.candidate) return; // end of candidates: nothing to send

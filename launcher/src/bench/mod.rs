@@ -17,6 +17,7 @@
 //! - `fanout.rs`: CPU and memory of a publishing process with 1..4 viewers.
 //! - `server.rs`: N WebSocket participants against the room server (join rate, memory, chat
 //!   fan-out, session relay); anchor: the stock signalling server at the same load.
+//! - `network.rs`: gst → gst across network namespaces under loss and bandwidth caps.
 //! - `anchor.rs`: the stock signalling server, run as `gst-room bench anchor-server`.
 //!
 //! Servers, publishers and load generators run in their own processes: this binary re-executes
@@ -28,6 +29,7 @@ mod anchor;
 mod fanout;
 mod join;
 mod latency;
+mod network;
 mod server;
 
 use std::io::{BufRead, BufReader};
@@ -63,6 +65,12 @@ enum Bench {
     /// Simulated participants over WebSocket against the room server: join rate, memory per
     /// participant, chat fan-out and session relay latency; anchor: stock signalling server.
     Server(server::ServerArgs),
+    /// gst → gst across network namespaces under packet loss (0/2/5/10 %) and uplink caps
+    /// (2/1/0.5 Mbit/s): decoded frames per second, longest freeze, bitrate. Needs root.
+    Network(network::NetworkArgs),
+    /// (internal) The viewer of `bench network`: prints every decoded frame.
+    #[command(hide = true)]
+    NetworkViewer(network::ViewerArgs),
     /// (internal) The stock gst-webrtc-signalling server, until stdin closes.
     #[command(hide = true)]
     AnchorServer(anchor::AnchorServerArgs),
@@ -84,6 +92,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Latency(a) => ("latency", blocking(move || latency::run(a)).await?),
         Bench::Fanout(a) => ("fanout", blocking(move || fanout::run(a)).await?),
         Bench::Server(a) => ("server", blocking(move || server::run(a)).await?),
+        Bench::Network(a) => ("network", blocking(move || network::run(a)).await?),
+        Bench::NetworkViewer(a) => return blocking(move || network::viewer(a)).await,
         Bench::AnchorServer(a) => return anchor::serve(a).await,
         Bench::Publisher(a) => return blocking(move || fanout::publisher(a)).await,
         Bench::Load(a) => return server::load(a).await,
@@ -318,8 +328,20 @@ pub struct Child {
 impl Child {
     /// Runs `gst-room ARGS...`. Logging defaults to warnings so that it costs nothing.
     pub fn spawn(name: &str, args: &[String]) -> anyhow::Result<Child> {
+        Self::spawn_in(None, name, args)
+    }
+
+    /// Runs `gst-room ARGS...` inside a network namespace (`ip netns exec NS`), or here.
+    pub fn spawn_in(namespace: Option<&str>, name: &str, args: &[String]) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("finding this binary")?;
-        let mut command = Command::new(exe);
+        let mut command = match namespace {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         command
             .args(args)
             .stdin(Stdio::piped())
@@ -393,6 +415,11 @@ impl Child {
 
     pub fn pid(&self) -> u32 {
         self.process.id()
+    }
+
+    /// The stdout lines printed since the last call, without waiting.
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// Waits for a stdout line that `matches` (skipping others) and returns it.

@@ -99,10 +99,10 @@ impl RoomSink {
             .set_property("video-caps", &settings.video_caps);
         self.webrtcsink
             .set_property("audio-caps", &settings.audio_caps);
-        self.webrtcsink
-            .set_property("stun-server", &settings.room.stun_server);
-        let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
-        self.webrtcsink.set_property("turn-servers", turn);
+        // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
+        // the room server's are known; webrtcsink adds none of its own (its default STUN server
+        // is a public one).
+        self.webrtcsink.set_property("stun-server", None::<String>);
         let client = client::acquire(key, settings.room.token.clone());
         let stream = settings.stream.clone();
         drop(settings);
@@ -128,6 +128,13 @@ impl RoomSink {
             );
             None
         });
+        let element = self.obj().downgrade();
+        signaller.connect("webrtcbin-ready", false, move |args| {
+            let element = element.upgrade()?;
+            let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
+            element.imp().configure_ice(&webrtcbin);
+            None
+        });
         self.webrtcsink.set_property("signaller", &signaller);
         let events_task = events::spawn_poster(self.obj().upcast_ref(), &client);
         *self.state.lock().unwrap() = State {
@@ -136,6 +143,14 @@ impl RoomSink {
             events_task: Some(events_task),
         };
         Ok(())
+    }
+
+    /// Gives a new session's webrtcbin its STUN/TURN servers and relay policy.
+    fn configure_ice(&self, webrtcbin: &gst::Element) {
+        let Some(client) = self.client() else { return };
+        let config = self.settings.lock().unwrap().room.ice_config(&client);
+        gst::debug!(CAT, imp = self, "session ICE: {config:?}");
+        config.apply(webrtcbin);
     }
 
     /// READY→NULL: leave (when no other element of the process shares the participant).
@@ -221,6 +236,10 @@ impl ObjectSubclass for RoomSink {
         // the rare loss without FEC's constant extra bitrate, and RED-wrapped packets made
         // webrtcbin expose an extra pad for the same stream on the viewer side.
         webrtcsink.set_property("do-fec", false);
+        // On a slow uplink a conference keeps its frame rate (motion, lip sync) and gives up
+        // resolution: webrtcsink's default also halves the frame rate below 500 kbit/s, which
+        // left a 500 kbit/s uplink at 15 fps or less (tests/tests/network.rs).
+        webrtcsink.set_property_from_str("enable-mitigation-modes", "downscaled");
         RoomSink {
             settings: Default::default(),
             state: Default::default(),

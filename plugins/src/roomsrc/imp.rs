@@ -22,6 +22,10 @@ const DEFAULT_LATENCY_MS: u32 = 50;
 /// How long roomsrc waits before playing again a stream whose session ended while it is
 /// still published (the publisher's side failed or stopped it).
 const REPLAY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the pads of a stream that went away (link flap, reconnect, ICE failure, or its
+/// publisher dropped or left) stay before they get EOS: if the stream comes back within this
+/// time, its media continues on the same pads and the pipeline never sees an end.
+const DEFAULT_GRACE_PERIOD_MS: u32 = 10_000;
 const DEFAULT_MIX: bool = false;
 const DEFAULT_MIX_WIDTH: i32 = 1280;
 const DEFAULT_MIX_HEIGHT: i32 = 720;
@@ -39,6 +43,7 @@ struct Settings {
     room: RoomSettings,
     participant: Option<String>,
     latency_ms: Option<u32>,
+    grace_period_ms: u32,
     mix_format: MixFormat,
 }
 
@@ -48,6 +53,7 @@ impl Default for Settings {
             room: RoomSettings::default(),
             participant: None,
             latency_ms: None,
+            grace_period_ms: DEFAULT_GRACE_PERIOD_MS,
             mix_format: MixFormat {
                 width: DEFAULT_MIX_WIDTH,
                 height: DEFAULT_MIX_HEIGHT,
@@ -78,6 +84,10 @@ struct State {
     client: Option<Arc<RoomClient>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     players: BTreeMap<PlayerKey, Player>,
+    /// Pads of streams that went away, kept for the grace period, with the number of the
+    /// parking (a later parking of the same stream outlives an earlier one's timer).
+    parked: BTreeMap<PlayerKey, (u64, Vec<gst::GhostPad>)>,
+    parkings: u64,
 }
 
 #[derive(Default)]
@@ -112,7 +122,7 @@ impl RoomSrc {
         *self.state.lock().unwrap() = State {
             client: Some(client),
             tasks: vec![poster, follower],
-            players: BTreeMap::new(),
+            ..State::default()
         };
         Ok(())
     }
@@ -125,6 +135,9 @@ impl RoomSrc {
         }
         for (key, player) in state.players {
             self.dispose_player(&key, player);
+        }
+        for (_, pads) in state.parked.into_values() {
+            self.end_pads(&pads);
         }
         if let Some(client) = state.client {
             client::release(client);
@@ -191,7 +204,7 @@ impl RoomSrc {
                 let by_session = matches!(matches, StopMatch::Session(_));
                 let mut keys = Vec::new();
                 for (key, player) in ended {
-                    self.dispose_player(&key, player);
+                    self.end_player(&key, player);
                     keys.push(key);
                 }
                 return if by_session { keys } else { Vec::new() };
@@ -246,21 +259,25 @@ impl RoomSrc {
         user: &str,
         stream: &str,
     ) -> Result<Player, glib::BoolError> {
-        let (stun, latency) = {
+        let (ice, latency) = {
             let s = self.settings.lock().unwrap();
-            (s.room.stun_server.clone(), s.latency_ms())
+            (s.room.ice_config(&client), s.latency_ms())
         };
+        gst::debug!(CAT, imp = self, "{user}/{stream} ICE: {ice:?}");
         let signaller = RoomSignaller::viewer(&client, user, stream);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
+            ice.apply(&webrtcbin);
             webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });
+        // webrtcsrc adds no ICE servers of its own (its default STUN server is a public one):
+        // the webrtcbin gets them above (crate::ice).
         let src = gst::ElementFactory::make("webrtcsrc")
             .name(format!("webrtcsrc-{user}-{stream}"))
             .property("signaller", &signaller)
-            .property("stun-server", stun)
+            .property("stun-server", None::<String>)
             .build()?;
         let this = self.obj().downgrade();
         let (user_owned, stream_owned) = (user.to_owned(), stream.to_owned());
@@ -304,6 +321,9 @@ impl RoomSrc {
         if stream != "main" {
             name = format!("{name}_{}", sanitize(stream));
         }
+        if self.resume_parked_pad(user, stream, &name, pad) {
+            return;
+        }
         let template = self.obj().pad_template(&format!("{medium}_%s")).unwrap();
         let ghost = match gst::GhostPad::builder_from_template_with_target(&template, pad) {
             Ok(builder) => builder.name(name.as_str()).build(),
@@ -339,6 +359,111 @@ impl RoomSrc {
         }
     }
 
+    /// A player's stream went away: with a grace period (and without the mix), its pads stay
+    /// (carrying nothing) and get the stream again if it comes back in time; else it ends.
+    fn end_player(&self, key: &PlayerKey, player: Player) {
+        let grace = self.settings.lock().unwrap().grace_period_ms;
+        if grace == 0 || self.mix.lock().unwrap().is_some() || player.pads.is_empty() {
+            return self.dispose_player(key, player);
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "stream {}/{} away: keeping its pads {grace} ms",
+            key.0,
+            key.1
+        );
+        for ghost in &player.pads {
+            let _ = ghost.set_target(None::<&gst::Pad>);
+        }
+        self.remove_source(key, &player.src);
+        let parking = {
+            let mut state = self.state.lock().unwrap();
+            state.parkings += 1;
+            let parking = state.parkings;
+            state.parked.insert(key.clone(), (parking, player.pads));
+            parking
+        };
+        let element = self.obj().downgrade();
+        let key = key.clone();
+        RUNTIME.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(grace.into())).await;
+            if let Some(element) = element.upgrade() {
+                let _ =
+                    tokio::task::spawn_blocking(move || element.imp().expire_parked(&key, parking))
+                        .await;
+            }
+        });
+    }
+
+    /// The grace period of a parked stream ran out: its pads end.
+    fn expire_parked(&self, key: &PlayerKey, parking: u64) {
+        let pads = {
+            let mut state = self.state.lock().unwrap();
+            match state.parked.get(key) {
+                Some((p, _)) if *p == parking => state.parked.remove(key).map(|(_, pads)| pads),
+                _ => None,
+            }
+        };
+        if let Some(pads) = pads {
+            gst::info!(
+                CAT,
+                imp = self,
+                "stream {}/{} did not come back",
+                key.0,
+                key.1
+            );
+            self.end_pads(&pads);
+        }
+    }
+
+    /// A new session's decoded `pad` continues on the parked pad `name` of its stream, if
+    /// there is one. Runs in webrtcsrc's pad-added, like [`Self::expose`].
+    fn resume_parked_pad(&self, user: &str, stream: &str, name: &str, pad: &gst::Pad) -> bool {
+        let key = (user.to_owned(), stream.to_owned());
+        let ghost = {
+            let mut state = self.state.lock().unwrap();
+            let Some((_, pads)) = state.parked.get_mut(&key) else {
+                return false;
+            };
+            let Some(i) = pads.iter().position(|g| g.name() == name) else {
+                return false;
+            };
+            let ghost = pads.remove(i);
+            if pads.is_empty() {
+                state.parked.remove(&key);
+            }
+            if let Some(player) = state.players.get_mut(&key) {
+                player.pads.push(ghost.clone());
+            }
+            ghost
+        };
+        gst::info!(CAT, imp = self, "stream {user}/{stream} is back on {name}");
+        if let Err(err) = ghost.set_target(Some(pad)) {
+            gst::warning!(CAT, imp = self, "cannot resume {name}: {err}");
+        }
+        true
+    }
+
+    /// EOS on `pads`, then they are removed.
+    fn end_pads(&self, pads: &[gst::GhostPad]) {
+        for ghost in pads {
+            ghost.push_event(gst::event::Eos::new());
+            let _ = ghost.set_target(None::<&gst::Pad>);
+            let _ = self.obj().remove_pad(ghost);
+        }
+    }
+
+    /// Stops and removes a player's webrtcsrc, and tells the application.
+    fn remove_source(&self, key: &PlayerKey, src: &gst::Element) {
+        let _ = src.set_state(gst::State::Null);
+        let _ = self.obj().remove(src);
+        events::post(
+            self.obj().upcast_ref(),
+            events::session_status("stopped", Some(&key.1), Some(&key.0)),
+        );
+    }
+
     /// Ends a player: EOS on its pads, pads removed, webrtcsrc stopped and removed.
     fn dispose_player(&self, key: &PlayerKey, player: Player) {
         gst::info!(CAT, imp = self, "stream {}/{} ended", key.0, key.1);
@@ -349,17 +474,8 @@ impl RoomSrc {
         if let Some(mix) = self.mix.lock().unwrap().as_mut() {
             mix.detach(self.obj().upcast_ref(), key);
         }
-        for ghost in &player.pads {
-            ghost.push_event(gst::event::Eos::new());
-            let _ = ghost.set_target(None::<&gst::Pad>);
-            let _ = self.obj().remove_pad(ghost);
-        }
-        let _ = player.src.set_state(gst::State::Null);
-        let _ = self.obj().remove(&player.src);
-        events::post(
-            self.obj().upcast_ref(),
-            events::session_status("stopped", Some(&key.1), Some(&key.0)),
-        );
+        self.end_pads(&player.pads);
+        self.remove_source(key, &player.src);
     }
 }
 
@@ -578,6 +694,15 @@ impl ObjectImpl for RoomSrc {
                     .maximum(10_000)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("grace-period")
+                    .nick("Grace period")
+                    .blurb("Milliseconds a participant's pads outlive its stream (link flap, reconnect, publisher \
+                            dropped or left): if the stream comes back in time it continues on the same pads; \
+                            else the pads get EOS and are removed. 0: at once")
+                    .default_value(DEFAULT_GRACE_PERIOD_MS)
+                    .maximum(600_000)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("mix")
                     .nick("Mix")
                     .blurb("Mix everyone into one 'video' pad (a labelled grid that reflows) and one 'audio' pad; \
@@ -627,6 +752,9 @@ impl ObjectImpl for RoomSrc {
         match pspec.name() {
             "participant" => settings.participant = value.get().expect("type checked upstream"),
             "latency" => settings.latency_ms = Some(value.get().expect("type checked upstream")),
+            "grace-period" => {
+                settings.grace_period_ms = value.get().expect("type checked upstream")
+            }
             "mix" => {
                 drop(settings);
                 if value.get::<bool>().expect("type checked upstream") {
@@ -653,6 +781,7 @@ impl ObjectImpl for RoomSrc {
         match pspec.name() {
             "participant" => settings.participant.to_value(),
             "latency" => settings.latency_ms().to_value(),
+            "grace-period" => settings.grace_period_ms.to_value(),
             "mix" => self.mix.lock().unwrap().is_some().to_value(),
             "mix-width" => settings.mix_format.width.to_value(),
             "mix-height" => settings.mix_format.height.to_value(),
