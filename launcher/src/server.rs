@@ -6,13 +6,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use room_signaling::cluster::ClusterConfig;
 use room_signaling::protocol::IceServer;
 use room_signaling::tls::{self, TlsFiles};
 use room_signaling::{
-    Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_LISTEN, DEFAULT_MAX_PARTICIPANTS,
+    Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_TIMEOUT, DEFAULT_JOIN_TIMEOUT,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_UNJOINED, DEFAULT_MESSAGE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, RateLimit, RateLimits,
 };
 use tokio::net::TcpListener;
 
@@ -93,6 +97,59 @@ pub struct ServerArgs {
     /// (default: http://LISTEN/).
     #[arg(long, requires = "redis")]
     pub advertise_url: Option<String>,
+    /// Most open WebSockets; more are answered HTTP 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
+    pub max_connections: usize,
+    /// Most concurrent TCP connections (page, WebSocket, unfinished requests) from one IP
+    /// address (an IPv6 address counts as its /64); more are answered 429 and closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = at_least_one)]
+    pub max_connections_per_ip: usize,
+    /// Most WebSockets that have not joined a room; more are answered HTTP 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_UNJOINED, value_parser = at_least_one)]
+    pub max_unjoined: usize,
+    /// Seconds a WebSocket may stay without joining a room (after connecting or leaving).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_JOIN_TIMEOUT.as_secs_f64(), value_parser = seconds)]
+    pub join_timeout: f64,
+    /// Seconds a client has to send a request's headers (the WebSocket upgrade included).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64(), value_parser = seconds)]
+    pub header_timeout: f64,
+    /// Seconds a WebSocket message may take from its first byte to its last fragment.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MESSAGE_TIMEOUT.as_secs_f64(), value_parser = seconds)]
+    pub message_timeout: f64,
+    /// Seconds HTTP requests in flight get to finish when the server stops.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs_f64(), value_parser = seconds)]
+    pub shutdown_grace: f64,
+    /// Most streams one participant publishes at a time (more: error too-many-streams).
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS, value_parser = at_least_one)]
+    pub max_streams: usize,
+    /// Chat messages per participant: RATE[:BURST] (per second; the burst defaults to 2×RATE).
+    #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().chat)]
+    pub chat_limit: RateLimit,
+    /// `play` requests per participant: RATE[:BURST].
+    #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().play)]
+    pub play_limit: RateLimit,
+    /// join, leave, publish, unpublish and mute messages per participant: RATE[:BURST].
+    #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().room_events)]
+    pub room_event_limit: RateLimit,
+    /// Messages of any kind per participant: RATE[:BURST].
+    #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().messages)]
+    pub message_limit: RateLimit,
+}
+
+fn at_least_one(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{arg:?} is not a whole number of at least 1")),
+    }
+}
+
+fn seconds(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "{arg:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// `stun:host:port` or `turn(s):user:password@host:port[?transport=...]`.
@@ -138,6 +195,18 @@ impl std::fmt::Debug for ServerArgs {
             .field("web_dir", &self.web_dir)
             .field("ice_servers", &self.ice_servers)
             .field("turn", &self.turn)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_unjoined", &self.max_unjoined)
+            .field("join_timeout", &self.join_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("message_timeout", &self.message_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_streams", &self.max_streams)
+            .field("chat_limit", &self.chat_limit)
+            .field("play_limit", &self.play_limit)
+            .field("room_event_limit", &self.room_event_limit)
+            .field("message_limit", &self.message_limit)
             .field("redis", &redacted(&self.redis))
             .field("node_id", &self.node_id)
             .field("advertise_url", &self.advertise_url)
@@ -157,6 +226,20 @@ impl ServerArgs {
             allowed_origins: self.allowed_origins_with_public_url(),
             ice_servers: self.ice_servers.clone(),
             turn: self.turn.turn()?,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_unjoined: self.max_unjoined,
+            join_timeout: Duration::from_secs_f64(self.join_timeout),
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            message_timeout: Duration::from_secs_f64(self.message_timeout),
+            shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+            max_streams: self.max_streams,
+            rate_limits: RateLimits {
+                chat: self.chat_limit,
+                play: self.play_limit,
+                room_events: self.room_event_limit,
+                messages: self.message_limit,
+            },
             ..Config::default()
         };
         if let Some(dir) = &self.web_dir {

@@ -385,3 +385,39 @@ fn every_preset_pipeline_parses_with_its_variables_filled() {
         );
     }
 }
+
+#[test]
+fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_flags() {
+    use std::io::{Read, Write};
+    // A header timeout far longer than the test: Ctrl-C must not wait for it.
+    let server = Running::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--header-timeout",
+        "600",
+        "--shutdown-grace",
+        "1",
+        "--max-connections-per-ip",
+        "2",
+        "--chat-limit",
+        "5:10",
+    ]);
+    let line = server.wait_line("listening on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let _second = std::net::TcpStream::connect(&addr).unwrap();
+    // The per-address flag took effect: a third connection is refused with 429.
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert_eq!(server.interrupt(), 0);
+}

@@ -107,6 +107,14 @@ impl Hub {
             .deliver(vec![(peer, ServerMessage::Error { code, message })]);
     }
 
+    /// Whether `peer` is in a room now.
+    pub fn is_joined(&self, peer: PeerId) -> bool {
+        let state = self.state.lock().unwrap();
+        // A participant in a room owned by another node counts from the moment its join is
+        // forwarded (a refusal from the owner removes the route).
+        state.rooms.is_joined(peer) || state.remote.routes.contains_key(&peer)
+    }
+
     /// The connection ended: the participant leaves its room.
     pub fn unregister(&self, peer: PeerId) {
         let mut state = self.state.lock().unwrap();

@@ -20,7 +20,8 @@ use crate::auth::{Grants, Refusal};
 use crate::turn::TurnRest;
 use room_protocol::{
     ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
-    SdpType, ServerMessage, SessionDescription, StreamInfo, validate_name, validate_username,
+    SdpType, ServerMessage, SessionDescription, StreamInfo, excerpt, validate_name,
+    validate_username,
 };
 
 /// The server's id of one connection. Assigned by the hub, never reused while the server runs.
@@ -39,6 +40,9 @@ pub struct RoomRules {
     /// When set, each participant also gets a TURN server with credentials minted for it at
     /// join (after `ice_servers`).
     pub turn: Option<TurnRest>,
+    /// Most streams one participant publishes at a time; more get `error too-many-streams`.
+    /// It also bounds the size of `state` a newcomer receives.
+    pub max_streams: usize,
 }
 
 /// One line of the operators' `/rooms` listing.
@@ -131,6 +135,11 @@ impl Rooms {
     /// Whether `peer` is a known, open connection.
     pub fn is_connected(&self, peer: PeerId) -> bool {
         self.peers.contains_key(&peer)
+    }
+
+    /// Whether `peer` is in a room.
+    pub fn is_joined(&self, peer: PeerId) -> bool {
+        self.member(peer).is_some()
     }
 
     /// Rooms with their participant counts, sorted by name.
@@ -357,6 +366,14 @@ impl Rooms {
             ));
         }
         let member = self.require_grant(peer, |g| g.publish, "publish")?;
+        if member.streams.len() >= self.rules.max_streams {
+            let message = format!(
+                "you publish {} streams, the limit is {}",
+                member.streams.len(),
+                self.rules.max_streams
+            );
+            return Err((ErrorCode::TooManyStreams, message));
+        }
         if member.streams.iter().any(|s| s.stream == stream) {
             return Err((
                 ErrorCode::StreamExists,
@@ -461,9 +478,21 @@ impl Rooms {
         self.own_stream(publisher, stream).map_err(|_| {
             (
                 ErrorCode::UnknownStream,
-                format!("{participant} does not publish {stream}"),
+                format!("{participant} does not publish {}", excerpt(stream)),
             )
         })?;
+        // One session per viewer and stream: each session costs the publisher a peer connection
+        // (and an encoder), so a repeated play must not ask for another one.
+        if let Some((id, _)) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.publisher == publisher && s.viewer == viewer && s.stream == stream)
+        {
+            return Err((
+                ErrorCode::AlreadyPlaying,
+                format!("you already play {participant}/{stream} in session {id}"),
+            ));
+        }
         let session = format!("s{}", self.next_session);
         self.next_session += 1;
         self.sessions.insert(
@@ -577,7 +606,7 @@ impl Rooms {
             Some(s) if s.viewer == peer => Ok(s.publisher),
             _ => Err((
                 ErrorCode::UnknownSession,
-                format!("no session {session} of yours"),
+                format!("no session {} of yours", excerpt(session)),
             )),
         }
     }
@@ -605,7 +634,7 @@ impl Rooms {
             .ok_or_else(|| {
                 (
                     ErrorCode::UnknownParticipant,
-                    format!("no participant {username} in this room"),
+                    format!("no participant {} in this room", excerpt(username)),
                 )
             })
     }
@@ -616,7 +645,7 @@ impl Rooms {
             true => Ok(()),
             false => Err((
                 ErrorCode::UnknownStream,
-                format!("you do not publish a stream {stream}"),
+                format!("you do not publish a stream {}", excerpt(stream)),
             )),
         }
     }
@@ -787,6 +816,7 @@ mod tests {
             capacity,
             ice_servers: Vec::new(),
             turn: None,
+            max_streams: 4,
         })
     }
 
@@ -963,6 +993,7 @@ mod tests {
         let mut r = Rooms::new(RoomRules {
             capacity: 3,
             ice_servers: vec![stun.clone()],
+            max_streams: 4,
             turn: Some(TurnRest {
                 secret: "north".into(),
                 urls: vec!["turn:t.example:3478".into()],
@@ -991,6 +1022,58 @@ mod tests {
             matches!(out[..], [(2, ServerMessage::Failed { .. })]),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn streams_per_participant_and_sessions_per_play_are_capped() {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "pub");
+        join(&mut r, 2, "a", "view");
+        for i in 0..4 {
+            let stream = format!("s{i}");
+            assert_eq!(
+                types(&r.handle(1, publish_msg(&stream))),
+                [(2, "published".into())]
+            );
+        }
+        assert!(matches!(
+            r.handle(1, publish_msg("s4"))[0].1,
+            ServerMessage::Error {
+                code: ErrorCode::TooManyStreams,
+                ..
+            }
+        ));
+        let play = ClientMessage::Play {
+            participant: "pub".into(),
+            stream: "s0".into(),
+        };
+        assert_eq!(
+            types(&r.handle(2, play.clone())),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
+        for _ in 0..99 {
+            let out = r.handle(2, play.clone());
+            assert!(
+                matches!(&out[..], [(2, ServerMessage::Error { code: ErrorCode::AlreadyPlaying, message })] if message.contains("s1")),
+                "{out:?}"
+            );
+        }
+        // Once stopped, the stream can be played again.
+        r.handle(
+            2,
+            ClientMessage::Stop {
+                session: "s1".into(),
+            },
+        );
+        assert_eq!(types(&r.handle(2, play))[1], (1, "session-request".into()));
+    }
+
+    fn publish_msg(stream: &str) -> ClientMessage {
+        ClientMessage::Publish {
+            stream: stream.into(),
+            audio: true,
+            video: true,
+        }
     }
 
     #[test]
@@ -1030,6 +1113,7 @@ mod tests {
             capacity: 3,
             ice_servers: vec![turn.clone()],
             turn: None,
+            max_streams: 4,
         });
         assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
         let out = r.join(
@@ -1117,3 +1201,7 @@ mod tests {
         assert_eq!(chat.len(), 3);
     }
 }
+
+#[cfg(test)]
+#[path = "rooms_props.rs"]
+mod props;

@@ -19,6 +19,8 @@ export const MAX_CHAT_BYTES = 4 * 1024;
 export const MAX_NAME_CHARS = 64;
 /** Longest username (characters). */
 export const MAX_USERNAME_CHARS = 32;
+/** How many characters of offending input the server quotes in errors (then "…"). */
+export const MAX_ECHO_CHARS = 64;
 
 /**
  * Every ClientMessage: its fields in builder-argument order, and which of them are optional
@@ -95,6 +97,9 @@ export const ERROR_CODES = Object.freeze({
   'unknown-session': 'No such session',
   'bad-sdp': 'SDP does not fit this end of the session',
   'own-stream': 'Cannot play an own stream',
+  'too-many-streams': 'Too many streams published',
+  'already-playing': 'Already playing this stream',
+  'rate-limited': 'Too many messages, slow down',
   unauthorized: 'Your token does not allow this',
 });
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message;
 use gst_room_tests::{Client, TestServer, http_get, http_get_with};
 use room_protocol::*;
-use room_signaling::Config;
+use room_signaling::{Config, RateLimit, RateLimits};
 
 fn publish(stream: &str) -> ClientMessage {
     ClientMessage::Publish {
@@ -449,6 +449,12 @@ async fn a_reader_that_cannot_keep_up_is_dropped_not_buffered() {
     let config = Config {
         idle_timeout: Duration::from_secs(600),
         outgoing_queue: 8,
+        // No rate limit in the way: the queue is under test, not the chat limit.
+        rate_limits: RateLimits {
+            chat: RateLimit::new(100_000, 100_000),
+            messages: RateLimit::new(100_000, 100_000),
+            ..RateLimits::default()
+        },
         ..Config::default()
     };
     let server = TestServer::start(config);

@@ -387,6 +387,9 @@ impl Child {
             "127.0.0.1:0",
             "--max-participants",
             &max_participants.to_string(),
+            // Every simulated participant comes from 127.0.0.1: lift the per-address cap.
+            "--max-connections-per-ip",
+            "100000",
         ]
         .map(String::from)
         .to_vec();

@@ -22,7 +22,9 @@
 //! 5. [`ClientMessage::Leave`] or closing the socket → [`ServerMessage::Left`] to the others.
 //!
 //! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
-//! nothing else changes.
+//! nothing else changes. Errors quote at most [`MAX_ECHO_CHARS`] characters of the input they
+//! refuse. What does close it are the server's limits (README, "Limits"): WebSocket protocol
+//! violations, frames over 1 MiB, timeouts, a participant too slow to read its messages.
 //!
 //! ```
 //! use room_protocol::ClientMessage;
@@ -43,6 +45,9 @@ pub const MAX_CHAT_BYTES: usize = 4 * 1024;
 pub const MAX_NAME_CHARS: usize = 64;
 /// The longest username, in characters (see [`validate_username`]).
 pub const MAX_USERNAME_CHARS: usize = 32;
+/// How many characters of offending input an `error` or `failed` message quotes (see
+/// [`excerpt`]): enough to recognise it, never a way to make the server send back large input.
+pub const MAX_ECHO_CHARS: usize = 64;
 
 /// What a participant sends: one JSON object per WebSocket text frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +429,14 @@ pub enum ErrorCode {
     BadSdp,
     /// A viewer cannot play its own stream.
     OwnStream,
+    /// The participant already publishes as many streams as the server allows (4 by default).
+    TooManyStreams,
+    /// The viewer already has a live session for this stream (the message names it); stop it
+    /// first to play the stream again.
+    AlreadyPlaying,
+    /// Too many messages of this kind too fast; this one was dropped. The message names the
+    /// limit. A client that keeps flooding without reading its replies is disconnected.
+    RateLimited,
     /// The participant's token does not grant this (publish, subscribe = play, chat).
     Unauthorized,
 }
@@ -445,14 +458,24 @@ pub fn validate_username(name: &str) -> Result<(), String> {
 
 fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     let len = name.chars().count();
+    let quoted = excerpt(name);
     if len == 0 || len > max {
         return Err(format!(
-            "{name:?} must have 1 to {max} characters, it has {len}"
+            "{quoted:?} must have 1 to {max} characters, it has {len}"
         ));
     }
     match name.chars().find(|c| !allowed(*c)) {
-        Some(bad) => Err(format!("{name:?} contains {bad:?}, which is not allowed")),
+        Some(bad) => Err(format!("{quoted:?} contains {bad:?}, which is not allowed")),
         None => Ok(()),
+    }
+}
+
+/// The first [`MAX_ECHO_CHARS`] characters of `input`, with `…` appended when something was cut:
+/// how errors quote what they refuse.
+pub fn excerpt(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &input[..end]),
+        None => input.to_owned(),
     }
 }
 
@@ -596,6 +619,18 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             code: ErrorCode::Malformed,
             message: "expected value at line 1".into(),
         },
+        ServerMessage::Error {
+            code: ErrorCode::TooManyStreams,
+            message: "you publish 4 streams, the limit is 4".into(),
+        },
+        ServerMessage::Error {
+            code: ErrorCode::AlreadyPlaying,
+            message: "you already play bob/main in session s1".into(),
+        },
+        ServerMessage::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many chat messages: at most 10 per second (bursts of 20)".into(),
+        },
     ];
     (client, server)
 }
@@ -716,5 +751,17 @@ mod tests {
         assert!(validate_username("bot.1").is_ok());
         assert!(validate_username(&"a".repeat(33)).is_err());
         assert!(validate_username("<script>").is_err());
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix_of_long_input() {
+        let long = "é".repeat(70_000);
+        let why = validate_name(&long).unwrap_err();
+        assert!(why.chars().count() < 2 * MAX_ECHO_CHARS, "{why}");
+        assert!(
+            why.contains(&format!("{}…", "é".repeat(MAX_ECHO_CHARS))),
+            "{why}"
+        );
+        assert_eq!(excerpt("short"), "short");
     }
 }
