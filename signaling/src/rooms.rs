@@ -1200,6 +1200,71 @@ mod tests {
         );
         assert_eq!(chat.len(), 3);
     }
+
+    fn record(peer: PeerId, name: &str, streams: &[&str]) -> MemberRecord {
+        MemberRecord {
+            peer,
+            username: name.into(),
+            streams: streams
+                .iter()
+                .map(|s| StreamInfo {
+                    stream: (*s).into(),
+                    audio: true,
+                    video: true,
+                    audio_muted: false,
+                    video_muted: false,
+                })
+                .collect(),
+            grants: Grants::PARTICIPANT,
+        }
+    }
+
+    #[test]
+    fn a_taken_over_room_gets_its_members_back_silently_and_hears_of_the_departed() {
+        let mut r = rooms(2);
+        r.connect(1);
+        r.connect(2);
+        r.restore(1, "demo", record(7, "alice", &["cam"]));
+        r.restore(2, "demo", record(8, "bob", &[]));
+        let names: Vec<_> = r
+            .members_of("demo")
+            .into_iter()
+            .map(|m| m.username)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(r.members_of("demo")[0].streams[0].stream, "cam");
+        // A third restored member beyond capacity is kept (it was admitted before), a second
+        // "alice" is not.
+        r.connect(3);
+        r.restore(3, "demo", record(9, "alice", &[]));
+        assert!(!r.is_joined(3));
+        // The departed member of a dead node: its streams go, then it leaves, for everyone.
+        let out = r.departed("demo", &record(5, "carol", &["main", "screen"]));
+        assert_eq!(
+            types(&out),
+            [
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "left".into()),
+                (2, "left".into()),
+            ]
+        );
+        // The rules go on as usual: the room is full, a restored member can chat.
+        assert_eq!(
+            types(&join(&mut r, 4, "demo", "dave")),
+            [(4, "failed".into())]
+        );
+        let chat = r.handle(
+            2,
+            ClientMessage::Message {
+                to: Some("alice".into()),
+                text: "hi".into(),
+            },
+        );
+        assert_eq!(types(&chat), [(1, "message".into()), (2, "message".into())]);
+    }
 }
 
 #[cfg(test)]
