@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use room_signaling::cluster::ClusterConfig;
 use room_signaling::protocol::IceServer;
 use room_signaling::tls::{self, TlsFiles};
 use room_signaling::{
@@ -85,6 +86,17 @@ pub struct ServerArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub turn: TurnArgs,
+    /// Serve rooms together with the other servers on this Redis, redis://HOST:PORT[/DB]
+    /// (a participant may connect to any of them). Without it, rooms live in this process only.
+    #[arg(long, env = "GST_ROOM_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This server's id among those sharing the Redis (default: a random one). Must be unique.
+    #[arg(long, requires = "redis")]
+    pub node_id: Option<String>,
+    /// The URL other servers and operators know this one by, recorded with its heartbeat
+    /// (default: http://LISTEN/).
+    #[arg(long, requires = "redis")]
+    pub advertise_url: Option<String>,
     /// Most open WebSockets; more are answered HTTP 503.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub max_connections: usize,
@@ -195,6 +207,9 @@ impl std::fmt::Debug for ServerArgs {
             .field("play_limit", &self.play_limit)
             .field("room_event_limit", &self.room_event_limit)
             .field("message_limit", &self.message_limit)
+            .field("redis", &redacted(&self.redis))
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
             .finish()
     }
 }
@@ -230,6 +245,17 @@ impl ServerArgs {
         if let Some(dir) = &self.web_dir {
             config.web_dir = dir.clone();
         }
+        config.cluster = self.redis.as_ref().map(|url| ClusterConfig {
+            redis_url: url.clone(),
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(ClusterConfig::random_node_id),
+            advertise_url: self
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}/", self.listen)),
+        });
         Ok(config)
     }
 }

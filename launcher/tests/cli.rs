@@ -171,6 +171,27 @@ fn launch_with_a_bad_pipeline_fails_with_the_parse_error() {
 }
 
 #[test]
+fn server_with_an_unreachable_redis_fails_naming_it() {
+    // A free port with nothing listening: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let output = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at {url}")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn launch_reports_a_refused_join_with_the_reason_and_fails() {
     let config = room_signaling::Config {
         max_participants: 1,

@@ -38,7 +38,8 @@ use async_tungstenite::tokio::{ConnectStream, client_async_tls_with_connector_an
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
 use room_protocol::{
-    ClientMessage, IceServer, Participant, ServerMessage, SessionDescription, StreamInfo,
+    ClientMessage, FailReason, IceServer, Participant, ServerMessage, SessionDescription,
+    StreamInfo,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -1242,6 +1243,12 @@ async fn connect_and_join(
         match next_message(&mut ws).await {
             Some(Ok(ServerMessage::Welcome { .. })) => continue,
             Some(Ok(state @ ServerMessage::State { .. })) => return Ok((ws, state)),
+            // One of several servers without its Redis, or a room moving after a server died:
+            // a moment later the join succeeds (here or, through a load balancer, elsewhere).
+            Some(Ok(ServerMessage::Failed {
+                reason: FailReason::Unavailable,
+                detail,
+            })) => return Err(JoinError::Io(format!("server unavailable: {detail}"))),
             Some(Ok(ServerMessage::Failed { reason, detail })) => {
                 return Err(JoinError::Refused {
                     reason: reason.as_str().to_owned(),

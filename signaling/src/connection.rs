@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::auth::Access;
+use crate::cluster::Cluster;
 use crate::frames::MessageClock;
 use crate::hub::Hub;
 use crate::limits::Limiters;
@@ -89,6 +90,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The server's access rules.
     pub access: Arc<Access>,
+    /// The other nodes serving the same rooms (`--redis`), if any.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Runs one connection until it ends.
@@ -131,7 +134,7 @@ pub async fn serve<S>(
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        read_text(&hub, &limiters, peer, &client, text.as_str());
+                        read_text(&hub, &limiters, peer, &client, text.as_str()).await;
                         if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
                             break Some((CloseCode::Again, "too many connections waiting to join"));
                         }
@@ -203,8 +206,9 @@ fn close_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
 
 /// Parses one text frame and hands it to the hub; bad input gets an `error` reply, and so does
 /// a message over a rate limit (which the hub never sees). A join's token is verified here, at
-/// the edge: the hub and the room rules get the verdict.
-fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text: &str) {
+/// the edge: the hub and the room rules get the verdict. With other nodes, a join waits for its
+/// room's owner to be found (so later messages follow it in order).
+async fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text: &str) {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
@@ -227,7 +231,12 @@ fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text
                     let admitted = client
                         .access
                         .join(client.addr.ip(), token, &room, &username);
-                    hub.join(peer, room, username, admitted, id)
+                    match &client.cluster {
+                        // A join routed to another node loses its id (the nodes' forwarding
+                        // does not carry it); one answered here keeps it.
+                        Some(cluster) => cluster.join(peer, room, username, admitted, id).await,
+                        None => hub.join(peer, room, username, admitted, id),
+                    }
                 }
                 msg => hub.handle_request(peer, msg, id),
             }

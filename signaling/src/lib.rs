@@ -12,6 +12,8 @@
 //! - `turn`: short-lived TURN credentials (TURN REST convention, as coturn checks them).
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
+//! - `cluster`: several nodes serving the same rooms through Redis (`--redis`): each room has
+//!   one owning node, the others forward to it.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!
@@ -20,6 +22,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod cluster;
 pub mod connection;
 pub mod frames;
 pub mod hub;
@@ -115,6 +118,9 @@ pub struct Config {
     pub outgoing_queue: usize,
     /// Serve https/wss with this certificate; plain http/ws when `None`.
     pub tls: Option<tls::TlsFiles>,
+    /// Serve rooms together with the other nodes on this Redis (`--redis`); `None`: alone, in
+    /// memory.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -143,6 +149,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             outgoing_queue: 256,
             tls: None,
+            cluster: None,
         }
     }
 }

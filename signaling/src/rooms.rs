@@ -706,6 +706,108 @@ impl Rooms {
     }
 }
 
+/// One participant as the owner of its room records it in the shared store, so that another
+/// node can take the room over with its participants (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    /// The room's owner's id of the participant (used only by the owner itself).
+    pub peer: PeerId,
+    /// Its username in the room.
+    pub username: String,
+    /// What it publishes.
+    pub streams: Vec<StreamInfo>,
+    /// What its token allows.
+    pub grants: Grants,
+}
+
+impl Rooms {
+    /// The room `peer` is in, if any.
+    pub fn room_name(&self, peer: PeerId) -> Option<&str> {
+        self.member(peer).map(|m| m.room.as_str())
+    }
+
+    /// Whether `room` has participants.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// The participants of `room`, in join order.
+    pub fn members_of(&self, room: &str) -> Vec<MemberRecord> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|p| {
+                self.member(*p).map(|m| MemberRecord {
+                    peer: *p,
+                    username: m.username.clone(),
+                    streams: m.streams.clone(),
+                    grants: m.grants,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a participant that was already in `room` (under the room's previous owner) back,
+    /// without any message: the others already know it. Capacity is not checked — the
+    /// participants are the ones that were admitted. `peer` must be connected; a peer already in
+    /// a room, or a username already present, is left alone.
+    pub fn restore(&mut self, peer: PeerId, room: &str, record: MemberRecord) {
+        let taken = self.rooms.get(room).is_some_and(|r| {
+            r.members
+                .iter()
+                .any(|p| self.username(*p) == Some(&record.username))
+        });
+        if !self.peers.contains_key(&peer) || self.member(peer).is_some() || taken {
+            return;
+        }
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .members
+            .push(peer);
+        self.peers.insert(
+            peer,
+            Peer {
+                member: Some(Member {
+                    room: room.to_owned(),
+                    username: record.username,
+                    streams: record.streams,
+                    grants: record.grants,
+                }),
+            },
+        );
+    }
+
+    /// Tells everyone in `room` that a participant that is not restored (its server died) is
+    /// gone: its streams are unpublished and it left.
+    pub fn departed(&self, room: &str, record: &MemberRecord) -> Outbox {
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        let mut out = Outbox::new();
+        for stream in &record.streams {
+            out.extend(members.iter().map(|p| {
+                let msg = ServerMessage::Unpublished {
+                    username: record.username.clone(),
+                    stream: stream.stream.clone(),
+                };
+                (*p, msg)
+            }));
+        }
+        out.extend(members.iter().map(|p| {
+            let msg = ServerMessage::Left {
+                username: record.username.clone(),
+            };
+            (*p, msg)
+        }));
+        out
+    }
+}
+
 /// The result of a message that may be refused with an `error` to its sender.
 type Reply = Result<Outbox, (ErrorCode, String)>;
 
@@ -1296,6 +1398,71 @@ mod tests {
             types(&publish(&mut r, 4, "main")),
             [(2, "published".into()), (3, "published".into())]
         );
+    }
+
+    fn record(peer: PeerId, name: &str, streams: &[&str]) -> MemberRecord {
+        MemberRecord {
+            peer,
+            username: name.into(),
+            streams: streams
+                .iter()
+                .map(|s| StreamInfo {
+                    stream: (*s).into(),
+                    audio: true,
+                    video: true,
+                    audio_muted: false,
+                    video_muted: false,
+                })
+                .collect(),
+            grants: Grants::PARTICIPANT,
+        }
+    }
+
+    #[test]
+    fn a_taken_over_room_gets_its_members_back_silently_and_hears_of_the_departed() {
+        let mut r = rooms(2);
+        r.connect(1);
+        r.connect(2);
+        r.restore(1, "demo", record(7, "alice", &["cam"]));
+        r.restore(2, "demo", record(8, "bob", &[]));
+        let names: Vec<_> = r
+            .members_of("demo")
+            .into_iter()
+            .map(|m| m.username)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(r.members_of("demo")[0].streams[0].stream, "cam");
+        // A third restored member beyond capacity is kept (it was admitted before), a second
+        // "alice" is not.
+        r.connect(3);
+        r.restore(3, "demo", record(9, "alice", &[]));
+        assert!(!r.is_joined(3));
+        // The departed member of a dead node: its streams go, then it leaves, for everyone.
+        let out = r.departed("demo", &record(5, "carol", &["main", "screen"]));
+        assert_eq!(
+            types(&out),
+            [
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "left".into()),
+                (2, "left".into()),
+            ]
+        );
+        // The rules go on as usual: the room is full, a restored member can chat.
+        assert_eq!(
+            types(&join(&mut r, 4, "demo", "dave")),
+            [(4, "failed".into())]
+        );
+        let chat = r.handle(
+            2,
+            ClientMessage::Message {
+                to: Some("alice".into()),
+                text: "hi".into(),
+            },
+        );
+        assert_eq!(types(&chat), [(1, "message".into()), (2, "message".into())]);
     }
 }
 

@@ -40,6 +40,7 @@ use tower_http::services::ServeDir;
 use crate::Config;
 use crate::accept::{LimitedAcceptor, PerAddress};
 use crate::auth::{Access, Refusal};
+use crate::cluster::Cluster;
 use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
 use crate::frames::MessageWatch;
 use crate::hub::Hub;
@@ -65,6 +66,8 @@ struct App {
     origins: Arc<OriginRule>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The other nodes (`--redis`), if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Serves until `shutdown` completes, then closes every connection and returns.
@@ -79,8 +82,26 @@ pub async fn run(
         turn: config.turn.clone(),
         max_streams: config.max_streams,
     };
+    let hub = Arc::new(Hub::new(rules));
+    let shutdown_all = CancellationToken::new();
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(
+            Cluster::start(
+                hub.clone(),
+                cluster,
+                config.max_participants,
+                shutdown_all.clone(),
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::other(format!("cannot reach Redis at {}: {e}", cluster.redis_url))
+            })?,
+        ),
+        None => None,
+    };
     let app = App {
-        hub: Arc::new(Hub::new(rules)),
+        hub,
+        cluster,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
         access: Arc::new(Access::new(&config)),
@@ -89,12 +110,12 @@ pub async fn run(
             &config.allowed_origins,
         )),
         config: Arc::new(config),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_all,
         tasks: TaskTracker::new(),
     };
     let mut router = Router::new()
         .route("/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/rooms", get(rooms))
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
@@ -230,11 +251,13 @@ async fn upgrade(
         shutdown,
         tasks,
         access,
+        cluster,
         ..
     } = app;
     let client = connection::Client {
         addr: peer_addr,
         access,
+        cluster,
     };
     tasks.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -302,7 +325,16 @@ async fn rooms(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match app.access.admin(addr.ip(), bearer) {
-        Ok(()) => axum::Json(app.hub.summary()).into_response(),
+        Ok(()) => match &app.cluster {
+            None => axum::Json(app.hub.summary()).into_response(),
+            Some(cluster) => match cluster.summary().await {
+                Ok(list) => axum::Json(list).into_response(),
+                Err(e) => {
+                    let body = format!("Redis unavailable: {e}\n");
+                    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+                }
+            },
+        },
         Err(refusal) => {
             let status = match refusal {
                 Refusal::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -311,5 +343,14 @@ async fn rooms(
             let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
             (status, challenge, format!("{}\n", refusal.detail())).into_response()
         }
+    }
+}
+
+/// `ok`; with `--redis`, also whether Redis answers (503 while it does not: joins are refused).
+async fn health(State(app): State<App>) -> Response {
+    match &app.cluster {
+        None => "ok\n".into_response(),
+        Some(cluster) if cluster.is_available() => "ok\nredis: connected\n".into_response(),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis: unavailable\n").into_response(),
     }
 }

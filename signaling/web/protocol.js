@@ -82,6 +82,7 @@ export const FAIL_REASONS = Object.freeze({
   unauthorized: 'Not authorized',
   'invalid-name': 'Invalid name',
   'already-joined': 'Already in a room',
+  unavailable: 'Server unavailable, try again shortly',
 });
 
 /** ErrorCode → what the page shows. */

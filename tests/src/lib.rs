@@ -3,6 +3,7 @@
 //!
 //! Media helpers (pipelines, frame checks) live in [`media`].
 
+pub mod cluster;
 pub mod coturn;
 pub mod media;
 pub mod netns;

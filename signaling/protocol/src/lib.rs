@@ -441,6 +441,10 @@ pub enum FailReason {
     InvalidName,
     /// This connection is already in a room (leave first).
     AlreadyJoined,
+    /// The server cannot admit anyone right now: it is one of several nodes and has lost the
+    /// shared store (Redis) that keeps rooms consistent across them, or the room is moving to
+    /// another node after one died. Try again in a few seconds.
+    Unavailable,
 }
 
 impl FailReason {
@@ -452,6 +456,7 @@ impl FailReason {
             FailReason::Unauthorized => "unauthorized",
             FailReason::InvalidName => "invalid-name",
             FailReason::AlreadyJoined => "already-joined",
+            FailReason::Unavailable => "unavailable",
         }
     }
 }
@@ -638,6 +643,10 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
         ServerMessage::Failed {
             reason: FailReason::RoomFull,
             detail: "room demo is full (3 of 3)".into(),
+        },
+        ServerMessage::Failed {
+            reason: FailReason::Unavailable,
+            detail: "this server has lost its connection to Redis; try again shortly".into(),
         },
         ServerMessage::SessionRequest {
             session: "s1".into(),
