@@ -216,13 +216,15 @@ test('in the browser, a refused request comes back with its own id among several
     const bob = await open();
     bob.ws.send(JSON.stringify(client.join('ids', 'bob')));
     bob.ws.send(JSON.stringify(client.publish('main', true, true)));
+    bob.ws.send(JSON.stringify(client.publish('screen', false, true)));
     const alice = await open();
     alice.ws.send(JSON.stringify(client.join('ids', 'alice')));
     await until(alice.got, (m) => m.type === 'state');
-    // Three plays in flight; only the middle one names nobody.
+    // Three plays in flight (two streams: one session per viewer and stream is the server's
+    // rule); only the middle one names nobody.
     alice.ws.send(JSON.stringify(withId(client.play('bob', 'main'), 'play-1')));
     alice.ws.send(JSON.stringify(withId(client.play('ghost', 'main'), 'play-2')));
-    alice.ws.send(JSON.stringify(withId(client.play('bob', 'main'), 'play-3')));
+    alice.ws.send(JSON.stringify(withId(client.play('bob', 'screen'), 'play-3')));
     await until(alice.got, (m) => m.type === 'error');
     await until(alice.got, (m) => m.type === 'session-started' && alice.got.filter((x) => x.type === 'session-started').length === 2);
     bob.ws.close();
