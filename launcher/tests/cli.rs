@@ -413,11 +413,25 @@ fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_fla
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let _second = std::net::TcpStream::connect(&addr).unwrap();
-    // The per-address flag took effect: a third connection is refused with 429.
-    let mut third = std::net::TcpStream::connect(&addr).unwrap();
-    let mut answer = String::new();
-    third.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    let second = std::net::TcpStream::connect(&addr).unwrap();
+    let third = std::net::TcpStream::connect(&addr).unwrap();
+    // The per-address flag took effect: of three connections one is refused with 429. Which one
+    // is not fixed: the server counts each connection in its own task, in whatever order those
+    // run. The two admitted ones wait for their request (the 600 s header timeout), so every
+    // read is bounded here.
+    let answers: Vec<String> = [half, second, third]
+        .into_iter()
+        .map(|mut tcp| {
+            tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429"))
+        .count();
+    assert_eq!(refused, 1, "{answers:?}");
     assert_eq!(server.interrupt(), 0);
 }
