@@ -984,10 +984,18 @@ impl Cluster {
     /// Points this node's participants of `room` at its new owner and claims them there.
     fn follow(&self, room: &str, old_owner: &str, owner: String) {
         let mut state = self.hub.state.lock().unwrap();
+        // The claim lists every participant of `room` now routed to `owner`, not only those
+        // moved by this call: a second `follow` for the same takeover (seen when the dead
+        // owner is noticed on two ticks) must not claim nobody, or the owner drops them all.
         let mut peers = Vec::new();
         for (peer, route) in state.remote.routes.iter_mut() {
-            if route.room == room && route.owner == old_owner {
+            if route.room != room {
+                continue;
+            }
+            if route.owner == old_owner {
                 route.owner = owner.clone();
+            }
+            if route.owner == owner {
                 peers.push(*peer);
             }
         }
