@@ -219,7 +219,15 @@ test('in the browser, a refused request comes back with its own id among several
     bob.ws.send(JSON.stringify(client.publish('screen', false, true)));
     const alice = await open();
     alice.ws.send(JSON.stringify(client.join('ids', 'alice')));
-    await until(alice.got, (m) => m.type === 'state');
+    // bob's publishes travel on his own connection: alice knows both streams once her state
+    // lists them or their `published` events have come.
+    const streamsKnown = () =>
+      alice.got.filter((m) => m.type === 'published').length +
+      alice.got
+        .filter((m) => m.type === 'state')
+        .flatMap((m) => m.participants)
+        .flatMap((p) => p.streams).length;
+    await until(alice.got, () => streamsKnown() >= 2);
     // Three plays in flight (two streams: one session per viewer and stream is the server's
     // rule); only the middle one names nobody.
     alice.ws.send(JSON.stringify(withId(client.play('bob', 'main'), 'play-1')));
