@@ -44,8 +44,8 @@
 //! Everything here is I/O around the hub; the rules stay in `rooms.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -783,6 +783,7 @@ impl Cluster {
         let mut interval = tokio::time::interval(TICK);
         let mut unreachable_since: Option<tokio::time::Instant> = None;
         let mut missing_once: HashSet<String> = HashSet::new();
+        let forgetting: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -797,10 +798,31 @@ impl Cluster {
             }
             unreachable_since = None;
             self.renew_leases().await;
-            if let Err(why) = self.check_nodes(&mut missing_once).await {
-                tracing::warn!("checking the other nodes failed: {why}");
+            match self.check_nodes(&mut missing_once).await {
+                Ok(dead) => {
+                    for node in dead {
+                        self.spawn_forget(node, &forgetting);
+                    }
+                }
+                Err(why) => tracing::warn!("checking the other nodes failed: {why}"),
             }
         }
+    }
+
+    /// Forgets a dead node on its own task: finding a room's new owner can wait for the dead
+    /// owner's lease to expire (up to [`LEASE`] + 2 [`TICK`]s), and the tick loop must go on
+    /// meanwhile — a missed heartbeat of this node would make the others count it dead too and
+    /// drop its participants. `forgetting` keeps one task per dead node.
+    fn spawn_forget(self: &Arc<Self>, node: String, forgetting: &Arc<Mutex<HashSet<String>>>) {
+        if !forgetting.lock().unwrap().insert(node.clone()) {
+            return;
+        }
+        let this = self.clone();
+        let forgetting = forgetting.clone();
+        tokio::spawn(async move {
+            this.forget_node(&node).await;
+            forgetting.lock().unwrap().remove(&node);
+        });
     }
 
     /// Closes every participant in a shared room: without Redis this node cannot prove it
@@ -901,8 +923,8 @@ impl Cluster {
         matches!(taken, Ok(Some(_)))
     }
 
-    /// Finds dead nodes among those this node depends on and acts (see the module doc).
-    async fn check_nodes(&self, missing_once: &mut HashSet<String>) -> Result<(), String> {
+    /// The nodes this node depends on that missed two checks in a row (see the module doc).
+    async fn check_nodes(&self, missing_once: &mut HashSet<String>) -> Result<Vec<String>, String> {
         let nodes: HashSet<String> = {
             let state = self.hub.state.lock().unwrap();
             let owners = state.remote.routes.values().map(|r| r.owner.clone());
@@ -917,12 +939,11 @@ impl Cluster {
                 dead.push(node);
             }
         }
-        for node in dead {
+        for node in &dead {
             tracing::warn!(node, "node is gone");
-            missing_once.remove(&node);
-            self.forget_node(&node).await;
+            missing_once.remove(node);
         }
-        Ok(())
+        Ok(dead)
     }
 
     /// A dead node's participants leave the rooms owned here; rooms it owned are found a new
