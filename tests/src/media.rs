@@ -183,9 +183,10 @@ impl Drop for Viewer {
     }
 }
 
-fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
-    let name = pad.name().to_string();
-    let video = name.starts_with("video");
+/// Adds to `pipeline` a branch that takes decoded media from a roomsrc pad named `video…` (as
+/// RGB) or `audio…` (as S16LE) into an appsink; returns the branch and its appsink. The caller
+/// links the pad to the branch's sink pad.
+pub fn decode_branch(pipeline: &gst::Pipeline, video: bool) -> (gst::Bin, gst_app::AppSink) {
     let line = if video {
         "queue ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
     } else {
@@ -198,6 +199,13 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
+    (branch, appsink)
+}
+
+fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
+    let name = pad.name().to_string();
+    let video = name.starts_with("video");
+    let (branch, appsink) = decode_branch(pipeline, video);
     let record = seen.clone();
     let pad_name = name.clone();
     appsink.set_callbacks(

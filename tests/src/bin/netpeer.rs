@@ -175,18 +175,7 @@ fn run(line: &str, viewer: Option<()>) {
 fn report_pad(pipeline: &gst::Pipeline, pad: &gst::Pad) {
     let name = pad.name().to_string();
     let video = name.starts_with("video");
-    let line = if video {
-        "queue ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
-    } else {
-        "queue ! audioconvert ! appsink name=sink sync=false"
-    };
-    let branch = gst::parse::bin_from_description(line, true).unwrap();
-    pipeline.add(&branch).unwrap();
-    let appsink = branch
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (branch, appsink) = media::decode_branch(pipeline, video);
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
