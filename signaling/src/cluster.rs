@@ -690,15 +690,8 @@ impl Cluster {
                         .acquiring
                         .entry(room.to_owned())
                         .or_default();
-                    let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                        .arg(lease_key(room))
-                        .arg(&self.node)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(LEASE.as_millis() as u64)
-                        .query_async(&mut redis)
-                        .await;
-                    if let Ok(Some(_)) = taken {
+                    let taken = self.take_lease(room).await;
+                    if let Ok(true) = taken {
                         self.take_over(room).await?;
                         return Ok(self.node.clone());
                     }
@@ -912,15 +905,20 @@ impl Cluster {
 
     /// Takes the lease of a room this node still runs; false when another node has it.
     async fn retake(&self, room: &str) -> bool {
-        let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        matches!(self.take_lease(room).await, Ok(true))
+    }
+
+    /// Takes `room`'s lease if nobody holds it (SET NX PX): whether this node got it.
+    async fn take_lease(&self, room: &str) -> redis::RedisResult<bool> {
+        let taken: Option<String> = redis::cmd("SET")
             .arg(lease_key(room))
             .arg(&self.node)
             .arg("NX")
             .arg("PX")
             .arg(LEASE.as_millis() as u64)
             .query_async(&mut self.redis.clone())
-            .await;
-        matches!(taken, Ok(Some(_)))
+            .await?;
+        Ok(taken.is_some())
     }
 
     /// The nodes this node depends on that missed two checks in a row (see the module doc).
