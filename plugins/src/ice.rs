@@ -83,6 +83,26 @@ impl IceConfig {
                 gst_webrtc::WebRTCICETransportPolicy::Relay,
             );
         }
+        disable_upnp(webrtcbin);
+    }
+}
+
+/// Turns off libnice's UPnP IGD port mapping (on by default) for `webrtcbin`'s ICE agent. A
+/// room needs no router port mappings (TURN covers what host and server-reflexive candidates
+/// do not), and the UPnP discovery outlives a short session: an agent stopped while it runs
+/// stayed alive with every candidate socket and its SSDP sockets (port 1900) open after its
+/// pipeline went to NULL (seen in tests/tests/cycles.rs, about one run in eight under load).
+fn disable_upnp(webrtcbin: &gst::Element) {
+    // webrtcbin's `ice-agent` (a GstWebRTCNice) exposes its NiceAgent as `agent`.
+    let Some(ice) = webrtcbin.property::<Option<gst::glib::Object>>("ice-agent") else {
+        return;
+    };
+    if ice.find_property("agent").is_none() {
+        return;
+    }
+    let agent = ice.property::<gst::glib::Object>("agent");
+    if agent.find_property("upnp").is_some() {
+        agent.set_property("upnp", false);
     }
 }
 

@@ -100,7 +100,9 @@ pub struct Client {
     pub cluster: Option<Arc<Cluster>>,
 }
 
-/// Runs one connection until it ends.
+/// Runs one connection until it ends, inside a `connection` span that carries its peer id
+/// (recorded once the hub has assigned it).
+#[tracing::instrument(name = "connection", skip_all, fields(peer))]
 pub async fn serve<S>(
     socket: WebSocketStream<S>,
     clock: MessageClock,
@@ -116,8 +118,7 @@ pub async fn serve<S>(
     let (queue, mut outgoing) = mpsc::channel(config.outgoing_queue);
     let progress = Arc::new(Progress::default());
     let peer = hub.register(queue, progress.clone());
-    let span = tracing::info_span!("connection", peer);
-    let _enter = span.enter();
+    tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
     let (mut sink, mut frames) = socket.split();
     let mut ping = tokio::time::interval(config.ping_interval);

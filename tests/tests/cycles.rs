@@ -45,6 +45,48 @@ fn fd_kinds() -> std::collections::BTreeMap<String, usize> {
     kinds
 }
 
+/// This process's open descriptors: fd number → what it is (`socket:[inode]`, `pipe:[..]`,
+/// a path), sockets described by their /proc/net entry.
+fn open_fds() -> std::collections::BTreeMap<u32, String> {
+    let sockets = socket_table();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?.display().to_string();
+            let described = target
+                .strip_prefix("socket:[")
+                .and_then(|inode| sockets.get(inode.trim_end_matches(']')))
+                .cloned()
+                .unwrap_or(target);
+            Some((fd, described))
+        })
+        .collect()
+}
+
+/// Socket inode → "proto local remote state", from /proc/net.
+fn socket_table() -> std::collections::BTreeMap<String, String> {
+    let mut table = std::collections::BTreeMap::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/net/{proto}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 {
+                table.insert(f[9].to_owned(), format!("{proto} {} {} st={}", f[1], f[2], f[3]));
+            }
+        }
+    }
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 6 {
+            table.insert(f[6].to_owned(), format!("unix {}", f.get(7).unwrap_or(&"")));
+        }
+    }
+    table
+}
+
 fn webrtcsrc_children(roomsrc: &gst::Element) -> usize {
     roomsrc
         .downcast_ref::<gst::Bin>()
@@ -74,9 +116,21 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         .downcast::<gst::Pipeline>()
         .unwrap();
     let roomsrc = pipeline.by_name("room").unwrap();
+    let tracked: std::sync::Arc<std::sync::Mutex<Vec<(usize, gst::glib::WeakRef<gst::Element>)>>> = Default::default();
+    let track = tracked.clone();
+    let cycle_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cn = cycle_now.clone();
+    pipeline.connect_deep_element_added(move |_, _, e| {
+        let name = e.factory().map(|f| f.name().to_string()).unwrap_or_default();
+        if ["webrtcbin", "webrtcsrc", "nicesrc", "nicesink"].contains(&name.as_str()) {
+            track.lock().unwrap().push((cn.load(std::sync::atomic::Ordering::SeqCst), e.downgrade()));
+        }
+    });
     let bus = pipeline.bus().unwrap();
     let mut baseline = None;
+    let mut base_list = Default::default();
     for cycle in 0..100 {
+        cycle_now.store(cycle, std::sync::atomic::Ordering::SeqCst);
         pipeline.set_state(gst::State::Playing).unwrap();
         // wait_for_event fails on any error message before the one awaited.
         wait_for_event(&pipeline, "room-session-status", |s| {
@@ -96,6 +150,7 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         if cycle == 9 {
             // Thread pools and lazily created runtimes have settled by now.
             baseline = Some(fds_and_threads());
+            base_list = open_fds();
         }
     }
     // Some teardown finishes just after NULL returns (webrtcbin's ICE agent, the blocking
@@ -104,6 +159,24 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
     // 30, not less: about one run in eight ends with ~16 more descriptors (a few TCP and UDP
     // sockets left by one cycle), a residue still to be explained.
     let (base_fds, base_threads) = baseline.unwrap();
+    if std::env::var("CYCLES_DUMP").is_ok() {
+        std::thread::sleep(Duration::from_secs(1));
+        for (cycle, weak) in tracked.lock().unwrap().iter() {
+            if let Some(e) = weak.upgrade() {
+                eprintln!("ALIVE cycle {cycle}: {} refs {} parent {:?} state {:?}", e.name(), e.ref_count() - 1, e.parent().map(|p| (p.name(), p.ref_count())), e.current_state());
+            }
+        }
+        for wait in [0u64, 2] {
+            std::thread::sleep(Duration::from_secs(wait));
+            let now = open_fds();
+            let new: Vec<_> = now.iter().filter(|(fd, what)| base_list.get(fd) != Some(what)).collect();
+            let gone = base_list.keys().filter(|fd| !now.contains_key(fd)).count();
+            eprintln!("DUMP after +{wait}s: fds {base_fds} -> {}, threads {base_threads} -> {}, gone {gone}, new {}:", now.len(), fds_and_threads().1, new.len());
+            for (fd, what) in new {
+                eprintln!("  {fd}: {what}");
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (fds, threads) = fds_and_threads();
