@@ -17,7 +17,6 @@
 //! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `session-requested`, `playing`, `stopped`), `stream`, `peer`, `reason` (where relevant: `failed` of a stream has `reason`, e.g. `stream-exists`) |
 
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -640,46 +639,4 @@ fn post_event(element: &gst::Element, event: Event) -> bool {
         _ => {}
     }
     true
-}
-
-/// Waits on `bus` for the room event `name` whose structure satisfies `matches`, dropping the
-/// messages before it; an error message ends the wait with its text. For applications and tests
-/// that drive a pipeline without a main loop.
-pub fn wait_for_event(
-    bus: &gst::Bus,
-    name: &str,
-    timeout: Duration,
-    matches: impl Fn(&gst::StructureRef) -> bool,
-) -> Result<gst::Structure, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no {name} message within {timeout:?}"));
-        }
-        let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(left.as_millis() as u64),
-            &[gst::MessageType::Element, gst::MessageType::Error],
-        ) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Error(err) => {
-                return Err(format!(
-                    "pipeline error while waiting for {name}: {} ({:?})",
-                    err.error(),
-                    err.debug()
-                ));
-            }
-            gst::MessageView::Element(e) => {
-                if let Some(s) = e.structure()
-                    && s.name() == name
-                    && matches(s)
-                {
-                    return Ok(s.to_owned());
-                }
-            }
-            _ => {}
-        }
-    }
 }
