@@ -73,7 +73,10 @@ fn socket_table() -> std::collections::BTreeMap<String, String> {
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() > 9 {
-                table.insert(f[9].to_owned(), format!("{proto} {} {} st={}", f[1], f[2], f[3]));
+                table.insert(
+                    f[9].to_owned(),
+                    format!("{proto} {} {} st={}", f[1], f[2], f[3]),
+                );
             }
         }
     }
@@ -116,14 +119,21 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         .downcast::<gst::Pipeline>()
         .unwrap();
     let roomsrc = pipeline.by_name("room").unwrap();
-    let tracked: std::sync::Arc<std::sync::Mutex<Vec<(usize, gst::glib::WeakRef<gst::Element>)>>> = Default::default();
+    let tracked: std::sync::Arc<std::sync::Mutex<Vec<(usize, gst::glib::WeakRef<gst::Element>)>>> =
+        Default::default();
     let track = tracked.clone();
     let cycle_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cn = cycle_now.clone();
     pipeline.connect_deep_element_added(move |_, _, e| {
-        let name = e.factory().map(|f| f.name().to_string()).unwrap_or_default();
+        let name = e
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default();
         if ["webrtcbin", "webrtcsrc", "nicesrc", "nicesink"].contains(&name.as_str()) {
-            track.lock().unwrap().push((cn.load(std::sync::atomic::Ordering::SeqCst), e.downgrade()));
+            track
+                .lock()
+                .unwrap()
+                .push((cn.load(std::sync::atomic::Ordering::SeqCst), e.downgrade()));
         }
     });
     let bus = pipeline.bus().unwrap();
@@ -163,15 +173,29 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         std::thread::sleep(Duration::from_secs(1));
         for (cycle, weak) in tracked.lock().unwrap().iter() {
             if let Some(e) = weak.upgrade() {
-                eprintln!("ALIVE cycle {cycle}: {} refs {} parent {:?} state {:?}", e.name(), e.ref_count() - 1, e.parent().map(|p| (p.name(), p.ref_count())), e.current_state());
+                eprintln!(
+                    "ALIVE cycle {cycle}: {} refs {} parent {:?} state {:?}",
+                    e.name(),
+                    e.ref_count() - 1,
+                    e.parent().map(|p| (p.name(), p.ref_count())),
+                    e.current_state()
+                );
             }
         }
         for wait in [0u64, 2] {
             std::thread::sleep(Duration::from_secs(wait));
             let now = open_fds();
-            let new: Vec<_> = now.iter().filter(|(fd, what)| base_list.get(fd) != Some(what)).collect();
+            let new: Vec<_> = now
+                .iter()
+                .filter(|(fd, what)| base_list.get(fd) != Some(what))
+                .collect();
             let gone = base_list.keys().filter(|fd| !now.contains_key(fd)).count();
-            eprintln!("DUMP after +{wait}s: fds {base_fds} -> {}, threads {base_threads} -> {}, gone {gone}, new {}:", now.len(), fds_and_threads().1, new.len());
+            eprintln!(
+                "DUMP after +{wait}s: fds {base_fds} -> {}, threads {base_threads} -> {}, gone {gone}, new {}:",
+                now.len(),
+                fds_and_threads().1,
+                new.len()
+            );
             for (fd, what) in new {
                 eprintln!("  {fd}: {what}");
             }

@@ -537,7 +537,9 @@ pub fn wait_for_element_message(
                 err.debug()
             ),
             gst::MessageView::Element(e) => {
-                if e.structure().is_some_and(|s| s.name() == name && matches(s)) {
+                if e.structure()
+                    .is_some_and(|s| s.name() == name && matches(s))
+                {
                     return Ok(());
                 }
             }
