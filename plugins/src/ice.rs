@@ -88,10 +88,9 @@ impl IceConfig {
 }
 
 /// Turns off libnice's UPnP IGD port mapping (on by default) for `webrtcbin`'s ICE agent. A
-/// room needs no router port mappings (TURN covers what host and server-reflexive candidates
-/// do not), and the UPnP discovery outlives a short session: an agent stopped while it runs
-/// stayed alive with every candidate socket and its SSDP sockets (port 1900) open after its
-/// pipeline went to NULL (seen in tests/tests/cycles.rs, about one run in eight under load).
+/// room needs no port mappings on the user's router (TURN covers what host and server-reflexive
+/// candidates do not; browsers do no UPnP either), and with it on every session's agent sends
+/// SSDP discovery to the LAN and holds extra sockets (port 1900 on each address) for its life.
 fn disable_upnp(webrtcbin: &gst::Element) {
     // webrtcbin's `ice-agent` (a GstWebRTCNice) exposes its NiceAgent as `agent`.
     let Some(ice) = webrtcbin.property::<Option<gst::glib::Object>>("ice-agent") else {
