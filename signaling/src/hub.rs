@@ -170,7 +170,7 @@ impl Hub {
             state.record_rooms(peer, before);
         }
         if leave {
-            queued.to_others_than(peer)
+            queued.into_flush_except(peer)
         } else {
             Flush::default()
         }
@@ -237,7 +237,7 @@ impl Hub {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
         let out = state.drop_peer(peer);
-        state.deliver_answering(out, None).to_others_than(peer)
+        state.deliver_answering(out, None).into_flush_except(peer)
     }
 
     /// The `/rooms` listing.
@@ -306,7 +306,7 @@ impl HubState {
 struct Queued(HashMap<PeerId, (Arc<Progress>, u64)>);
 
 impl Queued {
-    fn to_others_than(mut self, peer: PeerId) -> Flush {
+    fn into_flush_except(mut self, peer: PeerId) -> Flush {
         self.0.remove(&peer);
         Flush(self.0.into_values().collect())
     }

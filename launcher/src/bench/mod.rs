@@ -536,12 +536,11 @@ pub fn wait_for_element_message(
                 err.error(),
                 err.debug()
             ),
-            gst::MessageView::Element(e) => {
+            gst::MessageView::Element(e)
                 if e.structure()
-                    .is_some_and(|s| s.name() == name && matches(s))
-                {
-                    return Ok(());
-                }
+                    .is_some_and(|s| s.name() == name && matches(s)) =>
+            {
+                return Ok(());
             }
             _ => {}
         }
