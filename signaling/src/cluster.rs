@@ -137,6 +137,10 @@ enum Envelope {
         room: String,
         peers: Vec<PeerId>,
     },
+    /// New owner → edge, after a takeover: `from` now runs `room`. Sent before any event of
+    /// the new owner for that room, so the edge forwards what its participants send after
+    /// hearing such an event to the new owner, not to the dead one (whose inbox nobody reads).
+    Owner { from: String, room: String },
     /// Owner → edge: a message for the edge's `peer`.
     Deliver { peer: PeerId, msg: ServerMessage },
     /// Owner → edge: the owner gave the room up; close `peer`'s connection so it rejoins.
@@ -179,6 +183,11 @@ pub(crate) struct Remote {
     node: Option<String>,
     /// Local participants of rooms owned elsewhere.
     pub(crate) routes: HashMap<PeerId, Route>,
+    /// Open sessions of routed participants, as seen in the owner's messages to them: peer →
+    /// session → the other end's username. A new owner after a takeover does not know the
+    /// sessions of the dead one; with these the edge ends them when it hears LEFT for the
+    /// other end (see [`HubState::end_sessions_with`]).
+    sessions: HashMap<PeerId, HashMap<String, String>>,
     /// Participants of other nodes in rooms owned here: (node, its peer id) → our peer id.
     proxies: HashMap<(String, PeerId), PeerId>,
     /// Our peer id of a proxy → (node, its peer id).
@@ -195,6 +204,37 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// Forgets a routed participant: its route and its sessions.
+    fn unroute(&mut self, peer: PeerId) -> Option<Route> {
+        self.sessions.remove(&peer);
+        self.routes.remove(&peer)
+    }
+
+    /// Notes the sessions that `msg` (from the owner, for routed `peer`) starts or ends.
+    fn track_sessions(&mut self, peer: PeerId, msg: &ServerMessage) {
+        match msg {
+            ServerMessage::SessionStarted {
+                session,
+                participant: other,
+                ..
+            }
+            | ServerMessage::SessionRequest {
+                session,
+                viewer: other,
+                ..
+            } => {
+                let sessions = self.sessions.entry(peer).or_default();
+                sessions.insert(session.clone(), other.clone());
+            }
+            ServerMessage::SessionEnded { session, .. } => {
+                if let Some(sessions) = self.sessions.get_mut(&peer) {
+                    sessions.remove(session);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn push(&self, node: &str, envelope: &Envelope) {
         if let Some(outbound) = &self.outbound {
             let json = serde_json::to_string(envelope).expect("envelopes always serialise");
@@ -227,7 +267,7 @@ impl HubState {
         };
         self.remote.push(&route.owner, &envelope);
         if matches!(msg, ClientMessage::Leave {}) {
-            self.remote.routes.remove(&peer);
+            self.remote.unroute(peer);
         }
         true
     }
@@ -246,7 +286,7 @@ impl HubState {
 
     /// Takes a local peer out: out of its routed room (telling the owner) or its local room.
     pub(crate) fn drop_peer(&mut self, peer: PeerId) -> crate::rooms::Outbox {
-        if let Some(route) = self.remote.routes.remove(&peer) {
+        if let Some(route) = self.remote.unroute(peer) {
             let envelope = Envelope::Disconnect {
                 from: self.remote.me(),
                 peer,
@@ -308,6 +348,7 @@ impl HubState {
 
     /// Removes a proxy from its room and forgets it.
     fn drop_proxy(&mut self, proxy: PeerId) {
+        tracing::debug!(node = %self.remote.me(), proxy, origin = ?self.remote.origins.get(&proxy), "dropping a proxy");
         if let Some(origin) = self.remote.origins.remove(&proxy) {
             self.remote.proxies.remove(&origin);
         }
@@ -332,7 +373,7 @@ impl HubState {
     /// Closes a local connection (it reconnects and rejoins) and takes it out of everything.
     fn evict(&mut self, peer: PeerId) {
         if self.queues.remove(&peer).is_some() {
-            tracing::info!(peer, "evicting: its room moved or this node lost Redis");
+            tracing::info!(node = %self.remote.me(), peer, "evicting: its room moved or this node lost Redis");
             let out = self.drop_peer(peer);
             self.deliver(out);
         }
@@ -340,7 +381,7 @@ impl HubState {
 
     /// Gives up an owned room: local participants are closed, the others evicted by their edges.
     fn abandon_room(&mut self, room: &str) {
-        tracing::warn!(room, "giving up the room");
+        tracing::warn!(node = %self.remote.me(), room, "giving up the room");
         self.remote.owned.remove(room);
         for record in self.rooms.members_of(room) {
             match self.remote.origins.get(&record.peer).cloned() {
@@ -420,6 +461,7 @@ impl HubState {
                 }
             }
             Envelope::Claim { from, room, peers } => {
+                tracing::debug!(node = %self.remote.me(), from, room, ?peers, "claim");
                 let gone: Vec<PeerId> = self
                     .remote
                     .proxies
@@ -435,6 +477,7 @@ impl HubState {
                     self.drop_proxy(proxy);
                 }
             }
+            Envelope::Owner { from, room } => self.follow(&room, None, &from),
             Envelope::Deliver { peer, msg } => self.deliver_routed(peer, msg),
             Envelope::Evict { peer } => self.evict(peer),
         }
@@ -447,7 +490,7 @@ impl HubState {
             match &msg {
                 ServerMessage::State { .. } => route.joined = true,
                 ServerMessage::Failed { .. } if !route.joined => {
-                    self.remote.routes.remove(&peer);
+                    self.remote.unroute(peer);
                 }
                 _ => {}
             }
@@ -455,15 +498,80 @@ impl HubState {
             // Not (or no longer) in a room owned elsewhere: a late message for a peer that left.
             return;
         }
+        self.remote.track_sessions(peer, &msg);
+        if let ServerMessage::Left { username } = &msg {
+            let ended = self.end_sessions_with(peer, username);
+            self.deliver(ended);
+        }
         self.deliver(vec![(peer, msg)]);
+    }
+
+    /// `session-ended` for `peer`'s tracked sessions with `username`, who has left: an owner
+    /// ends a session before announcing LEFT, so any still tracked then belongs to a dead owner.
+    fn end_sessions_with(&mut self, peer: PeerId, username: &str) -> crate::rooms::Outbox {
+        let Some(sessions) = self.remote.sessions.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let mut ended: Vec<String> = sessions
+            .iter()
+            .filter(|(_, other)| *other == username)
+            .map(|(session, _)| session.clone())
+            .collect();
+        ended.sort();
+        ended
+            .into_iter()
+            .map(|session| {
+                sessions.remove(&session);
+                let reason = "participant left".to_owned();
+                (peer, ServerMessage::SessionEnded { session, reason })
+            })
+            .collect()
+    }
+
+    /// Points this node's participants of `room` at its new `owner` (those routed to
+    /// `old_owner`, or all that have joined when `None`) and claims them there.
+    fn follow(&mut self, room: &str, old_owner: Option<&str>, owner: &str) {
+        tracing::debug!(node = %self.remote.me(), room, old_owner, owner, "follow");
+        // The claim lists every participant of `room` now routed to `owner`, not only those
+        // moved by this call: a second `follow` for the same takeover (the owner's `Owner`
+        // envelope and the edge noticing the dead owner itself) must not claim nobody, or the
+        // owner drops them all.
+        let mut peers = Vec::new();
+        for (peer, route) in self.remote.routes.iter_mut() {
+            if route.room != room {
+                continue;
+            }
+            let moves = match old_owner {
+                Some(old) => route.owner == old,
+                None => route.joined,
+            };
+            if moves {
+                route.owner = owner.to_owned();
+            }
+            if route.owner == owner {
+                peers.push(*peer);
+            }
+        }
+        let me = self.remote.me();
+        if owner != me {
+            let claim = Envelope::Claim {
+                from: me,
+                room: room.to_owned(),
+                peers,
+            };
+            self.remote.push(owner, &claim);
+        }
     }
 
     /// Rebuilds a room this node has just taken the lease of, from the participants recorded
     /// in Redis: those of live nodes come back silently, the others are announced as gone.
     fn take_over(&mut self, room: &str, stored: Vec<StoredMember>, alive: &HashSet<String>) {
         let me = self.remote.me();
+        tracing::debug!(node = %me, room, ?stored, ?alive, "take over");
         self.remote.owned.insert(room.to_owned());
         let mut departed = Vec::new();
+        let mut restored_here = Vec::new();
+        let mut edges = HashSet::new();
         for member in stored {
             if member.node == me {
                 let routed_here = self
@@ -474,19 +582,38 @@ impl HubState {
                 if routed_here && self.queues.contains_key(&member.peer) {
                     self.remote.routes.remove(&member.peer);
                     self.rooms.restore(member.peer, room, member.record);
+                    restored_here.push(member.peer);
                 } else {
                     departed.push(member.record);
                 }
             } else if alive.contains(&member.node) {
-                let proxy = self.new_proxy((member.node, member.peer));
+                let proxy = self.new_proxy((member.node.clone(), member.peer));
                 self.rooms.restore(proxy, room, member.record);
+                edges.insert(member.node);
             } else {
                 departed.push(member.record);
             }
         }
+        // The edges hear of the new owner before its first event (see `Envelope::Owner`).
+        for edge in edges {
+            let owner = Envelope::Owner {
+                from: me.clone(),
+                room: room.to_owned(),
+            };
+            self.remote.push(&edge, &owner);
+        }
         for record in departed {
+            // Sessions of the participants restored here (tracked while they were routed)
+            // with one that is gone end first; the edges do the same for theirs on LEFT.
+            for peer in &restored_here {
+                let ended = self.end_sessions_with(*peer, &record.username);
+                self.deliver(ended);
+            }
             let out = self.rooms.departed(room, &record);
             self.deliver(out);
+        }
+        for peer in restored_here {
+            self.remote.sessions.remove(&peer);
         }
         self.record_room(room);
         self.release_waiting(room);
@@ -938,7 +1065,7 @@ impl Cluster {
             }
         }
         for node in &dead {
-            tracing::warn!(node, "node is gone");
+            tracing::warn!(me = %self.node, node, "node is gone");
             missing_once.remove(node);
         }
         Ok(dead)
@@ -967,7 +1094,7 @@ impl Cluster {
                 .map(|(peer, _)| *peer)
                 .collect();
             for peer in pending {
-                state.remote.routes.remove(&peer);
+                state.remote.unroute(peer);
                 let msg = unavailable("the room is moving to another server; try again");
                 state.deliver(vec![(peer, msg)]);
             }
@@ -981,7 +1108,12 @@ impl Cluster {
         };
         for room in rooms {
             match self.owner_of(&room).await {
-                Ok(owner) => self.follow(&room, node, owner),
+                Ok(owner) => self
+                    .hub
+                    .state
+                    .lock()
+                    .unwrap()
+                    .follow(&room, Some(node), &owner),
                 Err(why) => {
                     tracing::warn!(room, "could not find a new owner: {why}");
                     let mut state = self.hub.state.lock().unwrap();
@@ -997,34 +1129,6 @@ impl Cluster {
                     }
                 }
             }
-        }
-    }
-
-    /// Points this node's participants of `room` at its new owner and claims them there.
-    fn follow(&self, room: &str, old_owner: &str, owner: String) {
-        let mut state = self.hub.state.lock().unwrap();
-        // The claim lists every participant of `room` now routed to `owner`, not only those
-        // moved by this call: a second `follow` for the same takeover (seen when the dead
-        // owner is noticed on two ticks) must not claim nobody, or the owner drops them all.
-        let mut peers = Vec::new();
-        for (peer, route) in state.remote.routes.iter_mut() {
-            if route.room != room {
-                continue;
-            }
-            if route.owner == old_owner {
-                route.owner = owner.clone();
-            }
-            if route.owner == owner {
-                peers.push(*peer);
-            }
-        }
-        if owner != self.node {
-            let claim = Envelope::Claim {
-                from: self.node.clone(),
-                room: room.to_owned(),
-                peers,
-            };
-            state.remote.push(&owner, &claim);
         }
     }
 
