@@ -122,12 +122,18 @@ enum Envelope {
         room: String,
         username: String,
         grants: Grants,
+        /// The join's request id, echoed in a refusal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Edge → owner: a message of a joined participant.
     Client {
         from: String,
         peer: PeerId,
         msg: ClientMessage,
+        /// Its request id, echoed in an `error` or `failed` it causes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Edge → owner: the participant's connection ended.
     Disconnect { from: String, peer: PeerId },
@@ -142,7 +148,13 @@ enum Envelope {
     /// hearing such an event to the new owner, not to the dead one (whose inbox nobody reads).
     Owner { from: String, room: String },
     /// Owner → edge: a message for the edge's `peer`.
-    Deliver { peer: PeerId, msg: ServerMessage },
+    Deliver {
+        peer: PeerId,
+        msg: ServerMessage,
+        /// The request id it answers (refusals only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
     /// Owner → edge: the owner gave the room up; close `peer`'s connection so it rejoins.
     Evict { peer: PeerId },
 }
@@ -174,6 +186,8 @@ pub(crate) struct Route {
     owner: String,
     /// False until the owner answered the join with `state`.
     joined: bool,
+    /// The pending join's request id, echoed if the join fails here (its owner died).
+    join_id: Option<String>,
 }
 
 /// The hub's cluster state (empty on a single node).
@@ -252,18 +266,20 @@ impl Remote {
 
 impl HubState {
     /// Sends a routed peer's message to its room's owner; false for peers handled here.
-    pub(crate) fn forward(&mut self, peer: PeerId, msg: &ClientMessage) -> bool {
+    pub(crate) fn forward(&mut self, peer: PeerId, msg: &ClientMessage, id: Option<&str>) -> bool {
         let Some(route) = self.remote.routes.get(&peer).cloned() else {
             return false;
         };
         if matches!(msg, ClientMessage::Join { .. }) {
-            self.deliver(vec![(peer, already_joined())]);
+            let answered = id.map(|id| (peer, id.to_owned()));
+            self.deliver_answering(vec![(peer, already_joined())], answered.as_ref());
             return true;
         }
         let envelope = Envelope::Client {
             from: self.remote.me(),
             peer,
             msg: msg.clone(),
+            id: id.map(str::to_owned),
         };
         self.remote.push(&route.owner, &envelope);
         if matches!(msg, ClientMessage::Leave {}) {
@@ -273,13 +289,14 @@ impl HubState {
     }
 
     /// A message for a peer without a local queue: a proxy's goes to its node.
-    pub(crate) fn send_to_origin(&mut self, peer: PeerId, msg: ServerMessage) {
+    pub(crate) fn send_to_origin(&mut self, peer: PeerId, msg: ServerMessage, id: Option<String>) {
         let Some((node, origin_peer)) = self.remote.origins.get(&peer).cloned() else {
             return;
         };
         let envelope = Envelope::Deliver {
             peer: origin_peer,
             msg,
+            id,
         };
         self.remote.push(&node, &envelope);
     }
@@ -404,6 +421,7 @@ impl HubState {
                 room,
                 username,
                 grants,
+                id,
             } => {
                 if let Some(waiting) = self.remote.acquiring.get_mut(&room) {
                     waiting.push(Envelope::Join {
@@ -412,12 +430,14 @@ impl HubState {
                         room,
                         username,
                         grants,
+                        id,
                     });
                     return;
                 }
                 if !self.remote.owned.contains(&room) {
                     let msg = unavailable("the room moved to another server; try again");
-                    self.remote.push(&from, &Envelope::Deliver { peer, msg });
+                    self.remote
+                        .push(&from, &Envelope::Deliver { peer, msg, id });
                     return;
                 }
                 if let Some(old) = self.remote.proxies.get(&(from.clone(), peer)).copied() {
@@ -431,21 +451,28 @@ impl HubState {
                     Ok(grants),
                     std::time::SystemTime::now(),
                 );
-                self.deliver(out);
+                let answered = id.map(|id| (proxy, id));
+                self.deliver_answering(out, answered.as_ref());
                 if self.rooms.room_name(proxy).is_none() {
                     self.drop_proxy(proxy);
                 } else {
                     self.record_room(&room);
                 }
             }
-            Envelope::Client { from, peer, msg } => {
+            Envelope::Client {
+                from,
+                peer,
+                msg,
+                id,
+            } => {
                 let Some(proxy) = self.remote.proxies.get(&(from, peer)).copied() else {
                     return;
                 };
                 let before = self.rooms.room_name(proxy).map(str::to_owned);
                 let changes = changes_members(&msg);
                 let out = self.rooms.handle(proxy, msg);
-                self.deliver(out);
+                let answered = id.map(|id| (proxy, id));
+                self.deliver_answering(out, answered.as_ref());
                 if self.rooms.room_name(proxy).is_none() {
                     self.drop_proxy(proxy);
                     if let Some(room) = before {
@@ -478,14 +505,14 @@ impl HubState {
                 }
             }
             Envelope::Owner { from, room } => self.follow(&room, None, &from),
-            Envelope::Deliver { peer, msg } => self.deliver_routed(peer, msg),
+            Envelope::Deliver { peer, msg, id } => self.deliver_routed(peer, msg, id),
             Envelope::Evict { peer } => self.evict(peer),
         }
     }
 
     /// A message from a room's owner for a local participant; `state` and `failed` settle a
     /// pending join.
-    fn deliver_routed(&mut self, peer: PeerId, msg: ServerMessage) {
+    fn deliver_routed(&mut self, peer: PeerId, msg: ServerMessage, id: Option<String>) {
         if let Some(route) = self.remote.routes.get_mut(&peer) {
             match &msg {
                 ServerMessage::State { .. } => route.joined = true,
@@ -503,7 +530,8 @@ impl HubState {
             let ended = self.end_sessions_with(peer, username);
             self.deliver(ended);
         }
-        self.deliver(vec![(peer, msg)]);
+        let answered = id.map(|id| (peer, id));
+        self.deliver_answering(vec![(peer, msg)], answered.as_ref());
     }
 
     /// `session-ended` for `peer`'s tracked sessions with `username`, who has left: an owner
@@ -715,41 +743,37 @@ impl Cluster {
         admitted: Result<Grants, Refusal>,
         id: Option<String>,
     ) {
+        let joined = {
+            let state = self.hub.state.lock().unwrap();
+            state.rooms.room_name(peer).is_some() || state.remote.routes.contains_key(&peer)
+        };
         let refused_here = admitted.is_err()
             || validate_name(&room).is_err()
             || validate_username(&username).is_err()
-            || self
-                .hub
-                .state
-                .lock()
-                .unwrap()
-                .rooms
-                .room_name(peer)
-                .is_some();
+            || joined;
         if refused_here {
             // The local rules give the right `failed` answer.
             return self.hub.join(peer, room, username, admitted, id);
         }
         let grants = admitted.expect("checked");
         if !self.is_available() {
-            return self.fail(
-                peer,
-                "this server has lost its connection to Redis; try again",
-            );
+            let detail = "this server has lost its connection to Redis; try again";
+            return self.fail(peer, detail, id);
         }
         match self.owner_of(&room).await {
             Ok(owner) if owner == self.node => self.hub.join(peer, room, username, Ok(grants), id),
-            Ok(owner) => self.route_join(peer, room, username, grants, owner),
+            Ok(owner) => self.route_join(peer, room, username, grants, owner, id),
             Err(why) => {
                 tracing::warn!(room, "no owner for the room: {why}");
-                self.fail(peer, "no server could take the room; try again")
+                self.fail(peer, "no server could take the room; try again", id)
             }
         }
     }
 
-    fn fail(&self, peer: PeerId, detail: &str) {
+    fn fail(&self, peer: PeerId, detail: &str, id: Option<String>) {
         let mut state = self.hub.state.lock().unwrap();
-        state.deliver(vec![(peer, unavailable(detail))]);
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(vec![(peer, unavailable(detail))], answered.as_ref());
     }
 
     fn route_join(
@@ -759,10 +783,12 @@ impl Cluster {
         username: String,
         grants: Grants,
         owner: String,
+        id: Option<String>,
     ) {
         let mut state = self.hub.state.lock().unwrap();
+        let answered = id.clone().map(|id| (peer, id));
         if state.remote.routes.contains_key(&peer) {
-            return state.deliver(vec![(peer, already_joined())]);
+            return state.deliver_answering(vec![(peer, already_joined())], answered.as_ref());
         }
         if !state.queues.contains_key(&peer) {
             return;
@@ -773,12 +799,14 @@ impl Cluster {
             room: room.clone(),
             username,
             grants,
+            id: id.clone(),
         };
         state.remote.push(&owner, &envelope);
         let route = Route {
             room,
             owner,
             joined: false,
+            join_id: id,
         };
         state.remote.routes.insert(peer, route);
     }
@@ -1094,9 +1122,10 @@ impl Cluster {
                 .map(|(peer, _)| *peer)
                 .collect();
             for peer in pending {
-                state.remote.unroute(peer);
+                let join_id = state.remote.unroute(peer).and_then(|r| r.join_id);
                 let msg = unavailable("the room is moving to another server; try again");
-                state.deliver(vec![(peer, msg)]);
+                let answered = join_id.map(|id| (peer, id));
+                state.deliver_answering(vec![(peer, msg)], answered.as_ref());
             }
             state
                 .remote

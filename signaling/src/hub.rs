@@ -70,12 +70,11 @@ impl Hub {
     }
 
     /// Applies a message that carried the request id `id`: the `error` / `failed` it causes
-    /// to `peer` echoes the id (the room rules never see ids).
-    /// A message forwarded to the room's owning node (`--redis`) loses its id: the nodes'
-    /// forwarding format does not carry it.
+    /// to `peer` echoes the id (the room rules never see ids), also when the room's owner is
+    /// another node (`--redis`).
     pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) {
         let mut state = self.state.lock().unwrap();
-        if state.forward(peer, &msg) {
+        if state.forward(peer, &msg, id.as_deref()) {
             return;
         }
         let before = state.rooms.room_name(peer).map(str::to_owned);
@@ -99,14 +98,15 @@ impl Hub {
         id: Option<String>,
     ) {
         let mut state = self.state.lock().unwrap();
+        let answered = id.map(|id| (peer, id));
         if state.remote.routes.contains_key(&peer) {
-            return state.deliver(vec![(peer, crate::cluster::already_joined())]);
+            let refusal = vec![(peer, crate::cluster::already_joined())];
+            return state.deliver_answering(refusal, answered.as_ref());
         }
         // The clock is read here, at the edge: the rules stay free of I/O.
         let out = state
             .rooms
             .join(peer, room, username, admitted, SystemTime::now());
-        let answered = id.map(|id| (peer, id));
         state.deliver_answering(out, answered.as_ref());
         state.record_rooms(peer, None);
     }
@@ -166,14 +166,14 @@ impl HubState {
 
     /// [`Self::deliver`], with the request id `answered.1` added to the refusals
     /// (`error`, `failed`) that go to `answered.0`.
-    fn deliver_answering(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) {
+    pub(crate) fn deliver_answering(
+        &mut self,
+        mut out: Outbox,
+        answered: Option<&(PeerId, String)>,
+    ) {
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
-                let Some(queue) = self.queues.get(&peer) else {
-                    self.send_to_origin(peer, msg);
-                    continue;
-                };
                 let id = answered
                     .filter(|(to, _)| *to == peer)
                     .filter(|_| {
@@ -183,6 +183,10 @@ impl HubState {
                         )
                     })
                     .map(|(_, id)| id.clone());
+                let Some(queue) = self.queues.get(&peer) else {
+                    self.send_to_origin(peer, msg, id);
+                    continue;
+                };
                 let text = serde_json::to_string(&WithId { id, msg })
                     .expect("protocol messages always serialise");
                 if queue.try_send(text).is_err() {

@@ -357,11 +357,16 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     let carol_views = play(&mut carol, "alice").await;
     let alice_views = play(&mut alice, "bob").await;
     let request = bob
-        .recv_until("session-request from alice", |m| {
-            matches!(m, ServerMessage::SessionRequest { viewer, .. } if viewer == "alice")
-        })
+        .recv_until(
+            "session-request from alice",
+            |m| matches!(m, ServerMessage::SessionRequest { viewer, .. } if viewer == "alice"),
+        )
         .await;
-    let ServerMessage::SessionRequest { session: bob_serves, .. } = request else {
+    let ServerMessage::SessionRequest {
+        session: bob_serves,
+        ..
+    } = request
+    else {
         unreachable!()
     };
     assert_eq!(bob_serves, alice_views);
@@ -379,9 +384,10 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
 
     // The room goes on: a new session between the survivors is relayed.
     publish_cam(&mut carol).await;
-    bob.recv_until("published carol", |m| {
-        matches!(m, ServerMessage::Published { username, .. } if username == "carol")
-    })
+    bob.recv_until(
+        "published carol",
+        |m| matches!(m, ServerMessage::Published { username, .. } if username == "carol"),
+    )
     .await;
     let session = play(&mut bob, "carol").await;
     let request = carol
@@ -393,6 +399,65 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
         matches!(&request, ServerMessage::SessionRequest { session: s, viewer, .. } if *s == session && viewer == "bob"),
         "{request:?}"
     );
+}
+
+/// The next `error` or `failed` (skipping events), with the request id it echoes.
+async fn next_refusal(client: &mut Client) -> room_protocol::WithId<ServerMessage> {
+    loop {
+        let answer = client.recv_with_id().await;
+        if matches!(
+            answer.msg,
+            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
+        ) {
+            return answer;
+        }
+    }
+}
+
+/// Request ids cross nodes: refusals by the owner of a room, for participants of another node,
+/// echo the id of the message that caused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_from_another_nodes_room_echo_the_request_id() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 2);
+    // alice joins first: node 1 owns the room; node 2 forwards everything of bob, carol, dave.
+    let _alice = Client::join(&nodes[0].ws_url(), "ids", "alice").await;
+    let mut bob = Client::join(&nodes[1].ws_url(), "ids", "bob").await;
+    let _carol = Client::join(&nodes[1].ws_url(), "ids", "carol").await;
+    let mut dave = Client::connect(&nodes[1].ws_url()).await;
+    dave.send_raw(r#"{"type":"join","room":"ids","username":"dave","id":"join-1"}"#)
+        .await;
+    let failed = next_refusal(&mut dave).await;
+    assert_eq!(
+        failed_reason(&failed.msg),
+        Some(FailReason::RoomFull),
+        "{failed:?}"
+    );
+    assert_eq!(failed.id.as_deref(), Some("join-1"));
+
+    bob.send_raw(r#"{"type":"play","participant":"ghost","stream":"cam","id":"play-1"}"#)
+        .await;
+    let refused = next_refusal(&mut bob).await;
+    assert!(
+        matches!(
+            refused.msg,
+            ServerMessage::Error {
+                code: room_protocol::ErrorCode::UnknownParticipant,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.id.as_deref(), Some("play-1"));
+    bob.send_raw(r#"{"type":"join","room":"other","username":"bob","id":"join-2"}"#)
+        .await;
+    let again = next_refusal(&mut bob).await;
+    assert_eq!(
+        failed_reason(&again.msg),
+        Some(FailReason::AlreadyJoined),
+        "{again:?}"
+    );
+    assert_eq!(again.id.as_deref(), Some("join-2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
