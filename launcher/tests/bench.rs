@@ -100,7 +100,11 @@ fn server_bench_over_two_nodes_on_redis_prints_same_and_cross_node_figures() {
     ]);
     assert_eq!(figure(&figures, "connections_held")["median"], 30.0);
     assert_eq!(figure(&figures, "connections_held")["anchor"], 30.0);
-    for name in ["chat_fanout_latency", "session_request_latency", "sdp_relay_latency"] {
+    for name in [
+        "chat_fanout_latency",
+        "session_request_latency",
+        "sdp_relay_latency",
+    ] {
         for side in ["same_node", "cross_node"] {
             let figure = figure(&figures, &format!("{name}_{side}"));
             assert!(positive(&figure["median"]), "{figure}");

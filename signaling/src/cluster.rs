@@ -282,8 +282,17 @@ impl HubState {
             id: id.map(str::to_owned),
         };
         self.remote.push(&route.owner, &envelope);
-        if matches!(msg, ClientMessage::Leave {}) {
-            self.remote.unroute(peer);
+        match msg {
+            ClientMessage::Leave {} => {
+                self.remote.unroute(peer);
+            }
+            // The owner tells only the other end: the session is over for this one now.
+            ClientMessage::Stop { session } => {
+                if let Some(sessions) = self.remote.sessions.get_mut(&peer) {
+                    sessions.remove(session);
+                }
+            }
+            _ => {}
         }
         true
     }

@@ -352,9 +352,17 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     let mut bob = Client::join(&nodes[1].ws_url(), "calls", "bob").await;
     publish_cam(&mut bob).await;
     let mut carol = Client::join(&nodes[2].ws_url(), "calls", "carol").await;
-    // bob and carol watch alice; alice watches bob.
+    // bob and carol watch alice; alice watches bob. carol's first session is stopped by her
+    // before the node dies: it is over and does not end again.
     let bob_views = play(&mut bob, "alice").await;
+    let stopped = play(&mut carol, "alice").await;
+    carol
+        .send(&ClientMessage::Stop {
+            session: stopped.clone(),
+        })
+        .await;
     let carol_views = play(&mut carol, "alice").await;
+    assert_ne!(stopped, carol_views);
     let alice_views = play(&mut alice, "bob").await;
     let request = bob
         .recv_until(

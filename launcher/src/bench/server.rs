@@ -707,7 +707,13 @@ fn on_room_message(shared: &Shared, room: usize, seat: usize, text: &str) -> Opt
             {
                 let pair = (seat_of(&viewer)?, seat);
                 let latency = ms(asked.elapsed());
-                shared.record(&shared.request_ms, &shared.request_cross_ms, room, pair, latency);
+                shared.record(
+                    &shared.request_ms,
+                    &shared.request_cross_ms,
+                    room,
+                    pair,
+                    latency,
+                );
             }
             let offer = ClientMessage::Sdp {
                 session,
@@ -725,7 +731,13 @@ fn on_room_message(shared: &Shared, room: usize, seat: usize, text: &str) -> Opt
             if let Some(stamp) = sdp_stamp(&description.sdp) {
                 // The offer comes from the publisher, seat 0.
                 let latency = shared.since_ns(stamp);
-                shared.record(&shared.sdp_ms, &shared.sdp_cross_ms, room, (0, seat), latency);
+                shared.record(
+                    &shared.sdp_ms,
+                    &shared.sdp_cross_ms,
+                    room,
+                    (0, seat),
+                    latency,
+                );
             }
             serde_json::to_string(&ClientMessage::Stop { session }).ok()
         }
