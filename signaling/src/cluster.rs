@@ -719,6 +719,9 @@ impl Cluster {
             let mut state = hub.state.lock().unwrap();
             state.remote.node = Some(config.node_id.clone());
             state.remote.outbound = Some(outbound);
+            // Session ids stay unique across the nodes (up to 2^48 sessions per node).
+            let first_session = 1 + (rand::random::<u64>() >> 16);
+            state.rooms.number_sessions_from(first_session);
         }
         let cluster = Arc::new(Cluster {
             hub,

@@ -356,6 +356,7 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     // before the node dies: it is over and does not end again.
     let bob_views = play(&mut bob, "alice").await;
     let stopped = play(&mut carol, "alice").await;
+    let before = [bob_views.clone(), stopped.clone()];
     carol
         .send(&ClientMessage::Stop {
             session: stopped.clone(),
@@ -398,6 +399,8 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     )
     .await;
     let session = play(&mut bob, "carol").await;
+    // The new owner numbers its sessions elsewhere than the dead one did.
+    assert!(!before.contains(&session), "{session} reused");
     let request = carol
         .recv_until("session-request from bob", |m| {
             matches!(m, ServerMessage::SessionRequest { .. })
