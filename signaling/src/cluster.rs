@@ -29,9 +29,15 @@
 //!   sessions end);
 //! - an edge whose room owner died takes the room over when the lease has expired (or finds the
 //!   node that did): the new owner rebuilds the room from the hash — participants on live nodes
-//!   are put back without any message, and everyone gets LEFT for those of dead nodes. Each edge
+//!   are put back without any message, and everyone gets LEFT for those of dead nodes. The new
+//!   owner tells each edge first (an `Owner` envelope, ahead of its events in the edge's inbox),
+//!   so what a participant sends after hearing of the takeover goes to the new owner. Each edge
 //!   then tells the new owner which of its participants are still there (a claim), so one that
-//!   left meanwhile does not linger. Sessions that were open are lost with the owner's memory.
+//!   left meanwhile does not linger. Sessions that were open are lost with the owner's memory;
+//!   edges track their participants' sessions from the owner's messages and end (with
+//!   `session-ended`) those whose other end they hear LEFT for, which an owner that knew the
+//!   session would have ended before. Session ids start at a random number on every node, so
+//!   the new owner does not reuse the ids of sessions still open.
 //!
 //! # Redis unavailable
 //!
