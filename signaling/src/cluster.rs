@@ -1063,15 +1063,29 @@ impl Cluster {
                 self.hub.state.lock().unwrap().abandon_room(&room);
             }
         }
-        for room in rooms {
-            let renewed: redis::RedisResult<i64> = renew
-                .key(lease_key(&room))
-                .arg(&self.node)
-                .arg(LEASE.as_millis() as u64)
-                .invoke_async(&mut redis)
-                .await;
-            if let Ok(0) = renewed {
-                self.hub.state.lock().unwrap().abandon_room(&room);
+        if rooms.is_empty() {
+            return;
+        }
+        // One round trip for all of them: a node with thousands of rooms renews them all
+        // within its tick.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&renew).ignore();
+        for room in &rooms {
+            pipe.invoke_script(
+                renew
+                    .key(lease_key(room))
+                    .arg(&self.node)
+                    .arg(LEASE.as_millis() as u64),
+            );
+        }
+        let renewed: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut redis).await;
+        let Ok(renewed) = renewed else {
+            return;
+        };
+        let mut state = self.hub.state.lock().unwrap();
+        for (room, renewed) in rooms.iter().zip(renewed) {
+            if renewed == 0 {
+                state.abandon_room(room);
             }
         }
     }
