@@ -174,7 +174,12 @@ fn run_nodes(args: &ServerArgs, redis: &str) -> anyhow::Result<Vec<Figure>> {
                 .with_context(|| format!("run {}: {} nodes", run + 1, args.nodes))?,
         );
         drop(nodes);
-        let single = vec![Child::room_server(ROOM_SIZE)?];
+        // The anchor holds everyone alone: lift its connection cap (10 000 by default).
+        let cap = [
+            "--max-connections".to_owned(),
+            (args.participants + 64).to_string(),
+        ];
+        let single = vec![Child::room_server_with(ROOM_SIZE, &cap)?];
         anchor.push(
             load_run(args, Protocol::Room, &single, "bench")
                 .with_context(|| format!("run {}: one node without Redis", run + 1))?,
