@@ -150,14 +150,13 @@ impl Hub {
     }
 
     /// Applies a message that carried the request id `id`: the `error` / `failed` it causes
-    /// to `peer` echoes the id (the room rules never see ids).
-    /// A message forwarded to the room's owning node (`--redis`) loses its id: the nodes'
-    /// forwarding format does not carry it.
+    /// to `peer` echoes the id (the room rules never see ids), also when the room's owner is
+    /// another node (`--redis`).
     /// Returns what a `leave` queued to the others (LEFT, ...), to wait for (see the module
-    /// doc); an empty [`Flush`] for any other message.
+    /// doc); an empty [`Flush`] for any other message (and for one forwarded to another node).
     pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) -> Flush {
         let mut state = self.state.lock().unwrap();
-        if state.forward(peer, &msg) {
+        if state.forward(peer, &msg, id.as_deref()) {
             return Flush::default();
         }
         let before = state.rooms.room_name(peer).map(str::to_owned);
@@ -165,7 +164,7 @@ impl Hub {
         let leave = matches!(msg, ClientMessage::Leave {});
         let out = state.rooms.handle(peer, msg);
         let answered = id.map(|id| (peer, id));
-        let queued = state.deliver_answering(out, answered.as_ref());
+        let queued = state.deliver_counting(out, answered.as_ref());
         if changes_members {
             state.record_rooms(peer, before);
         }
@@ -187,14 +186,15 @@ impl Hub {
         id: Option<String>,
     ) {
         let mut state = self.state.lock().unwrap();
+        let answered = id.map(|id| (peer, id));
         if state.remote.routes.contains_key(&peer) {
-            return state.deliver(vec![(peer, crate::cluster::already_joined())]);
+            let refusal = vec![(peer, crate::cluster::already_joined())];
+            return state.deliver_answering(refusal, answered.as_ref());
         }
         // The clock is read here, at the edge: the rules stay free of I/O.
         let out = state
             .rooms
             .join(peer, room, username, admitted, SystemTime::now());
-        let answered = id.map(|id| (peer, id));
         state.deliver_answering(out, answered.as_ref());
         state.record_rooms(peer, None);
     }
@@ -237,7 +237,7 @@ impl Hub {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
         let out = state.drop_peer(peer);
-        state.deliver_answering(out, None).into_flush_except(peer)
+        state.deliver_counting(out, None).into_flush_except(peer)
     }
 
     /// The `/rooms` listing.
@@ -250,25 +250,22 @@ impl HubState {
     /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
     /// produces more messages (LEFT, ...) that are delivered the same way.
     pub(crate) fn deliver(&mut self, out: Outbox) {
-        let _ = self.deliver_answering(out, None);
+        self.deliver_answering(out, None);
     }
 
     /// [`Self::deliver`], with the request id `answered.1` added to the refusals
-    /// (`error`, `failed`) that go to `answered.0`. Returns where each local recipient's queue
-    /// stood after its last message.
-    fn deliver_answering(
-        &mut self,
-        mut out: Outbox,
-        answered: Option<&(PeerId, String)>,
-    ) -> Queued {
+    /// (`error`, `failed`) that go to `answered.0`.
+    pub(crate) fn deliver_answering(&mut self, out: Outbox, answered: Option<&(PeerId, String)>) {
+        let _ = self.deliver_counting(out, answered);
+    }
+
+    /// [`Self::deliver_answering`] that returns where each local recipient's queue stood
+    /// after its last message.
+    fn deliver_counting(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) -> Queued {
         let mut queued = Queued::default();
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
-                let Some(queue) = self.queues.get(&peer) else {
-                    self.send_to_origin(peer, msg);
-                    continue;
-                };
                 let id = answered
                     .filter(|(to, _)| *to == peer)
                     .filter(|_| {
@@ -278,6 +275,10 @@ impl HubState {
                         )
                     })
                     .map(|(_, id)| id.clone());
+                let Some(queue) = self.queues.get(&peer) else {
+                    self.send_to_origin(peer, msg, id);
+                    continue;
+                };
                 let text = serde_json::to_string(&WithId { id, msg })
                     .expect("protocol messages always serialise");
                 if queue.sender.try_send(text).is_err() {
