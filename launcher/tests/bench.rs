@@ -84,7 +84,7 @@ fn server_bench_prints_figures_with_anchor() {
 }
 
 #[test]
-fn server_bench_over_two_nodes_on_redis_prints_same_and_cross_node_figures() {
+fn server_bench_over_two_nodes_and_two_load_processes_prints_same_and_cross_node_figures() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let redis = runtime.block_on(gst_room_tests::cluster::RedisServer::start());
     let figures = bench(&[
@@ -95,9 +95,12 @@ fn server_bench_over_two_nodes_on_redis_prints_same_and_cross_node_figures() {
         &redis.url(),
         "--participants",
         "30",
+        "--generators",
+        "2",
         "--seconds",
         "1",
     ]);
+    // Both load processes' participants are counted (5 rooms each).
     assert_eq!(figure(&figures, "connections_held")["median"], 30.0);
     assert_eq!(figure(&figures, "connections_held")["anchor"], 30.0);
     for name in [

@@ -79,6 +79,23 @@ pub struct ServerArgs {
     /// The Redis of the nodes, `redis://HOST:PORT[/DB]` (with `--nodes`).
     #[arg(long)]
     redis: Option<String>,
+    /// Load generator processes, each with its own rooms (default: one per
+    /// 15 000 participants, as a process may hold 20 000 open files here).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    generators: Option<u32>,
+}
+
+/// Participants one load generator process holds by default (the machine allows 20 000 open
+/// files per process).
+const PER_GENERATOR: u32 = 15_000;
+
+impl ServerArgs {
+    /// How many load generator processes share the participants.
+    fn generators(&self) -> u32 {
+        self.generators
+            .unwrap_or(self.participants.div_ceil(PER_GENERATOR))
+            .clamp(1, (self.participants / ROOM_SIZE as u32).max(1))
+    }
 }
 
 /// Which server the load generator speaks to.
@@ -164,7 +181,16 @@ fn run_nodes(args: &ServerArgs, redis: &str) -> anyhow::Result<Vec<Figure>> {
         let prefix = format!("b{}r{run}", std::process::id());
         let nodes = (0..args.nodes)
             .map(|i| {
-                let extra = ["--redis", redis, "--node-id", &format!("{prefix}n{i}")];
+                // Up to all participants may land on one node (odd rooms spread, even ones not).
+                let cap = (args.participants + 64).to_string();
+                let extra = [
+                    "--redis",
+                    redis,
+                    "--node-id",
+                    &format!("{prefix}n{i}"),
+                    "--max-connections",
+                    &cap,
+                ];
                 Child::room_server_with(ROOM_SIZE, &extra.map(String::from))
             })
             .collect::<anyhow::Result<Vec<_>>>()
@@ -238,13 +264,74 @@ fn one_run(args: &ServerArgs, protocol: Protocol) -> anyhow::Result<LoadResult> 
     load_run(args, protocol, &[server], "bench")
 }
 
-/// Runs the load generator against running `servers` (`(process, WebSocket URL)` each).
+/// Runs the load generators against running `servers` (`(process, WebSocket URL)` each) and
+/// merges their results: each process holds its share of the rooms (its own room prefix) and
+/// its share of the chat and session rate.
 fn load_run(
     args: &ServerArgs,
     protocol: Protocol,
     servers: &[(Child, String)],
     room_prefix: &str,
 ) -> anyhow::Result<LoadResult> {
+    let generators = args.generators();
+    let rooms = args.participants / ROOM_SIZE as u32;
+    let loads = (0..generators)
+        .map(|g| {
+            // Rooms dealt out evenly: the first `rooms % generators` get one more.
+            let my_rooms = rooms / generators + u32::from(g < rooms % generators);
+            let prefix = if generators == 1 {
+                room_prefix.to_owned()
+            } else {
+                format!("{room_prefix}g{g}")
+            };
+            let load_args = load_args(
+                args,
+                protocol,
+                servers,
+                &prefix,
+                my_rooms * ROOM_SIZE as u32,
+                args.rate / f64::from(generators),
+            );
+            Child::spawn("load generator", &load_args)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Joins take well under 100 ms each even on a busy machine; the phases are timed.
+    let wait = Duration::from_secs_f64(60.0 + args.participants as f64 / 20.0 + 4.0 * args.seconds);
+    let mut results = Vec::new();
+    // All stay connected until every one has finished (dropping one stops it).
+    for load in &loads {
+        let line = load.wait_line(wait, |l| l.starts_with(RESULT))?;
+        let result: LoadResult = serde_json::from_str(&line[RESULT.len()..])
+            .context("reading the load generator's result")?;
+        results.push(result);
+    }
+    drop(loads);
+    let result = LoadResult::merge(results);
+    eprintln!(
+        "server {protocol:?} ({} node(s), {generators} load process(es)): {} of {} joined in {:.2} s, chat {}/{} deliveries, sessions {} requested / {} offers relayed, {} held, {} errors",
+        servers.len(),
+        result.joined,
+        result.participants,
+        result.join_seconds,
+        result.chat_ms.len(),
+        result.chat_sent * (ROOM_SIZE - 1),
+        result.sessions_requested,
+        result.sdp_ms.len(),
+        result.held,
+        result.errors
+    );
+    Ok(result)
+}
+
+/// The command line of one `gst-room bench load` process.
+fn load_args(
+    args: &ServerArgs,
+    protocol: Protocol,
+    servers: &[(Child, String)],
+    room_prefix: &str,
+    participants: u32,
+    rate: f64,
+) -> Vec<String> {
     let mut load_args = vec![
         "bench".to_owned(),
         "load".to_owned(),
@@ -263,35 +350,47 @@ fn load_run(
     }
     load_args.extend([
         "--participants".to_owned(),
-        args.participants.to_string(),
+        participants.to_string(),
         "--rate".to_owned(),
-        args.rate.to_string(),
+        rate.to_string(),
         "--seconds".to_owned(),
         args.seconds.to_string(),
         "--concurrency".to_owned(),
         args.concurrency.to_string(),
     ]);
-    let load = Child::spawn("load generator", &load_args)?;
-    // Joins take well under 100 ms each even on a busy machine; the phases are timed.
-    let wait = Duration::from_secs_f64(60.0 + args.participants as f64 / 20.0 + 4.0 * args.seconds);
-    let line = load.wait_line(wait, |l| l.starts_with(RESULT))?;
-    let result: LoadResult = serde_json::from_str(&line[RESULT.len()..])
-        .context("reading the load generator's result")?;
-    eprintln!(
-        "server {protocol:?} ({} node(s)): {} of {} joined in {:.2} s, chat {}/{} deliveries, sessions {} requested / {} offers relayed, {} held, {} errors",
-        servers.len(),
-        result.joined,
-        result.participants,
-        result.join_seconds,
-        result.chat_ms.len(),
-        result.chat_sent * (ROOM_SIZE - 1),
-        result.sessions_requested,
-        result.sdp_ms.len(),
-        result.held,
-        result.errors
-    );
-    drop(load);
-    Ok(result)
+    load_args
+}
+
+impl LoadResult {
+    /// One result of load processes that ran at the same time: counts and samples added up,
+    /// the join phase as long as the slowest process's, memory from the earliest "before" to
+    /// the latest "after" (the servers' RSS is measured by every process).
+    fn merge(results: Vec<LoadResult>) -> LoadResult {
+        let mut all = LoadResult {
+            rss_before: u64::MAX,
+            ..LoadResult::default()
+        };
+        for r in results {
+            all.participants += r.participants;
+            all.joined += r.joined;
+            all.join_seconds = all.join_seconds.max(r.join_seconds);
+            all.join_ms.extend(r.join_ms);
+            all.rss_before = all.rss_before.min(r.rss_before);
+            all.rss_after = all.rss_after.max(r.rss_after);
+            all.chat_sent += r.chat_sent;
+            all.chat_ms.extend(r.chat_ms);
+            all.sessions_requested += r.sessions_requested;
+            all.request_ms.extend(r.request_ms);
+            all.sdp_ms.extend(r.sdp_ms);
+            all.chat_cross_ms.extend(r.chat_cross_ms);
+            all.request_cross_ms.extend(r.request_cross_ms);
+            all.sdp_cross_ms.extend(r.sdp_cross_ms);
+            all.held += r.held;
+            all.errors += r.errors;
+        }
+        all.rss_before = all.rss_before.min(all.rss_after);
+        all
+    }
 }
 
 fn figures(ours: &[LoadResult], anchor: &[LoadResult]) -> Vec<Figure> {
