@@ -42,7 +42,11 @@ impl Peer {
         let mut child = net
             .command(host, env!("CARGO_BIN_EXE_netpeer"))
             .args(args)
-            .env("GST_DEBUG", "0")
+            // Quiet unless asked (NETPEER_GST_DEBUG=webrtcsink:5 … to see what a peer does).
+            .env(
+                "GST_DEBUG",
+                std::env::var("NETPEER_GST_DEBUG").unwrap_or_else(|_| "0".into()),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .expect("netpeer runs");
@@ -415,7 +419,7 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
         "pub",
         "tc qdisc add dev eth0 root tbf rate 500kbit burst 32kbit latency 200ms",
     );
-    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
+    let (_server, publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
     // webrtcsink starts at 2 Mbit/s: the first seconds overrun the link until congestion
     // control has found its rate (figures printed, and in `gst-room bench network`); the
     // checks are on the 20 s after that.
@@ -433,7 +437,15 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
                 .count()
         })
         .collect();
+    let bitrates: Vec<u64> = publisher
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("bitrate "))
+        .filter_map(|l| Some(l.split(' ').nth(1)?.parse::<u64>().ok()? / 1000))
+        .collect();
     println!("500 kbit/s: {capped:?}\nframes per second: {per_second:?}");
+    println!("encoder target, kbit/s, once a second: {bitrates:?}");
+    if let Ok(dump) = std::env::var("W11_DUMP") { std::fs::write(&dump, lines.join("\n")).unwrap(); std::fs::write(format!("{dump}.pub"), publisher.lines().join("\n")).unwrap(); }
     assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
     assert!(
         capped.longest_freeze_ms <= 1000,
