@@ -403,25 +403,26 @@ fn video_and_audio_keep_flowing_under_5_percent_loss() {
     );
 }
 
-// Not met yet (issue 11 stays open): on a quiet machine most runs show multi-second freezes
-// under this cap — congestion control oscillates and each unrepaired loss waits for a
-// keyframe (runs: 20.9 fps / 2.1 s freeze, 11.8 fps, 27.8 fps / 1.7 s freeze). Kept as the
-// statement of the goal; run it with `cargo test --test network -- --ignored`.
 #[test]
-#[ignore = "fails: multi-second freezes under a 500 kbit/s uplink cap (issue 11 open)"]
 fn video_keeps_flowing_on_a_500_kbits_uplink() {
     let _serial = one_at_a_time();
     let net = Network::new(&["srv", "pub", "view"]);
-    // The publisher's uplink (its eth0 egress) is a 500 kbit/s one from the start; congestion
-    // control must bring the encoder under it (webrtcsink starts at 2 Mbit/s).
+    // The publisher's uplink (its eth0 egress) is a 500 kbit/s one from the start. Its queue
+    // holds 200 ms (tbf `latency`; 12.5 kB at this rate, plus a 4 kB burst): a real uplink
+    // of this speed buffers a few hundred ms (often far more, "bufferbloat"), so this is the
+    // lean side — a packet over it is dropped, not delayed.
     sh(
         &net,
         "pub",
         "tc qdisc add dev eth0 root tbf rate 500kbit burst 32kbit latency 200ms",
     );
-    let (_server, publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
-    // webrtcsink starts at 2 Mbit/s: the first seconds overrun the link until congestion
-    // control has found its rate (figures printed, and in `gst-room bench network`); the
+    // A viewer across the internet, as in the loss test: `latency=200` (README). The queue
+    // above makes delay vary by up to ~260 ms; with the LAN default of 50 ms the jitterbuffer
+    // gives up on late packets, and each one costs a keyframe request and a freeze.
+    let (_server, publisher, mut viewer) =
+        conference(&net, "pub", "view", "moving", &["latency=200"]);
+    // Congestion control starts at 300 kbit/s (roomsink/congestion.rs) and needs a few
+    // seconds to find the link's rate (figures printed, and in `gst-room bench network`); the
     // checks are on the 20 s after that.
     let adapting = measure(&mut viewer, Duration::from_secs(10));
     println!("first 10 s at 500 kbit/s: {adapting:?}");
@@ -445,7 +446,6 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
         .collect();
     println!("500 kbit/s: {capped:?}\nframes per second: {per_second:?}");
     println!("encoder target, kbit/s, once a second: {bitrates:?}");
-    if let Ok(dump) = std::env::var("W11_DUMP") { std::fs::write(&dump, lines.join("\n")).unwrap(); std::fs::write(format!("{dump}.pub"), publisher.lines().join("\n")).unwrap(); }
     assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
     assert!(
         capped.longest_freeze_ms <= 1000,

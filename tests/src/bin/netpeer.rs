@@ -60,7 +60,7 @@ fn main() {
             let line = format!(
                 "{video} ! roomsink name=sink server-url={url} room={room} username={user} {} \
                  audiotestsrc is-live=true wave=sine ! sink.",
-                props.join(" ") + " " + &std::env::var("NETPEER_PUB_PROPS").unwrap_or_default()
+                props.join(" ")
             );
             run(&line, Role::Publisher);
         }
@@ -267,9 +267,6 @@ fn report_pair(webrtcbin: &gst::Element) {
         };
         if s.name() == "inbound-rtp" {
             received += s.get::<u64>("bytes-received").unwrap_or(0);
-            if std::env::var("NETPEER_STATS").is_ok() {
-                say(format!("stats {} {s}", ms()));
-            }
         }
         let (Ok(kind), Ok(address), Ok(id)) = (
             s.get::<String>("candidate-type"),
