@@ -297,6 +297,18 @@ fn measure(viewer: &mut Peer, fault: Duration) -> Window {
     window(&lines, from, from + fault.as_millis() as u64)
 }
 
+/// Prints the publisher's video encoder target bitrate over the run (what congestion control
+/// set, once a second).
+fn print_encoder_targets(publisher: &Peer) {
+    let kbps: Vec<u64> = publisher
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("bitrate "))
+        .filter_map(|l| Some(l.split(' ').nth(1)?.parse::<u64>().ok()? / 1000))
+        .collect();
+    println!("encoder target, kbit/s, once a second: {kbps:?}");
+}
+
 /// A server in `srv`, a publisher of `source` in `publisher` and a viewer in `viewer`, with
 /// media flowing (30 frames decoded).
 fn conference(
@@ -379,7 +391,7 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
 fn video_and_audio_keep_flowing_under_5_percent_loss() {
     let _serial = one_at_a_time();
     let net = Network::new(&["srv", "pub", "view"]);
-    let (_server, _publisher, mut viewer) =
+    let (_server, publisher, mut viewer) =
         conference(&net, "pub", "view", "moving", &["latency=200"]);
     // Without loss, for comparison (a loaded machine decodes fewer frames anyway).
     let clean = measure(&mut viewer, Duration::from_secs(5));
@@ -395,6 +407,7 @@ fn video_and_audio_keep_flowing_under_5_percent_loss() {
     );
     let w = measure(&mut viewer, Duration::from_secs(20));
     println!("5 % loss: {w:?}");
+    print_encoder_targets(&publisher);
     assert!(w.fps >= 28.0, "fps under 5 % loss: {w:?}");
     assert!(w.longest_freeze_ms <= 1000, "freeze under 5 % loss: {w:?}");
     assert!(
@@ -438,14 +451,8 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
                 .count()
         })
         .collect();
-    let bitrates: Vec<u64> = publisher
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("bitrate "))
-        .filter_map(|l| Some(l.split(' ').nth(1)?.parse::<u64>().ok()? / 1000))
-        .collect();
     println!("500 kbit/s: {capped:?}\nframes per second: {per_second:?}");
-    println!("encoder target, kbit/s, once a second: {bitrates:?}");
+    print_encoder_targets(&publisher);
     assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
     assert!(
         capped.longest_freeze_ms <= 1000,
