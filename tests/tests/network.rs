@@ -434,8 +434,8 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
     // gives up on late packets, and each one costs a keyframe request and a freeze.
     let (_server, publisher, mut viewer) =
         conference(&net, "pub", "view", "moving", &["latency=200"]);
-    // Congestion control starts at 300 kbit/s (roomsink/congestion.rs) and needs a few
-    // seconds to find the link's rate (figures printed, and in `gst-room bench network`); the
+    // webrtcsink starts at 2 Mbit/s: the first seconds overrun the link until congestion
+    // control has found its rate (figures printed, and in `gst-room bench network`); the
     // checks are on the 20 s after that.
     let adapting = measure(&mut viewer, Duration::from_secs(10));
     println!("first 10 s at 500 kbit/s: {adapting:?}");
