@@ -43,6 +43,11 @@ up() {
     [[ $host =~ ^[a-z0-9]{1,12}$ ]] || die "host names are 1-12 of a-z 0-9, not $host"
     ns="$run-$host"
     ip netns add "$ns"
+    # No IPv6 duplicate address detection: eth0's link-local address is final at once. With
+    # it, the address turns from tentative to valid a second or so after the link comes up,
+    # and Chromium, seeing its network change, aborts a page load in progress
+    # (net::ERR_NETWORK_CHANGED in lan.test.mjs).
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.accept_dad=0
     ip -n "$ns" link set lo up
     # Both ends are created straight in their namespaces: no name in the root namespace.
     ip link add eth0 netns "$ns" type veth peer name "port$i" netns "$hub"

@@ -84,6 +84,37 @@ fn server_bench_prints_figures_with_anchor() {
 }
 
 #[test]
+fn server_bench_over_two_nodes_on_redis_prints_same_and_cross_node_figures() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime.block_on(gst_room_tests::cluster::RedisServer::start());
+    let figures = bench(&[
+        "server",
+        "--nodes",
+        "2",
+        "--redis",
+        &redis.url(),
+        "--participants",
+        "30",
+        "--seconds",
+        "1",
+    ]);
+    assert_eq!(figure(&figures, "connections_held")["median"], 30.0);
+    assert_eq!(figure(&figures, "connections_held")["anchor"], 30.0);
+    for name in [
+        "chat_fanout_latency",
+        "session_request_latency",
+        "sdp_relay_latency",
+    ] {
+        for side in ["same_node", "cross_node"] {
+            let figure = figure(&figures, &format!("{name}_{side}"));
+            assert!(positive(&figure["median"]), "{figure}");
+            // The anchor: one node without Redis, in the same run.
+            assert!(positive(&figure["anchor"]), "{figure}");
+        }
+    }
+}
+
+#[test]
 fn join_bench_prints_figures_with_anchor() {
     let figures = bench(&["join", "--runs", "1"]);
     let first = figure(&figures, "first_frame");

@@ -83,6 +83,25 @@ impl IceConfig {
                 gst_webrtc::WebRTCICETransportPolicy::Relay,
             );
         }
+        disable_upnp(webrtcbin);
+    }
+}
+
+/// Turns off libnice's UPnP IGD port mapping (on by default) for `webrtcbin`'s ICE agent. A
+/// room needs no port mappings on the user's router (TURN covers what host and server-reflexive
+/// candidates do not; browsers do no UPnP either), and with it on every session's agent sends
+/// SSDP discovery to the LAN and holds extra sockets (port 1900 on each address) for its life.
+fn disable_upnp(webrtcbin: &gst::Element) {
+    // webrtcbin's `ice-agent` (a GstWebRTCNice) exposes its NiceAgent as `agent`.
+    let Some(ice) = webrtcbin.property::<Option<gst::glib::Object>>("ice-agent") else {
+        return;
+    };
+    if ice.find_property("agent").is_none() {
+        return;
+    }
+    let agent = ice.property::<gst::glib::Object>("agent");
+    if agent.find_property("upnp").is_some() {
+        agent.set_property("upnp", false);
     }
 }
 

@@ -7,6 +7,7 @@
 //!   the process with the same server, room and username;
 //! - `signaller`: the `Signallable` that connects webrtcsink/webrtcsrc to the room client;
 //! - `events`: room events as bus messages and signals, and the properties both elements share;
+//! - `membership`: what both elements do with the participant from start to stop;
 //! - `tls`: what `wss://` trusts (system roots + `tls-ca-file`) and how its failures read;
 //! - `ice`: the STUN/TURN servers and relay policy of each session's webrtcbin.
 //!
@@ -21,6 +22,7 @@ use gst::glib;
 pub mod client;
 pub mod events;
 pub mod ice;
+mod membership;
 mod mute;
 pub mod roomsink;
 pub mod roomsrc;

@@ -29,9 +29,15 @@
 //!   sessions end);
 //! - an edge whose room owner died takes the room over when the lease has expired (or finds the
 //!   node that did): the new owner rebuilds the room from the hash — participants on live nodes
-//!   are put back without any message, and everyone gets LEFT for those of dead nodes. Each edge
+//!   are put back without any message, and everyone gets LEFT for those of dead nodes. The new
+//!   owner tells each edge first (an `Owner` envelope, ahead of its events in the edge's inbox),
+//!   so what a participant sends after hearing of the takeover goes to the new owner. Each edge
 //!   then tells the new owner which of its participants are still there (a claim), so one that
-//!   left meanwhile does not linger. Sessions that were open are lost with the owner's memory.
+//!   left meanwhile does not linger. Sessions that were open are lost with the owner's memory;
+//!   edges track their participants' sessions from the owner's messages and end (with
+//!   `session-ended`) those whose other end they hear LEFT for, which an owner that knew the
+//!   session would have ended before. Session ids start at a random number on every node, so
+//!   the new owner does not reuse the ids of sessions still open.
 //!
 //! # Redis unavailable
 //!
@@ -122,12 +128,18 @@ enum Envelope {
         room: String,
         username: String,
         grants: Grants,
+        /// The join's request id, echoed in a refusal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Edge → owner: a message of a joined participant.
     Client {
         from: String,
         peer: PeerId,
         msg: ClientMessage,
+        /// Its request id, echoed in an `error` or `failed` it causes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Edge → owner: the participant's connection ended.
     Disconnect { from: String, peer: PeerId },
@@ -137,8 +149,18 @@ enum Envelope {
         room: String,
         peers: Vec<PeerId>,
     },
+    /// New owner → edge, after a takeover: `from` now runs `room`. Sent before any event of
+    /// the new owner for that room, so the edge forwards what its participants send after
+    /// hearing such an event to the new owner, not to the dead one (whose inbox nobody reads).
+    Owner { from: String, room: String },
     /// Owner → edge: a message for the edge's `peer`.
-    Deliver { peer: PeerId, msg: ServerMessage },
+    Deliver {
+        peer: PeerId,
+        msg: ServerMessage,
+        /// The request id it answers (refusals only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
     /// Owner → edge: the owner gave the room up; close `peer`'s connection so it rejoins.
     Evict { peer: PeerId },
 }
@@ -170,6 +192,8 @@ pub(crate) struct Route {
     owner: String,
     /// False until the owner answered the join with `state`.
     joined: bool,
+    /// The pending join's request id, echoed if the join fails here (its owner died).
+    join_id: Option<String>,
 }
 
 /// The hub's cluster state (empty on a single node).
@@ -179,6 +203,11 @@ pub(crate) struct Remote {
     node: Option<String>,
     /// Local participants of rooms owned elsewhere.
     pub(crate) routes: HashMap<PeerId, Route>,
+    /// Open sessions of routed participants, as seen in the owner's messages to them: peer →
+    /// session → the other end's username. A new owner after a takeover does not know the
+    /// sessions of the dead one; with these the edge ends them when it hears LEFT for the
+    /// other end (see [`HubState::end_sessions_with`]).
+    sessions: HashMap<PeerId, HashMap<String, String>>,
     /// Participants of other nodes in rooms owned here: (node, its peer id) → our peer id.
     proxies: HashMap<(String, PeerId), PeerId>,
     /// Our peer id of a proxy → (node, its peer id).
@@ -195,6 +224,37 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// Forgets a routed participant: its route and its sessions.
+    fn unroute(&mut self, peer: PeerId) -> Option<Route> {
+        self.sessions.remove(&peer);
+        self.routes.remove(&peer)
+    }
+
+    /// Notes the sessions that `msg` (from the owner, for routed `peer`) starts or ends.
+    fn track_sessions(&mut self, peer: PeerId, msg: &ServerMessage) {
+        match msg {
+            ServerMessage::SessionStarted {
+                session,
+                participant: other,
+                ..
+            }
+            | ServerMessage::SessionRequest {
+                session,
+                viewer: other,
+                ..
+            } => {
+                let sessions = self.sessions.entry(peer).or_default();
+                sessions.insert(session.clone(), other.clone());
+            }
+            ServerMessage::SessionEnded { session, .. } => {
+                if let Some(sessions) = self.sessions.get_mut(&peer) {
+                    sessions.remove(session);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn push(&self, node: &str, envelope: &Envelope) {
         if let Some(outbound) = &self.outbound {
             let json = serde_json::to_string(envelope).expect("envelopes always serialise");
@@ -212,41 +272,53 @@ impl Remote {
 
 impl HubState {
     /// Sends a routed peer's message to its room's owner; false for peers handled here.
-    pub(crate) fn forward(&mut self, peer: PeerId, msg: &ClientMessage) -> bool {
+    pub(crate) fn forward(&mut self, peer: PeerId, msg: &ClientMessage, id: Option<&str>) -> bool {
         let Some(route) = self.remote.routes.get(&peer).cloned() else {
             return false;
         };
         if matches!(msg, ClientMessage::Join { .. }) {
-            self.deliver(vec![(peer, already_joined())]);
+            let answered = id.map(|id| (peer, id.to_owned()));
+            self.deliver_answering(vec![(peer, already_joined())], answered.as_ref());
             return true;
         }
         let envelope = Envelope::Client {
             from: self.remote.me(),
             peer,
             msg: msg.clone(),
+            id: id.map(str::to_owned),
         };
         self.remote.push(&route.owner, &envelope);
-        if matches!(msg, ClientMessage::Leave {}) {
-            self.remote.routes.remove(&peer);
+        match msg {
+            ClientMessage::Leave {} => {
+                self.remote.unroute(peer);
+            }
+            // The owner tells only the other end: the session is over for this one now.
+            ClientMessage::Stop { session } => {
+                if let Some(sessions) = self.remote.sessions.get_mut(&peer) {
+                    sessions.remove(session);
+                }
+            }
+            _ => {}
         }
         true
     }
 
     /// A message for a peer without a local queue: a proxy's goes to its node.
-    pub(crate) fn send_to_origin(&mut self, peer: PeerId, msg: ServerMessage) {
+    pub(crate) fn send_to_origin(&mut self, peer: PeerId, msg: ServerMessage, id: Option<String>) {
         let Some((node, origin_peer)) = self.remote.origins.get(&peer).cloned() else {
             return;
         };
         let envelope = Envelope::Deliver {
             peer: origin_peer,
             msg,
+            id,
         };
         self.remote.push(&node, &envelope);
     }
 
     /// Takes a local peer out: out of its routed room (telling the owner) or its local room.
     pub(crate) fn drop_peer(&mut self, peer: PeerId) -> crate::rooms::Outbox {
-        if let Some(route) = self.remote.routes.remove(&peer) {
+        if let Some(route) = self.remote.unroute(peer) {
             let envelope = Envelope::Disconnect {
                 from: self.remote.me(),
                 peer,
@@ -308,6 +380,7 @@ impl HubState {
 
     /// Removes a proxy from its room and forgets it.
     fn drop_proxy(&mut self, proxy: PeerId) {
+        tracing::debug!(node = %self.remote.me(), proxy, origin = ?self.remote.origins.get(&proxy), "dropping a proxy");
         if let Some(origin) = self.remote.origins.remove(&proxy) {
             self.remote.proxies.remove(&origin);
         }
@@ -332,7 +405,7 @@ impl HubState {
     /// Closes a local connection (it reconnects and rejoins) and takes it out of everything.
     fn evict(&mut self, peer: PeerId) {
         if self.queues.remove(&peer).is_some() {
-            tracing::info!(peer, "evicting: its room moved or this node lost Redis");
+            tracing::info!(node = %self.remote.me(), peer, "evicting: its room moved or this node lost Redis");
             let out = self.drop_peer(peer);
             self.deliver(out);
         }
@@ -340,7 +413,7 @@ impl HubState {
 
     /// Gives up an owned room: local participants are closed, the others evicted by their edges.
     fn abandon_room(&mut self, room: &str) {
-        tracing::warn!(room, "giving up the room");
+        tracing::warn!(node = %self.remote.me(), room, "giving up the room");
         self.remote.owned.remove(room);
         for record in self.rooms.members_of(room) {
             match self.remote.origins.get(&record.peer).cloned() {
@@ -363,6 +436,7 @@ impl HubState {
                 room,
                 username,
                 grants,
+                id,
             } => {
                 if let Some(waiting) = self.remote.acquiring.get_mut(&room) {
                     waiting.push(Envelope::Join {
@@ -371,12 +445,14 @@ impl HubState {
                         room,
                         username,
                         grants,
+                        id,
                     });
                     return;
                 }
                 if !self.remote.owned.contains(&room) {
                     let msg = unavailable("the room moved to another server; try again");
-                    self.remote.push(&from, &Envelope::Deliver { peer, msg });
+                    self.remote
+                        .push(&from, &Envelope::Deliver { peer, msg, id });
                     return;
                 }
                 if let Some(old) = self.remote.proxies.get(&(from.clone(), peer)).copied() {
@@ -390,21 +466,28 @@ impl HubState {
                     Ok(grants),
                     std::time::SystemTime::now(),
                 );
-                self.deliver(out);
+                let answered = id.map(|id| (proxy, id));
+                self.deliver_answering(out, answered.as_ref());
                 if self.rooms.room_name(proxy).is_none() {
                     self.drop_proxy(proxy);
                 } else {
                     self.record_room(&room);
                 }
             }
-            Envelope::Client { from, peer, msg } => {
+            Envelope::Client {
+                from,
+                peer,
+                msg,
+                id,
+            } => {
                 let Some(proxy) = self.remote.proxies.get(&(from, peer)).copied() else {
                     return;
                 };
                 let before = self.rooms.room_name(proxy).map(str::to_owned);
                 let changes = changes_members(&msg);
                 let out = self.rooms.handle(proxy, msg);
-                self.deliver(out);
+                let answered = id.map(|id| (proxy, id));
+                self.deliver_answering(out, answered.as_ref());
                 if self.rooms.room_name(proxy).is_none() {
                     self.drop_proxy(proxy);
                     if let Some(room) = before {
@@ -420,6 +503,7 @@ impl HubState {
                 }
             }
             Envelope::Claim { from, room, peers } => {
+                tracing::debug!(node = %self.remote.me(), from, room, ?peers, "claim");
                 let gone: Vec<PeerId> = self
                     .remote
                     .proxies
@@ -435,19 +519,20 @@ impl HubState {
                     self.drop_proxy(proxy);
                 }
             }
-            Envelope::Deliver { peer, msg } => self.deliver_routed(peer, msg),
+            Envelope::Owner { from, room } => self.follow(&room, None, &from),
+            Envelope::Deliver { peer, msg, id } => self.deliver_routed(peer, msg, id),
             Envelope::Evict { peer } => self.evict(peer),
         }
     }
 
     /// A message from a room's owner for a local participant; `state` and `failed` settle a
     /// pending join.
-    fn deliver_routed(&mut self, peer: PeerId, msg: ServerMessage) {
+    fn deliver_routed(&mut self, peer: PeerId, msg: ServerMessage, id: Option<String>) {
         if let Some(route) = self.remote.routes.get_mut(&peer) {
             match &msg {
                 ServerMessage::State { .. } => route.joined = true,
                 ServerMessage::Failed { .. } if !route.joined => {
-                    self.remote.routes.remove(&peer);
+                    self.remote.unroute(peer);
                 }
                 _ => {}
             }
@@ -455,15 +540,81 @@ impl HubState {
             // Not (or no longer) in a room owned elsewhere: a late message for a peer that left.
             return;
         }
-        self.deliver(vec![(peer, msg)]);
+        self.remote.track_sessions(peer, &msg);
+        if let ServerMessage::Left { username } = &msg {
+            let ended = self.end_sessions_with(peer, username);
+            self.deliver(ended);
+        }
+        let answered = id.map(|id| (peer, id));
+        self.deliver_answering(vec![(peer, msg)], answered.as_ref());
+    }
+
+    /// `session-ended` for `peer`'s tracked sessions with `username`, who has left: an owner
+    /// ends a session before announcing LEFT, so any still tracked then belongs to a dead owner.
+    fn end_sessions_with(&mut self, peer: PeerId, username: &str) -> crate::rooms::Outbox {
+        let Some(sessions) = self.remote.sessions.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let mut ended: Vec<String> = sessions
+            .iter()
+            .filter(|(_, other)| *other == username)
+            .map(|(session, _)| session.clone())
+            .collect();
+        ended.sort();
+        ended
+            .into_iter()
+            .map(|session| {
+                sessions.remove(&session);
+                let reason = "participant left".to_owned();
+                (peer, ServerMessage::SessionEnded { session, reason })
+            })
+            .collect()
+    }
+
+    /// Points this node's participants of `room` at its new `owner` (those routed to
+    /// `old_owner`, or all that have joined when `None`) and claims them there.
+    fn follow(&mut self, room: &str, old_owner: Option<&str>, owner: &str) {
+        tracing::debug!(node = %self.remote.me(), room, old_owner, owner, "follow");
+        // The claim lists every participant of `room` now routed to `owner`, not only those
+        // moved by this call: a second `follow` for the same takeover (the owner's `Owner`
+        // envelope and the edge noticing the dead owner itself) must not claim nobody, or the
+        // owner drops them all.
+        let mut peers = Vec::new();
+        for (peer, route) in self.remote.routes.iter_mut() {
+            if route.room != room {
+                continue;
+            }
+            let moves = match old_owner {
+                Some(old) => route.owner == old,
+                None => route.joined,
+            };
+            if moves {
+                route.owner = owner.to_owned();
+            }
+            if route.owner == owner {
+                peers.push(*peer);
+            }
+        }
+        let me = self.remote.me();
+        if owner != me {
+            let claim = Envelope::Claim {
+                from: me,
+                room: room.to_owned(),
+                peers,
+            };
+            self.remote.push(owner, &claim);
+        }
     }
 
     /// Rebuilds a room this node has just taken the lease of, from the participants recorded
     /// in Redis: those of live nodes come back silently, the others are announced as gone.
     fn take_over(&mut self, room: &str, stored: Vec<StoredMember>, alive: &HashSet<String>) {
         let me = self.remote.me();
+        tracing::debug!(node = %me, room, ?stored, ?alive, "take over");
         self.remote.owned.insert(room.to_owned());
         let mut departed = Vec::new();
+        let mut restored_here = Vec::new();
+        let mut edges = HashSet::new();
         for member in stored {
             if member.node == me {
                 let routed_here = self
@@ -474,19 +625,38 @@ impl HubState {
                 if routed_here && self.queues.contains_key(&member.peer) {
                     self.remote.routes.remove(&member.peer);
                     self.rooms.restore(member.peer, room, member.record);
+                    restored_here.push(member.peer);
                 } else {
                     departed.push(member.record);
                 }
             } else if alive.contains(&member.node) {
-                let proxy = self.new_proxy((member.node, member.peer));
+                let proxy = self.new_proxy((member.node.clone(), member.peer));
                 self.rooms.restore(proxy, room, member.record);
+                edges.insert(member.node);
             } else {
                 departed.push(member.record);
             }
         }
+        // The edges hear of the new owner before its first event (see `Envelope::Owner`).
+        for edge in edges {
+            let owner = Envelope::Owner {
+                from: me.clone(),
+                room: room.to_owned(),
+            };
+            self.remote.push(&edge, &owner);
+        }
         for record in departed {
+            // Sessions of the participants restored here (tracked while they were routed)
+            // with one that is gone end first; the edges do the same for theirs on LEFT.
+            for peer in &restored_here {
+                let ended = self.end_sessions_with(*peer, &record.username);
+                self.deliver(ended);
+            }
             let out = self.rooms.departed(room, &record);
             self.deliver(out);
+        }
+        for peer in restored_here {
+            self.remote.sessions.remove(&peer);
         }
         self.record_room(room);
         self.release_waiting(room);
@@ -555,6 +725,9 @@ impl Cluster {
             let mut state = hub.state.lock().unwrap();
             state.remote.node = Some(config.node_id.clone());
             state.remote.outbound = Some(outbound);
+            // Session ids stay unique across the nodes (up to 2^48 sessions per node).
+            let first_session = 1 + (rand::random::<u64>() >> 16);
+            state.rooms.number_sessions_from(first_session);
         }
         let cluster = Arc::new(Cluster {
             hub,
@@ -588,41 +761,37 @@ impl Cluster {
         admitted: Result<Grants, Refusal>,
         id: Option<String>,
     ) {
+        let joined = {
+            let state = self.hub.state.lock().unwrap();
+            state.rooms.room_name(peer).is_some() || state.remote.routes.contains_key(&peer)
+        };
         let refused_here = admitted.is_err()
             || validate_name(&room).is_err()
             || validate_username(&username).is_err()
-            || self
-                .hub
-                .state
-                .lock()
-                .unwrap()
-                .rooms
-                .room_name(peer)
-                .is_some();
+            || joined;
         if refused_here {
             // The local rules give the right `failed` answer.
             return self.hub.join(peer, room, username, admitted, id);
         }
         let grants = admitted.expect("checked");
         if !self.is_available() {
-            return self.fail(
-                peer,
-                "this server has lost its connection to Redis; try again",
-            );
+            let detail = "this server has lost its connection to Redis; try again";
+            return self.fail(peer, detail, id);
         }
         match self.owner_of(&room).await {
             Ok(owner) if owner == self.node => self.hub.join(peer, room, username, Ok(grants), id),
-            Ok(owner) => self.route_join(peer, room, username, grants, owner),
+            Ok(owner) => self.route_join(peer, room, username, grants, owner, id),
             Err(why) => {
                 tracing::warn!(room, "no owner for the room: {why}");
-                self.fail(peer, "no server could take the room; try again")
+                self.fail(peer, "no server could take the room; try again", id)
             }
         }
     }
 
-    fn fail(&self, peer: PeerId, detail: &str) {
+    fn fail(&self, peer: PeerId, detail: &str, id: Option<String>) {
         let mut state = self.hub.state.lock().unwrap();
-        state.deliver(vec![(peer, unavailable(detail))]);
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(vec![(peer, unavailable(detail))], answered.as_ref());
     }
 
     fn route_join(
@@ -632,10 +801,12 @@ impl Cluster {
         username: String,
         grants: Grants,
         owner: String,
+        id: Option<String>,
     ) {
         let mut state = self.hub.state.lock().unwrap();
+        let answered = id.clone().map(|id| (peer, id));
         if state.remote.routes.contains_key(&peer) {
-            return state.deliver(vec![(peer, already_joined())]);
+            return state.deliver_answering(vec![(peer, already_joined())], answered.as_ref());
         }
         if !state.queues.contains_key(&peer) {
             return;
@@ -646,12 +817,14 @@ impl Cluster {
             room: room.clone(),
             username,
             grants,
+            id: id.clone(),
         };
         state.remote.push(&owner, &envelope);
         let route = Route {
             room,
             owner,
             joined: false,
+            join_id: id,
         };
         state.remote.routes.insert(peer, route);
     }
@@ -890,15 +1063,29 @@ impl Cluster {
                 self.hub.state.lock().unwrap().abandon_room(&room);
             }
         }
-        for room in rooms {
-            let renewed: redis::RedisResult<i64> = renew
-                .key(lease_key(&room))
-                .arg(&self.node)
-                .arg(LEASE.as_millis() as u64)
-                .invoke_async(&mut redis)
-                .await;
-            if let Ok(0) = renewed {
-                self.hub.state.lock().unwrap().abandon_room(&room);
+        if rooms.is_empty() {
+            return;
+        }
+        // One round trip for all of them: a node with thousands of rooms renews them all
+        // within its tick.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&renew).ignore();
+        for room in &rooms {
+            pipe.invoke_script(
+                renew
+                    .key(lease_key(room))
+                    .arg(&self.node)
+                    .arg(LEASE.as_millis() as u64),
+            );
+        }
+        let renewed: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut redis).await;
+        let Ok(renewed) = renewed else {
+            return;
+        };
+        let mut state = self.hub.state.lock().unwrap();
+        for (room, renewed) in rooms.iter().zip(renewed) {
+            if renewed == 0 {
+                state.abandon_room(room);
             }
         }
     }
@@ -938,7 +1125,7 @@ impl Cluster {
             }
         }
         for node in &dead {
-            tracing::warn!(node, "node is gone");
+            tracing::warn!(me = %self.node, node, "node is gone");
             missing_once.remove(node);
         }
         Ok(dead)
@@ -967,9 +1154,10 @@ impl Cluster {
                 .map(|(peer, _)| *peer)
                 .collect();
             for peer in pending {
-                state.remote.routes.remove(&peer);
+                let join_id = state.remote.unroute(peer).and_then(|r| r.join_id);
                 let msg = unavailable("the room is moving to another server; try again");
-                state.deliver(vec![(peer, msg)]);
+                let answered = join_id.map(|id| (peer, id));
+                state.deliver_answering(vec![(peer, msg)], answered.as_ref());
             }
             state
                 .remote
@@ -981,7 +1169,12 @@ impl Cluster {
         };
         for room in rooms {
             match self.owner_of(&room).await {
-                Ok(owner) => self.follow(&room, node, owner),
+                Ok(owner) => self
+                    .hub
+                    .state
+                    .lock()
+                    .unwrap()
+                    .follow(&room, Some(node), &owner),
                 Err(why) => {
                     tracing::warn!(room, "could not find a new owner: {why}");
                     let mut state = self.hub.state.lock().unwrap();
@@ -997,34 +1190,6 @@ impl Cluster {
                     }
                 }
             }
-        }
-    }
-
-    /// Points this node's participants of `room` at its new owner and claims them there.
-    fn follow(&self, room: &str, old_owner: &str, owner: String) {
-        let mut state = self.hub.state.lock().unwrap();
-        // The claim lists every participant of `room` now routed to `owner`, not only those
-        // moved by this call: a second `follow` for the same takeover (seen when the dead
-        // owner is noticed on two ticks) must not claim nobody, or the owner drops them all.
-        let mut peers = Vec::new();
-        for (peer, route) in state.remote.routes.iter_mut() {
-            if route.room != room {
-                continue;
-            }
-            if route.owner == old_owner {
-                route.owner = owner.clone();
-            }
-            if route.owner == owner {
-                peers.push(*peer);
-            }
-        }
-        if owner != self.node {
-            let claim = Envelope::Claim {
-                from: self.node.clone(),
-                room: room.to_owned(),
-                peers,
-            };
-            state.remote.push(&owner, &claim);
         }
     }
 

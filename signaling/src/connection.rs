@@ -4,7 +4,10 @@
 //! The task owns both halves of the socket and `select!`s over five things: a frame from the
 //! peer, a message queued by the hub, the ping timer, the join deadline, and server shutdown.
 //! Whatever ends the loop (close, error, silence, full queue, a limit, shutdown), the peer is
-//! unregistered exactly once at the end, which is what sends LEFT to the room.
+//! unregistered exactly once at the end, which is what sends LEFT to the room. The socket is
+//! closed only once that LEFT (or the one a `leave` caused) is written to the other members'
+//! sockets, bounded by [`LEFT_FLUSH_WAIT`] ([`crate::hub::Flush`]): a client that waits for the
+//! close after `leave` knows the room was told.
 //!
 //! Limits: frames up to [`room_protocol::MAX_MESSAGE_BYTES`] are parsed; larger ones up to
 //! [`HARD_FRAME_LIMIT`] get an `error` and the connection stays; beyond that the WebSocket layer
@@ -34,7 +37,7 @@ use crate::Config;
 use crate::auth::Access;
 use crate::cluster::Cluster;
 use crate::frames::MessageClock;
-use crate::hub::Hub;
+use crate::hub::{Flush, Hub, Progress};
 use crate::limits::Limiters;
 use crate::rooms::PeerId;
 
@@ -47,6 +50,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a closing connection waits for the peer's close frame after sending its own.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long an ending connection waits for the LEFT it caused to be written to the others.
+const LEFT_FLUSH_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest serde error quoted back in `error malformed` (serde quotes the input it refuses).
 const MAX_PARSE_ERROR_CHARS: usize = 160;
@@ -94,7 +100,9 @@ pub struct Client {
     pub cluster: Option<Arc<Cluster>>,
 }
 
-/// Runs one connection until it ends.
+/// Runs one connection until it ends, inside a `connection` span that carries its peer id
+/// (recorded once the hub has assigned it).
+#[tracing::instrument(name = "connection", skip_all, fields(peer))]
 pub async fn serve<S>(
     socket: WebSocketStream<S>,
     clock: MessageClock,
@@ -108,15 +116,17 @@ pub async fn serve<S>(
 {
     // Bounded: a peer that cannot keep up loses its connection instead of growing server memory.
     let (queue, mut outgoing) = mpsc::channel(config.outgoing_queue);
-    let peer = hub.register(queue);
-    let span = tracing::info_span!("connection", peer);
-    let _enter = span.enter();
+    let progress = Arc::new(Progress::default());
+    let peer = hub.register(queue, progress.clone());
+    tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
     let (mut sink, mut frames) = socket.split();
     let mut ping = tokio::time::interval(config.ping_interval);
     let mut last_heard = Instant::now();
     let limiters = Limiters::new(config.rate_limits);
     gate.deadline = Some(Instant::now() + config.join_timeout);
+    // What this participant's `leave` queued to the others, to wait for before closing.
+    let mut left = Flush::default();
 
     let close = loop {
         let join_deadline = gate.deadline;
@@ -127,6 +137,7 @@ pub async fn serve<S>(
                     if !matches!(timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await, Ok(Ok(()))) {
                         break None;
                     }
+                    progress.wrote();
                 }
                 None => break Some((CloseCode::Policy, "too slow: outgoing queue full")),
             },
@@ -134,7 +145,7 @@ pub async fn serve<S>(
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        read_text(&hub, &limiters, peer, &client, text.as_str()).await;
+                        left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await);
                         if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
                             break Some((CloseCode::Again, "too many connections waiting to join"));
                         }
@@ -169,8 +180,14 @@ pub async fn serve<S>(
             }
         }
     };
-    // Leave the room before the close handshake, so the others hear LEFT at once.
-    hub.unregister(peer);
+    // Nothing more is written here: no one waits for this connection's writes.
+    progress.close();
+    // Leave the room before the close handshake, so the others hear LEFT at once; close only
+    // once it is on their sockets.
+    left.extend(hub.unregister(peer));
+    if !left.wait(LEFT_FLUSH_WAIT).await {
+        tracing::debug!("LEFT not written to every member within {LEFT_FLUSH_WAIT:?}");
+    }
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -207,19 +224,28 @@ fn close_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
 /// Parses one text frame and hands it to the hub; bad input gets an `error` reply, and so does
 /// a message over a rate limit (which the hub never sees). A join's token is verified here, at
 /// the edge: the hub and the room rules get the verdict. With other nodes, a join waits for its
-/// room's owner to be found (so later messages follow it in order).
-async fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text: &str) {
+/// room's owner to be found (so later messages follow it in order). Returns what a `leave`
+/// queued to the others.
+async fn read_text(
+    hub: &Hub,
+    limiters: &Limiters,
+    peer: PeerId,
+    client: &Client,
+    text: &str,
+) -> Flush {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
             text.len()
         );
-        return hub.reject(peer, ErrorCode::TooLarge, message);
+        hub.reject(peer, ErrorCode::TooLarge, message);
+        return Flush::default();
     }
     match serde_json::from_str::<WithId<ClientMessage>>(text) {
         Ok(WithId { id, msg }) => {
             if let Err(why) = limiters.check(&msg) {
-                return hub.reject_request(peer, ErrorCode::RateLimited, why, id);
+                hub.reject_request(peer, ErrorCode::RateLimited, why, id);
+                return Flush::default();
             }
             match msg {
                 ClientMessage::Join {
@@ -237,14 +263,18 @@ async fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client
                         Some(cluster) => cluster.join(peer, room, username, admitted, id).await,
                         None => hub.join(peer, room, username, admitted, id),
                     }
+                    Flush::default()
                 }
                 msg => hub.handle_request(peer, msg, id),
             }
         }
-        Err(err) => match limiters.check_messages() {
-            Ok(()) => hub.reject(peer, ErrorCode::Malformed, parse_error(&err)),
-            Err(why) => hub.reject(peer, ErrorCode::RateLimited, why),
-        },
+        Err(err) => {
+            match limiters.check_messages() {
+                Ok(()) => hub.reject(peer, ErrorCode::Malformed, parse_error(&err)),
+                Err(why) => hub.reject(peer, ErrorCode::RateLimited, why),
+            }
+            Flush::default()
+        }
     }
 }
 

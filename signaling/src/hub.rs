@@ -10,13 +10,21 @@
 //! up: rather than buffer without bound, the hub drops its queue sender (the connection task sees
 //! the queue close and ends the socket) and takes the participant out of its room at once, so
 //! the others get LEFT without waiting for TCP to notice.
+//!
+//! A participant that leaves (or whose connection ends) gets back a [`Flush`]: the point every
+//! other local member's writer must reach for the LEFT it caused to be on their sockets. The
+//! leaving connection waits for it before it closes its socket, so that a client that waits for
+//! the server to close (roomsink/roomsrc going to NULL) returns only after the others were sent
+//! LEFT. Members served by other nodes (`--redis`) are not covered: their LEFT travels through
+//! Redis.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use room_protocol::{ClientMessage, ErrorCode, ServerMessage, WithId};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{Grants, Refusal};
 use crate::cluster::{Remote, changes_members};
@@ -34,10 +42,77 @@ pub(crate) struct HubState {
     /// Each open connection's outgoing queue (serialised JSON text). Inserted by `register`;
     /// removed by `unregister`, or by `deliver` when the queue is full — dropping the sender is
     /// what tells the connection task to close.
-    pub(crate) queues: HashMap<PeerId, mpsc::Sender<String>>,
+    pub(crate) queues: HashMap<PeerId, Queue>,
     pub(crate) next_peer: PeerId,
     /// Rooms shared with other nodes (`--redis`); empty and unused on a single node.
     pub(crate) remote: Remote,
+}
+
+/// A connection's outgoing queue and how far its writer has got with it.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    sender: mpsc::Sender<String>,
+    progress: Arc<Progress>,
+}
+
+/// How many of one connection's outgoing messages the hub queued and the connection task wrote
+/// to the socket. The connection task reports each write ([`Progress::wrote`]) and its end
+/// ([`Progress::close`]: nothing more will be written, nobody should wait).
+#[derive(Debug, Default)]
+pub struct Progress {
+    queued: AtomicU64,
+    written: AtomicU64,
+    closed: AtomicBool,
+    changed: Notify,
+}
+
+impl Progress {
+    /// One more queued message is on the socket.
+    pub fn wrote(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// The connection writes no more.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once `mark` messages are written, or the connection ended.
+    async fn reached(&self, mark: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a write between the check and the await wakes us.
+            changed.as_mut().enable();
+            if self.closed.load(Ordering::SeqCst) || self.written.load(Ordering::SeqCst) >= mark {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Messages queued to some connections, to wait for until they are written (see the module
+/// doc). Empty: nothing to wait for.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Flush(Vec<(Arc<Progress>, u64)>);
+
+impl Flush {
+    /// Adds `other`'s messages.
+    pub fn extend(&mut self, other: Flush) {
+        self.0.extend(other.0);
+    }
+
+    /// Waits until every message is written (or its connection ended), at most `limit`: a
+    /// reader that does not keep up must not hold a leaving participant. Returns whether all
+    /// were written in time.
+    pub async fn wait(self, limit: Duration) -> bool {
+        let all = futures::future::join_all(self.0.iter().map(|(p, mark)| p.reached(*mark)));
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
 }
 
 impl Hub {
@@ -53,11 +128,16 @@ impl Hub {
         }
     }
 
-    /// A new connection: it gets an id and, through `queue`, the `welcome` message.
-    pub fn register(&self, queue: mpsc::Sender<String>) -> PeerId {
+    /// A new connection: it gets an id and, through `queue`, the `welcome` message. Its task
+    /// reports its writes to `progress`.
+    pub fn register(&self, queue: mpsc::Sender<String>, progress: Arc<Progress>) -> PeerId {
         let mut state = self.state.lock().unwrap();
         let peer = state.next_peer;
         state.next_peer += 1;
+        let queue = Queue {
+            sender: queue,
+            progress,
+        };
         state.queues.insert(peer, queue);
         let out = state.rooms.connect(peer);
         state.deliver(out);
@@ -66,25 +146,32 @@ impl Hub {
 
     /// Applies a message read from `peer`'s connection.
     pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
-        self.handle_request(peer, msg, None);
+        let _ = self.handle_request(peer, msg, None);
     }
 
     /// Applies a message that carried the request id `id`: the `error` / `failed` it causes
-    /// to `peer` echoes the id (the room rules never see ids).
-    /// A message forwarded to the room's owning node (`--redis`) loses its id: the nodes'
-    /// forwarding format does not carry it.
-    pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) {
+    /// to `peer` echoes the id (the room rules never see ids), also when the room's owner is
+    /// another node (`--redis`).
+    /// Returns what a `leave` queued to the others (LEFT, ...), to wait for (see the module
+    /// doc); an empty [`Flush`] for any other message (and for one forwarded to another node).
+    pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) -> Flush {
         let mut state = self.state.lock().unwrap();
-        if state.forward(peer, &msg) {
-            return;
+        if state.forward(peer, &msg, id.as_deref()) {
+            return Flush::default();
         }
         let before = state.rooms.room_name(peer).map(str::to_owned);
         let changes_members = changes_members(&msg);
+        let leave = matches!(msg, ClientMessage::Leave {});
         let out = state.rooms.handle(peer, msg);
         let answered = id.map(|id| (peer, id));
-        state.deliver_answering(out, answered.as_ref());
+        let queued = state.deliver_counting(out, answered.as_ref());
         if changes_members {
             state.record_rooms(peer, before);
+        }
+        if leave {
+            queued.into_flush_except(peer)
+        } else {
+            Flush::default()
         }
     }
 
@@ -99,14 +186,15 @@ impl Hub {
         id: Option<String>,
     ) {
         let mut state = self.state.lock().unwrap();
+        let answered = id.map(|id| (peer, id));
         if state.remote.routes.contains_key(&peer) {
-            return state.deliver(vec![(peer, crate::cluster::already_joined())]);
+            let refusal = vec![(peer, crate::cluster::already_joined())];
+            return state.deliver_answering(refusal, answered.as_ref());
         }
         // The clock is read here, at the edge: the rules stay free of I/O.
         let out = state
             .rooms
             .join(peer, room, username, admitted, SystemTime::now());
-        let answered = id.map(|id| (peer, id));
         state.deliver_answering(out, answered.as_ref());
         state.record_rooms(peer, None);
     }
@@ -143,12 +231,13 @@ impl Hub {
         state.rooms.is_joined(peer) || state.remote.routes.contains_key(&peer)
     }
 
-    /// The connection ended: the participant leaves its room.
-    pub fn unregister(&self, peer: PeerId) {
+    /// The connection ended: the participant leaves its room. Returns what that queued to the
+    /// others (LEFT, ...), to wait for (see the module doc).
+    pub fn unregister(&self, peer: PeerId) -> Flush {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
         let out = state.drop_peer(peer);
-        state.deliver(out);
+        state.deliver_counting(out, None).into_flush_except(peer)
     }
 
     /// The `/rooms` listing.
@@ -166,14 +255,17 @@ impl HubState {
 
     /// [`Self::deliver`], with the request id `answered.1` added to the refusals
     /// (`error`, `failed`) that go to `answered.0`.
-    fn deliver_answering(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) {
+    pub(crate) fn deliver_answering(&mut self, out: Outbox, answered: Option<&(PeerId, String)>) {
+        let _ = self.deliver_counting(out, answered);
+    }
+
+    /// [`Self::deliver_answering`] that returns where each local recipient's queue stood
+    /// after its last message.
+    fn deliver_counting(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) -> Queued {
+        let mut queued = Queued::default();
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
-                let Some(queue) = self.queues.get(&peer) else {
-                    self.send_to_origin(peer, msg);
-                    continue;
-                };
                 let id = answered
                     .filter(|(to, _)| *to == peer)
                     .filter(|_| {
@@ -183,20 +275,40 @@ impl HubState {
                         )
                     })
                     .map(|(_, id)| id.clone());
+                let Some(queue) = self.queues.get(&peer) else {
+                    self.send_to_origin(peer, msg, id);
+                    continue;
+                };
                 let text = serde_json::to_string(&WithId { id, msg })
                     .expect("protocol messages always serialise");
-                if queue.try_send(text).is_err() {
+                if queue.sender.try_send(text).is_err() {
                     tracing::warn!(
                         peer,
                         "outgoing queue full or closed: dropping the connection"
                     );
                     self.queues.remove(&peer);
+                    queued.0.remove(&peer);
                     dropped.push(peer);
+                } else {
+                    let mark = queue.progress.queued.fetch_add(1, Ordering::SeqCst) + 1;
+                    queued.0.insert(peer, (queue.progress.clone(), mark));
                 }
             }
             for peer in dropped {
                 out.extend(self.drop_peer(peer));
             }
         }
+        queued
+    }
+}
+
+/// The local recipients of a delivery, each with the count its queue reached.
+#[derive(Default)]
+struct Queued(HashMap<PeerId, (Arc<Progress>, u64)>);
+
+impl Queued {
+    fn into_flush_except(mut self, peer: PeerId) -> Flush {
+        self.0.remove(&peer);
+        Flush(self.0.into_values().collect())
     }
 }

@@ -112,6 +112,13 @@ impl Rooms {
         }
     }
 
+    /// Numbers the next sessions from `first` on. Nodes sharing rooms (`--redis`) each start
+    /// at a random point, so that a node taking a room over does not reuse the ids of sessions
+    /// still open between its participants.
+    pub fn number_sessions_from(&mut self, first: u64) {
+        self.next_session = first;
+    }
+
     /// A connection opened: it gets `welcome`.
     pub fn connect(&mut self, peer: PeerId) -> Outbox {
         self.peers.insert(peer, Peer::default());

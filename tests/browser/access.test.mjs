@@ -39,7 +39,12 @@ async function instrumentedPage() {
     page.console.push(m.text());
     if (m.type() === 'error') page.problems.push(`console: ${m.text()}`);
   });
-  page.on('request', async (r) => page.requests.push(`${r.url()} ${JSON.stringify(await r.allHeaders())}`));
+  // A request still in flight when its page closes has no headers to read any more: its URL is
+  // kept (the headers' promise rejecting would be an unhandled rejection failing the file).
+  page.on('request', async (r) => {
+    const headers = await r.allHeaders().catch(() => '(page closed)');
+    page.requests.push(`${r.url()} ${JSON.stringify(headers)}`);
+  });
   await page.addInitScript(() => {
     window.__opened = { websockets: [], getUserMedia: 0 };
     const NativeWebSocket = window.WebSocket;

@@ -429,6 +429,47 @@ export function colourClose(a, b, tolerance = 40) {
   return !!a && a.every((v, i) => Math.abs(v - b[i]) <= tolerance);
 }
 
+/**
+ * Mean colour [r, g, b] of the middle half of each element of `selectors` in `png`, a full-page
+ * screenshot of `page`: what the picture people look at shows there, not what the video
+ * element decodes. The page itself decodes the PNG (no image library in the tests).
+ */
+export async function screenshotColours(page, png, selectors) {
+  const boxes = [];
+  for (const selector of selectors) {
+    const box = await page.locator(selector).boundingBox();
+    assert.ok(box, `${selector} is on the page`);
+    boxes.push(box);
+  }
+  return page.evaluate(async ({ data, boxes }) => {
+    // createImageBitmap, not an <img> with a data: URL, which the page's CSP refuses.
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const image = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
+    const canvas = document.createElement('canvas');
+    canvas.width = image.width;
+    canvas.height = image.height;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(image, 0, 0);
+    // Bounding boxes are in CSS pixels of the viewport; the full-page PNG is in device pixels
+    // of the page.
+    const scale = window.devicePixelRatio;
+    return boxes.map((b) => {
+      const x = Math.round((b.x + window.scrollX + b.width / 4) * scale);
+      const y = Math.round((b.y + window.scrollY + b.height / 4) * scale);
+      const w = Math.max(1, Math.round((b.width / 2) * scale));
+      const h = Math.max(1, Math.round((b.height / 2) * scale));
+      const pixels = ctx.getImageData(x, y, w, h).data;
+      const sum = [0, 0, 0];
+      for (let i = 0; i < pixels.length; i += 4) {
+        sum[0] += pixels[i];
+        sum[1] += pixels[i + 1];
+        sum[2] += pixels[i + 2];
+      }
+      return sum.map((v) => Math.round(v / (pixels.length / 4)));
+    });
+  }, { data: png.toString('base64'), boxes });
+}
+
 /** The text of the page's chat log. */
 export function chatText(page) {
   return page.evaluate(() => document.getElementById('chat-log').textContent);

@@ -27,6 +27,7 @@ import {
   remoteVideo,
   rgbFrameSink,
   sampleVideo,
+  screenshotColours,
   sendChat,
   sleep,
   slot,
@@ -241,8 +242,11 @@ test('screenshot of a 3-participant room: two browsers and a gst publisher', asy
   assert.deepEqual(names, ['bob (you)', `${GST_USER} main`, 'alice main']);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, 'room-3.png');
-  await b.screenshot({ path: file, fullPage: true });
-  assert.ok(fs.statSync(file).size > 10000, `${file} written`);
+  const png = await b.screenshot({ path: file, fullPage: true });
+  // The picture shows each participant's colour in their tile.
+  const tiles = [['bob', '#local-video', COLOURS.bob], [GST_USER, remoteVideo(GST_USER), COLOURS[GST_USER]], ['alice', remoteVideo('alice'), COLOURS.alice]];
+  const shown = await screenshotColours(b, png, tiles.map(([, selector]) => selector));
+  tiles.forEach(([who, , colour], i) => assert.ok(colourClose(shown[i], colour), `${who}'s tile in ${file} is ${JSON.stringify(shown[i])}, not ${JSON.stringify(colour)}`));
 });
 
 test('mute V in the browser: gst gets the MUTED event and decodes black frames', async () => {

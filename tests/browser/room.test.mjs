@@ -22,6 +22,7 @@ import {
   makeY4m,
   remoteVideo,
   sampleVideo,
+  screenshotColours,
   sendChat,
   sleep,
   slot,
@@ -147,8 +148,11 @@ test('screenshot of the room with three participants', async () => {
   }
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, 'room.png');
-  await a.screenshot({ path: file, fullPage: true });
-  assert.ok(fs.statSync(file).size > 10000, `${file} written`);
+  const png = await a.screenshot({ path: file, fullPage: true });
+  // The picture shows each participant's colour in their tile.
+  const tiles = [['alice', '#local-video', COLOURS.alice], ['bob', remoteVideo('bob'), COLOURS.bob], ['carol', remoteVideo('carol'), COLOURS.carol]];
+  const shown = await screenshotColours(a, png, tiles.map(([, selector]) => selector));
+  tiles.forEach(([who, , colour], i) => assert.ok(colourClose(shown[i], colour), `${who}'s tile in ${file} is ${JSON.stringify(shown[i])}, not ${JSON.stringify(colour)}`));
 });
 
 test('mute V: the others see the muted indicator and a black video', async () => {

@@ -319,8 +319,34 @@ pub fn wait_for_event(
     name: &str,
     matches: impl Fn(&gst::StructureRef) -> bool,
 ) -> gst::Structure {
-    gstroom::events::wait_for_event(&pipeline.bus().unwrap(), name, MEDIA_WAIT, matches)
-        .unwrap_or_else(|err| panic!("{err}"))
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + MEDIA_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {name} message within {MEDIA_WAIT:?}");
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(left.as_millis() as u64),
+            &[gst::MessageType::Element, gst::MessageType::Error],
+        ) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Error(err) => panic!(
+                "pipeline error while waiting for {name}: {} ({:?})",
+                err.error(),
+                err.debug()
+            ),
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure()
+                    && s.name() == name
+                    && matches(s)
+                {
+                    return s.to_owned();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Waits for the pipeline's first error and returns its message text.

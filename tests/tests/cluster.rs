@@ -20,6 +20,10 @@ fn config() -> Config {
 }
 
 fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     (1..=count)
         .map(|i| Node::start(&format!("n{i}"), redis, config()))
         .collect()
@@ -249,8 +253,9 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
 
     let killed = Instant::now();
     nodes[0].kill();
-    left(&mut bob, "alice").await;
-    left(&mut carol, "alice").await;
+    // Both sockets are read meanwhile: a client that does not read for 3 s answers no ping and
+    // the server drops it as silent (idle timeout).
+    tokio::join!(left(&mut bob, "alice"), left(&mut carol, "alice"));
     let noticed = killed.elapsed();
     assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
 
@@ -286,10 +291,184 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
     // A node that does not own the room dies: its participant leaves too.
     let killed = Instant::now();
     nodes[2].kill();
-    left(&mut bob, "carol").await;
-    left(&mut dave, "carol").await;
+    tokio::join!(left(&mut bob, "carol"), left(&mut dave, "carol"));
     let noticed = killed.elapsed();
     assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
+}
+
+/// `play` of `participant`'s `cam`: the session id of the `session-started` that answers it.
+async fn play(viewer: &mut Client, participant: &str) -> String {
+    viewer
+        .send(&ClientMessage::Play {
+            participant: participant.into(),
+            stream: "cam".into(),
+        })
+        .await;
+    let started = viewer
+        .recv_until("session-started", |m| {
+            matches!(m, ServerMessage::SessionStarted { .. })
+        })
+        .await;
+    let ServerMessage::SessionStarted { session, .. } = started else {
+        unreachable!()
+    };
+    session
+}
+
+async fn publish_cam(client: &mut Client) {
+    client
+        .send(&ClientMessage::Publish {
+            stream: "cam".into(),
+            audio: true,
+            video: true,
+        })
+        .await;
+}
+
+/// Reads until `left who`: the sessions that `session-ended` ended before it, sorted.
+async fn sessions_ended_before_left(client: &mut Client, who: &str) -> Vec<String> {
+    let mut ended = Vec::new();
+    loop {
+        let msg = client.recv().await;
+        match msg {
+            ServerMessage::SessionEnded { session, .. } => ended.push(session),
+            ServerMessage::Left { username } if username == who => break,
+            _ => {}
+        }
+    }
+    ended.sort();
+    ended
+}
+
+/// The owner node dies with sessions open between its participant and the others: the
+/// survivors get `session-ended` for each of them, then LEFT. One survivor's node takes the
+/// room over and the other's is an edge, so both ways of ending them run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owners_sessions_with_the_survivors_end() {
+    let redis = RedisServer::start().await;
+    let mut nodes = nodes(&redis, 3);
+    let mut alice = Client::join(&nodes[0].ws_url(), "calls", "alice").await;
+    publish_cam(&mut alice).await;
+    let mut bob = Client::join(&nodes[1].ws_url(), "calls", "bob").await;
+    publish_cam(&mut bob).await;
+    let mut carol = Client::join(&nodes[2].ws_url(), "calls", "carol").await;
+    // bob and carol watch alice; alice watches bob. carol's first session is stopped by her
+    // before the node dies: it is over and does not end again.
+    let bob_views = play(&mut bob, "alice").await;
+    let stopped = play(&mut carol, "alice").await;
+    let before = [bob_views.clone(), stopped.clone()];
+    carol
+        .send(&ClientMessage::Stop {
+            session: stopped.clone(),
+        })
+        .await;
+    let carol_views = play(&mut carol, "alice").await;
+    assert_ne!(stopped, carol_views);
+    let alice_views = play(&mut alice, "bob").await;
+    let request = bob
+        .recv_until(
+            "session-request from alice",
+            |m| matches!(m, ServerMessage::SessionRequest { viewer, .. } if viewer == "alice"),
+        )
+        .await;
+    let ServerMessage::SessionRequest {
+        session: bob_serves,
+        ..
+    } = request
+    else {
+        unreachable!()
+    };
+    assert_eq!(bob_serves, alice_views);
+    carol.sync().await;
+
+    nodes[0].kill();
+    let (bob_ended, carol_ended) = tokio::join!(
+        sessions_ended_before_left(&mut bob, "alice"),
+        sessions_ended_before_left(&mut carol, "alice")
+    );
+    let mut bob_sessions = vec![bob_views, bob_serves];
+    bob_sessions.sort();
+    assert_eq!(bob_ended, bob_sessions);
+    assert_eq!(carol_ended, [carol_views]);
+
+    // The room goes on: a new session between the survivors is relayed.
+    publish_cam(&mut carol).await;
+    bob.recv_until(
+        "published carol",
+        |m| matches!(m, ServerMessage::Published { username, .. } if username == "carol"),
+    )
+    .await;
+    let session = play(&mut bob, "carol").await;
+    // The new owner numbers its sessions elsewhere than the dead one did.
+    assert!(!before.contains(&session), "{session} reused");
+    let request = carol
+        .recv_until("session-request from bob", |m| {
+            matches!(m, ServerMessage::SessionRequest { .. })
+        })
+        .await;
+    assert!(
+        matches!(&request, ServerMessage::SessionRequest { session: s, viewer, .. } if *s == session && viewer == "bob"),
+        "{request:?}"
+    );
+}
+
+/// The next `error` or `failed` (skipping events), with the request id it echoes.
+async fn next_refusal(client: &mut Client) -> room_protocol::WithId<ServerMessage> {
+    loop {
+        let answer = client.recv_with_id().await;
+        if matches!(
+            answer.msg,
+            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
+        ) {
+            return answer;
+        }
+    }
+}
+
+/// Request ids cross nodes: refusals by the owner of a room, for participants of another node,
+/// echo the id of the message that caused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_from_another_nodes_room_echo_the_request_id() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 2);
+    // alice joins first: node 1 owns the room; node 2 forwards everything of bob, carol, dave.
+    let _alice = Client::join(&nodes[0].ws_url(), "ids", "alice").await;
+    let mut bob = Client::join(&nodes[1].ws_url(), "ids", "bob").await;
+    let _carol = Client::join(&nodes[1].ws_url(), "ids", "carol").await;
+    let mut dave = Client::connect(&nodes[1].ws_url()).await;
+    dave.send_raw(r#"{"type":"join","room":"ids","username":"dave","id":"join-1"}"#)
+        .await;
+    let failed = next_refusal(&mut dave).await;
+    assert_eq!(
+        failed_reason(&failed.msg),
+        Some(FailReason::RoomFull),
+        "{failed:?}"
+    );
+    assert_eq!(failed.id.as_deref(), Some("join-1"));
+
+    bob.send_raw(r#"{"type":"play","participant":"ghost","stream":"cam","id":"play-1"}"#)
+        .await;
+    let refused = next_refusal(&mut bob).await;
+    assert!(
+        matches!(
+            refused.msg,
+            ServerMessage::Error {
+                code: room_protocol::ErrorCode::UnknownParticipant,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.id.as_deref(), Some("play-1"));
+    bob.send_raw(r#"{"type":"join","room":"other","username":"bob","id":"join-2"}"#)
+        .await;
+    let again = next_refusal(&mut bob).await;
+    assert_eq!(
+        failed_reason(&again.msg),
+        Some(FailReason::AlreadyJoined),
+        "{again:?}"
+    );
+    assert_eq!(again.id.as_deref(), Some("join-2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,11 @@
 //! A pipeline with roomsink and roomsrc (one participant) started and stopped 100 times leaves
 //! nothing behind: no open file descriptors or threads beyond its 10th cycle's, no element
-//! error, no webrtcsrc inside roomsrc after a stop. Alone in its test binary, so that the
+//! error, no webrtcsrc inside roomsrc after a stop, no webrtcsrc or webrtcbin alive at the end.
+//! Alone in its test binary, so that the
 //! process-wide counts are this test's.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -18,31 +21,49 @@ fn fds_and_threads() -> (usize, usize) {
     (count("/proc/self/fd"), count("/proc/self/task"))
 }
 
-/// Open file descriptors by kind (socket, pipe, anon_inode:[eventfd], ...), for a failure message.
-fn fd_kinds() -> std::collections::BTreeMap<String, usize> {
-    let mut kinds = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let target = std::fs::read_link(entry.path())
-            .map(|t| t.display().to_string())
-            .unwrap_or_default();
-        let kind = target.split(':').next().unwrap_or_default().to_owned();
-        *kinds.entry(kind).or_default() += 1;
-    }
-    // Sockets by protocol, from ss(8) when it is there.
-    let pid = format!("pid={},", std::process::id());
-    for proto in ["tcp", "udp", "unix"] {
-        if let Ok(out) = std::process::Command::new("ss")
-            .args([&format!("--{proto}"), "-anp"])
-            .output()
-        {
-            let n = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.contains(&pid))
-                .count();
-            kinds.insert(format!("socket/{proto}"), n);
+/// This process's open descriptors: fd number → what it is (`socket:[inode]`, `pipe:[..]`,
+/// a path), sockets described by their /proc/net entry.
+fn open_fds() -> BTreeMap<u32, String> {
+    let sockets = socket_table();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?.display().to_string();
+            let described = target
+                .strip_prefix("socket:[")
+                .and_then(|inode| sockets.get(inode.trim_end_matches(']')))
+                .cloned()
+                .unwrap_or(target);
+            Some((fd, described))
+        })
+        .collect()
+}
+
+/// Socket inode → "proto local remote state", from /proc/net.
+fn socket_table() -> BTreeMap<String, String> {
+    let mut table = BTreeMap::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/net/{proto}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 {
+                table.insert(
+                    f[9].to_owned(),
+                    format!("{proto} {} {} st={}", f[1], f[2], f[3]),
+                );
+            }
         }
     }
-    kinds
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 6 {
+            table.insert(f[6].to_owned(), format!("unix {}", f.get(7).unwrap_or(&"")));
+        }
+    }
+    table
 }
 
 fn webrtcsrc_children(roomsrc: &gst::Element) -> usize {
@@ -74,6 +95,7 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         .downcast::<gst::Pipeline>()
         .unwrap();
     let roomsrc = pipeline.by_name("room").unwrap();
+    let sessions = track_sessions(&pipeline);
     let bus = pipeline.bus().unwrap();
     let mut baseline = None;
     for cycle in 0..100 {
@@ -95,15 +117,33 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         }
         if cycle == 9 {
             // Thread pools and lazily created runtimes have settled by now.
-            baseline = Some(fds_and_threads());
+            baseline = Some((fds_and_threads(), open_fds()));
         }
     }
-    // Some teardown finishes just after NULL returns (webrtcbin's ICE agent, the blocking
-    // pool's idle threads), so the counts are polled until they are back; a leak of one thread
-    // or socket per cycle would keep them about 90 above the baseline for ever. The margin is
-    // 30, not less: about one run in eight ends with ~16 more descriptors (a few TCP and UDP
-    // sockets left by one cycle), a residue still to be explained.
-    let (base_fds, base_threads) = baseline.unwrap();
+    // Every webrtcsrc and webrtcbin the cycles created is gone (not merely out of roomsrc).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive = alive(&sessions);
+        if alive.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still alive: {alive:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Some teardown finishes just after NULL returns (the blocking pool's idle threads, ICE
+    // agents), so the counts are polled until they are back; a leak of one thread or socket per
+    // cycle would keep them about 90 above the baseline for ever.
+    //
+    // The margin is 30, not less. About one run in ten (under load; seen 3 in 30 with the test
+    // pinned to one core) a webrtcbin leaves part of itself behind in GStreamer 1.22: the
+    // webrtcbin and its webrtcsrc are finalized (checked above), but one of its
+    // `transportreceivebin`s stays referenced (2 refs) with its `nicesrc` — and so its ICE
+    // agent with every host candidate socket: a UDP and a TCP-passive socket per local address
+    // (192.0.2.2, fd00::2 and fe80::… here), plus the agent's eventfds — 7 to 11 descriptors
+    // per agent, never closed (still there 10 s later). Seen once per run
+    // at most, in a random cycle; nothing of the room elements holds it (they never touch the
+    // transports). The failure message lists the new descriptors with their /proc/net entries.
+    let ((base_fds, base_threads), base_list) = baseline.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (fds, threads) = fds_and_threads();
@@ -112,11 +152,51 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
         }
         assert!(
             Instant::now() < deadline,
-            "fds {base_fds} → {fds}, threads {base_threads} → {threads}: {:?}",
-            fd_kinds()
+            "fds {base_fds} → {fds}, threads {base_threads} → {threads}; new descriptors: {:#?}",
+            new_fds(&base_list)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Weak references to every webrtcsrc and webrtcbin added anywhere in `pipeline`.
+fn track_sessions(pipeline: &gst::Pipeline) -> Arc<Mutex<Vec<gst::glib::WeakRef<gst::Element>>>> {
+    let tracked = Arc::new(Mutex::new(Vec::new()));
+    let track = tracked.clone();
+    pipeline.connect_deep_element_added(move |_, _, element| {
+        let factory = element.factory().map(|f| f.name().to_string());
+        if matches!(factory.as_deref(), Some("webrtcsrc" | "webrtcbin")) {
+            track.lock().unwrap().push(element.downgrade());
+        }
+    });
+    tracked
+}
+
+/// The tracked elements still alive: name, references (besides this look) and parent.
+fn alive(tracked: &Mutex<Vec<gst::glib::WeakRef<gst::Element>>>) -> Vec<String> {
+    tracked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|weak| weak.upgrade())
+        .map(|e| {
+            let parent = e.parent().map(|p| p.name().to_string());
+            format!(
+                "{} ({} refs, parent {parent:?})",
+                e.name(),
+                e.ref_count() - 1
+            )
+        })
+        .collect()
+}
+
+/// Descriptors open now that were not (or were something else) in `before`.
+fn new_fds(before: &BTreeMap<u32, String>) -> Vec<String> {
+    open_fds()
+        .into_iter()
+        .filter(|(fd, what)| before.get(fd) != Some(what))
+        .map(|(fd, what)| format!("{fd}: {what}"))
+        .collect()
 }
 
 /// A `gst-launch-1.0` process with this build's plugin; killed on drop.

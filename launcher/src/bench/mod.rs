@@ -520,9 +520,31 @@ pub fn wait_for_element_message(
     matches: impl Fn(&gst::StructureRef) -> bool,
 ) -> anyhow::Result<()> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    gstroom::events::wait_for_event(&bus, name, wait, matches)
-        .map(|_| ())
-        .map_err(anyhow::Error::msg)
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        anyhow::ensure!(!left.is_zero(), "no {name} message within {wait:?}");
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(left.as_millis() as u64),
+            &[gst::MessageType::Element, gst::MessageType::Error],
+        ) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Error(err) => anyhow::bail!(
+                "pipeline error while waiting for {name}: {} ({:?})",
+                err.error(),
+                err.debug()
+            ),
+            gst::MessageView::Element(e)
+                if e.structure()
+                    .is_some_and(|s| s.name() == name && matches(s)) =>
+            {
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Fails with the pipeline's first error, if it posted one.

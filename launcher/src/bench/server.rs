@@ -24,6 +24,13 @@
 //! 5. connections still open at the end are the connections held.
 //!
 //! All times are taken in the load generator's process, on one monotonic clock.
+//!
+//! With `--nodes N --redis URL`: N `gst-room server --redis` processes share that Redis and the
+//! load generator spreads the participants over them. Even rooms sit on one node (pairs on the
+//! same node), odd rooms have their seats on consecutive nodes (pairs across nodes); each
+//! latency sample is counted as same-node or cross-node by where its two ends are connected.
+//! The anchor is then one node without Redis under the same load, in the same run (the stock
+//! server is not run). Memory is the sum over the nodes (Redis itself not included).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +73,12 @@ pub struct ServerArgs {
     /// Skip the anchor (the stock signalling server).
     #[arg(long)]
     no_anchor: bool,
+    /// Server nodes sharing `--redis` (the anchor is then one node without Redis).
+    #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..=64))]
+    nodes: u32,
+    /// The Redis of the nodes, `redis://HOST:PORT[/DB]` (with `--nodes`).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 /// Which server the load generator speaks to.
@@ -82,8 +95,12 @@ pub enum Protocol {
 pub struct LoadArgs {
     #[arg(long, value_enum)]
     protocol: Protocol,
-    #[arg(long)]
-    url: String,
+    /// The nodes' WebSocket URLs (one per node, repeated).
+    #[arg(long, required = true)]
+    url: Vec<String>,
+    /// Room names are PREFIX-INDEX (unique per run: nodes sharing a Redis outlive nothing).
+    #[arg(long, default_value = "bench")]
+    room_prefix: String,
     #[arg(long)]
     participants: u32,
     #[arg(long)]
@@ -92,9 +109,9 @@ pub struct LoadArgs {
     seconds: f64,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// The server process, for its memory.
-    #[arg(long)]
-    server_pid: u32,
+    /// The server processes (one per node, repeated), for their memory.
+    #[arg(long, required = true)]
+    server_pid: Vec<u32>,
 }
 
 /// What one load run measured (the load generator's result line).
@@ -111,11 +128,18 @@ struct LoadResult {
     sessions_requested: usize,
     request_ms: Vec<f64>,
     sdp_ms: Vec<f64>,
+    /// The samples above whose two ends are connected to different nodes.
+    chat_cross_ms: Vec<f64>,
+    request_cross_ms: Vec<f64>,
+    sdp_cross_ms: Vec<f64>,
     held: usize,
     errors: usize,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<Vec<Figure>> {
+    if let Some(redis) = args.redis.clone() {
+        return run_nodes(&args, &redis);
+    }
     let mut ours = Vec::new();
     let mut anchor = Vec::new();
     for run in 0..args.runs {
@@ -132,19 +156,112 @@ pub fn run(args: ServerArgs) -> anyhow::Result<Vec<Figure>> {
     Ok(figures(&ours, &anchor))
 }
 
+/// `--nodes N --redis URL`: N nodes on Redis, with one node without Redis as the anchor.
+fn run_nodes(args: &ServerArgs, redis: &str) -> anyhow::Result<Vec<Figure>> {
+    let mut ours = Vec::new();
+    let mut anchor = Vec::new();
+    for run in 0..args.runs {
+        let prefix = format!("b{}r{run}", std::process::id());
+        let nodes = (0..args.nodes)
+            .map(|i| {
+                let extra = ["--redis", redis, "--node-id", &format!("{prefix}n{i}")];
+                Child::room_server_with(ROOM_SIZE, &extra.map(String::from))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .with_context(|| format!("run {}: starting the nodes", run + 1))?;
+        ours.push(
+            load_run(args, Protocol::Room, &nodes, &prefix)
+                .with_context(|| format!("run {}: {} nodes", run + 1, args.nodes))?,
+        );
+        drop(nodes);
+        // The anchor holds everyone alone: lift its connection cap (10 000 by default).
+        let cap = [
+            "--max-connections".to_owned(),
+            (args.participants + 64).to_string(),
+        ];
+        let single = vec![Child::room_server_with(ROOM_SIZE, &cap)?];
+        anchor.push(
+            load_run(args, Protocol::Room, &single, "bench")
+                .with_context(|| format!("run {}: one node without Redis", run + 1))?,
+        );
+    }
+    let mut figures = figures(&ours, &anchor);
+    figures.extend(cross_figures(&ours, &anchor));
+    Ok(figures)
+}
+
+/// Same-node and cross-node latencies, each against the single node's figure.
+fn cross_figures(ours: &[LoadResult], anchor: &[LoadResult]) -> Vec<Figure> {
+    type Samples = fn(&LoadResult) -> (&Vec<f64>, &Vec<f64>);
+    let kinds: [(&str, Samples); 3] = [
+        ("chat_fanout_latency", |r| (&r.chat_ms, &r.chat_cross_ms)),
+        ("session_request_latency", |r| {
+            (&r.request_ms, &r.request_cross_ms)
+        }),
+        ("sdp_relay_latency", |r| (&r.sdp_ms, &r.sdp_cross_ms)),
+    ];
+    let mut figures = Vec::new();
+    for (name, samples) in kinds {
+        let all_anchor: Vec<f64> = anchor.iter().flat_map(|r| samples(r).0.clone()).collect();
+        let anchor_median = median(&all_anchor);
+        let cross: Vec<f64> = ours.iter().flat_map(|r| samples(r).1.clone()).collect();
+        let same: Vec<f64> = ours
+            .iter()
+            .flat_map(|r| without(samples(r).0, samples(r).1))
+            .collect();
+        for (side, values) in [("same_node", same), ("cross_node", cross)] {
+            if let Some(figure) = Figure::from_samples(format!("{name}_{side}"), "ms", &values) {
+                figures.push(figure.with_anchor(anchor_median));
+            }
+        }
+    }
+    figures
+}
+
+/// The samples of `all` that are not in `some` (a sub-multiset of it).
+fn without(all: &[f64], some: &[f64]) -> Vec<f64> {
+    let mut rest: Vec<f64> = all.to_vec();
+    for value in some {
+        if let Some(i) = rest.iter().position(|v| v == value) {
+            rest.swap_remove(i);
+        }
+    }
+    rest
+}
+
 /// Starts a server and the load generator, returns the load generator's result.
 fn one_run(args: &ServerArgs, protocol: Protocol) -> anyhow::Result<LoadResult> {
-    let (server, url) = match protocol {
+    let server = match protocol {
         Protocol::Room => Child::room_server(ROOM_SIZE)?,
         Protocol::Anchor => Child::anchor_server()?,
     };
-    let load_args = [
+    load_run(args, protocol, &[server], "bench")
+}
+
+/// Runs the load generator against running `servers` (`(process, WebSocket URL)` each).
+fn load_run(
+    args: &ServerArgs,
+    protocol: Protocol,
+    servers: &[(Child, String)],
+    room_prefix: &str,
+) -> anyhow::Result<LoadResult> {
+    let mut load_args = vec![
         "bench".to_owned(),
         "load".to_owned(),
         "--protocol".to_owned(),
         format!("{protocol:?}").to_lowercase(),
-        "--url".to_owned(),
-        url,
+        "--room-prefix".to_owned(),
+        room_prefix.to_owned(),
+    ];
+    for (server, url) in servers {
+        load_args.extend([
+            "--url".to_owned(),
+            url.clone(),
+            "--server-pid".to_owned(),
+            server.pid().to_string(),
+        ]);
+    }
+    load_args.extend([
         "--participants".to_owned(),
         args.participants.to_string(),
         "--rate".to_owned(),
@@ -153,9 +270,7 @@ fn one_run(args: &ServerArgs, protocol: Protocol) -> anyhow::Result<LoadResult> 
         args.seconds.to_string(),
         "--concurrency".to_owned(),
         args.concurrency.to_string(),
-        "--server-pid".to_owned(),
-        server.pid().to_string(),
-    ];
+    ]);
     let load = Child::spawn("load generator", &load_args)?;
     // Joins take well under 100 ms each even on a busy machine; the phases are timed.
     let wait = Duration::from_secs_f64(60.0 + args.participants as f64 / 20.0 + 4.0 * args.seconds);
@@ -163,7 +278,8 @@ fn one_run(args: &ServerArgs, protocol: Protocol) -> anyhow::Result<LoadResult> 
     let result: LoadResult = serde_json::from_str(&line[RESULT.len()..])
         .context("reading the load generator's result")?;
     eprintln!(
-        "server {protocol:?}: {} of {} joined in {:.2} s, chat {}/{} deliveries, sessions {} requested / {} offers relayed, {} held, {} errors",
+        "server {protocol:?} ({} node(s)): {} of {} joined in {:.2} s, chat {}/{} deliveries, sessions {} requested / {} offers relayed, {} held, {} errors",
+        servers.len(),
         result.joined,
         result.participants,
         result.join_seconds,
@@ -175,7 +291,6 @@ fn one_run(args: &ServerArgs, protocol: Protocol) -> anyhow::Result<LoadResult> 
         result.errors
     );
     drop(load);
-    drop(server);
     Ok(result)
 }
 
@@ -227,6 +342,8 @@ fn figures(ours: &[LoadResult], anchor: &[LoadResult]) -> Vec<Figure> {
 /// What every connection task of the load generator shares.
 struct Shared {
     protocol: Protocol,
+    /// How many nodes the participants are spread over (see [`node_of`]).
+    nodes: usize,
     /// The clock of every stamp: nanoseconds since this instant travel in chat texts and SDPs.
     epoch: Instant,
     /// Sessions asked for and not yet seen by the publisher: key → when asked.
@@ -235,6 +352,9 @@ struct Shared {
     chat_ms: Mutex<Vec<f64>>,
     request_ms: Mutex<Vec<f64>>,
     sdp_ms: Mutex<Vec<f64>>,
+    chat_cross_ms: Mutex<Vec<f64>>,
+    request_cross_ms: Mutex<Vec<f64>>,
+    sdp_cross_ms: Mutex<Vec<f64>>,
     /// Connections whose reader still runs.
     open: AtomicUsize,
     errors: AtomicUsize,
@@ -249,6 +369,41 @@ impl Shared {
     fn since_ns(&self, stamp: u64) -> f64 {
         (self.now_ns().saturating_sub(stamp)) as f64 / 1e6
     }
+
+    /// Records a latency sample between seats `a` and `b` of `room`: into `all`, and into
+    /// `cross` too when they are connected to different nodes.
+    fn record(
+        &self,
+        all: &Mutex<Vec<f64>>,
+        cross: &Mutex<Vec<f64>>,
+        room: usize,
+        (a, b): (usize, usize),
+        value: f64,
+    ) {
+        all.lock().unwrap().push(value);
+        if node_of(room, a, self.nodes) != node_of(room, b, self.nodes) {
+            cross.lock().unwrap().push(value);
+        }
+    }
+}
+
+/// The node (index into the URLs) that seat `seat` of room `room` connects to: even rooms have
+/// all seats on one node, odd rooms one seat per node in turn (see the module doc).
+fn node_of(room: usize, seat: usize, nodes: usize) -> usize {
+    match room % 2 {
+        0 => (room / 2) % nodes,
+        _ => (room / 2 + seat) % nodes,
+    }
+}
+
+/// The seat of a username made by [`username`].
+fn seat_of(username: &str) -> Option<usize> {
+    username.strip_prefix('p')?.parse().ok()
+}
+
+/// Resident memory of all the servers.
+fn total_rss(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|pid| process_rss(*pid)).sum()
 }
 
 /// One simulated participant, as the schedulers see it. Its room is its index in the seat
@@ -266,19 +421,26 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     if rooms == 0 {
         bail!("at least {ROOM_SIZE} participants");
     }
+    if args.url.len() != args.server_pid.len() {
+        bail!("one --server-pid per --url");
+    }
     let shared = Arc::new(Shared {
         protocol: args.protocol,
+        nodes: args.url.len(),
         epoch: Instant::now(),
         pending: Mutex::default(),
         chat_ms: Mutex::default(),
         request_ms: Mutex::default(),
         sdp_ms: Mutex::default(),
+        chat_cross_ms: Mutex::default(),
+        request_cross_ms: Mutex::default(),
+        sdp_cross_ms: Mutex::default(),
         open: AtomicUsize::new(0),
         errors: AtomicUsize::new(0),
     });
     let mut result = LoadResult {
         participants: rooms * ROOM_SIZE,
-        rss_before: process_rss(args.server_pid)?,
+        rss_before: total_rss(&args.server_pid)?,
         ..LoadResult::default()
     };
 
@@ -293,8 +455,10 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
             .collect();
         let joins = futures::stream::iter(jobs)
             .map(|(room, seat)| {
-                let (shared, url) = (shared.clone(), args.url.clone());
-                async move { (room, seat, join(shared, &url, room, seat).await) }
+                let shared = shared.clone();
+                let url = args.url[node_of(room, seat, args.url.len())].clone();
+                let name = format!("{}-{room}", args.room_prefix);
+                async move { (room, seat, join(shared, &url, &name, room, seat).await) }
             })
             .buffer_unordered(args.concurrency.max(1));
         let joined: Vec<_> = joins.collect().await;
@@ -329,7 +493,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    result.rss_after = process_rss(args.server_pid)?;
+    result.rss_after = total_rss(&args.server_pid)?;
 
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
     let phase = Duration::from_secs_f64(args.seconds);
@@ -402,6 +566,9 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     result.chat_ms = std::mem::take(&mut *shared.chat_ms.lock().unwrap());
     result.request_ms = std::mem::take(&mut *shared.request_ms.lock().unwrap());
     result.sdp_ms = std::mem::take(&mut *shared.sdp_ms.lock().unwrap());
+    result.chat_cross_ms = std::mem::take(&mut *shared.chat_cross_ms.lock().unwrap());
+    result.request_cross_ms = std::mem::take(&mut *shared.request_cross_ms.lock().unwrap());
+    result.sdp_cross_ms = std::mem::take(&mut *shared.sdp_cross_ms.lock().unwrap());
     println!("{RESULT}{}", serde_json::to_string(&result)?);
     Ok(())
 }
@@ -416,6 +583,7 @@ fn username(seat: usize) -> String {
 async fn join(
     shared: Arc<Shared>,
     url: &str,
+    room_name: &str,
     room: usize,
     seat: usize,
 ) -> anyhow::Result<(Peer, Duration)> {
@@ -454,7 +622,7 @@ async fn join(
                 bail!("expected a welcome, got {welcome}");
             }
             let join = ClientMessage::Join {
-                room: format!("bench-{room}"),
+                room: room_name.to_owned(),
                 username: username(seat),
                 token: None,
             };
@@ -528,7 +696,9 @@ fn on_room_message(shared: &Shared, room: usize, seat: usize, text: &str) -> Opt
     match msg {
         ServerMessage::Message { from, text, .. } if from != username(seat) => {
             let stamp = text.strip_prefix("bench-ts:")?.parse().ok()?;
-            shared.chat_ms.lock().unwrap().push(shared.since_ns(stamp));
+            let pair = (seat_of(&from)?, seat);
+            let latency = shared.since_ns(stamp);
+            shared.record(&shared.chat_ms, &shared.chat_cross_ms, room, pair, latency);
             None
         }
         ServerMessage::SessionRequest {
@@ -540,7 +710,15 @@ fn on_room_message(shared: &Shared, room: usize, seat: usize, text: &str) -> Opt
                 .unwrap()
                 .remove(&format!("{room}/{viewer}"))
             {
-                shared.request_ms.lock().unwrap().push(ms(asked.elapsed()));
+                let pair = (seat_of(&viewer)?, seat);
+                let latency = ms(asked.elapsed());
+                shared.record(
+                    &shared.request_ms,
+                    &shared.request_cross_ms,
+                    room,
+                    pair,
+                    latency,
+                );
             }
             let offer = ClientMessage::Sdp {
                 session,
@@ -556,7 +734,15 @@ fn on_room_message(shared: &Shared, room: usize, seat: usize, text: &str) -> Opt
             description,
         } => {
             if let Some(stamp) = sdp_stamp(&description.sdp) {
-                shared.sdp_ms.lock().unwrap().push(shared.since_ns(stamp));
+                // The offer comes from the publisher, seat 0.
+                let latency = shared.since_ns(stamp);
+                shared.record(
+                    &shared.sdp_ms,
+                    &shared.sdp_cross_ms,
+                    room,
+                    (0, seat),
+                    latency,
+                );
             }
             serde_json::to_string(&ClientMessage::Stop { session }).ok()
         }

@@ -7,11 +7,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::client::{self, RoomClient};
+use crate::client::RoomClient;
 use crate::events::{self, RoomSettings};
+use crate::membership::{self, Membership};
 use crate::mute::{self, Medium};
 use crate::signaller::RoomSignaller;
-use crate::subscription::Subscription;
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;
@@ -50,11 +50,10 @@ impl Default for Settings {
 /// What exists between NULL→READY and READY→NULL.
 #[derive(Default)]
 struct State {
-    /// The participant; released (and, for its last user, left) on READY→NULL.
-    client: Option<RoomClient>,
+    /// The participant and the posting of its events; stopped (and, for the participant's
+    /// last user, left) on READY→NULL.
+    membership: Option<Membership>,
     signaller: Option<RoomSignaller>,
-    /// Posts room events on the bus; stopped and awaited on READY→NULL.
-    events: Option<Subscription>,
 }
 
 pub struct RoomSink {
@@ -70,7 +69,8 @@ pub struct RoomSink {
 
 impl RoomSink {
     fn client(&self) -> Option<RoomClient> {
-        self.state.lock().unwrap().client.clone()
+        let state = self.state.lock().unwrap();
+        state.membership.as_ref().map(|m| m.client().clone())
     }
 
     /// Tells the signaller which media the stream carries (the pads there are now).
@@ -112,26 +112,17 @@ impl RoomSink {
                 s.audio_caps.clone(),
             )
         };
-        let key = room
-            .key()
-            .and_then(|key| {
-                room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))?;
-                Ok(key)
-            })
-            .map_err(|err| {
-                gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
-                gst::StateChangeError
-            })?;
+        let membership = Membership::start(self.obj().upcast_ref(), "roomsink", &room, || {
+            room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))
+        })?;
         self.webrtcsink.set_property("video-caps", &video_caps);
         self.webrtcsink.set_property("audio-caps", &audio_caps);
         // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
         // the room server's are known; webrtcsink adds none of its own (its default STUN server
         // is a public one).
         self.webrtcsink.set_property("stun-server", None::<String>);
-        let client = client::acquire(key, room.token.clone());
-
         let signaller = RoomSignaller::publisher(
-            &client,
+            membership.client(),
             &stream,
             self.has_pad("audio_"),
             self.has_pad("video_"),
@@ -161,11 +152,9 @@ impl RoomSink {
             None
         });
         self.webrtcsink.set_property("signaller", &signaller);
-        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
         *self.state.lock().unwrap() = State {
-            client: Some(client),
+            membership: Some(membership),
             signaller: Some(signaller),
-            events: Some(events),
         };
         Ok(())
     }
@@ -182,11 +171,8 @@ impl RoomSink {
     /// the process shares the participant — before the state change returns.
     fn stop(&self) {
         let state = std::mem::take(&mut *self.state.lock().unwrap());
-        if let Some(events) = state.events {
-            events.stop();
-        }
-        if let Some(client) = state.client {
-            client::release(&client);
+        if let Some(membership) = state.membership {
+            membership.stop();
         }
     }
 
@@ -507,14 +493,12 @@ impl ObjectImpl for RoomSink {
 
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
-            let mut signals = events::event_signals();
-            signals.extend(events::chat_signals(|value| {
+            membership::signals(|value| {
                 value
                     .get::<super::RoomSink>()
                     .ok()
                     .and_then(|sink| sink.imp().client())
-            }));
-            signals
+            })
         });
         SIGNALS.as_ref()
     }

@@ -9,8 +9,9 @@ use gst::subclass::prelude::*;
 use room_protocol::Participant;
 
 use crate::RUNTIME;
-use crate::client::{self, Event, RoomClient, Status};
+use crate::client::{Event, RoomClient, Status};
 use crate::events::{self, RoomSettings};
+use crate::membership::{self, Membership};
 use crate::signaller::RoomSignaller;
 use crate::subscription::Subscription;
 
@@ -81,10 +82,9 @@ struct Player {
 /// What exists between READY→PAUSED and PAUSED→READY.
 #[derive(Default)]
 struct State {
-    /// The participant; `None` when not running, which is what stops late player changes.
-    client: Option<RoomClient>,
-    /// Posts room events on the bus.
-    events: Option<Subscription>,
+    /// The participant and the posting of its events; `None` when not running, which is
+    /// what stops late player changes.
+    membership: Option<Membership>,
     /// Follows the room and adds/removes players.
     follower: Option<Subscription>,
     players: BTreeMap<PlayerKey, Player>,
@@ -111,7 +111,8 @@ pub struct RoomSrc {
 
 impl RoomSrc {
     fn client(&self) -> Option<RoomClient> {
-        self.state.lock().unwrap().client.clone()
+        let state = self.state.lock().unwrap();
+        state.membership.as_ref().map(|m| m.client().clone())
     }
 
     /// READY→PAUSED: join (or share) the participant and follow the room.
@@ -120,42 +121,30 @@ impl RoomSrc {
             let s = self.settings.lock().unwrap();
             (s.room.clone(), s.mix_format)
         };
-        let key = room.key().map_err(|err| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsrc: {}", err));
-            gst::StateChangeError
-        })?;
-        let client = client::acquire(key, room.token.clone());
+        let membership = Membership::start(self.obj().upcast_ref(), "roomsrc", &room, || Ok(()))?;
         if let Some(mix) = self.mix.lock().unwrap().as_mut() {
             mix.set_format(format);
         }
+        let client = membership.client().clone();
         // Running from here on: the follower's first event may add a player at once.
-        self.state.lock().unwrap().client = Some(client.clone());
-        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
+        self.state.lock().unwrap().membership = Some(membership);
         let follower = self.spawn_follower(&client);
-        let mut state = self.state.lock().unwrap();
-        state.events = Some(events);
-        state.follower = Some(follower);
+        self.state.lock().unwrap().follower = Some(follower);
         Ok(())
     }
 
     /// PAUSED→READY (or a failed READY→PAUSED): stop following (awaited), end every player,
     /// and leave — for the participant's last user — before returning.
     fn stop(&self) {
-        let (follower, events) = {
-            let mut state = self.state.lock().unwrap();
-            (state.follower.take(), state.events.take())
-        };
+        let follower = self.state.lock().unwrap().follower.take();
         if let Some(follower) = follower {
             follower.stop();
         }
-        if let Some(events) = events {
-            events.stop();
-        }
         let _changes = self.changes.lock().unwrap();
-        let (client, players, parked) = {
+        let (membership, players, parked) = {
             let mut state = self.state.lock().unwrap();
             (
-                state.client.take(),
+                state.membership.take(),
                 std::mem::take(&mut state.players),
                 std::mem::take(&mut state.parked),
             )
@@ -166,8 +155,8 @@ impl RoomSrc {
         for (_, pads) in parked.into_values() {
             self.end_pads(&pads);
         }
-        if let Some(client) = client {
-            client::release(&client);
+        if let Some(membership) = membership {
+            membership.stop();
         }
     }
 
@@ -857,14 +846,12 @@ impl ObjectImpl for RoomSrc {
 
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
-            let mut signals = events::event_signals();
-            signals.extend(events::chat_signals(|value| {
+            membership::signals(|value| {
                 value
                     .get::<super::RoomSrc>()
                     .ok()
                     .and_then(|src| src.imp().client())
-            }));
-            signals
+            })
         });
         SIGNALS.as_ref()
     }

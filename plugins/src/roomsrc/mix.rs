@@ -28,6 +28,28 @@ pub struct MixFormat {
 /// remote frames arrive later than the local background.
 const MIXER_LATENCY_NS: u64 = 100_000_000;
 
+/// A mixer for the grid or the voices: live, waiting [`MIXER_LATENCY_NS`] for late inputs,
+/// not waiting at all for inputs that have not produced their first buffer yet
+/// (`ignore-inactive-pads`: a participant whose decoder has not started), and starting its
+/// output at the running time of its first input buffer (`start-time-selection=first`).
+///
+/// The last one is what keeps the mix from ending before it starts (GStreamer 1.22). With the
+/// default (`zero`) the aggregator may time out before the background's first buffer: always
+/// when its task runs between the pipeline handing out the clock and setting the mixer's base
+/// time (a zero base time puts the deadline hours in the past), and whenever the live
+/// background is slower than the latency to start. On that timeout every pad is still
+/// "inactive", and videoaggregator (`fill_queues`) counts a mixer whose pads are all inactive
+/// as all-EOS: the compositor sends EOS and never outputs a frame again, while audio (the
+/// silence comes sooner) keeps flowing. With `first` the aggregator does not time out at all
+/// before some input has a buffer, and the background never becomes inactive again.
+fn live_mixer(factory: &str) -> Result<gst::Element, gst::glib::BoolError> {
+    gst::ElementFactory::make(factory)
+        .property("latency", MIXER_LATENCY_NS)
+        .property("ignore-inactive-pads", true)
+        .property_from_str("start-time-selection", "first")
+        .build()
+}
+
 /// One participant's input to a mixer.
 struct Input {
     elements: Vec<gst::Element>,
@@ -66,11 +88,8 @@ impl Mix {
         let background_caps = gst::ElementFactory::make("capsfilter")
             .property("caps", &video_caps)
             .build()?;
-        let compositor = gst::ElementFactory::make("compositor")
-            .property_from_str("background", "black")
-            .property("latency", MIXER_LATENCY_NS)
-            .property("ignore-inactive-pads", true)
-            .build()?;
+        let compositor = live_mixer("compositor")?;
+        compositor.set_property_from_str("background", "black");
         let video_out = gst::ElementFactory::make("capsfilter")
             .property("caps", &video_caps)
             .build()?;
@@ -81,10 +100,7 @@ impl Mix {
         let silence_caps = gst::ElementFactory::make("capsfilter")
             .property("caps", &audio_caps)
             .build()?;
-        let audiomixer = gst::ElementFactory::make("audiomixer")
-            .property("latency", MIXER_LATENCY_NS)
-            .property("ignore-inactive-pads", true)
-            .build()?;
+        let audiomixer = live_mixer("audiomixer")?;
         let audio_out = gst::ElementFactory::make("capsfilter")
             .property("caps", &audio_caps)
             .build()?;
