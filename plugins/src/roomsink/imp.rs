@@ -377,14 +377,7 @@ impl ObjectSubclass for RoomSink {
             .name("webrtcsink")
             .build()
             .expect("webrtcsink is registered by plugin_init");
-        // No forward error correction: on a LAN, retransmission (NACK/RTX, kept on) repairs
-        // the rare loss without FEC's constant extra bitrate, and RED-wrapped packets made
-        // webrtcbin expose an extra pad for the same stream on the viewer side.
-        webrtcsink.set_property("do-fec", false);
-        // On a slow uplink a conference keeps its frame rate (motion, lip sync) and gives up
-        // resolution: webrtcsink's default also halves the frame rate below 500 kbit/s, which
-        // left a 500 kbit/s uplink at 15 fps or less (tests/tests/network.rs).
-        webrtcsink.set_property_from_str("enable-mitigation-modes", "downscaled");
+        super::congestion::configure(&webrtcsink);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),

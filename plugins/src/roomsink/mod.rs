@@ -13,6 +13,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod congestion;
 mod imp;
 
 glib::wrapper! {

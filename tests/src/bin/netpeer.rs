@@ -8,7 +8,9 @@
 //!                                                        "listening ADDR"
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
 //!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
-//!     which gives the encoder real work and congestion control something to adapt), plus a tone
+//!     which gives the encoder real work and congestion control something to adapt), plus a tone;
+//!     "bitrate MS BPS" (each video encoder's target bitrate, set by congestion control, once a
+//!     second)
 //! netpeer view URL ROOM USER PUBLISHER [roomsrc props]   "frame MS R G B" per decoded video frame,
 //!     "audio MS" per decoded audio buffer, "eos MS PAD" when a roomsrc pad ends,
 //!     "pair MS LOCAL-TYPE LOCAL-ADDRESS REMOTE-TYPE REMOTE-ADDRESS" (the selected ICE
@@ -60,7 +62,7 @@ fn main() {
                  audiotestsrc is-live=true wave=sine ! sink.",
                 props.join(" ")
             );
-            run(&line, None);
+            run(&line, Role::Publisher);
         }
         ["view", url, room, user, publisher, props @ ..] => view(url, room, user, publisher, props),
         _ => {
@@ -111,18 +113,28 @@ fn view(url: &str, room: &str, user: &str, publisher: &str, props: &[&str]) {
          audiotestsrc is-live=true wave=silence ! fakesink",
         props.join(" ")
     );
-    run(&line, Some(()));
+    run(&line, Role::Viewer);
 }
 
-/// Runs `line`; with `viewer`, attaches frame/audio reporters to roomsrc's pads and reports
-/// the selected candidate pair of its webrtcbins.
-fn run(line: &str, viewer: Option<()>) {
+#[derive(PartialEq)]
+enum Role {
+    Publisher,
+    Viewer,
+}
+
+/// Runs `line`; for a viewer, attaches frame/audio reporters to roomsrc's pads and reports
+/// the selected candidate pair of its webrtcbins; for a publisher, reports its encoders'
+/// bitrates.
+fn run(line: &str, role: Role) {
     media::init();
     let pipeline = gst::parse::launch(line)
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    if viewer.is_some() {
+    if role == Role::Publisher {
+        report_bitrates(&pipeline);
+    }
+    if role == Role::Viewer {
         let room = pipeline.by_name("room").unwrap();
         let weak = pipeline.downgrade();
         room.connect_pad_added(move |_, pad| {
@@ -169,6 +181,37 @@ fn run(line: &str, viewer: Option<()>) {
             _ => {}
         }
     }
+}
+
+/// `bitrate MS BPS` once a second for each video encoder of roomsink's webrtcsink (one per
+/// viewer session; congestion control sets their target bitrate).
+fn report_bitrates(pipeline: &gst::Pipeline) {
+    let sink = pipeline.by_name("sink").unwrap();
+    let webrtcsink = sink
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .by_name("webrtcsink")
+        .unwrap();
+    let encoders = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Element>::new()));
+    let found = encoders.clone();
+    webrtcsink.connect("encoder-setup", false, move |args| {
+        let encoder = args[3].get::<gst::Element>().unwrap();
+        if args[1].get::<String>().unwrap() != "discovery" && encoder.has_property("target-bitrate")
+        {
+            found.lock().unwrap().push(encoder);
+        }
+        // Not handled here: roomsink's and webrtcsink's own configuration still applies.
+        Some(false.to_value())
+    });
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            for encoder in encoders.lock().unwrap().clone() {
+                let bps = encoder.property::<i32>("target-bitrate");
+                say(format!("bitrate {} {bps}", ms()));
+            }
+        }
+    });
 }
 
 /// `frame`/`audio`/`eos` lines for one of roomsrc's pads.
