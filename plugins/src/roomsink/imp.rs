@@ -1,6 +1,6 @@
 //! The subclass behind [`super::RoomSink`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -9,8 +9,10 @@ use gst::subclass::prelude::*;
 
 use crate::client::{self, RoomClient};
 use crate::events::{self, RoomSettings};
-use crate::mute::{self, Medium};
+use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
+
+use super::encode;
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;
@@ -19,6 +21,7 @@ const DEFAULT_MUTE_VIDEO: bool = false;
 /// and ~300 MB (FIELD-NOTES). VP8 and Opus are what every browser takes.
 const DEFAULT_VIDEO_CAPS: &str = "video/x-vp8";
 const DEFAULT_AUDIO_CAPS: &str = "audio/x-opus";
+const DEFAULT_ENCODE_PER_VIEWER: bool = false;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -33,6 +36,7 @@ struct Settings {
     stream: String,
     video_caps: gst::Caps,
     audio_caps: gst::Caps,
+    encode_per_viewer: bool,
 }
 
 impl Default for Settings {
@@ -42,6 +46,7 @@ impl Default for Settings {
             stream: DEFAULT_STREAM.into(),
             video_caps: DEFAULT_VIDEO_CAPS.parse().expect("valid caps"),
             audio_caps: DEFAULT_AUDIO_CAPS.parse().expect("valid caps"),
+            encode_per_viewer: DEFAULT_ENCODE_PER_VIEWER,
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct RoomSink {
     /// Read by the mute probes on the streaming threads.
     mute_audio: Arc<AtomicBool>,
     mute_video: Arc<AtomicBool>,
+    /// `video-bitrate`, read by the shared video encoder when it is made.
+    video_bitrate: Arc<AtomicU32>,
     webrtcsink: gst::Element,
 }
 
@@ -95,10 +102,12 @@ impl RoomSink {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
             gst::StateChangeError
         })?;
-        self.webrtcsink
-            .set_property("video-caps", &settings.video_caps);
-        self.webrtcsink
-            .set_property("audio-caps", &settings.audio_caps);
+        encode::configure_webrtcsink(
+            &self.webrtcsink,
+            &settings.video_caps,
+            &settings.audio_caps,
+            settings.encode_per_viewer,
+        );
         self.webrtcsink
             .set_property("stun-server", &settings.room.stun_server);
         let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
@@ -149,30 +158,8 @@ impl RoomSink {
         }
     }
 
-    /// Creates `convert ! capsfilter` for a new input and returns (sink pad, src pad).
+    /// Adds the media path of a new input (see [`encode`]) and returns its ghost pad.
     fn link_input(&self, medium: Medium, name: &str) -> Result<gst::GhostPad, glib::BoolError> {
-        let (convert, caps) = match medium {
-            Medium::Video => (
-                "videoconvert",
-                gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .build(),
-            ),
-            Medium::Audio => (
-                "audioconvert",
-                gst::Caps::builder("audio/x-raw")
-                    .field("format", "S16LE")
-                    .field("layout", "interleaved")
-                    .build(),
-            ),
-        };
-        let convert = gst::ElementFactory::make(convert).build()?;
-        let filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", caps)
-            .build()?;
-        let obj = self.obj();
-        obj.add_many([&convert, &filter])?;
-        convert.link(&filter)?;
         let template = if medium == Medium::Video {
             "video_%u"
         } else {
@@ -182,26 +169,28 @@ impl RoomSink {
             .webrtcsink
             .request_pad_simple(template)
             .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
-        filter
-            .static_pad("src")
-            .unwrap()
-            .link(&webrtc_pad)
-            .map_err(|e| glib::bool_error!("{e:?}"))?;
-        let muted = if medium == Medium::Video {
-            &self.mute_video
-        } else {
-            &self.mute_audio
+        let settings = self.settings.lock().unwrap();
+        let (codecs, muted) = match medium {
+            Medium::Video => (&settings.video_caps, &self.mute_video),
+            Medium::Audio => (&settings.audio_caps, &self.mute_audio),
         };
-        mute::install(&filter.static_pad("src").unwrap(), medium, muted.clone());
+        let config = encode::Config {
+            medium,
+            per_viewer: settings.encode_per_viewer,
+            codec: codecs
+                .structure(0)
+                .ok_or_else(|| glib::bool_error!("empty {template} codec caps"))?
+                .to_owned(),
+            video_bitrate: self.video_bitrate.clone(),
+            muted: muted.clone(),
+        };
+        drop(settings);
+        let obj = self.obj();
+        let target = encode::add_input(obj.upcast_ref(), webrtc_pad, config)?;
         let template = obj.pad_template(template).unwrap();
-        let ghost = gst::GhostPad::builder_from_template_with_target(
-            &template,
-            &convert.static_pad("sink").unwrap(),
-        )?
-        .name(name)
-        .build();
-        convert.sync_state_with_parent()?;
-        filter.sync_state_with_parent()?;
+        let ghost = gst::GhostPad::builder_from_template_with_target(&template, &target)?
+            .name(name)
+            .build();
         Ok(ghost)
     }
 }
@@ -226,6 +215,7 @@ impl ObjectSubclass for RoomSink {
             state: Default::default(),
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
+            video_bitrate: Arc::new(AtomicU32::new(encode::DEFAULT_VIDEO_BITRATE)),
             webrtcsink,
         }
     }
@@ -271,6 +261,20 @@ impl ObjectImpl for RoomSink {
                     .blurb("Audio codecs offered to viewers (e.g. audio/x-opus)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("encode-per-viewer")
+                    .nick("Encode per viewer")
+                    .blurb("Encode raw input once per viewer, each at that viewer's estimated bandwidth, instead of once for all viewers at video-bitrate with the first codec of video-caps/audio-caps")
+                    .default_value(DEFAULT_ENCODE_PER_VIEWER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("video-bitrate")
+                    .nick("Video bitrate")
+                    .blurb("Bitrate of the shared video encoder in bit/s, the same for every viewer (not used with encode-per-viewer or encoded input)")
+                    .minimum(50_000)
+                    .maximum(50_000_000)
+                    .default_value(encode::DEFAULT_VIDEO_BITRATE)
+                    .mutable_playing()
+                    .build(),
             ]);
             props
         });
@@ -301,6 +305,15 @@ impl ObjectImpl for RoomSink {
                     .expect("type checked upstream")
                     .unwrap_or_else(|| DEFAULT_AUDIO_CAPS.parse().unwrap())
             }
+            "encode-per-viewer" => {
+                settings.encode_per_viewer = value.get().expect("type checked upstream")
+            }
+            "video-bitrate" => {
+                drop(settings);
+                let bitrate: u32 = value.get().expect("type checked upstream");
+                self.video_bitrate.store(bitrate, Ordering::Relaxed);
+                encode::set_video_bitrate(self.obj().upcast_ref(), bitrate);
+            }
             "mute-audio" | "mute-video" => {
                 drop(settings);
                 let flag = if pspec.name() == "mute-audio" {
@@ -327,6 +340,8 @@ impl ObjectImpl for RoomSink {
             "stream" => settings.stream.to_value(),
             "video-caps" => settings.video_caps.to_value(),
             "audio-caps" => settings.audio_caps.to_value(),
+            "encode-per-viewer" => settings.encode_per_viewer.to_value(),
+            "video-bitrate" => self.video_bitrate.load(Ordering::Relaxed).to_value(),
             "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
             "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),
             _ => unimplemented!(),
@@ -364,13 +379,8 @@ impl ElementImpl for RoomSink {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            events::raw_pad_templates(
-                gst::PadDirection::Sink,
-                gst::PadPresence::Request,
-                &["video_%u", "audio_%u"],
-            )
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(encode::pad_templates);
         TEMPLATES.as_ref()
     }
 

@@ -1,0 +1,412 @@
+//! roomsink's media path: what happens between a request pad and webrtcsink.
+//!
+//! ```text
+//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ encoder [keyframe gate] ─ webrtcsink
+//! raw, encode-per-viewer: ghost ─ input ─ convert ─ I420/S16 [mute] ─ webrtcsink (encodes per viewer)
+//! encoded (VP8/H.264/Opus): ghost ─ input [keyframe gate] ─ webrtcsink (payloads only)
+//! ```
+//!
+//! webrtcsink encodes raw input once per consumer, but takes already-encoded input and then
+//! only payloads it per consumer. So encoding here, once per stream, makes every viewer after
+//! the first cost a payloader, SRTP and retransmissions instead of an encoder.
+//!
+//! The branch after `input` is built when the first CAPS event says whether the input is raw
+//! or encoded (the pad is requested before caps are known).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+
+use crate::mute::{self, Medium};
+
+/// Default bitrate of the shared video encoder, in bit/s.
+pub const DEFAULT_VIDEO_BITRATE: u32 = 2_000_000;
+/// Keyframe requests reaching the shared encoder (or the encoded input's upstream) are at
+/// least this far apart: every viewer's request in between is answered by the same keyframe.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// The shared video encoder also makes a keyframe at least every this many frames (3 s at
+/// 30 fps), so a viewer whose request was lost still recovers.
+pub const KEYFRAME_MAX_DISTANCE: u32 = 90;
+
+/// Codecs roomsink takes already encoded, per medium.
+const ENCODED_VIDEO: &[&str] = &["video/x-vp8", "video/x-h264"];
+const ENCODED_AUDIO: &[&str] = &["audio/x-opus"];
+
+/// Sink caps of roomsink's request pads: raw in any format, or one of the encoded formats.
+pub fn sink_caps(medium: Medium) -> gst::Caps {
+    let (raw, encoded) = match medium {
+        Medium::Video => ("video/x-raw", ENCODED_VIDEO),
+        Medium::Audio => ("audio/x-raw", ENCODED_AUDIO),
+    };
+    let mut caps = gst::Caps::new_empty_simple(raw);
+    for name in encoded {
+        caps.merge(gst::Caps::new_empty_simple(*name));
+    }
+    caps
+}
+
+/// The request pad templates of roomsink.
+pub fn pad_templates() -> Vec<gst::PadTemplate> {
+    [("video_%u", Medium::Video), ("audio_%u", Medium::Audio)]
+        .into_iter()
+        .map(|(name, medium)| {
+            gst::PadTemplate::new(
+                name,
+                gst::PadDirection::Sink,
+                gst::PadPresence::Request,
+                &sink_caps(medium),
+            )
+            .expect("valid template")
+        })
+        .collect()
+}
+
+/// The codecs webrtcsink is told it may use. With shared encoding webrtcsink only ever sees
+/// encoded input and only payloads it, so every codec roomsink takes encoded is listed (after
+/// the configured ones, which keep their order): webrtcsink must know the input's codec, and
+/// discovers only that one. Per viewer, webrtcsink encodes raw input itself and gets the
+/// configured list unchanged (each listed codec costs a discovery encoder at start).
+pub fn webrtcsink_caps(configured: &gst::Caps, medium: Medium, per_viewer: bool) -> gst::Caps {
+    let mut caps = configured.clone();
+    if !per_viewer {
+        let encoded = match medium {
+            Medium::Video => ENCODED_VIDEO,
+            Medium::Audio => ENCODED_AUDIO,
+        };
+        for name in encoded {
+            let codec = gst::Caps::new_empty_simple(*name);
+            if !caps.can_intersect(&codec) {
+                caps.merge(codec);
+            }
+        }
+    }
+    caps
+}
+
+/// Sets webrtcsink's codec lists ([`webrtcsink_caps`]) and, with shared encoding, turns its
+/// per-viewer congestion control off: there is no per-viewer encoder for it to steer, and its
+/// pacer would hold one viewer's packets back to that viewer's estimate.
+pub fn configure_webrtcsink(
+    webrtcsink: &gst::Element,
+    video_caps: &gst::Caps,
+    audio_caps: &gst::Caps,
+    per_viewer: bool,
+) {
+    webrtcsink.set_property(
+        "video-caps",
+        webrtcsink_caps(video_caps, Medium::Video, per_viewer),
+    );
+    webrtcsink.set_property(
+        "audio-caps",
+        webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
+    );
+    let congestion_control = if per_viewer { "gcc" } else { "disabled" };
+    webrtcsink.set_property_from_str("congestion-control", congestion_control);
+}
+
+/// What an input needs to know to build its branch.
+#[derive(Clone)]
+pub struct Config {
+    pub medium: Medium,
+    /// `encode-per-viewer`: leave encoding raw input to webrtcsink.
+    pub per_viewer: bool,
+    /// The shared encoder's codec: the first structure of `video-caps` / `audio-caps`.
+    pub codec: gst::Structure,
+    /// `video-bitrate`, read when the encoder is made and on every change.
+    pub video_bitrate: Arc<AtomicU32>,
+    /// `mute-video` / `mute-audio`, read by the probes on the streaming thread.
+    pub muted: Arc<AtomicBool>,
+}
+
+/// Adds `input` (a capsfilter with [`sink_caps`]) to `bin` and arranges for the rest of the
+/// branch to be built and linked to `webrtc_pad` at the first CAPS event. Returns the pad to
+/// ghost.
+pub fn add_input(
+    bin: &gst::Bin,
+    webrtc_pad: gst::Pad,
+    config: Config,
+) -> Result<gst::Pad, glib::BoolError> {
+    let input = gst::ElementFactory::make("capsfilter")
+        .property("caps", sink_caps(config.medium))
+        .build()?;
+    bin.add(&input)?;
+    input.sync_state_with_parent()?;
+    let src = input.static_pad("src").unwrap();
+    let weak_bin = bin.downgrade();
+    src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        // Weak: the bin owns `input`, whose pad holds this closure.
+        let Some(bin) = weak_bin.upgrade() else {
+            return gst::PadProbeReturn::Remove;
+        };
+        if let Err(err) = build_branch(&bin, pad, caps.caps(), &webrtc_pad, &config) {
+            gst::element_error!(
+                bin,
+                gst::CoreError::Negotiation,
+                ("roomsink: cannot publish {}: {}", caps.caps(), err)
+            );
+            return gst::PadProbeReturn::Drop;
+        }
+        gst::PadProbeReturn::Remove
+    });
+    Ok(input.static_pad("sink").unwrap())
+}
+
+/// Builds what follows `input` for `caps` and links it up to `webrtc_pad`.
+fn build_branch(
+    bin: &gst::Bin,
+    input: &gst::Pad,
+    caps: &gst::CapsRef,
+    webrtc_pad: &gst::Pad,
+    config: &Config,
+) -> Result<(), glib::BoolError> {
+    let name = caps.structure(0).map(|s| s.name().as_str()).unwrap_or("");
+    let raw = name.ends_with("/x-raw");
+    let mut elements = Vec::new();
+    let mut blanked = None;
+    if raw {
+        elements.extend(raw_converter(config.medium)?);
+        // The mute probe goes where the format is I420 / S16: after the converter's capsfilter.
+        blanked = elements.last().map(|filter| filter.static_pad("src").unwrap());
+        if !config.per_viewer {
+            elements.extend(shared_encoder(config)?);
+        }
+    }
+    let refs: Vec<&gst::Element> = elements.iter().collect();
+    bin.add_many(&refs)?;
+    let out = match elements.last() {
+        Some(last) => {
+            input.link(&elements[0].static_pad("sink").unwrap()).map_err(link_error)?;
+            gst::Element::link_many(&refs)?;
+            last.static_pad("src").unwrap()
+        }
+        None => input.clone(),
+    };
+    if let Some(blanked) = blanked {
+        mute::install(&blanked, config.medium, config.muted.clone());
+    }
+    if config.medium == Medium::Video && !(raw && config.per_viewer) {
+        KeyframeGate::install(&out, KEYFRAME_MIN_INTERVAL);
+    }
+    out.link(webrtc_pad).map_err(link_error)?;
+    for element in &elements {
+        element.sync_state_with_parent()?;
+    }
+    Ok(())
+}
+
+fn link_error(err: gst::PadLinkError) -> glib::BoolError {
+    glib::bool_error!("{err:?}")
+}
+
+/// `convert ! capsfilter` to I420 / interleaved S16 (the formats the mute probe blanks).
+/// Audio is also resampled: Opus takes 48 kHz and a few lower rates only.
+fn raw_converter(medium: Medium) -> Result<Vec<gst::Element>, glib::BoolError> {
+    Ok(match medium {
+        Medium::Video => vec![
+            gst::ElementFactory::make("videoconvert").build()?,
+            gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "I420")
+                        .build(),
+                )
+                .build()?,
+        ],
+        Medium::Audio => vec![
+            gst::ElementFactory::make("audioconvert").build()?,
+            gst::ElementFactory::make("audioresample").build()?,
+            gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("audio/x-raw")
+                        .field("format", "S16LE")
+                        .field("layout", "interleaved")
+                        .build(),
+                )
+                .build()?,
+        ],
+    })
+}
+
+/// The one encoder of a stream (plus a caps filter where the codec needs a profile), tuned
+/// for real time as webrtcsink tunes its own: no look-ahead, constant bitrate.
+fn shared_encoder(config: &Config) -> Result<Vec<gst::Element>, glib::BoolError> {
+    let bitrate = config.video_bitrate.load(Ordering::Relaxed);
+    match config.codec.name().as_str() {
+        "video/x-vp8" => Ok(vec![
+            gst::ElementFactory::make("vp8enc")
+                .property("deadline", 1i64)
+                .property("cpu-used", -16i32)
+                .property("target-bitrate", bitrate as i32)
+                .property("keyframe-max-dist", KEYFRAME_MAX_DISTANCE as i32)
+                .property_from_str("end-usage", "cbr")
+                .property("buffer-initial-size", 100i32)
+                .property("buffer-optimal-size", 120i32)
+                .property("buffer-size", 150i32)
+                .property("max-intra-bitrate", 250i32)
+                .property("lag-in-frames", 0i32)
+                .property("threads", 2i32)
+                .build()?,
+        ]),
+        "video/x-h264" => Ok(vec![
+            gst::ElementFactory::make("x264enc")
+                .property("bitrate", bitrate / 1000)
+                .property_from_str("tune", "zerolatency")
+                .property_from_str("speed-preset", "ultrafast")
+                .property("key-int-max", KEYFRAME_MAX_DISTANCE)
+                .property("b-adapt", false)
+                .property("vbv-buf-capacity", 120u32)
+                .build()?,
+            // Constrained baseline is what every browser decodes.
+            gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("video/x-h264")
+                        .field("profile", "constrained-baseline")
+                        .build(),
+                )
+                .build()?,
+        ]),
+        // Chrome's audio decoder expects perfect timestamps (as webrtcsink sets them).
+        "audio/x-opus" => Ok(vec![
+            gst::ElementFactory::make("opusenc")
+                .property("perfect-timestamp", true)
+                .build()?,
+        ]),
+        other => Err(glib::bool_error!(
+            "no shared encoder for {other}: use video/x-vp8, video/x-h264 or audio/x-opus, \
+             or encode-per-viewer=true"
+        )),
+    }
+}
+
+/// Applies a new `video-bitrate` to the shared video encoders of `bin`, if any.
+pub fn set_video_bitrate(bin: &gst::Bin, bitrate: u32) {
+    for element in bin.iterate_elements().into_iter().flatten() {
+        match element.factory().map(|f| f.name()).as_deref() {
+            Some("vp8enc") => element.set_property("target-bitrate", bitrate as i32),
+            Some("x264enc") => element.set_property("bitrate", bitrate / 1000),
+            _ => {}
+        }
+    }
+}
+
+/// Coalesces keyframe requests on their way upstream through `pad`. Every viewer's session asks
+/// for a keyframe when it starts and when it lost what NACK/RTX could not repair (webrtcsink's
+/// stream producer even asks again on every frame until a keyframe comes). One request per
+/// [`KEYFRAME_MIN_INTERVAL`] goes through; a request inside the interval is remembered and
+/// sent when the interval is over, unless a keyframe went out meanwhile.
+struct KeyframeGate {
+    min_interval: Duration,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    last_forwarded: Option<Instant>,
+    pending: bool,
+}
+
+impl KeyframeGate {
+    fn install(pad: &gst::Pad, min_interval: Duration) {
+        let gate = Arc::new(KeyframeGate {
+            min_interval,
+            state: Mutex::default(),
+        });
+        let upstream = gate.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Event(event))
+                    if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok() =>
+                {
+                    if upstream.admit(Instant::now()) {
+                        gst::PadProbeReturn::Ok
+                    } else {
+                        // Taken and handled rather than dropped: GStreamer 1.22 warns about
+                        // a NULL unref when an upstream event probe returns DROP.
+                        info.data = None;
+                        gst::PadProbeReturn::Handled
+                    }
+                }
+                _ => gst::PadProbeReturn::Ok,
+            }
+        });
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let keyframe = info
+                .buffer()
+                .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if gate.due(keyframe, Instant::now()) {
+                // Sent without the lock; the upstream probe above admits it.
+                pad.send_event(
+                    gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build(),
+                );
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// Whether a request arriving `now` goes upstream; otherwise it is remembered.
+    fn admit(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let open = state
+            .last_forwarded
+            .is_none_or(|last| now.duration_since(last) >= self.min_interval);
+        if open {
+            state.last_forwarded = Some(now);
+            state.pending = false;
+        } else {
+            state.pending = true;
+        }
+        open
+    }
+
+    /// Whether a remembered request should be sent now that a buffer passes.
+    fn due(&self, keyframe: bool, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if keyframe {
+            state.pending = false;
+            return false;
+        }
+        state.pending
+            && state
+                .last_forwarded
+                .is_none_or(|last| now.duration_since(last) >= self.min_interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_requests_makes_one_keyframe_request_per_interval() {
+        let gate = KeyframeGate {
+            min_interval: Duration::from_millis(500),
+            state: Mutex::default(),
+        };
+        let start = Instant::now();
+        // 100 requests in one second (every 10 ms): two go through.
+        let admitted = (0..100)
+            .filter(|i| gate.admit(start + Duration::from_millis(i * 10)))
+            .count();
+        assert_eq!(admitted, 2);
+        // The last ones were remembered: the next delta frame after the interval asks again.
+        assert!(!gate.due(false, start + Duration::from_millis(999)));
+        assert!(gate.due(false, start + Duration::from_millis(1000)));
+        // A keyframe answers what was remembered.
+        assert!(!gate.due(true, start + Duration::from_millis(1002)));
+        assert!(!gate.due(false, start + Duration::from_millis(1600)));
+    }
+}
