@@ -208,7 +208,7 @@ fn encoded_publisher_line(url: &str, room: &str, colour: Rgb, encoder: &str) -> 
     )
 }
 
-fn encoded_input_reaches_a_viewer(room: &str, encoder: &str) {
+fn encoded_input_reaches_a_viewer_and_mutes_to_black(room: &str, encoder: &str) {
     init();
     let server = server();
     let url = server.ws_url();
@@ -221,18 +221,29 @@ fn encoded_input_reaches_a_viewer(room: &str, encoder: &str) {
     assert!(encoders_in(&sink, "Video").is_empty(), "{:?}", encoders_in(&sink, "Video"));
     assert!(encoders_in(&sink, "Audio").is_empty(), "{:?}", encoders_in(&sink, "Audio"));
     assert_eq!(session_encoders.load(Ordering::SeqCst), 0);
+
+    // Mute: the room hears of it and the viewer gets black frames (from an encoder made now,
+    // for the black stream only), then the input again after unmute.
+    sink.set_property("mute-video", true);
+    wait_for_event(&viewer.pipeline, "room-muted", |s| {
+        s.get::<bool>("video-muted") == Ok(true)
+    });
+    shows(&viewer, "video_bot", BLACK);
+    assert_eq!(encoders_in(&sink, "Video").len(), 1);
+    sink.set_property("mute-video", false);
+    shows(&viewer, "video_bot", RED);
     fail_on_error(&pipeline);
     stop(&pipeline);
 }
 
 #[test]
 fn vp8_input_is_published_without_reencoding() {
-    encoded_input_reaches_a_viewer("vp8in", "vp8enc deadline=1 keyframe-max-dist=30");
+    encoded_input_reaches_a_viewer_and_mutes_to_black("vp8in", "vp8enc deadline=1 keyframe-max-dist=30");
 }
 
 #[test]
 fn h264_input_is_published_without_reencoding() {
-    encoded_input_reaches_a_viewer(
+    encoded_input_reaches_a_viewer_and_mutes_to_black(
         "h264in",
         "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
          video/x-h264,profile=constrained-baseline",

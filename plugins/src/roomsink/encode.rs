@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 
+use super::passthrough;
 use crate::mute::{self, Medium};
 
 /// Default bitrate of the shared video encoder, in bit/s.
@@ -177,7 +178,8 @@ fn build_branch(
         // The mute probe goes where the format is I420 / S16: after the converter's capsfilter.
         blanked = elements.last().map(|filter| filter.static_pad("src").unwrap());
         if !config.per_viewer {
-            elements.extend(shared_encoder(config)?);
+            let bitrate = config.video_bitrate.load(Ordering::Relaxed);
+            elements.extend(encoder_for(config.codec.name(), bitrate)?);
         }
     }
     let refs: Vec<&gst::Element> = elements.iter().collect();
@@ -188,7 +190,7 @@ fn build_branch(
             gst::Element::link_many(&refs)?;
             last.static_pad("src").unwrap()
         }
-        None => input.clone(),
+        None => passthrough::build(bin, input, caps, config.medium, config.muted.clone())?,
     };
     if let Some(blanked) = blanked {
         mute::install(&blanked, config.medium, config.muted.clone());
@@ -203,7 +205,7 @@ fn build_branch(
     Ok(())
 }
 
-fn link_error(err: gst::PadLinkError) -> glib::BoolError {
+pub(super) fn link_error(err: gst::PadLinkError) -> glib::BoolError {
     glib::bool_error!("{err:?}")
 }
 
@@ -238,11 +240,10 @@ fn raw_converter(medium: Medium) -> Result<Vec<gst::Element>, glib::BoolError> {
     })
 }
 
-/// The one encoder of a stream (plus a caps filter where the codec needs a profile), tuned
-/// for real time as webrtcsink tunes its own: no look-ahead, constant bitrate.
-fn shared_encoder(config: &Config) -> Result<Vec<gst::Element>, glib::BoolError> {
-    let bitrate = config.video_bitrate.load(Ordering::Relaxed);
-    match config.codec.name().as_str() {
+/// The one encoder of a stream for `codec` (plus a caps filter where the codec needs a
+/// profile), tuned for real time as webrtcsink tunes its own: no look-ahead, constant bitrate.
+pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>, glib::BoolError> {
+    match codec {
         "video/x-vp8" => Ok(vec![
             gst::ElementFactory::make("vp8enc")
                 .property("deadline", 1i64)

@@ -17,6 +17,7 @@ use gst::prelude::*;
 
 mod encode;
 mod imp;
+mod passthrough;
 
 glib::wrapper! {
     /// See the module documentation.
