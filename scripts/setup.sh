@@ -32,3 +32,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/packag
   echo "setup: npm ci in tests/browser"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# aiortc, the Python WebRTC stack, for the interop tests (tests/aiortc, tests/tests/aiortc.rs),
+# from PyPI: Debian's 1.4 still accepts RSA cipher suites, 1.16 offers only ECDHE-ECDSA ones
+# (what an RSA-only DTLS certificate fails against).
+if ! python3 -c 'import aiortc, websockets, numpy' 2>/dev/null; then
+  echo "setup: installing aiortc for python3"
+  python3 -m pip install --quiet 'aiortc==1.16.*' websockets numpy \
+    || python3 -m pip install --quiet --break-system-packages 'aiortc==1.16.*' websockets numpy
+fi

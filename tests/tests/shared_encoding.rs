@@ -33,7 +33,8 @@ fn encoders_in(sink: &gst::Element, medium: &str) -> Vec<String> {
         .filter_map(|e| {
             let factory = e.factory()?;
             let klass = factory.metadata("klass")?.to_string();
-            (klass.contains("Encoder") && klass.contains(medium)).then(|| factory.name().to_string())
+            (klass.contains("Encoder") && klass.contains(medium))
+                .then(|| factory.name().to_string())
         })
         .collect()
 }
@@ -65,7 +66,9 @@ fn frames(viewer: &Viewer, pad: &str) -> usize {
 fn shows(viewer: &Viewer, pad: &str, colour: Rgb) -> Seen {
     viewer.wait(&format!("{pad} showing {colour:?}"), |s| {
         s.frames.get(pad).copied().unwrap_or(0) >= 5
-            && s.colour.get(pad).is_some_and(|c| close_to(*c, colour, TOLERANCE))
+            && s.colour
+                .get(pad)
+                .is_some_and(|c| close_to(*c, colour, TOLERANCE))
     })
 }
 
@@ -97,7 +100,9 @@ fn three_viewers_decode_one_shared_encoder() {
     for viewer in &viewers {
         let seen = shows(viewer, "video_bot", RED);
         assert!(seen.frames["video_bot"] >= 5);
-        viewer.wait("audio", |s| s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 5);
+        viewer.wait("audio", |s| {
+            s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 5
+        });
     }
     assert_eq!(encoders_in(&sink, "Video"), ["vp8enc"]);
     assert_eq!(encoders_in(&sink, "Audio"), ["opusenc"]);
@@ -215,11 +220,25 @@ fn encoded_input_reaches_a_viewer_and_mutes_to_black(room: &str, encoder: &str) 
     let (pipeline, sink) = publisher(&encoded_publisher_line(&url, room, RED, encoder));
     let session_encoders = count_session_encoders(&sink);
     play(&pipeline);
-    let viewer = Viewer::new(&url, &format!("room={room} username=viewer participant=bot")).start();
+    let viewer = Viewer::new(
+        &url,
+        &format!("room={room} username=viewer participant=bot"),
+    )
+    .start();
     shows(&viewer, "video_bot", RED);
-    viewer.wait("audio", |s| s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 5);
-    assert!(encoders_in(&sink, "Video").is_empty(), "{:?}", encoders_in(&sink, "Video"));
-    assert!(encoders_in(&sink, "Audio").is_empty(), "{:?}", encoders_in(&sink, "Audio"));
+    viewer.wait("audio", |s| {
+        s.audio_buffers.get("audio_bot").copied().unwrap_or(0) > 5
+    });
+    assert!(
+        encoders_in(&sink, "Video").is_empty(),
+        "{:?}",
+        encoders_in(&sink, "Video")
+    );
+    assert!(
+        encoders_in(&sink, "Audio").is_empty(),
+        "{:?}",
+        encoders_in(&sink, "Audio")
+    );
     assert_eq!(session_encoders.load(Ordering::SeqCst), 0);
 
     // Mute: the room hears of it and the viewer gets black frames (from an encoder made now,
@@ -238,7 +257,10 @@ fn encoded_input_reaches_a_viewer_and_mutes_to_black(room: &str, encoder: &str) 
 
 #[test]
 fn vp8_input_is_published_without_reencoding() {
-    encoded_input_reaches_a_viewer_and_mutes_to_black("vp8in", "vp8enc deadline=1 keyframe-max-dist=30");
+    encoded_input_reaches_a_viewer_and_mutes_to_black(
+        "vp8in",
+        "vp8enc deadline=1 keyframe-max-dist=30",
+    );
 }
 
 #[test]
@@ -265,7 +287,13 @@ fn encode_per_viewer_keeps_an_encoder_per_session() {
     let session_encoders = count_session_encoders(&sink);
     play(&pipeline);
     let viewers: Vec<Viewer> = (1..=2)
-        .map(|i| Viewer::new(&url, &format!("room=perviewer username=v{i} participant=bot")).start())
+        .map(|i| {
+            Viewer::new(
+                &url,
+                &format!("room=perviewer username=v{i} participant=bot"),
+            )
+            .start()
+        })
         .collect();
     for viewer in &viewers {
         shows(viewer, "video_bot", RED);

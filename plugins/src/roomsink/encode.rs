@@ -176,7 +176,9 @@ fn build_branch(
     if raw {
         elements.extend(raw_converter(config.medium)?);
         // The mute probe goes where the format is I420 / S16: after the converter's capsfilter.
-        blanked = elements.last().map(|filter| filter.static_pad("src").unwrap());
+        blanked = elements
+            .last()
+            .map(|filter| filter.static_pad("src").unwrap());
         if !config.per_viewer {
             let bitrate = config.video_bitrate.load(Ordering::Relaxed);
             elements.extend(encoder_for(config.codec.name(), bitrate)?);
@@ -186,7 +188,9 @@ fn build_branch(
     bin.add_many(&refs)?;
     let out = match elements.last() {
         Some(last) => {
-            input.link(&elements[0].static_pad("sink").unwrap()).map_err(link_error)?;
+            input
+                .link(&elements[0].static_pad("sink").unwrap())
+                .map_err(link_error)?;
             gst::Element::link_many(&refs)?;
             last.static_pad("src").unwrap()
         }

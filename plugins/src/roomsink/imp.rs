@@ -12,6 +12,7 @@ use crate::events::{self, RoomSettings};
 use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
 
+use super::certificate::{self, DtlsCertificate};
 use super::encode;
 
 const DEFAULT_STREAM: &str = "main";
@@ -68,6 +69,8 @@ pub struct RoomSink {
     mute_video: Arc<AtomicBool>,
     /// `video-bitrate`, read by the shared video encoder when it is made.
     video_bitrate: Arc<AtomicU32>,
+    /// The DTLS certificate every session presents (made once per element).
+    certificate: DtlsCertificate,
     webrtcsink: gst::Element,
 }
 
@@ -210,12 +213,15 @@ impl ObjectSubclass for RoomSink {
         // the rare loss without FEC's constant extra bitrate, and RED-wrapped packets made
         // webrtcbin expose an extra pad for the same stream on the viewer side.
         webrtcsink.set_property("do-fec", false);
+        let certificate = certificate::generate().expect("an ECDSA P-256 key pair");
+        certificate::use_for_sessions(&webrtcsink, &certificate);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
             video_bitrate: Arc::new(AtomicU32::new(encode::DEFAULT_VIDEO_BITRATE)),
+            certificate,
             webrtcsink,
         }
     }
@@ -274,6 +280,11 @@ impl ObjectImpl for RoomSink {
                     .maximum(50_000_000)
                     .default_value(encode::DEFAULT_VIDEO_BITRATE)
                     .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("certificate-fingerprint")
+                    .nick("Certificate fingerprint")
+                    .blurb("SHA-256 fingerprint of the ECDSA P-256 DTLS certificate that every session of this element presents (as in SDP a=fingerprint)")
+                    .read_only()
                     .build(),
             ]);
             props
@@ -342,6 +353,7 @@ impl ObjectImpl for RoomSink {
             "audio-caps" => settings.audio_caps.to_value(),
             "encode-per-viewer" => settings.encode_per_viewer.to_value(),
             "video-bitrate" => self.video_bitrate.load(Ordering::Relaxed).to_value(),
+            "certificate-fingerprint" => self.certificate.fingerprint.to_value(),
             "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
             "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),
             _ => unimplemented!(),
@@ -379,8 +391,7 @@ impl ElementImpl for RoomSink {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
-            LazyLock::new(encode::pad_templates);
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(encode::pad_templates);
         TEMPLATES.as_ref()
     }
 

@@ -15,6 +15,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod certificate;
 mod encode;
 mod imp;
 mod passthrough;

@@ -289,7 +289,10 @@ impl Switch {
     }
 
     fn blank_active(&self) -> bool {
-        self.selector.property::<Option<gst::Pad>>("active-pad").as_ref() != Some(&self.input_pad)
+        self.selector
+            .property::<Option<gst::Pad>>("active-pad")
+            .as_ref()
+            != Some(&self.input_pad)
     }
 
     /// Every input buffer: while muted (or until the input has a keyframe again) a blank
@@ -339,7 +342,9 @@ impl Switch {
         let mut blank = match &self.black_frame {
             Some(frame) => frame.clone(),
             None => {
-                let ns = duration.unwrap_or(gst::ClockTime::from_mseconds(20)).nseconds();
+                let ns = duration
+                    .unwrap_or(gst::ClockTime::from_mseconds(20))
+                    .nseconds();
                 let bytes = (ns as f64 * self.audio_bytes_per_ns) as usize & !3;
                 let mut silence = gst::Buffer::with_size(bytes).ok()?;
                 silence.get_mut()?.map_writable().ok()?.fill(0);
@@ -356,7 +361,12 @@ impl Switch {
     fn on_blank(&self, buffer: &gst::Buffer) {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         if keyframe && self.muted.load(Ordering::Relaxed) && !self.blank_active() {
-            let pad = self.blank.lock().unwrap().as_ref().map(|b| b.selector_pad.clone());
+            let pad = self
+                .blank
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|b| b.selector_pad.clone());
             if let Some(pad) = pad {
                 self.selector.set_property("active-pad", &pad);
             }
