@@ -81,7 +81,7 @@ fn aiortc_viewer_decodes_a_roomsink_and_sees_its_certificate() {
     let url = server.ws_url();
     let publisher = start(&publisher_line(&url, "py", "bot", RED, ""));
     let sink = publisher.by_name("sink").unwrap();
-    let expected: String = sink.property("certificate-fingerprint");
+    let expected: String = sink.property("dtls-fingerprint");
 
     let viewer = Aiortc::start(&["view", &url, "py", "pyviewer", "bot"]);
     let fingerprint = viewer.wait_line("fingerprint in the offer", |l| {
@@ -129,14 +129,11 @@ fn every_session_of_a_roomsink_presents_the_same_ecdsa_certificate() {
     let url = server.ws_url();
     let publisher = start(&publisher_line(&url, "cert", "bot", RED, ""));
     let sink = publisher.by_name("sink").unwrap();
-    let expected: String = sink.property("certificate-fingerprint");
+    let expected: String = sink.property("dtls-fingerprint");
     assert_eq!(expected.split(':').count(), 32, "{expected}");
     // Another roomsink has a certificate of its own.
     let other = gst::ElementFactory::make("roomsink").build().unwrap();
-    assert_ne!(
-        other.property::<String>("certificate-fingerprint"),
-        expected
-    );
+    assert_ne!(other.property::<String>("dtls-fingerprint"), expected);
 
     wait_for_event(&publisher, "room-session-status", |s| {
         s.get::<&str>("status") == Ok("publishing")

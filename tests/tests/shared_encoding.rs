@@ -111,8 +111,63 @@ fn three_viewers_decode_one_shared_encoder() {
         0,
         "webrtcsink made encoders for the viewers' sessions"
     );
+
+    // A flood of keyframe requests (30 a second, as a viewer with heavy loss might send) makes
+    // a few keyframes, not one per frame.
+    let (keyframes, frames) = keyframes_during_request_flood(&sink, Duration::from_secs(2));
+    eprintln!("request flood: {keyframes} keyframes in {frames} frames");
+    assert!(frames >= 10, "{frames} frames");
+    assert!(keyframes <= 8, "{keyframes} keyframes in {frames} frames");
+    for viewer in &viewers {
+        let before = frames_of(viewer);
+        viewer.wait("frames after the flood", |s| {
+            s.frames.get("video_bot").copied().unwrap_or(0) > before + 5
+        });
+    }
     fail_on_error(&pipeline);
     stop(&pipeline);
+}
+
+fn frames_of(viewer: &Viewer) -> usize {
+    frames(viewer, "video_bot")
+}
+
+/// Sends keyframe requests upstream from webrtcsink's video input for `window` (as its viewers'
+/// sessions do) and counts the (key)frames that come down meanwhile.
+fn keyframes_during_request_flood(sink: &gst::Element, window: Duration) -> (usize, usize) {
+    let webrtcsink = sink
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("webrtcsink")
+        .unwrap();
+    let pad = webrtcsink.static_pad("video_0").unwrap();
+    let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let counter = counts.clone();
+    let probe = pad
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                counter.1.fetch_add(1, Ordering::SeqCst);
+                if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    counter.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        })
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        pad.push_event(
+            gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build(),
+        );
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    pad.remove_probe(probe);
+    (
+        counts.0.load(Ordering::SeqCst),
+        counts.1.load(Ordering::SeqCst),
+    )
 }
 
 #[test]
@@ -308,4 +363,67 @@ fn encode_per_viewer_keeps_an_encoder_per_session() {
         shows(viewer, "video_bot", BLACK);
     }
     stop(&pipeline);
+}
+
+/// `pipelines/publish-file.pipeline` with its variables filled in.
+fn publish_file_preset(url: &str, room: &str, uri: &str) -> String {
+    let text = include_str!("../../pipelines/publish-file.pipeline");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("${SERVER}", url)
+        .replace("${ROOM}", room)
+        .replace("${USERNAME}", "movie")
+        .replace("${URI}", uri)
+}
+
+#[test]
+fn publish_file_preset_passes_a_vp8_opus_file_through() {
+    init();
+    let dir = std::env::temp_dir().join(format!("gst-room-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("green.webm");
+    // Ten seconds of green VP8 (a keyframe a second) and Opus.
+    let maker = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=150 pattern=solid-color foreground-color={fg} ! \
+         video/x-raw,width=320,height=240,framerate=15/1 ! vp8enc deadline=1 keyframe-max-dist=15 ! \
+         webmmux name=m ! filesink location={path} \
+         audiotestsrc num-buffers=470 ! audioconvert ! opusenc ! m.",
+        fg = argb(GREEN),
+        path = file.display()
+    ))
+    .unwrap();
+    maker.set_state(gst::State::Playing).unwrap();
+    let bus = maker.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the file is written");
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    maker.set_state(gst::State::Null).unwrap();
+
+    let server = server();
+    let url = server.ws_url();
+    let uri = format!("file://{}", file.display());
+    let pipeline = gst::parse::launch(&publish_file_preset(&url, "file", &uri))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("room").unwrap();
+    let session_encoders = count_session_encoders(&sink);
+    play(&pipeline);
+    let viewer = Viewer::new(&url, "room=file username=viewer participant=movie").start();
+    shows(&viewer, "video_movie", GREEN);
+    viewer.wait("audio", |s| {
+        s.audio_buffers.get("audio_movie").copied().unwrap_or(0) > 5
+    });
+    assert!(encoders_in(&sink, "Video").is_empty());
+    assert!(encoders_in(&sink, "Audio").is_empty());
+    assert_eq!(session_encoders.load(Ordering::SeqCst), 0);
+    fail_on_error(&pipeline);
+    stop(&pipeline);
+    let _ = std::fs::remove_dir_all(&dir);
 }

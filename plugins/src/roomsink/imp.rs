@@ -281,8 +281,8 @@ impl ObjectImpl for RoomSink {
                     .default_value(encode::DEFAULT_VIDEO_BITRATE)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecString::builder("certificate-fingerprint")
-                    .nick("Certificate fingerprint")
+                glib::ParamSpecString::builder("dtls-fingerprint")
+                    .nick("DTLS fingerprint")
                     .blurb("SHA-256 fingerprint of the ECDSA P-256 DTLS certificate that every session of this element presents (as in SDP a=fingerprint)")
                     .read_only()
                     .build(),
@@ -353,7 +353,7 @@ impl ObjectImpl for RoomSink {
             "audio-caps" => settings.audio_caps.to_value(),
             "encode-per-viewer" => settings.encode_per_viewer.to_value(),
             "video-bitrate" => self.video_bitrate.load(Ordering::Relaxed).to_value(),
-            "certificate-fingerprint" => self.certificate.fingerprint.to_value(),
+            "dtls-fingerprint" => self.certificate.fingerprint.to_value(),
             "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
             "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),
             _ => unimplemented!(),
