@@ -1,7 +1,7 @@
 //! roomsink's media path: what happens between a request pad and webrtcsink.
 //!
 //! ```text
-//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ encoder [keyframe gate] ─ webrtcsink
+//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ queue ─ encoder [keyframe gate] ─ webrtcsink
 //! raw, encode-per-viewer: ghost ─ input ─ convert ─ I420/S16 [mute] ─ webrtcsink (encodes per viewer)
 //! encoded (VP8/H.264/Opus): ghost ─ input [keyframe gate] ─ webrtcsink (payloads only)
 //! ```
@@ -23,7 +23,7 @@ use gst::prelude::*;
 use super::passthrough;
 use crate::mute::{self, Medium};
 
-/// Default bitrate of the shared video encoder, in bit/s.
+/// Default highest bitrate of the shared video encoder, in bit/s (see `bitrate.rs`).
 pub const DEFAULT_VIDEO_BITRATE: u32 = 2_000_000;
 /// Keyframe requests reaching the shared encoder (or the encoded input's upstream) are at
 /// least this far apart: every viewer's request in between is answered by the same keyframe.
@@ -87,9 +87,9 @@ pub fn webrtcsink_caps(configured: &gst::Caps, medium: Medium, per_viewer: bool)
     caps
 }
 
-/// Sets webrtcsink's codec lists ([`webrtcsink_caps`]) and, with shared encoding, turns its
-/// per-viewer congestion control off: there is no per-viewer encoder for it to steer, and its
-/// pacer would hold one viewer's packets back to that viewer's estimate.
+/// Sets webrtcsink's codec lists ([`webrtcsink_caps`]). Congestion control (Google's) stays on
+/// in both modes: per viewer it steers each viewer's encoder, shared its estimates steer the
+/// one encoder (see `bitrate.rs`).
 pub fn configure_webrtcsink(
     webrtcsink: &gst::Element,
     video_caps: &gst::Caps,
@@ -104,8 +104,7 @@ pub fn configure_webrtcsink(
         "audio-caps",
         webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
     );
-    let congestion_control = if per_viewer { "gcc" } else { "disabled" };
-    webrtcsink.set_property_from_str("congestion-control", congestion_control);
+    webrtcsink.set_property_from_str("congestion-control", "gcc");
 }
 
 /// What an input needs to know to build its branch.
@@ -181,6 +180,7 @@ fn build_branch(
             .map(|filter| filter.static_pad("src").unwrap());
         if !config.per_viewer {
             let bitrate = config.video_bitrate.load(Ordering::Relaxed);
+            elements.push(encoder_queue()?);
             elements.extend(encoder_for(config.codec.name(), bitrate)?);
         }
     }
@@ -202,6 +202,9 @@ fn build_branch(
     if config.medium == Medium::Video && !(raw && config.per_viewer) {
         KeyframeGate::install(&out, KEYFRAME_MIN_INTERVAL);
     }
+    if raw && !config.per_viewer {
+        keep_continuous(&out);
+    }
     out.link(webrtc_pad).map_err(link_error)?;
     for element in &elements {
         element.sync_state_with_parent()?;
@@ -211,6 +214,19 @@ fn build_branch(
 
 pub(super) fn link_error(err: gst::PadLinkError) -> glib::BoolError {
     glib::bool_error!("{err:?}")
+}
+
+/// The encoder gets a thread of its own, as webrtcsink's per-viewer encoders have: encoding in
+/// the capture thread would make a live source late whenever a frame takes long to encode, and
+/// viewers would see bursts and stalls. On a machine too slow to encode every frame the oldest
+/// waiting frame is dropped (a lower frame rate rather than a growing delay).
+fn encoder_queue() -> Result<gst::Element, glib::BoolError> {
+    gst::ElementFactory::make("queue")
+        .property("max-size-buffers", 2u32)
+        .property("max-size-bytes", 0u32)
+        .property("max-size-time", 0u64)
+        .property_from_str("leaky", "downstream")
+        .build()
 }
 
 /// `convert ! capsfilter` to I420 / interleaved S16 (the formats the mute probe blanks).
@@ -304,6 +320,24 @@ pub fn set_video_bitrate(bin: &gst::Bin, bitrate: u32) {
             _ => {}
         }
     }
+}
+
+/// Clears DISCONT on the shared encoder's output. The encoder marks a frame DISCONT when raw
+/// frames before it were dropped (the leaky queue on a busy machine), but its output is one
+/// continuous stream that decodes fine; webrtcsink's stream producer would instead make every
+/// viewer drop frames until the next keyframe, freezing all of them for up to
+/// [`KEYFRAME_MIN_INTERVAL`] at each dropped raw frame.
+fn keep_continuous(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if info
+            .buffer()
+            .is_some_and(|b| b.flags().contains(gst::BufferFlags::DISCONT))
+            && let Some(buffer) = info.buffer_mut()
+        {
+            buffer.make_mut().unset_flags(gst::BufferFlags::DISCONT);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Coalesces keyframe requests on their way upstream through `pad`. Every viewer's session asks

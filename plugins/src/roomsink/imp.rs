@@ -12,6 +12,7 @@ use crate::events::{self, RoomSettings};
 use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
 
+use super::bitrate;
 use super::certificate::{self, DtlsCertificate};
 use super::encode;
 
@@ -233,6 +234,11 @@ impl ObjectImpl for RoomSink {
         self.obj()
             .add(&self.webrtcsink)
             .expect("a fresh bin takes its child");
+        bitrate::follow_viewers(
+            &self.webrtcsink,
+            self.obj().upcast_ref(),
+            self.video_bitrate.clone(),
+        );
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -275,7 +281,7 @@ impl ObjectImpl for RoomSink {
                     .build(),
                 glib::ParamSpecUInt::builder("video-bitrate")
                     .nick("Video bitrate")
-                    .blurb("Bitrate of the shared video encoder in bit/s, the same for every viewer (not used with encode-per-viewer or encoded input)")
+                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows the weakest viewer's bandwidth estimate down to 300000 (not used with encode-per-viewer or encoded input)")
                     .minimum(50_000)
                     .maximum(50_000_000)
                     .default_value(encode::DEFAULT_VIDEO_BITRATE)

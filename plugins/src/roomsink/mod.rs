@@ -15,6 +15,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod bitrate;
 mod certificate;
 mod encode;
 mod imp;
