@@ -70,8 +70,13 @@ fn set_pem_within(element: &gst::Element, pem: &str) {
 
 fn set_pem(element: &gst::Element, pem: &str) {
     let is_dtls_decoder = element.factory().is_some_and(|f| f.name() == "dtlssrtpdec");
-    // Once only: each set makes dtlsdec a new DTLS connection, and dtlsenc holds the first.
-    if is_dtls_decoder && element.property::<Option<String>>("pem").as_deref() != Some(pem) {
+    // Only while the decoder is still in NULL, before its transport starts: each set makes
+    // dtlsdec a new DTLS connection, and once dtlssrtpenc has taken the connection (on its way
+    // to READY) a new one would split the session's DTLS in two ("Fatal SSL error").
+    if is_dtls_decoder
+        && element.current_state() == gst::State::Null
+        && element.property::<Option<String>>("pem").as_deref() != Some(pem)
+    {
         element.set_property("pem", pem);
     }
 }
