@@ -9,7 +9,9 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
-  libssl-dev pkg-config chromium nodejs npm
+  libssl-dev pkg-config chromium nodejs npm redis-server
+  iproute2 curl openssl nginx
+  coturn nftables
 )
 
 missing=()

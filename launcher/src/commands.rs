@@ -11,18 +11,27 @@ use anyhow::{Context, bail};
 use crate::presets::{PRESETS, Preset, parse_assignment};
 use crate::runner::{self, RunOptions};
 
-/// Where and as whom (shared by the pipeline subcommands).
-#[derive(clap::Args, Debug, Clone)]
+/// Where and as whom (shared by the pipeline subcommands). `Debug` is hand-written below: the
+/// token never reaches a log.
+#[derive(clap::Args, Clone)]
 pub struct RoomArgs {
-    /// Room server WebSocket URL.
+    /// Room server WebSocket URL: ws://HOST:PORT/ws, or wss://HOST:PORT/ws over TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8443/ws")]
     pub server: String,
+    /// PEM certificates trusted for a wss:// server besides the system's roots: a CA, or the
+    /// server's self-signed certificate (the room elements' tls-ca-file).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Room name.
     #[arg(long, default_value = "demo")]
     pub room: String,
     /// Own participant name (each subcommand has its own default).
     #[arg(long)]
     pub username: Option<String>,
+    /// Access token for servers that want one (from `gst-room token`, or the shared --token);
+    /// set on every room element of the pipeline, never written into its description.
+    #[arg(long, env = "GST_ROOM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Set any variable of the preset pipeline: NAME=value (see `gst-room pipelines`).
     #[arg(long = "set", value_parser = parse_assignment)]
     pub set: Vec<(String, String)>,
@@ -32,6 +41,20 @@ pub struct RoomArgs {
     /// Stop (EOS) after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
+}
+
+impl std::fmt::Debug for RoomArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomArgs")
+            .field("server", &self.server)
+            .field("room", &self.room)
+            .field("username", &self.username)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("set", &self.set)
+            .field("quiet", &self.quiet)
+            .field("duration", &self.duration)
+            .finish()
+    }
 }
 
 impl RoomArgs {
@@ -52,6 +75,7 @@ impl RoomArgs {
             quiet: self.quiet,
             duration: self.duration.map(Duration::from_secs_f64),
             chat,
+            token: self.token.clone().map(Into::into),
         }
     }
 }
@@ -119,6 +143,10 @@ pub struct LaunchArgs {
     /// Stop (EOS) after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// tls-ca-file for every room element of the pipeline (PEM certificates trusted for wss://
+    /// besides the system's roots).
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,7 +173,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             "publish-file"
         }
     };
-    run_preset(preset, &values, args.room.options(true)).await
+    run_preset(preset, &values, &args.room, args.room.options(true)).await
 }
 
 /// `gst-room play`.
@@ -162,7 +190,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
         }
         None => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await
+    run_preset(preset, &values, &args.room, args.room.options(false)).await
 }
 
 /// `gst-room mix`.
@@ -188,7 +216,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
         }
         (None, None) => "play-mix",
     };
-    run_preset(preset, &values, args.room.options(false)).await?;
+    run_preset(preset, &values, &args.room, args.room.options(false)).await?;
     if let Some(output) = args.output {
         println!("recorded {}", output.display());
     }
@@ -199,10 +227,12 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
     let pipeline = runner::build(&args.pipeline.join(" "))?;
+    runner::trust(&pipeline, args.tls_ca_file.as_deref());
     let options = RunOptions {
         quiet: args.quiet,
         duration: args.duration.map(Duration::from_secs_f64),
         chat: true,
+        token: None,
     };
     runner::run(&pipeline, options).await
 }
@@ -233,10 +263,15 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<()> {
 async fn run_preset(
     name: &str,
     values: &BTreeMap<String, String>,
+    room: &RoomArgs,
     options: RunOptions,
 ) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
     let description = Preset::find(name)?.render(values)?;
     let pipeline = runner::build(&description).with_context(|| format!("pipeline {name}"))?;
+    if let Some(token) = &options.token {
+        runner::set_room_token(&pipeline, token.expose());
+    }
+    runner::trust(&pipeline, room.tls_ca_file.as_deref());
     runner::run(&pipeline, options).await
 }

@@ -4,11 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
+use std::time::Duration;
 
+use anyhow::Context;
+use room_signaling::auth::Grants;
+use room_signaling::protocol::Secret;
+
+use crate::invite;
 use crate::presets::Preset;
 use crate::runner::{self, RunOptions};
-use crate::server::ServerArgs;
+use crate::server::{self, ServerArgs};
+use crate::token::{invite_link, mint_for};
+
+/// How long the tokens the demo mints for itself and its guest are valid.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -24,27 +33,64 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     runner::init_gstreamer()?;
-    let listener = tokio::net::TcpListener::bind(args.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.server.listen))?;
-    let addr = listener.local_addr()?;
+    let started = server::start(&args.server).await?;
+    // demo-bot and the guest of the printed invite link get tokens when the server wants them.
+    let config = &started.config;
+    let token_for = |username: &str| -> Option<Secret> {
+        match (&config.token_secret, &config.token) {
+            (Some(secret), _) => Some(
+                mint_for(
+                    secret,
+                    &args.room,
+                    username,
+                    DEMO_TOKEN_TTL,
+                    Grants::PARTICIPANT,
+                )
+                .into(),
+            ),
+            (None, shared) => shared.clone(),
+        }
+    };
+    let bot_token = token_for("demo-bot");
+    let guest_token = token_for("guest");
+    // demo-bot joins the way a guest would, through the first invite link: that address is
+    // covered by the certificate (self-signed: every listened address; a real one: its name,
+    // given as --public-url).
+    let server_url = invite::ws_url(&started.links[0]);
+    let certificate = started.certificate();
+    let links = started.links.clone();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(room_signaling::run(listener, args.server.config(), async {
-        let _ = server_stopped.await;
-    }));
+    let server = tokio::spawn(room_signaling::run(
+        started.listener,
+        started.config,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
 
     let values = BTreeMap::from([
-        ("SERVER".to_owned(), format!("ws://{addr}/ws")),
+        ("SERVER".to_owned(), server_url),
         ("ROOM".to_owned(), args.room.clone()),
         ("USERNAME".to_owned(), "demo-bot".to_owned()),
     ]);
     let pipeline = runner::build(&Preset::find("publish-test")?.render(&values)?)?;
-    println!("gst-room server listening on http://{addr}/ (WebSocket ws://{addr}/ws)");
+    if let Some(token) = &bot_token {
+        runner::set_room_token(&pipeline, token.expose());
+    }
+    runner::trust(&pipeline, certificate.as_deref());
     println!(
         "demo-bot is publishing in room {}. Open the invite link in a browser:",
         args.room
     );
-    println!("  http://{addr}/?room={}", args.room);
+    for link in &links {
+        match &guest_token {
+            Some(token) => println!(
+                "  {}",
+                invite_link(link, &args.room, "guest", token.expose())
+            ),
+            None => println!("  {link}?room={}", args.room),
+        }
+    }
     println!("Type a line to chat as demo-bot; Ctrl-C stops.");
     let result = runner::run(
         &pipeline,
@@ -52,6 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             quiet: args.quiet,
             duration: None,
             chat: true,
+            token: None,
         },
     )
     .await;

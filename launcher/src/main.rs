@@ -1,20 +1,26 @@
 //! `gst-room`: the room server, the demo, and preset pipelines, in one command.
 //!
 //! - `server.rs`: `gst-room server` (the signaling library's `run` behind clap flags);
+//! - `token.rs`: `gst-room token` (mint access tokens) and the token-secret flags;
 //! - `demo.rs`: `gst-room demo` (server + demo publisher + invite link);
+//! - `invite.rs`: invite links people can open (never a wildcard address), certificate names;
 //! - `commands.rs`: `publish`, `play`, `mix`, `launch`, `pipelines`;
 //! - `presets.rs`: the pipelines of `pipelines/`, built in, with `${VAR}` substitution;
 //! - `runner.rs`: running a pipeline (bus loop, room events, chat from stdin, Ctrl-C → EOS).
 //!
-//! Logging is set up once here (`RUST_LOG`, default `info`, to stderr); stdout carries what
-//! scripts read: the server URL, the invite link, room event lines.
+//! Logging is set up once here (`RUST_LOG`, default `info`, to stderr; tokens and TURN
+//! passwords never appear at any level); stdout carries what scripts read: the server URL, the
+//! invite link, room event lines.
 
 mod bench;
 mod commands;
 mod demo;
+mod invite;
 mod presets;
 mod runner;
 mod server;
+mod token;
+mod turn;
 
 use std::process::ExitCode;
 
@@ -32,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run the room server: WebSocket signaling at /ws and the conference page at /.
     Server(server::ServerArgs),
+    /// Mint an access token for one room and username (signed with the server's --token-secret).
+    Token(token::TokenArgs),
     /// Run the server and a demo publisher (demo-bot) in room "demo"; print the invite link.
     Demo(demo::DemoArgs),
     /// Publish a test pattern, a camera or a media file into a room.
@@ -50,16 +58,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        // tungstenite's trace level dumps every WebSocket frame's payload (tokens, TURN
+        // credentials) in hex: never below debug, whatever RUST_LOG asks.
+        .add_directive("tungstenite=debug".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Token(args) => token::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Publish(args) => commands::publish(args).await,
             Command::Play(args) => commands::play(args).await,

@@ -91,3 +91,24 @@ fn join_bench_prints_figures_with_anchor() {
     assert!(positive(&first["anchor"]));
     assert!(positive(&figure(&figures, "t_offer_received")["median"]));
 }
+
+#[test]
+fn network_bench_prints_a_figure_per_condition() {
+    // Root (network namespaces), as in CI; short windows: structure only.
+    let figures = bench(&["network", "--seconds", "3", "--settle", "1"]);
+    for condition in [
+        "loss_0pct",
+        "loss_2pct",
+        "loss_5pct",
+        "loss_10pct",
+        "cap_2000kbit",
+        "cap_1000kbit",
+        "cap_500kbit",
+    ] {
+        for what in ["fps", "longest_freeze", "bitrate"] {
+            figure(&figures, &format!("{condition}_{what}"));
+        }
+    }
+    assert!(positive(&figure(&figures, "loss_0pct_fps")["median"]));
+    assert!(positive(&figure(&figures, "loss_0pct_bitrate")["median"]));
+}

@@ -108,6 +108,58 @@ fn demo_serves_the_invite_link_publishes_demo_bot_and_stops_on_ctrl_c() {
 }
 
 #[test]
+fn demo_with_tokens_admits_demo_bot_and_the_guest_of_its_invite_link() {
+    for flags in [
+        ["--token-secret", "demo-test-secret-of-thirty-two-bytes"],
+        ["--token", "demo-shared-token"],
+    ] {
+        demo_admits_bot_and_guest(&flags);
+    }
+}
+
+fn demo_admits_bot_and_guest(flags: &[&str]) {
+    let mut args = vec!["demo", "--listen", "127.0.0.1:0", "--quiet"];
+    args.extend(flags);
+    let demo = Running::start(&args);
+    let invite = demo.wait_line("/?room=demo");
+    let (page, token) = invite
+        .trim()
+        .split_once("#token=")
+        .expect("the invite link carries a token");
+    assert!(page.ends_with("/?room=demo&user=guest"), "{invite}");
+    let addr = page
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{addr}/ws");
+        let mut guest = gst_room_tests::Client::connect(&url).await;
+        // demo-bot joins with its own minted token; the guest with the link's. Wait for the
+        // bot's stream: it may still be starting.
+        let state = guest.request_join_with_token("demo", "guest", Some(token)).await;
+        let room_protocol::ServerMessage::State { participants, .. } = state else {
+            panic!("guest refused: {state:?}");
+        };
+        if !participants.iter().any(|p| p.username == "demo-bot" && !p.streams.is_empty()) {
+            guest
+                .recv_until("demo-bot publishing", |m| {
+                    matches!(m, room_protocol::ServerMessage::Published { username, .. } if username == "demo-bot")
+                })
+                .await;
+        }
+        let mut stranger = gst_room_tests::Client::connect(&url).await;
+        let refused = stranger.request_join("demo", "guest2").await;
+        assert!(
+            matches!(refused, room_protocol::ServerMessage::Failed { .. }),
+            "{refused:?}"
+        );
+    });
+    assert_eq!(demo.interrupt(), 0);
+}
+
+#[test]
 fn launch_with_a_bad_pipeline_fails_with_the_parse_error() {
     let output = Command::new(BIN)
         .args(["launch", "videotestsrc ! no-such-element"])
@@ -116,6 +168,27 @@ fn launch_with_a_bad_pipeline_fails_with_the_parse_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no-such-element"), "{stderr}");
+}
+
+#[test]
+fn server_with_an_unreachable_redis_fails_naming_it() {
+    // A free port with nothing listening: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let output = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at {url}")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -147,6 +220,83 @@ fn launch_reports_a_refused_join_with_the_reason_and_fails() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stdout.contains("failed: room-full"), "{stdout}");
     assert!(stderr.contains("room-full"), "{stderr}");
+}
+
+#[test]
+fn a_token_from_gst_room_token_admits_publish_and_nothing_else_does() {
+    const SECRET: &str = "cli-test-secret-of-thirty-two-bytes";
+    let server = TestServer::start(room_signaling::Config {
+        token_secret: Some(SECRET.into()),
+        ..Default::default()
+    });
+    let url = server.ws_url();
+    let token = |username: &str| {
+        let output = Command::new(BIN)
+            .args([
+                "token",
+                "--room",
+                "tok",
+                "--username",
+                username,
+                "--ttl",
+                "5m",
+            ])
+            .env("GST_ROOM_TOKEN_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let publish = |username: &str, token: Option<&str>| -> Vec<String> {
+        let mut args = [
+            "publish",
+            "--server",
+            &url,
+            "--room",
+            "tok",
+            "--username",
+            username,
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(token) = token {
+            args.extend(["--token".to_owned(), token.to_owned()]);
+        }
+        args
+    };
+    // Refused: no token, and bot's token used by someone else.
+    for (username, token) in [("bot", None), ("mallory", Some(token("bot")))] {
+        let output = Command::new(BIN)
+            .args(publish(username, token.as_deref()))
+            .args(["--duration", "10"])
+            .env_remove("GST_ROOM_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("unauthorized"), "{stderr}");
+    }
+    let bot_token = token("bot");
+    let args = publish("bot", Some(&bot_token));
+    let admitted = Running::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    admitted.wait_line("in room tok as bot");
+    assert_eq!(admitted.interrupt(), 0);
+    // A short secret is refused before anything is minted.
+    let output = Command::new(BIN)
+        .args([
+            "token",
+            "--room",
+            "tok",
+            "--username",
+            "bot",
+            "--token-secret",
+            "short",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 32"));
 }
 
 #[test]
@@ -234,4 +384,54 @@ fn every_preset_pipeline_parses_with_its_variables_filled() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_flags() {
+    use std::io::{Read, Write};
+    // A header timeout far longer than the test: Ctrl-C must not wait for it.
+    let server = Running::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--header-timeout",
+        "600",
+        "--shutdown-grace",
+        "1",
+        "--max-connections-per-ip",
+        "2",
+        "--chat-limit",
+        "5:10",
+    ]);
+    let line = server.wait_line("listening on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let second = std::net::TcpStream::connect(&addr).unwrap();
+    let third = std::net::TcpStream::connect(&addr).unwrap();
+    // The per-address flag took effect: of three connections one is refused with 429. Which one
+    // is not fixed: the server counts each connection in its own task, in whatever order those
+    // run. The two admitted ones wait for their request (the 600 s header timeout), so every
+    // read is bounded here.
+    let answers: Vec<String> = [half, second, third]
+        .into_iter()
+        .map(|mut tcp| {
+            tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429"))
+        .count();
+    assert_eq!(refused, 1, "{answers:?}");
+    assert_eq!(server.interrupt(), 0);
 }

@@ -6,7 +6,9 @@
 //! - `client`: the participant — one WebSocket to the room server, shared by every element of
 //!   the process with the same server, room and username;
 //! - `signaller`: the `Signallable` that connects webrtcsink/webrtcsrc to the room client;
-//! - `events`: room events as bus messages and signals, and the properties both elements share.
+//! - `events`: room events as bus messages and signals, and the properties both elements share;
+//! - `tls`: what `wss://` trusts (system roots + `tls-ca-file`) and how its failures read;
+//! - `ice`: the STUN/TURN servers and relay policy of each session's webrtcbin.
 //!
 //! All network work runs on one tokio runtime for the whole plugin ([`RUNTIME`]).
 // Signal docs use the gtk-doc `/** Type::signal: */` form of gst-plugins-rs, which rustc sees as stray doc comments.
@@ -18,10 +20,13 @@ use gst::glib;
 
 pub mod client;
 pub mod events;
+pub mod ice;
 mod mute;
 pub mod roomsink;
 pub mod roomsrc;
 pub mod signaller;
+mod subscription;
+pub mod tls;
 
 /// The plugin's async runtime: the room client tasks and the signallers run here. Two workers
 /// are plenty for a handful of WebSockets, and keep the plugin light on a small machine.

@@ -1,27 +1,42 @@
 //! One participant's WebSocket: read frames into messages, write the hub's queue out, keep the
 //! peer alive with pings, and end cleanly.
 //!
-//! The task owns both halves of the socket and `select!`s over four things: a frame from the
-//! peer, a message queued by the hub, the ping timer, and server shutdown. Whatever ends the loop
-//! (close, error, silence, full queue, shutdown), the peer is unregistered exactly once at the
-//! end, which is what sends LEFT to the room.
+//! The task owns both halves of the socket and `select!`s over five things: a frame from the
+//! peer, a message queued by the hub, the ping timer, the join deadline, and server shutdown.
+//! Whatever ends the loop (close, error, silence, full queue, a limit, shutdown), the peer is
+//! unregistered exactly once at the end, which is what sends LEFT to the room.
 //!
 //! Limits: frames up to [`room_protocol::MAX_MESSAGE_BYTES`] are parsed; larger ones up to
 //! [`HARD_FRAME_LIMIT`] get an `error` and the connection stays; beyond that the WebSocket layer
-//! refuses the frame and the connection ends (reading a frame that large is the attack).
+//! refuses the frame as its header arrives (or the message as its fragments add up) and the
+//! connection ends with close code 1009 (reading a frame that large is the attack). A message
+//! unfinished for longer than `message_timeout` ends the connection (1008). Each participant's
+//! messages pass its rate limits ([`crate::limits`]) before the hub sees them. A connection
+//! that is not in a room holds one of the server's "unjoined" slots and must join within
+//! `join_timeout` (1008 otherwise).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
-use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, WithId};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::auth::Access;
+use crate::cluster::Cluster;
+use crate::frames::MessageClock;
 use crate::hub::Hub;
+use crate::limits::Limiters;
+use crate::rooms::PeerId;
 
 /// Frames above this size end the connection (see the module doc).
 pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -30,13 +45,67 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// its TCP window, and a write would otherwise wait forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a closing connection waits for the peer's close frame after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest serde error quoted back in `error malformed` (serde quotes the input it refuses).
+const MAX_PARSE_ERROR_CHARS: usize = 160;
+
+/// A connection's place among the not-yet-joined ones: the slot it holds while it is in no
+/// room, and when it must have joined by.
+pub struct JoinGate {
+    slots: Arc<Semaphore>,
+    slot: Option<OwnedSemaphorePermit>,
+    deadline: Option<Instant>,
+}
+
+impl JoinGate {
+    /// A fresh connection holding `slot` of `slots`; its deadline starts when it is served.
+    pub fn new(slots: Arc<Semaphore>, slot: OwnedSemaphorePermit) -> JoinGate {
+        JoinGate {
+            slots,
+            slot: Some(slot),
+            deadline: None,
+        }
+    }
+
+    /// Follows the connection's membership after each message: joining frees the slot and
+    /// lifts the deadline; leaving takes a slot again (`Err` when none is free) and restarts
+    /// the deadline.
+    fn update(&mut self, joined: bool, join_timeout: Duration) -> Result<(), ()> {
+        if joined {
+            self.slot = None;
+            self.deadline = None;
+        } else if self.slot.is_none() {
+            self.slot = Some(self.slots.clone().try_acquire_owned().map_err(|_| ())?);
+            self.deadline = Some(Instant::now() + join_timeout);
+        }
+        Ok(())
+    }
+}
+
+/// Who is on the other end, and what decides whether it may join.
+pub struct Client {
+    /// The peer's address (throttling of wrong tokens is per address).
+    pub addr: SocketAddr,
+    /// The server's access rules.
+    pub access: Arc<Access>,
+    /// The other nodes serving the same rooms (`--redis`), if any.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
 /// Runs one connection until it ends.
-pub async fn serve(
-    socket: WebSocket,
+pub async fn serve<S>(
+    socket: WebSocketStream<S>,
+    clock: MessageClock,
+    mut gate: JoinGate,
     hub: Arc<Hub>,
     config: Arc<Config>,
     shutdown: CancellationToken,
-) {
+    client: Client,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // Bounded: a peer that cannot keep up loses its connection instead of growing server memory.
     let (queue, mut outgoing) = mpsc::channel(config.outgoing_queue);
     let peer = hub.register(queue);
@@ -46,37 +115,53 @@ pub async fn serve(
     let (mut sink, mut frames) = socket.split();
     let mut ping = tokio::time::interval(config.ping_interval);
     let mut last_heard = Instant::now();
+    let limiters = Limiters::new(config.rate_limits);
+    gate.deadline = Some(Instant::now() + config.join_timeout);
 
     let close = loop {
+        let join_deadline = gate.deadline;
         tokio::select! {
-            _ = shutdown.cancelled() => break Some((close_code::AWAY, "server shutting down")),
+            _ = shutdown.cancelled() => break Some((CloseCode::Away, "server shutting down")),
             queued = outgoing.recv() => match queued {
                 Some(text) => {
                     if !matches!(timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await, Ok(Ok(()))) {
                         break None;
                     }
                 }
-                None => break Some((close_code::POLICY, "too slow: outgoing queue full")),
+                None => break Some((CloseCode::Policy, "too slow: outgoing queue full")),
             },
             frame = frames.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => read_text(&hub, peer, text.as_str()),
+                    Some(Ok(Message::Text(text))) => {
+                        read_text(&hub, &limiters, peer, &client, text.as_str()).await;
+                        if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
+                            break Some((CloseCode::Again, "too many connections waiting to join"));
+                        }
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         hub.reject(peer, ErrorCode::Binary, "binary frames are not part of the protocol".into())
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(err)) => {
                         tracing::debug!(cause = %err, "read failed");
-                        break None;
+                        break close_for(&err);
                     }
                 }
+            }
+            _ = sleep_until(join_deadline.unwrap_or_else(Instant::now)), if join_deadline.is_some() => {
+                tracing::info!("not in a room within {:?}: closing", config.join_timeout);
+                break Some((CloseCode::Policy, "join a room within the join timeout"));
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.idle_timeout {
                     tracing::info!("silent for {:?}: dropping", config.idle_timeout);
-                    break Some((close_code::AWAY, "keepalive timeout"));
+                    break Some((CloseCode::Away, "keepalive timeout"));
+                }
+                if clock.unfinished_for() > config.message_timeout {
+                    tracing::info!("message unfinished for {:?}: closing", config.message_timeout);
+                    break Some((CloseCode::Policy, "message not finished within the message timeout"));
                 }
                 if !matches!(timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
                     break None;
@@ -92,12 +177,38 @@ pub async fn serve(
             reason: reason.into(),
         };
         let _ = timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        // Complete the closing handshake (RFC 6455 section 7.1.1): closing the socket while the
+        // peer's last frames (a pong, say) are unread would reset it, and the peer could lose
+        // the close frame that says why.
+        let _ = timeout(CLOSE_WAIT, async {
+            while let Some(Ok(frame)) = frames.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     tracing::debug!("disconnected");
 }
 
-/// Parses one text frame and hands it to the hub; bad input gets an `error` reply.
-fn read_text(hub: &Hub, peer: u64, text: &str) {
+/// The close frame that fails the connection after a read error (RFC 6455 section 7.1.7):
+/// 1002 for protocol violations, 1007 for text that is not UTF-8, 1009 for a frame or message
+/// over the hard limit; none when the socket itself is gone.
+fn close_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
+    match err {
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not UTF-8")),
+        WsError::Capacity(_) => Some((CloseCode::Size, "frame or message too large")),
+        _ => None,
+    }
+}
+
+/// Parses one text frame and hands it to the hub; bad input gets an `error` reply, and so does
+/// a message over a rate limit (which the hub never sees). A join's token is verified here, at
+/// the edge: the hub and the room rules get the verdict. With other nodes, a join waits for its
+/// room's owner to be found (so later messages follow it in order).
+async fn read_text(hub: &Hub, limiters: &Limiters, peer: PeerId, client: &Client, text: &str) {
     if text.len() > MAX_MESSAGE_BYTES {
         let message = format!(
             "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
@@ -105,12 +216,55 @@ fn read_text(hub: &Hub, peer: u64, text: &str) {
         );
         return hub.reject(peer, ErrorCode::TooLarge, message);
     }
-    match serde_json::from_str::<ClientMessage>(text) {
-        Ok(msg) => hub.handle(peer, msg),
-        Err(err) => hub.reject(
-            peer,
-            ErrorCode::Malformed,
-            format!("not a protocol message: {err}"),
-        ),
+    match serde_json::from_str::<WithId<ClientMessage>>(text) {
+        Ok(WithId { id, msg }) => {
+            if let Err(why) = limiters.check(&msg) {
+                return hub.reject_request(peer, ErrorCode::RateLimited, why, id);
+            }
+            match msg {
+                ClientMessage::Join {
+                    room,
+                    username,
+                    token,
+                } => {
+                    let token = token.as_ref().map(|t| t.expose());
+                    let admitted = client
+                        .access
+                        .join(client.addr.ip(), token, &room, &username);
+                    match &client.cluster {
+                        // A join routed to another node loses its id (the nodes' forwarding
+                        // does not carry it); one answered here keeps it.
+                        Some(cluster) => cluster.join(peer, room, username, admitted, id).await,
+                        None => hub.join(peer, room, username, admitted, id),
+                    }
+                }
+                msg => hub.handle_request(peer, msg, id),
+            }
+        }
+        Err(err) => match limiters.check_messages() {
+            Ok(()) => hub.reject(peer, ErrorCode::Malformed, parse_error(&err)),
+            Err(why) => hub.reject(peer, ErrorCode::RateLimited, why),
+        },
+    }
+}
+
+/// serde's explanation, which quotes the offending input, cut to a short prefix.
+fn parse_error(err: &serde_json::Error) -> String {
+    let why = err.to_string();
+    let why = match why.char_indices().nth(MAX_PARSE_ERROR_CHARS) {
+        Some((end, _)) => format!("{}…", &why[..end]),
+        None => why,
+    };
+    format!("not a protocol message: {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parse_errors_quote_little_of_the_input() {
+        let input = format!(r#"{{"type":"{}"}}"#, "x".repeat(70_000));
+        let err = serde_json::from_str::<room_protocol::ClientMessage>(&input).unwrap_err();
+        let message = super::parse_error(&err);
+        assert!(message.len() < 400, "{message}");
     }
 }

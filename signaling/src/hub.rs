@@ -13,26 +13,31 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
-use room_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use room_protocol::{ClientMessage, ErrorCode, ServerMessage, WithId};
 use tokio::sync::mpsc;
 
+use crate::auth::{Grants, Refusal};
+use crate::cluster::{Remote, changes_members};
 use crate::rooms::{Outbox, PeerId, RoomRules, RoomSummary, Rooms};
 
 /// Shared by the HTTP handlers and every connection task (in an `Arc`).
 #[derive(Debug)]
 pub struct Hub {
-    state: Mutex<HubState>,
+    pub(crate) state: Mutex<HubState>,
 }
 
 #[derive(Debug)]
-struct HubState {
-    rooms: Rooms,
+pub(crate) struct HubState {
+    pub(crate) rooms: Rooms,
     /// Each open connection's outgoing queue (serialised JSON text). Inserted by `register`;
     /// removed by `unregister`, or by `deliver` when the queue is full — dropping the sender is
     /// what tells the connection task to close.
-    queues: HashMap<PeerId, mpsc::Sender<String>>,
-    next_peer: PeerId,
+    pub(crate) queues: HashMap<PeerId, mpsc::Sender<String>>,
+    pub(crate) next_peer: PeerId,
+    /// Rooms shared with other nodes (`--redis`); empty and unused on a single node.
+    pub(crate) remote: Remote,
 }
 
 impl Hub {
@@ -43,6 +48,7 @@ impl Hub {
                 rooms: Rooms::new(rules),
                 queues: HashMap::new(),
                 next_peer: 1,
+                remote: Remote::default(),
             }),
         }
     }
@@ -60,9 +66,49 @@ impl Hub {
 
     /// Applies a message read from `peer`'s connection.
     pub fn handle(&self, peer: PeerId, msg: ClientMessage) {
+        self.handle_request(peer, msg, None);
+    }
+
+    /// Applies a message that carried the request id `id`: the `error` / `failed` it causes
+    /// to `peer` echoes the id (the room rules never see ids).
+    /// A message forwarded to the room's owning node (`--redis`) loses its id: the nodes'
+    /// forwarding format does not carry it.
+    pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) {
         let mut state = self.state.lock().unwrap();
+        if state.forward(peer, &msg) {
+            return;
+        }
+        let before = state.rooms.room_name(peer).map(str::to_owned);
+        let changes_members = changes_members(&msg);
         let out = state.rooms.handle(peer, msg);
-        state.deliver(out);
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(out, answered.as_ref());
+        if changes_members {
+            state.record_rooms(peer, before);
+        }
+    }
+
+    /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]). A
+    /// refusal echoes the request id `id`, as in [`Self::handle_request`].
+    pub fn join(
+        &self,
+        peer: PeerId,
+        room: String,
+        username: String,
+        admitted: Result<Grants, Refusal>,
+        id: Option<String>,
+    ) {
+        let mut state = self.state.lock().unwrap();
+        if state.remote.routes.contains_key(&peer) {
+            return state.deliver(vec![(peer, crate::cluster::already_joined())]);
+        }
+        // The clock is read here, at the edge: the rules stay free of I/O.
+        let out = state
+            .rooms
+            .join(peer, room, username, admitted, SystemTime::now());
+        let answered = id.map(|id| (peer, id));
+        state.deliver_answering(out, answered.as_ref());
+        state.record_rooms(peer, None);
     }
 
     /// Answers input that never became a message (malformed, too large) with an `error`.
@@ -73,11 +119,35 @@ impl Hub {
             .deliver(vec![(peer, ServerMessage::Error { code, message })]);
     }
 
+    /// [`Self::reject`] for a message that was read but refused before the room rules (a rate
+    /// limit): the `error` echoes its request id `id`.
+    pub fn reject_request(
+        &self,
+        peer: PeerId,
+        code: ErrorCode,
+        message: String,
+        id: Option<String>,
+    ) {
+        let answered = id.map(|id| (peer, id));
+        self.state.lock().unwrap().deliver_answering(
+            vec![(peer, ServerMessage::Error { code, message })],
+            answered.as_ref(),
+        );
+    }
+
+    /// Whether `peer` is in a room now.
+    pub fn is_joined(&self, peer: PeerId) -> bool {
+        let state = self.state.lock().unwrap();
+        // A participant in a room owned by another node counts from the moment its join is
+        // forwarded (a refusal from the owner removes the route).
+        state.rooms.is_joined(peer) || state.remote.routes.contains_key(&peer)
+    }
+
     /// The connection ended: the participant leaves its room.
     pub fn unregister(&self, peer: PeerId) {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
-        let out = state.rooms.disconnect(peer);
+        let out = state.drop_peer(peer);
         state.deliver(out);
     }
 
@@ -90,14 +160,31 @@ impl Hub {
 impl HubState {
     /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
     /// produces more messages (LEFT, ...) that are delivered the same way.
-    fn deliver(&mut self, mut out: Outbox) {
+    pub(crate) fn deliver(&mut self, out: Outbox) {
+        self.deliver_answering(out, None);
+    }
+
+    /// [`Self::deliver`], with the request id `answered.1` added to the refusals
+    /// (`error`, `failed`) that go to `answered.0`.
+    fn deliver_answering(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) {
         while !out.is_empty() {
             let mut dropped = Vec::new();
             for (peer, msg) in out.drain(..) {
                 let Some(queue) = self.queues.get(&peer) else {
+                    self.send_to_origin(peer, msg);
                     continue;
                 };
-                let text = serde_json::to_string(&msg).expect("protocol messages always serialise");
+                let id = answered
+                    .filter(|(to, _)| *to == peer)
+                    .filter(|_| {
+                        matches!(
+                            msg,
+                            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
+                        )
+                    })
+                    .map(|(_, id)| id.clone());
+                let text = serde_json::to_string(&WithId { id, msg })
+                    .expect("protocol messages always serialise");
                 if queue.try_send(text).is_err() {
                     tracing::warn!(
                         peer,
@@ -108,7 +195,7 @@ impl HubState {
                 }
             }
             for peer in dropped {
-                out.extend(self.rooms.disconnect(peer));
+                out.extend(self.drop_peer(peer));
             }
         }
     }

@@ -6,15 +6,22 @@
 //! and the delivery, so every rule here is applied atomically: two joins racing for the last
 //! seat are two calls in some order, and the second one finds the room full.
 //!
+//! Tokens are verified at the edge (`crate::auth`, by the connection); the rules get the
+//! verified outcome — the participant's [`Grants`] or why it was refused — in [`Rooms::join`],
+//! and enforce the grants on publish, play and chat.
+//!
 //! Keeping sockets out of this file lets the rules be tested by pushing messages and reading
 //! replies (see the tests at the bottom), and keeps each rule in one place.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::{Grants, Refusal};
+use crate::turn::TurnRest;
 use room_protocol::{
     ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
-    SdpType, ServerMessage, SessionDescription, StreamInfo, validate_name, validate_username,
+    SdpType, ServerMessage, SessionDescription, StreamInfo, excerpt, validate_name,
+    validate_username,
 };
 
 /// The server's id of one connection. Assigned by the hub, never reused while the server runs.
@@ -28,10 +35,14 @@ pub type Outbox = Vec<(PeerId, ServerMessage)>;
 pub struct RoomRules {
     /// Most participants per room.
     pub capacity: usize,
-    /// When set, a join must carry this token.
-    pub token: Option<String>,
-    /// Handed to every connection in `welcome`.
+    /// Handed to each participant in `state`, once it has joined.
     pub ice_servers: Vec<IceServer>,
+    /// When set, each participant also gets a TURN server with credentials minted for it at
+    /// join (after `ice_servers`).
+    pub turn: Option<TurnRest>,
+    /// Most streams one participant publishes at a time; more get `error too-many-streams`.
+    /// It also bounds the size of `state` a newcomer receives.
+    pub max_streams: usize,
 }
 
 /// One line of the operators' `/rooms` listing.
@@ -72,6 +83,8 @@ struct Member {
     room: String,
     username: String,
     streams: Vec<StreamInfo>,
+    /// What its token allows.
+    grants: Grants,
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +120,6 @@ impl Rooms {
             ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
                 participant_id: format!("p{peer}"),
-                ice_servers: self.rules.ice_servers.clone(),
             },
         )]
     }
@@ -125,6 +137,11 @@ impl Rooms {
         self.peers.contains_key(&peer)
     }
 
+    /// Whether `peer` is in a room.
+    pub fn is_joined(&self, peer: PeerId) -> bool {
+        self.member(peer).is_some()
+    }
+
     /// Rooms with their participant counts, sorted by name.
     pub fn summary(&self) -> Vec<RoomSummary> {
         let mut list: Vec<_> = self
@@ -140,17 +157,18 @@ impl Rooms {
         list
     }
 
-    /// Applies one message from `peer`.
+    /// Applies one message from `peer`. Joins go through [`Rooms::join`] with the verified
+    /// token; one arriving here (unverified) is refused as unauthorized.
     pub fn handle(&mut self, peer: PeerId, msg: ClientMessage) -> Outbox {
         if !self.peers.contains_key(&peer) {
             return Vec::new();
         }
         let result = match msg {
-            ClientMessage::Join {
-                room,
-                username,
-                token,
-            } => return self.join(peer, room, username, token),
+            ClientMessage::Join { room, username, .. } => {
+                let unverified = Refusal::Missing("the token was not verified".into());
+                // Refused before anything is minted: the time does not matter.
+                return self.join(peer, room, username, Err(unverified), UNIX_EPOCH);
+            }
             ClientMessage::Leave {} => self
                 .require_member(peer)
                 .map(|_| ())
@@ -197,13 +215,19 @@ impl Rooms {
             .unwrap_or_else(|(code, message)| vec![(peer, ServerMessage::Error { code, message })])
     }
 
-    fn join(
+    /// `peer` asks to join `room` as `username`; `admitted` is the verdict on its token: the
+    /// grants it carries, or why it was refused. `now` dates the TURN credentials minted for it.
+    pub fn join(
         &mut self,
         peer: PeerId,
         room: String,
         username: String,
-        token: Option<String>,
+        admitted: Result<Grants, Refusal>,
+        now: SystemTime,
     ) -> Outbox {
+        if !self.peers.contains_key(&peer) {
+            return Vec::new();
+        }
         let fail = |reason, detail: String| vec![(peer, ServerMessage::Failed { reason, detail })];
         if let Some(member) = self.member(peer) {
             return fail(
@@ -217,12 +241,10 @@ impl Rooms {
         if let Err(why) = validate_username(&username) {
             return fail(FailReason::InvalidName, format!("username {why}"));
         }
-        if self.rules.token.is_some() && self.rules.token != token {
-            return fail(
-                FailReason::Unauthorized,
-                "this server needs a valid token to join".into(),
-            );
-        }
+        let grants = match admitted {
+            Ok(grants) => grants,
+            Err(refusal) => return fail(FailReason::Unauthorized, refusal.detail().to_owned()),
+        };
         let members = self
             .rooms
             .get(&room)
@@ -258,6 +280,7 @@ impl Rooms {
                 username: username.clone(),
                 capacity: self.rules.capacity,
                 participants,
+                ice_servers: self.ice_servers_for(&username, now),
             },
         )];
         out.extend(members.iter().map(|p| {
@@ -280,6 +303,7 @@ impl Rooms {
                     room,
                     username,
                     streams: Vec::new(),
+                    grants,
                 }),
             },
         );
@@ -341,7 +365,15 @@ impl Rooms {
                 "a stream carries audio, video or both".into(),
             ));
         }
-        let member = self.require_member(peer)?;
+        let member = self.require_grant(peer, |g| g.publish, "publish")?;
+        if member.streams.len() >= self.rules.max_streams {
+            let message = format!(
+                "you publish {} streams, the limit is {}",
+                member.streams.len(),
+                self.rules.max_streams
+            );
+            return Err((ErrorCode::TooManyStreams, message));
+        }
         if member.streams.iter().any(|s| s.stream == stream) {
             return Err((
                 ErrorCode::StreamExists,
@@ -408,7 +440,10 @@ impl Rooms {
     }
 
     fn chat(&mut self, peer: PeerId, to: Option<String>, text: String) -> Reply {
-        let from = self.require_member(peer)?.username.clone();
+        let from = self
+            .require_grant(peer, |g| g.chat, "chat")?
+            .username
+            .clone();
         if text.len() > MAX_CHAT_BYTES {
             let message = format!(
                 "chat text is {} bytes, the limit is {MAX_CHAT_BYTES}",
@@ -418,7 +453,11 @@ impl Rooms {
         }
         let recipients = match &to {
             None => self.room_of(peer),
-            Some(name) => vec![self.find_in_room(peer, name)?, peer],
+            // To the recipient and the sender: once when they are the same.
+            Some(name) => match self.find_in_room(peer, name)? {
+                recipient if recipient == peer => vec![peer],
+                recipient => vec![recipient, peer],
+            },
         };
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -429,7 +468,10 @@ impl Rooms {
     }
 
     fn play(&mut self, viewer: PeerId, participant: &str, stream: &str) -> Reply {
-        let viewer_name = self.require_member(viewer)?.username.clone();
+        let viewer_name = self
+            .require_grant(viewer, |g| g.subscribe, "play others' streams")?
+            .username
+            .clone();
         let publisher = self.find_in_room(viewer, participant)?;
         if publisher == viewer {
             return Err((
@@ -440,9 +482,21 @@ impl Rooms {
         self.own_stream(publisher, stream).map_err(|_| {
             (
                 ErrorCode::UnknownStream,
-                format!("{participant} does not publish {stream}"),
+                format!("{participant} does not publish {}", excerpt(stream)),
             )
         })?;
+        // One session per viewer and stream: each session costs the publisher a peer connection
+        // (and an encoder), so a repeated play must not ask for another one.
+        if let Some((id, _)) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.publisher == publisher && s.viewer == viewer && s.stream == stream)
+        {
+            return Err((
+                ErrorCode::AlreadyPlaying,
+                format!("you already play {participant}/{stream} in session {id}"),
+            ));
+        }
         let session = format!("s{}", self.next_session);
         self.next_session += 1;
         self.sessions.insert(
@@ -556,7 +610,7 @@ impl Rooms {
             Some(s) if s.viewer == peer => Ok(s.publisher),
             _ => Err((
                 ErrorCode::UnknownSession,
-                format!("no session {session} of yours"),
+                format!("no session {} of yours", excerpt(session)),
             )),
         }
     }
@@ -584,7 +638,7 @@ impl Rooms {
             .ok_or_else(|| {
                 (
                     ErrorCode::UnknownParticipant,
-                    format!("no participant {username} in this room"),
+                    format!("no participant {} in this room", excerpt(username)),
                 )
             })
     }
@@ -595,7 +649,7 @@ impl Rooms {
             true => Ok(()),
             false => Err((
                 ErrorCode::UnknownStream,
-                format!("you do not publish a stream {stream}"),
+                format!("you do not publish a stream {}", excerpt(stream)),
             )),
         }
     }
@@ -603,6 +657,36 @@ impl Rooms {
     fn require_member(&self, peer: PeerId) -> Result<&Member, (ErrorCode, String)> {
         self.member(peer)
             .ok_or((ErrorCode::NotJoined, "join a room first".to_owned()))
+    }
+
+    /// The ICE servers handed to `username` as it joins: the static ones, then a TURN server
+    /// with credentials minted for it, valid from `now` for the TURN TTL.
+    fn ice_servers_for(&self, username: &str, now: SystemTime) -> Vec<IceServer> {
+        let mut servers = self.rules.ice_servers.clone();
+        servers.extend(
+            self.rules
+                .turn
+                .as_ref()
+                .map(|t| t.ice_server(username, now)),
+        );
+        servers
+    }
+
+    /// The member, if its grants allow `what` (`allowed`).
+    fn require_grant(
+        &self,
+        peer: PeerId,
+        allowed: impl Fn(&Grants) -> bool,
+        what: &str,
+    ) -> Result<&Member, (ErrorCode, String)> {
+        let member = self.require_member(peer)?;
+        match allowed(&member.grants) {
+            true => Ok(member),
+            false => Err((
+                ErrorCode::Unauthorized,
+                format!("your token does not allow you to {what}"),
+            )),
+        }
     }
 
     fn member(&self, peer: PeerId) -> Option<&Member> {
@@ -622,6 +706,108 @@ impl Rooms {
     }
 }
 
+/// One participant as the owner of its room records it in the shared store, so that another
+/// node can take the room over with its participants (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    /// The room's owner's id of the participant (used only by the owner itself).
+    pub peer: PeerId,
+    /// Its username in the room.
+    pub username: String,
+    /// What it publishes.
+    pub streams: Vec<StreamInfo>,
+    /// What its token allows.
+    pub grants: Grants,
+}
+
+impl Rooms {
+    /// The room `peer` is in, if any.
+    pub fn room_name(&self, peer: PeerId) -> Option<&str> {
+        self.member(peer).map(|m| m.room.as_str())
+    }
+
+    /// Whether `room` has participants.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// The participants of `room`, in join order.
+    pub fn members_of(&self, room: &str) -> Vec<MemberRecord> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|p| {
+                self.member(*p).map(|m| MemberRecord {
+                    peer: *p,
+                    username: m.username.clone(),
+                    streams: m.streams.clone(),
+                    grants: m.grants,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a participant that was already in `room` (under the room's previous owner) back,
+    /// without any message: the others already know it. Capacity is not checked — the
+    /// participants are the ones that were admitted. `peer` must be connected; a peer already in
+    /// a room, or a username already present, is left alone.
+    pub fn restore(&mut self, peer: PeerId, room: &str, record: MemberRecord) {
+        let taken = self.rooms.get(room).is_some_and(|r| {
+            r.members
+                .iter()
+                .any(|p| self.username(*p) == Some(&record.username))
+        });
+        if !self.peers.contains_key(&peer) || self.member(peer).is_some() || taken {
+            return;
+        }
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .members
+            .push(peer);
+        self.peers.insert(
+            peer,
+            Peer {
+                member: Some(Member {
+                    room: room.to_owned(),
+                    username: record.username,
+                    streams: record.streams,
+                    grants: record.grants,
+                }),
+            },
+        );
+    }
+
+    /// Tells everyone in `room` that a participant that is not restored (its server died) is
+    /// gone: its streams are unpublished and it left.
+    pub fn departed(&self, room: &str, record: &MemberRecord) -> Outbox {
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        let mut out = Outbox::new();
+        for stream in &record.streams {
+            out.extend(members.iter().map(|p| {
+                let msg = ServerMessage::Unpublished {
+                    username: record.username.clone(),
+                    stream: stream.stream.clone(),
+                };
+                (*p, msg)
+            }));
+        }
+        out.extend(members.iter().map(|p| {
+            let msg = ServerMessage::Left {
+                username: record.username.clone(),
+            };
+            (*p, msg)
+        }));
+        out
+    }
+}
+
 /// The result of a message that may be refused with an `error` to its sender.
 type Reply = Result<Outbox, (ErrorCode, String)>;
 
@@ -632,21 +818,25 @@ mod tests {
     fn rooms(capacity: usize) -> Rooms {
         Rooms::new(RoomRules {
             capacity,
-            token: None,
             ice_servers: Vec::new(),
+            turn: None,
+            max_streams: 4,
         })
     }
 
     fn join(r: &mut Rooms, peer: PeerId, room: &str, name: &str) -> Outbox {
+        join_with(r, peer, room, name, Ok(Grants::PARTICIPANT))
+    }
+
+    fn join_with(
+        r: &mut Rooms,
+        peer: PeerId,
+        room: &str,
+        name: &str,
+        admitted: Result<Grants, Refusal>,
+    ) -> Outbox {
         r.connect(peer);
-        r.handle(
-            peer,
-            ClientMessage::Join {
-                room: room.into(),
-                username: name.into(),
-                token: None,
-            },
-        )
+        r.join(peer, room.into(), name.into(), admitted, SystemTime::now())
     }
 
     fn types(out: &Outbox) -> Vec<(PeerId, String)> {
@@ -787,39 +977,495 @@ mod tests {
         join(&mut r, 1, "a", "x");
         assert!(r.handle(1, ClientMessage::Leave {}).is_empty());
         assert!(r.summary().is_empty());
-        let out = r.handle(
+        let out = r.join(
             1,
-            ClientMessage::Join {
-                room: "b".into(),
-                username: "x".into(),
-                token: None,
-            },
+            "b".into(),
+            "x".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
         );
         assert_eq!(types(&out), [(1, "state".into())]);
     }
 
     #[test]
-    fn token_is_required_when_configured() {
+    fn each_joiner_gets_turn_credentials_minted_for_it_at_join() {
+        let stun = IceServer {
+            urls: vec!["stun:s.example:3478".into()],
+            username: None,
+            credential: None,
+        };
         let mut r = Rooms::new(RoomRules {
             capacity: 3,
-            token: Some("t".into()),
-            ice_servers: Vec::new(),
+            ice_servers: vec![stun.clone()],
+            max_streams: 4,
+            turn: Some(TurnRest {
+                secret: "north".into(),
+                urls: vec!["turn:t.example:3478".into()],
+                ttl: std::time::Duration::from_secs(100),
+            }),
         });
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_699_999_900);
+        r.connect(1);
+        let out = r.join(1, "a".into(), "alice".into(), Ok(Grants::PARTICIPANT), now);
+        let ServerMessage::State { ice_servers, .. } = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(ice_servers[0], stun);
+        assert_eq!(ice_servers[1].urls, ["turn:t.example:3478"]);
+        assert_eq!(ice_servers[1].username.as_deref(), Some("1700000000:alice"));
+        // The same vector as turn.rs's test, computed with openssl.
+        assert_eq!(
+            ice_servers[1].credential.as_ref().map(|c| c.expose()),
+            Some("Cd/49soE35ICqcJF/bCTn8Z4OyE=")
+        );
+        // A refused join gets no credentials.
+        r.connect(2);
+        let refused = Err(Refusal::Wrong("bad".into()));
+        let out = r.join(2, "a".into(), "bob".into(), refused, now);
+        assert!(
+            matches!(out[..], [(2, ServerMessage::Failed { .. })]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn streams_per_participant_and_sessions_per_play_are_capped() {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "pub");
+        join(&mut r, 2, "a", "view");
+        for i in 0..4 {
+            let stream = format!("s{i}");
+            assert_eq!(
+                types(&r.handle(1, publish_msg(&stream))),
+                [(2, "published".into())]
+            );
+        }
         assert!(matches!(
-            join(&mut r, 1, "a", "x")[0].1,
+            r.handle(1, publish_msg("s4"))[0].1,
+            ServerMessage::Error {
+                code: ErrorCode::TooManyStreams,
+                ..
+            }
+        ));
+        let play = ClientMessage::Play {
+            participant: "pub".into(),
+            stream: "s0".into(),
+        };
+        assert_eq!(
+            types(&r.handle(2, play.clone())),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
+        for _ in 0..99 {
+            let out = r.handle(2, play.clone());
+            assert!(
+                matches!(&out[..], [(2, ServerMessage::Error { code: ErrorCode::AlreadyPlaying, message })] if message.contains("s1")),
+                "{out:?}"
+            );
+        }
+        // Once stopped, the stream can be played again.
+        r.handle(
+            2,
+            ClientMessage::Stop {
+                session: "s1".into(),
+            },
+        );
+        assert_eq!(types(&r.handle(2, play))[1], (1, "session-request".into()));
+    }
+
+    fn publish_msg(stream: &str) -> ClientMessage {
+        ClientMessage::Publish {
+            stream: stream.into(),
+            audio: true,
+            video: true,
+        }
+    }
+
+    #[test]
+    fn refused_and_unverified_joins_are_unauthorized() {
+        let mut r = rooms(3);
+        let refused = Err(Refusal::Wrong("the token expired 5 s ago".into()));
+        assert!(matches!(
+            &join_with(&mut r, 1, "a", "x", refused)[0].1,
+            ServerMessage::Failed { reason: FailReason::Unauthorized, detail } if detail.contains("expired")
+        ));
+        let unverified = r.handle(
+            1,
+            ClientMessage::Join {
+                room: "a".into(),
+                username: "x".into(),
+                token: Some("anything".into()),
+            },
+        );
+        assert!(matches!(
+            unverified[0].1,
             ServerMessage::Failed {
                 reason: FailReason::Unauthorized,
                 ..
             }
         ));
-        let out = r.handle(
+        assert!(r.summary().is_empty());
+    }
+
+    #[test]
+    fn grants_limit_publish_play_and_chat_and_state_carries_ice_servers() {
+        let turn = IceServer {
+            urls: vec!["turn:t.example:3478".into()],
+            username: Some("u".into()),
+            credential: Some("c".into()),
+        };
+        let mut r = Rooms::new(RoomRules {
+            capacity: 3,
+            ice_servers: vec![turn.clone()],
+            turn: None,
+            max_streams: 4,
+        });
+        assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
+        let out = r.join(
             1,
-            ClientMessage::Join {
-                room: "a".into(),
-                username: "x".into(),
-                token: Some("t".into()),
+            "a".into(),
+            "pub".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
+        assert!(
+            matches!(&out[0].1, ServerMessage::State { ice_servers, .. } if *ice_servers == [turn.clone()])
+        );
+        let viewer_only = Grants {
+            publish: false,
+            chat: false,
+            ..Grants::PARTICIPANT
+        };
+        join_with(&mut r, 2, "a", "view", Ok(viewer_only));
+        let nothing = Grants {
+            subscribe: false,
+            ..viewer_only
+        };
+        join_with(&mut r, 3, "a", "none", Ok(nothing));
+        r.handle(
+            1,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true,
             },
         );
-        assert_eq!(types(&out), [(1, "state".into())]);
+        let refused = |out: Outbox| {
+            matches!(
+                &out[..],
+                [(
+                    _,
+                    ServerMessage::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }
+                )]
+            )
+        };
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Publish {
+                stream: "main".into(),
+                audio: true,
+                video: true
+            }
+        )));
+        assert!(refused(r.handle(
+            2,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into()
+            }
+        )));
+        assert!(refused(r.handle(
+            3,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into()
+            }
+        )));
+        let play = r.handle(
+            2,
+            ClientMessage::Play {
+                participant: "pub".into(),
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(
+            types(&play),
+            [(2, "session-started".into()), (1, "session-request".into())]
+        );
+        // Everyone still receives chat.
+        let chat = r.handle(
+            1,
+            ClientMessage::Message {
+                to: None,
+                text: "hi".into(),
+            },
+        );
+        assert_eq!(chat.len(), 3);
+    }
+
+    fn publish(r: &mut Rooms, peer: PeerId, stream: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Publish {
+                stream: stream.into(),
+                audio: true,
+                video: true,
+            },
+        )
+    }
+
+    fn play(r: &mut Rooms, peer: PeerId, participant: &str, stream: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Play {
+                participant: participant.into(),
+                stream: stream.into(),
+            },
+        )
+    }
+
+    fn chat(r: &mut Rooms, peer: PeerId, to: Option<&str>, text: &str) -> Outbox {
+        r.handle(
+            peer,
+            ClientMessage::Message {
+                to: to.map(Into::into),
+                text: text.into(),
+            },
+        )
+    }
+
+    fn error_code(out: &Outbox) -> Option<ErrorCode> {
+        match out.as_slice() {
+            [(_, ServerMessage::Error { code, .. })] => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Three in room "a": 1 = ann, 2 = bob, 3 = cid.
+    fn three() -> Rooms {
+        let mut r = rooms(3);
+        join(&mut r, 1, "a", "ann");
+        join(&mut r, 2, "a", "bob");
+        join(&mut r, 3, "a", "cid");
+        r
+    }
+
+    #[test]
+    fn chat_to_the_room_reaches_everyone_once_including_the_sender() {
+        let mut r = three();
+        let out = chat(&mut r, 1, None, "hi");
+        let mut to: Vec<PeerId> = out.iter().map(|(p, _)| *p).collect();
+        to.sort();
+        assert_eq!(to, [1, 2, 3]);
+        assert!(out.iter().all(|(_, m)| matches!(
+            m,
+            ServerMessage::Message { from, to: None, text, .. } if from == "ann" && text == "hi"
+        )));
+    }
+
+    #[test]
+    fn direct_chat_reaches_the_recipient_and_the_sender_and_yourself_once() {
+        let mut r = three();
+        assert_eq!(
+            types(&chat(&mut r, 1, Some("bob"), "psst")),
+            [(2, "message".into()), (1, "message".into())]
+        );
+        assert_eq!(
+            types(&chat(&mut r, 1, Some("ann"), "note")),
+            [(1, "message".into())]
+        );
+        assert_eq!(
+            error_code(&chat(&mut r, 1, Some("nobody"), "?")),
+            Some(ErrorCode::UnknownParticipant)
+        );
+    }
+
+    #[test]
+    fn play_of_an_own_stream_or_an_unknown_participant_is_refused() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        assert_eq!(
+            error_code(&play(&mut r, 1, "ann", "main")),
+            Some(ErrorCode::OwnStream)
+        );
+        assert_eq!(
+            error_code(&play(&mut r, 2, "ghost", "main")),
+            Some(ErrorCode::UnknownParticipant)
+        );
+        assert_eq!(
+            error_code(&play(&mut r, 2, "ann", "other")),
+            Some(ErrorCode::UnknownStream)
+        );
+    }
+
+    #[test]
+    fn stop_ends_a_session_at_the_other_end_only_and_only_for_its_ends() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        let stop = ClientMessage::Stop {
+            session: "s1".into(),
+        };
+        assert_eq!(
+            error_code(&r.handle(3, stop.clone())),
+            Some(ErrorCode::UnknownSession)
+        );
+        assert_eq!(
+            types(&r.handle(2, stop.clone())),
+            [(1, "session-ended".into())]
+        );
+        // Gone: a second stop is refused.
+        assert_eq!(
+            error_code(&r.handle(1, stop)),
+            Some(ErrorCode::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn unpublish_ends_the_streams_sessions_at_both_ends_then_tells_the_room() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        play(&mut r, 3, "ann", "main");
+        let out = r.handle(
+            1,
+            ClientMessage::Unpublish {
+                stream: "main".into(),
+            },
+        );
+        // Both ends hear of each ended session: the publisher's connection stays open.
+        assert_eq!(
+            types(&out),
+            [
+                (2, "session-ended".into()),
+                (1, "session-ended".into()),
+                (3, "session-ended".into()),
+                (1, "session-ended".into()),
+                (2, "unpublished".into()),
+                (3, "unpublished".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_viewer_leaving_with_open_sessions_ends_them_at_the_publisher() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        play(&mut r, 2, "ann", "main");
+        // A leave keeps the connection, so the leaver hears of its sessions' end too (a
+        // dropped connection does not: see only_own_streams_and_sessions).
+        let out = r.handle(2, ClientMessage::Leave {});
+        assert_eq!(
+            types(&out),
+            [
+                (2, "session-ended".into()),
+                (1, "session-ended".into()),
+                (1, "left".into()),
+                (3, "left".into())
+            ]
+        );
+        // Ended for good: the publisher cannot relay into it any more.
+        let ice = ClientMessage::Ice {
+            session: "s1".into(),
+            candidate: "c".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        };
+        assert_eq!(
+            error_code(&r.handle(1, ice)),
+            Some(ErrorCode::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn a_dropped_participant_can_rejoin_under_its_name_and_republish() {
+        let mut r = three();
+        publish(&mut r, 1, "main");
+        r.disconnect(1);
+        // A new connection (as after a reconnect) takes the name again.
+        let out = join(&mut r, 4, "a", "ann");
+        assert_eq!(
+            types(&out),
+            [
+                (4, "state".into()),
+                (2, "joined".into()),
+                (3, "joined".into())
+            ]
+        );
+        assert_eq!(
+            types(&publish(&mut r, 4, "main")),
+            [(2, "published".into()), (3, "published".into())]
+        );
+    }
+
+    fn record(peer: PeerId, name: &str, streams: &[&str]) -> MemberRecord {
+        MemberRecord {
+            peer,
+            username: name.into(),
+            streams: streams
+                .iter()
+                .map(|s| StreamInfo {
+                    stream: (*s).into(),
+                    audio: true,
+                    video: true,
+                    audio_muted: false,
+                    video_muted: false,
+                })
+                .collect(),
+            grants: Grants::PARTICIPANT,
+        }
+    }
+
+    #[test]
+    fn a_taken_over_room_gets_its_members_back_silently_and_hears_of_the_departed() {
+        let mut r = rooms(2);
+        r.connect(1);
+        r.connect(2);
+        r.restore(1, "demo", record(7, "alice", &["cam"]));
+        r.restore(2, "demo", record(8, "bob", &[]));
+        let names: Vec<_> = r
+            .members_of("demo")
+            .into_iter()
+            .map(|m| m.username)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(r.members_of("demo")[0].streams[0].stream, "cam");
+        // A third restored member beyond capacity is kept (it was admitted before), a second
+        // "alice" is not.
+        r.connect(3);
+        r.restore(3, "demo", record(9, "alice", &[]));
+        assert!(!r.is_joined(3));
+        // The departed member of a dead node: its streams go, then it leaves, for everyone.
+        let out = r.departed("demo", &record(5, "carol", &["main", "screen"]));
+        assert_eq!(
+            types(&out),
+            [
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "unpublished".into()),
+                (2, "unpublished".into()),
+                (1, "left".into()),
+                (2, "left".into()),
+            ]
+        );
+        // The rules go on as usual: the room is full, a restored member can chat.
+        assert_eq!(
+            types(&join(&mut r, 4, "demo", "dave")),
+            [(4, "failed".into())]
+        );
+        let chat = r.handle(
+            2,
+            ClientMessage::Message {
+                to: Some("alice".into()),
+                text: "hi".into(),
+            },
+        );
+        assert_eq!(types(&chat), [(1, "message".into()), (2, "message".into())]);
     }
 }
+
+#[cfg(test)]
+#[path = "rooms_props.rs"]
+mod props;

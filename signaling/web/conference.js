@@ -8,14 +8,21 @@
 // Optional URL parameters (for invite links and for tests):
 //   room=NAME        room to join (an invite link is /?room=NAME); random room-xxxxxx if absent
 //   user=NAME        username; random user-xxxx if absent
-//   server=URL       WebSocket URL; default ws(s)://<this host>/ws
-//   token=SECRET     join token, when the server requires one
-//   autojoin=1       join as soon as the page has loaded
+//   server=URL       WebSocket URL; default ws(s)://<this host>/ws. A server of another origin
+//                    is never joined without a click on Join, and the page names it first
+//   autojoin=1       join as soon as the page has loaded (only with this page's own server)
 //   publish=0        do not publish the camera automatically on join (default: publish)
 //   autoplay=0       do not play remote streams automatically (default: play every stream)
 //   audio=0 / video=0  publish without audio / without video
 //   w=320&h=240&fps=15  camera constraints (default: the browser's choice, ideally 640x480)
 //   processing=0     turn off echoCancellation, noiseSuppression and autoGainControl
+//   relay=1          relayed (TURN) candidates only: peers never learn this machine's addresses
+//                    (needs a TURN server from the room server: gst-room server --turn-secret)
+//
+// The access token (when the server wants one) comes from the fragment, #token=TOKEN — a
+// fragment is never sent to any server in an HTTP request, so the token stays out of access
+// logs and Referer headers — or from the Token field. The page then removes it from the
+// address bar. A token in the query string (?token=) is refused for the same reason.
 //
 // Test hook: window.room (see the end of this file) exposes a snapshot of the state, the peer
 // connections and inbound RTP statistics per remote participant. Tests otherwise use the DOM:
@@ -30,17 +37,21 @@ import {
   validateUsername,
   utf8Length,
   parseServerMessage,
+  withId,
 } from './protocol.js';
 
 const params = new URLSearchParams(location.search);
+const fragment = new URLSearchParams(location.hash.slice(1));
 const STREAM = 'main';
 const AUTOPUBLISH = params.get('publish') !== '0';
 const AUTOPLAY = params.get('autoplay') !== '0';
+const ICE_TRANSPORT_POLICY = params.get('relay') === '1' ? 'relay' : 'all';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $('join-form'),
   server: $('server-url'),
+  token: $('token'),
   username: $('username'),
   room: $('room'),
   join: $('join'),
@@ -51,6 +62,7 @@ const ui = {
   invite: $('invite'),
   notice: $('notice'),
   slots: $('slots'),
+  serverNotice: $('server-notice'),
   slotTemplate: $('slot-template'),
   localName: $('local-name'),
   localVideo: $('local-video'),
@@ -77,8 +89,10 @@ const S = {
   capacity: 0,
   /** username → remote participant (insertion order = join order) */
   remotes: new Map(),
-  /** usernames whose `play` awaits `session-started` (the server answers in order) */
-  playQueue: [],
+  /** request id → username, for each `play` in flight: a refusal echoes its id */
+  playRequests: new Map(),
+  /** numbers request ids */
+  requestSeq: 0,
   publish: {
     /** UNPUBLISHED | STARTING | PUBLISHING | FAILED */
     status: 'UNPUBLISHED',
@@ -111,11 +125,62 @@ function defaultServerUrl() {
   return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`;
 }
 
+/**
+ * The host:port of `url` when it is a room server other than the one that served this page,
+ * else null. Camera and microphone go wherever the page connects: a link must not pick that
+ * place silently.
+ */
+function foreignServer(url) {
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url; // not even a URL: certainly not this server
+  }
+  return parsed.host === location.host ? null : parsed.host;
+}
+
+/** Tells, in plain words, where Join would send camera and microphone when that is elsewhere. */
+function updateServerNotice() {
+  const foreign = S.ws ? null : foreignServer(ui.server.value.trim());
+  ui.serverNotice.hidden = !foreign;
+  ui.serverNotice.textContent = foreign
+    ? `This link uses another server: ${foreign}. Joining sends your camera and microphone to ${foreign}, not to ${location.host}. Nothing is sent until you click Join.`
+    : '';
+  ui.join.textContent = foreign ? `Join ${foreign}` : 'Join';
+}
+
+/**
+ * Why a WebSocket to `url` could not be opened, in plain words. Browsers do not say why (a TLS
+ * failure and an unreachable server look the same), so a wss:// failure carries the likely
+ * cause: a certificate this browser has not accepted. `error` is what `new WebSocket` threw.
+ */
+function connectFailure(url, error) {
+  let target;
+  try {
+    target = new URL(url);
+  } catch {
+    return `Cannot connect: ${url} is not a WebSocket URL (ws://host:port/ws or wss://host:port/ws)`;
+  }
+  if (location.protocol === 'https:' && target.protocol === 'ws:') {
+    return `Cannot connect to ${url}: this page is secure (https) and browsers do not allow it an insecure ws:// connection. Use wss://${target.host}${target.pathname}`;
+  }
+  if (target.protocol === 'wss:') {
+    return (
+      `Cannot open a secure connection to ${target.host}: the server is not reachable, or this browser does not trust its certificate. ` +
+      `With a self-signed certificate, open https://${target.host}/ in this browser once, accept the certificate, and join again.`
+    );
+  }
+  return `Cannot connect to ${url}${error ? `: ${error.message}` : ''}`;
+}
+
 function inviteUrl(room) {
   return `${location.origin}/?room=${encodeURIComponent(room)}`;
 }
 
 function record(dir, msg) {
+  // The log is for debugging and tests; a token has no business there.
+  if (msg.token) msg = { ...msg, token: '<redacted>' };
   S.log.push({ dir, t: Date.now(), msg });
   if (S.log.length > 500) S.log.splice(0, S.log.length - 500);
 }
@@ -152,7 +217,8 @@ function setSession(status, failure) {
   const connected = S.ws !== null;
   ui.join.disabled = connected;
   ui.leave.disabled = !connected;
-  for (const input of [ui.server, ui.username, ui.room]) input.disabled = connected;
+  updateServerNotice();
+  for (const input of [ui.server, ui.token, ui.username, ui.room]) input.disabled = connected;
   updateControls();
 }
 
@@ -183,7 +249,7 @@ function join() {
   try {
     ws = new WebSocket(url);
   } catch (e) {
-    setSession('FAILED', `Cannot connect to ${url}: ${e.message}`);
+    setSession('FAILED', connectFailure(url, e));
     return;
   }
   S.ws = ws;
@@ -213,7 +279,7 @@ function join() {
     if (S.ws !== ws) return;
     S.ws = null;
     teardown();
-    if (!opened) setSession('FAILED', `Cannot connect to ${url}`);
+    if (!opened) setSession('FAILED', connectFailure(url));
     else setSession('DISCONNECTED', `Connection closed${ev.reason ? `: ${ev.reason}` : ''} (code ${ev.code})`);
   };
   setSession('CONNECTING', '');
@@ -240,7 +306,7 @@ function teardown() {
   for (const id of [...S.pubSessions.keys()]) closePubSession(id);
   for (const id of [...S.viewSessions.keys()]) closeViewSession(id);
   S.iceQueue.clear();
-  S.playQueue = [];
+  S.playRequests.clear();
   stopLocalMedia();
   setPublish('UNPUBLISHED');
   for (const name of [...S.remotes.keys()]) removeRemote(name, true);
@@ -256,9 +322,8 @@ function teardown() {
 function handle(msg) {
   switch (msg.type) {
     case 'welcome':
-      S.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
       setSession('ESTABLISHED', '');
-      send(client.join(S.room, S.username, params.get('token') || undefined));
+      send(client.join(S.room, S.username, ui.token.value.trim() || undefined));
       break;
     case 'state':
       onState(msg);
@@ -324,6 +389,8 @@ function handle(msg) {
 
 function onState(msg) {
   S.joined = true;
+  // ICE (and TURN credentials) arrive only with a successful join.
+  S.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
   S.room = msg.room;
   S.username = msg.username;
   S.capacity = msg.capacity;
@@ -335,6 +402,7 @@ function onState(msg) {
   chatEvent(`You joined room ${msg.room} as ${msg.username}`);
   const url = new URL(location.href);
   url.searchParams.set('room', msg.room);
+  url.hash = '';
   history.replaceState(null, '', url);
   if (AUTOPUBLISH) startPublish();
   updateControls();
@@ -344,19 +412,40 @@ function onError(msg) {
   const text = ERROR_CODES[msg.code] ?? msg.code;
   console.warn('server error', msg);
   setNotice(`Server: ${text}${msg.message ? ` — ${msg.message}` : ''}`);
-  if (['unknown-participant', 'unknown-stream', 'own-stream', 'not-joined'].includes(msg.code)) {
-    // The server answers `play` in order, so this refusal belongs to the oldest pending play.
-    const name = S.playQueue.shift();
-    const r = name && S.remotes.get(name);
-    if (r && r.pendingPlay) {
+  // A refused play names its request: the id the play was sent with.
+  const name = msg.id && S.playRequests.get(msg.id);
+  if (name) {
+    S.playRequests.delete(msg.id);
+    const r = S.remotes.get(name);
+    if (r && r.pendingPlay === msg.id) {
+      // Without the grant to play, asking again would be refused again.
+      if (msg.code === 'unauthorized') r.wanted = false;
       r.pendingPlay = false;
       setStreamStatus(r, 'FAILED');
       return;
     }
   }
+  if (msg.code === 'unauthorized' && onUnauthorized(msg)) return;
   if (['stream-exists', 'invalid-name'].includes(msg.code) && S.publish.status === 'PUBLISHING') {
     setPublish('FAILED', text);
   }
+}
+
+/**
+ * A refusal for want of a grant that is not a play (plays are matched by their request id):
+ * which request it answers is told by the server's message (publish / chat). Returns true when
+ * it was handled.
+ */
+function onUnauthorized(msg) {
+  const why = msg.message || 'your token does not allow this';
+  if (/publish/.test(why) && (S.publish.status === 'PUBLISHING' || S.publish.status === 'STARTING')) {
+    for (const id of [...S.pubSessions.keys()]) closePubSession(id);
+    stopLocalMedia();
+    setPublish('FAILED', why);
+    return true;
+  }
+  // A refused play is matched by its request id in onError, before this.
+  return /play/.test(why);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,9 +597,10 @@ function updateSlot(r) {
 
 function play(r) {
   if (!S.joined || !r.stream || r.session || r.pendingPlay) return;
-  r.pendingPlay = true;
-  S.playQueue.push(r.username);
-  send(client.play(r.username, r.stream));
+  const id = `play-${++S.requestSeq}`;
+  r.pendingPlay = id;
+  S.playRequests.set(id, r.username);
+  send(withId(client.play(r.username, r.stream), id));
   setStreamStatus(r, 'STARTING');
 }
 
@@ -527,9 +617,8 @@ function stopPlaying(r, ended) {
 }
 
 function onSessionStarted(msg) {
-  const i = S.playQueue.indexOf(msg.participant);
-  if (i >= 0) S.playQueue.splice(i, 1);
   const r = S.remotes.get(msg.participant);
+  if (r && r.pendingPlay) S.playRequests.delete(r.pendingPlay);
   if (!r || !r.pendingPlay || r.stream !== msg.stream) {
     // Stopped (or unpublished) while the request was on its way: end the session.
     send(client.stop(msg.session));
@@ -542,7 +631,10 @@ function onSessionStarted(msg) {
 }
 
 function newPeerConnection(session) {
-  const pc = new RTCPeerConnection({ iceServers: S.iceServers });
+  const pc = new RTCPeerConnection({
+    iceServers: S.iceServers,
+    iceTransportPolicy: ICE_TRANSPORT_POLICY,
+  });
   pc.onicecandidate = (ev) => {
     const c = ev.candidate;
     if (!c || !c.candidate) return; // end of candidates: nothing to send
@@ -878,6 +970,7 @@ ui.chatForm.addEventListener('submit', (ev) => {
   sendChat();
 });
 ui.room.addEventListener('input', updateRoomInfo);
+ui.server.addEventListener('input', updateServerNotice);
 window.addEventListener('pagehide', () => {
   if (S.ws && S.joined) send(client.leave());
 });
@@ -886,13 +979,25 @@ window.addEventListener('pagehide', () => {
 // Start
 
 ui.server.value = params.get('server') || defaultServerUrl();
+ui.token.value = fragment.get('token') || '';
+if (fragment.has('token')) {
+  // Out of the address bar (and so out of screenshots, bookmarks and shared copies).
+  history.replaceState(null, '', `${location.pathname}${location.search}`);
+}
 ui.username.value = params.get('user') || `user-${randomSuffix(4)}`;
 ui.room.value = params.get('room') || `room-${randomSuffix(6)}`;
 updateChatTargets();
 setSession('DISCONNECTED', '');
 setPublish('UNPUBLISHED');
 updateRoomInfo();
-if (params.get('autojoin') === '1') join();
+if (params.get('autojoin') === '1' && !foreignServer(ui.server.value.trim())) join();
+if (params.has('token')) {
+  // After join(), which clears notices. Out of the address bar too, like #token=.
+  const url = new URL(location.href);
+  url.searchParams.delete('token');
+  history.replaceState(null, '', url);
+  setNotice('A token in the address (?token=) was ignored: it is sent to the server with the page request. Use #token= in links, or the Token field.');
+}
 
 // Test hook: read-only views of the state, plus inbound RTP statistics per remote participant.
 window.room = {

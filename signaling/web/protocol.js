@@ -19,6 +19,10 @@ export const MAX_CHAT_BYTES = 4 * 1024;
 export const MAX_NAME_CHARS = 64;
 /** Longest username (characters). */
 export const MAX_USERNAME_CHARS = 32;
+/** How many characters of offending input the server quotes in errors (then "…"). */
+export const MAX_ECHO_CHARS = 64;
+/** Longest request id (characters); see withId. */
+export const MAX_REQUEST_ID_CHARS = 64;
 
 /**
  * Every ClientMessage: its fields in builder-argument order, and which of them are optional
@@ -39,21 +43,21 @@ export const CLIENT_MESSAGES = Object.freeze({
 
 /** Every ServerMessage: its fields and which of them may be absent. */
 export const SERVER_MESSAGES = Object.freeze({
-  welcome: { fields: ['protocol', 'participant_id', 'ice_servers'], optional: [] },
-  state: { fields: ['room', 'username', 'capacity', 'participants'], optional: [] },
+  welcome: { fields: ['protocol', 'participant_id'], optional: [] },
+  state: { fields: ['room', 'username', 'capacity', 'participants', 'ice_servers'], optional: [] },
   joined: { fields: ['username'], optional: [] },
   left: { fields: ['username'], optional: [] },
   published: { fields: ['username', 'stream'], optional: [] },
   unpublished: { fields: ['username', 'stream'], optional: [] },
   muted: { fields: ['username', 'stream', 'audio_muted', 'video_muted'], optional: [] },
   message: { fields: ['from', 'to', 'text', 'ts'], optional: ['to'] },
-  failed: { fields: ['reason', 'detail'], optional: [] },
+  failed: { fields: ['reason', 'detail', 'id'], optional: ['id'] },
   'session-request': { fields: ['session', 'stream', 'viewer'], optional: [] },
   'session-started': { fields: ['session', 'participant', 'stream'], optional: [] },
   sdp: { fields: ['session', 'description'], optional: [] },
   ice: { fields: ['session', 'candidate', 'sdp_m_line_index', 'sdp_mid'], optional: ['sdp_mid'] },
   'session-ended': { fields: ['session', 'reason'], optional: [] },
-  error: { fields: ['code', 'message'], optional: [] },
+  error: { fields: ['code', 'message', 'id'], optional: ['id'] },
 });
 
 /** The structs nested in messages. */
@@ -64,7 +68,7 @@ export const STRUCTS = Object.freeze({
   streamInfo: { fields: ['stream', 'audio', 'video', 'audio_muted', 'video_muted'], optional: [] },
   /** SessionDescription, in sdp.description (`type` is "offer" or "answer") */
   sessionDescription: { fields: ['type', 'sdp'], optional: [] },
-  /** IceServer, in welcome.ice_servers (same shape as RTCIceServer) */
+  /** IceServer, in state.ice_servers (same shape as RTCIceServer; only joined participants get them) */
   iceServer: { fields: ['urls', 'username', 'credential'], optional: ['username', 'credential'] },
 });
 
@@ -78,6 +82,7 @@ export const FAIL_REASONS = Object.freeze({
   unauthorized: 'Not authorized',
   'invalid-name': 'Invalid name',
   'already-joined': 'Already in a room',
+  unavailable: 'Server unavailable, try again shortly',
 });
 
 /** ErrorCode → what the page shows. */
@@ -94,6 +99,10 @@ export const ERROR_CODES = Object.freeze({
   'unknown-session': 'No such session',
   'bad-sdp': 'SDP does not fit this end of the session',
   'own-stream': 'Cannot play an own stream',
+  'too-many-streams': 'Too many streams published',
+  'already-playing': 'Already playing this stream',
+  'rate-limited': 'Too many messages, slow down',
+  unauthorized: 'Your token does not allow this',
 });
 
 function build(type, values) {
@@ -112,7 +121,7 @@ function build(type, values) {
 
 /** Builders for every ClientMessage; arguments in CLIENT_MESSAGES[type].fields order. */
 export const client = Object.freeze({
-  /** Join `room` as `username` (token only when the server wants one). */
+  /** Join `room` as `username` (token: an access token or the shared token, when the server wants one). */
   join: (room, username, token) => build('join', [room, username, token]),
   leave: () => build('leave', []),
   publish: (stream, audio, video) => build('publish', [stream, !!audio, !!video]),
@@ -128,6 +137,16 @@ export const client = Object.freeze({
     build('ice', [session, candidate, sdpMLineIndex, sdpMid]),
   stop: (session) => build('stop', [session]),
 });
+
+/**
+ * Any client message with a request id (Rust: WithId<ClientMessage>): the server echoes `id` in
+ * the `error` or `failed` this message causes, and in nothing else.
+ */
+export function withId(msg, id) {
+  const text = String(id);
+  if ([...text].length > MAX_REQUEST_ID_CHARS) throw new RangeError(`request id longer than ${MAX_REQUEST_ID_CHARS}`);
+  return { ...msg, id: text };
+}
 
 function check(name, max, allowed) {
   const chars = [...name];

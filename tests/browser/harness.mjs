@@ -51,7 +51,7 @@ export const CHROMIUM_FLAGS = [
 
 const running = [];
 
-function track(name, stop) {
+export function track(name, stop) {
   const entry = { name, stop };
   running.push(entry);
   return () => {
@@ -212,15 +212,17 @@ export function serverBinary() {
  * `stop()` closes stdin, sends SIGINT (EOS, exit 0) and SIGKILL after `stopTimeout` ms; it
  * resolves to {code, signal}. Also stopped at cleanup.
  */
-export async function startGstLaunch(pipeline, { name = 'gst-room launch', ready = /: in room /, readyTimeout = 30000, env, stopTimeout = 5000 } = {}) {
+export async function startGstLaunch(pipeline, { name = 'gst-room launch', ready = /: in room /, readyTimeout = 30000, env, stopTimeout = 5000, args = [], wrap } = {}) {
   const bin = serverBinary();
+  // `wrap(cmd, args)` → [cmd, args] runs it otherwise (e.g. in a network namespace).
+  const [cmd, cmdArgs] = (wrap ?? ((c, a) => [c, a]))(bin, ['launch', '--quiet', ...args, pipeline]);
   const lines = [];
   const waiters = new Set();
   const onStdoutLine = (line) => {
     lines.push(line);
     for (const w of [...waiters]) w(line, lines.length - 1);
   };
-  const proc = await startProcess(bin, ['launch', '--quiet', pipeline], {
+  const proc = await startProcess(cmd, cmdArgs, {
     name,
     ready,
     readyTimeout,
@@ -271,15 +273,16 @@ export async function startGstLaunch(pipeline, { name = 'gst-room launch', ready
 }
 
 /**
- * Starts `gst-room server` on a free port serving signaling/web. Returns {url, wsUrl, proc, stop}
- * where url is like http://127.0.0.1:PORT (no trailing slash).
+ * Starts `gst-room server` on a free port serving signaling/web, with extra `args` and
+ * environment `env` (e.g. {RUST_LOG: 'trace'}). Returns {url, wsUrl, proc, stop} where url is
+ * like http://127.0.0.1:PORT (no trailing slash); `proc.output()` is its log so far.
  */
-export async function startServer({ maxParticipants = 3, args = [] } = {}) {
+export async function startServer({ maxParticipants = 3, args = [], env = {} } = {}) {
   const bin = serverBinary();
   const proc = await startProcess(
     bin,
     ['server', '--listen', '127.0.0.1:0', '--max-participants', String(maxParticipants), '--web-dir', WEB_DIR, ...args],
-    { name: 'gst-room server', ready: /listening on (http:\/\/[^\s/]+)/, env: { RUST_LOG: process.env.RUST_LOG || 'info' } },
+    { name: 'gst-room server', ready: /listening on (http:\/\/[^\s/]+)/, env: { RUST_LOG: process.env.RUST_LOG || 'info', ...env } },
   );
   const url = proc.ready[1];
   return { url, wsUrl: `${url.replace(/^http/, 'ws')}/ws`, proc, stop: proc.stop };
@@ -331,11 +334,11 @@ export function tempDir(prefix = 'gst-room-browser-') {
  * Launches Debian Chromium with fake media; `camera` is a Y4M file for the fake camera (each
  * browser has one camera shared by its pages). Closed at cleanup.
  */
-export async function launchBrowser({ camera, args = [] } = {}) {
+export async function launchBrowser({ camera, args = [], executablePath = CHROMIUM } = {}) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium`);
   const flags = [...CHROMIUM_FLAGS, ...args];
   if (camera) flags.push(`--use-file-for-fake-video-capture=${camera}`);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: flags, timeout: 30000 });
+  const browser = await chromium.launch({ executablePath, args: flags, timeout: 30000 });
   const close = track('chromium', () => browser.close());
   browser.closeTracked = close;
   return browser;

@@ -73,10 +73,8 @@ test('protocol.js knows every server message type of Rust, with the same fields'
     assertFits(protocol.SERVER_MESSAGES[example.type], example, `server ${example.type}`);
     assert.doesNotThrow(() => protocol.parseServerMessage(JSON.stringify(example)), example.type);
     switch (example.type) {
-      case 'welcome':
-        for (const s of example.ice_servers) assertFits(S.iceServer, s, 'IceServer');
-        break;
       case 'state':
+        for (const s of example.ice_servers) assertFits(S.iceServer, s, 'IceServer');
         for (const p of example.participants) {
           assertFits(S.participant, p, 'Participant');
           for (const s of p.streams) assertFits(S.streamInfo, s, 'StreamInfo');
@@ -101,6 +99,20 @@ test('protocol.js knows every server message type of Rust, with the same fields'
     assertFits(S.sessionDescription, c.description, 'SessionDescription');
   }
   assert.throws(() => protocol.parseServerMessage('{"type":"explode"}'));
+});
+
+test('withId makes exactly the Rust request-id example, and refusals with an id parse', () => {
+  const { with_id: withIdExample } = loadExamples();
+  assert.ok(withIdExample, 'the fixture has the request-id examples');
+  const request = withIdExample.client;
+  const { id, type, ...rest } = request;
+  const spec = protocol.CLIENT_MESSAGES[type];
+  const plain = protocol.client[type](...spec.fields.map((f) => rest[f]));
+  assert.deepEqual(protocol.withId(plain, id), request);
+  assert.throws(() => protocol.withId(plain, 'x'.repeat(protocol.MAX_REQUEST_ID_CHARS + 1)), RangeError);
+  const refusal = withIdExample.server;
+  assertFits(protocol.SERVER_MESSAGES[refusal.type], refusal, 'server error with id');
+  assert.equal(protocol.parseServerMessage(JSON.stringify(refusal)).id, id);
 });
 
 test('name rules match Rust (validate_name / validate_username)', () => {
@@ -180,6 +192,60 @@ test('the real server accepts every JS-built client message (never error/malform
   assert.match(malformed[0].message, /explode|unknown variant/);
   const chat = result.received.filter((m) => m.type === 'message');
   assert.ok(chat.some((m) => m.text === 'to all' && m.from === 'mirror'), 'room chat came back');
+  await page.context().close();
+});
+
+test('in the browser, a refused request comes back with its own id among several in flight', async () => {
+  const page = await openPage(browser, server.url, { room: 'ids', user: 'ids' });
+  const received = await page.evaluate(async (wsUrl) => {
+    const { client, withId } = await import('/protocol.js');
+    const open = async () => {
+      const ws = new WebSocket(wsUrl);
+      const got = [];
+      ws.onmessage = (ev) => got.push(JSON.parse(ev.data));
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = () => reject(new Error('websocket failed'));
+      });
+      return { ws, got };
+    };
+    const until = async (got, pred) => {
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && !got.some(pred)) await new Promise((r) => setTimeout(r, 20));
+    };
+    const bob = await open();
+    bob.ws.send(JSON.stringify(client.join('ids', 'bob')));
+    bob.ws.send(JSON.stringify(client.publish('main', true, true)));
+    bob.ws.send(JSON.stringify(client.publish('screen', false, true)));
+    const alice = await open();
+    alice.ws.send(JSON.stringify(client.join('ids', 'alice')));
+    // bob's publishes travel on his own connection: alice knows both streams once her state
+    // lists them or their `published` events have come.
+    const streamsKnown = () =>
+      alice.got.filter((m) => m.type === 'published').length +
+      alice.got
+        .filter((m) => m.type === 'state')
+        .flatMap((m) => m.participants)
+        .flatMap((p) => p.streams).length;
+    await until(alice.got, () => streamsKnown() >= 2);
+    // Three plays in flight (two streams: one session per viewer and stream is the server's
+    // rule); only the middle one names nobody.
+    alice.ws.send(JSON.stringify(withId(client.play('bob', 'main'), 'play-1')));
+    alice.ws.send(JSON.stringify(withId(client.play('ghost', 'main'), 'play-2')));
+    alice.ws.send(JSON.stringify(withId(client.play('bob', 'screen'), 'play-3')));
+    await until(alice.got, (m) => m.type === 'error');
+    await until(alice.got, (m) => m.type === 'session-started' && alice.got.filter((x) => x.type === 'session-started').length === 2);
+    bob.ws.close();
+    alice.ws.close();
+    return alice.got;
+  }, server.wsUrl);
+  const errors = received.filter((m) => m.type === 'error');
+  assert.equal(errors.length, 1, JSON.stringify(received));
+  assert.equal(errors[0].code, 'unknown-participant');
+  assert.equal(errors[0].id, 'play-2');
+  const started = received.filter((m) => m.type === 'session-started');
+  assert.equal(started.length, 2, JSON.stringify(received));
+  assert.ok(started.every((m) => !('id' in m)), 'only refusals carry ids');
   await page.context().close();
 });
 

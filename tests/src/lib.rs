@@ -3,7 +3,10 @@
 //!
 //! Media helpers (pipelines, frame checks) live in [`media`].
 
+pub mod cluster;
+pub mod coturn;
 pub mod media;
+pub mod netns;
 
 use std::time::Duration;
 
@@ -66,6 +69,11 @@ impl TestServer {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// `wss://127.0.0.1:PORT/ws` (for a server started with `Config::tls`).
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -86,6 +94,17 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in a fresh folder of this test run
+/// (`tag` tells the folders of one test apart); each call makes a new key.
+pub fn self_signed_certificate(tag: &str) -> room_signaling::tls::TlsFiles {
+    let dir = std::env::temp_dir().join(format!("gst-room-test-tls-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    room_signaling::tls::self_signed(&dir, &names)
+        .expect("self-signed certificate")
+        .0
 }
 
 /// A participant speaking the protocol directly over a WebSocket.
@@ -124,10 +143,20 @@ impl Client {
 
     /// Sends `join` and returns the answer (`state` or `failed`).
     pub async fn request_join(&mut self, room: &str, username: &str) -> ServerMessage {
+        self.request_join_with_token(room, username, None).await
+    }
+
+    /// Sends `join` with `token` and returns the answer (`state` or `failed`).
+    pub async fn request_join_with_token(
+        &mut self,
+        room: &str,
+        username: &str,
+        token: Option<&str>,
+    ) -> ServerMessage {
         self.send(&ClientMessage::Join {
             room: room.into(),
             username: username.into(),
-            token: None,
+            token: token.map(Into::into),
         })
         .await;
         self.recv().await
@@ -168,6 +197,20 @@ impl Client {
 
     /// The next protocol message within `wait`, or `None`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMessage> {
+        self.try_recv_with_id(wait).await.map(|m| m.msg)
+    }
+
+    /// The next protocol message with the request id it echoes, if any.
+    pub async fn recv_with_id(&mut self) -> room_protocol::WithId<ServerMessage> {
+        self.try_recv_with_id(WAIT)
+            .await
+            .expect("expected a message from the server")
+    }
+
+    async fn try_recv_with_id(
+        &mut self,
+        wait: Duration,
+    ) -> Option<room_protocol::WithId<ServerMessage>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next())
@@ -239,4 +282,92 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// An HTTP response read off a real socket.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    /// The body (empty for 101 Switching Protocols).
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends `request` (a complete HTTP/1.1 request head, blank line included) to `addr` and reads
+/// the response: the head, then `Content-Length` bytes of body (none for a 101 upgrade).
+pub async fn http_exchange(addr: &str, request: &str) -> HttpReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("HTTP response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    let mut reply = HttpReply {
+        status,
+        head,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while status != 101 && body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("HTTP body in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    reply
+}
+
+/// A GET of `path` with extra header lines (`"Name: value"`), `Host` set to `addr`.
+pub async fn http_get_with(addr: &str, path: &str, headers: &[&str]) -> HttpReply {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+    http_exchange(addr, &request).await
+}
+
+/// A WebSocket upgrade request for `/ws` with `Host: host` and the extra header lines; the
+/// reply is 101 when the server accepts it.
+pub async fn ws_handshake(addr: &str, host: &str, headers: &[&str]) -> HttpReply {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    http_exchange(addr, &request).await
 }

@@ -79,6 +79,8 @@ pub struct Seen {
     pub colour: BTreeMap<String, Rgb>,
     /// Decoded audio buffers per pad.
     pub audio_buffers: BTreeMap<String, usize>,
+    /// RMS of the latest audio buffer per pad (0 = silence, full-scale sine ≈ 0.7).
+    pub audio_rms: BTreeMap<String, f64>,
     /// Pads that got EOS.
     pub eos: Vec<String>,
     /// Pads removed from roomsrc.
@@ -181,13 +183,14 @@ impl Drop for Viewer {
     }
 }
 
-fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
-    let name = pad.name().to_string();
-    let video = name.starts_with("video");
+/// Adds to `pipeline` a branch that takes decoded media from a roomsrc pad named `video…` (as
+/// RGB) or `audio…` (as S16LE) into an appsink; returns the branch and its appsink. The caller
+/// links the pad to the branch's sink pad.
+pub fn decode_branch(pipeline: &gst::Pipeline, video: bool) -> (gst::Bin, gst_app::AppSink) {
     let line = if video {
         "queue ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
     } else {
-        "queue ! audioconvert ! appsink name=sink sync=false"
+        "queue ! audioconvert ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
     };
     let branch = gst::parse::bin_from_description(line, true).unwrap();
     pipeline.add(&branch).unwrap();
@@ -196,6 +199,13 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
+    (branch, appsink)
+}
+
+fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
+    let name = pad.name().to_string();
+    let video = name.starts_with("video");
+    let (branch, appsink) = decode_branch(pipeline, video);
     let record = seen.clone();
     let pad_name = name.clone();
     appsink.set_callbacks(
@@ -210,6 +220,9 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
                     }
                 } else {
                     *seen.audio_buffers.entry(pad_name.clone()).or_default() += 1;
+                    if let Some(rms) = rms(&sample) {
+                        seen.audio_rms.insert(pad_name.clone(), rms);
+                    }
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
@@ -230,6 +243,21 @@ fn attach_branch(pipeline: &gst::Pipeline, pad: &gst::Pad, seen: Arc<Mutex<Seen>
     );
     branch.sync_state_with_parent().unwrap();
     pad.link(&branch.static_pad("sink").unwrap()).unwrap();
+}
+
+/// Root mean square of an S16LE buffer, as a fraction of full scale (0 = silence; a full-scale
+/// sine is about 0.7).
+fn rms(sample: &gst::Sample) -> Option<f64> {
+    let map = sample.buffer()?.map_readable().ok()?;
+    let samples: Vec<f64> = map
+        .as_slice()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f64 / 32768.0)
+        .collect();
+    if samples.is_empty() {
+        return None;
+    }
+    Some((samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64).sqrt())
 }
 
 /// Average RGB over the central quarter of an RGB frame.

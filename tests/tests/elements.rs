@@ -140,6 +140,31 @@ fn mute_video_sends_black_and_tells_the_room() {
 }
 
 #[test]
+fn mute_audio_sends_silence_and_unmute_brings_the_tone_back() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    // audiotestsrc's default sine has volume 0.8: RMS ≈ 0.57 of full scale.
+    let publisher = start(&publisher_line(&url, "hush", "bot", RED, ""));
+    let viewer = Viewer::new(&url, "room=hush username=viewer participant=bot").start();
+    let tone = |s: &Seen| s.audio_rms.get("audio_bot").is_some_and(|r| *r > 0.1);
+    let silence = |s: &Seen| s.audio_rms.get("audio_bot").is_some_and(|r| *r < 0.01);
+    viewer.wait("the tone", tone);
+
+    let sink = publisher.by_name("sink").unwrap();
+    sink.set_property("mute-audio", true);
+    let muted = wait_for_event(&viewer.pipeline, "room-muted", |s| {
+        s.get::<bool>("audio-muted") == Ok(true)
+    });
+    assert!(!muted.get::<bool>("video-muted").unwrap());
+    viewer.wait("silence", silence);
+
+    sink.set_property("mute-audio", false);
+    viewer.wait("the tone again", tone);
+    stop(&publisher);
+}
+
+#[test]
 fn chat_from_action_signals_arrives_stamped_with_the_sender() {
     init();
     let server = TestServer::default_config();
@@ -232,9 +257,27 @@ fn unreachable_server_is_an_element_error_after_retries() {
         .local_addr()
         .unwrap()
         .port();
+    let started = std::time::Instant::now();
     let viewer = Viewer::new(&format!("ws://127.0.0.1:{port}/ws"), "room=r username=u").start();
     let failed = wait_for_event(&viewer.pipeline, "room-failed", |_| true);
     assert_eq!(failed.get::<&str>("reason").unwrap(), "unreachable");
+    let error = wait_for_error(&viewer.pipeline);
+    assert!(
+        error.starts_with("unreachable: ") && error.contains("after 5 attempts"),
+        "{error}"
+    );
+    // Five attempts with 0.4 + 0.8 + 1.6 + 3.2 s of backoff between them.
+    assert_eq!(
+        (1..5)
+            .map(gstroom::client::backoff)
+            .sum::<std::time::Duration>(),
+        std::time::Duration::from_millis(6000)
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(6000),
+        "gave up after {waited:?}, before the backoff schedule ran out"
+    );
 }
 
 #[test]

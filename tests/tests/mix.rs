@@ -102,8 +102,9 @@ impl MixViewer {
             }
             assert!(
                 Instant::now() < deadline,
-                "grid never showed {colours:?}; tiles {} sampled {sampled:?}",
-                self.tiles()
+                "grid never showed {colours:?}; tiles {} sampled {sampled:?}; {}",
+                self.tiles(),
+                self.states()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -114,9 +115,9 @@ impl MixViewer {
     fn sample_tiles(&self, count: usize) -> Option<Vec<Rgb>> {
         let sample = self.latest.lock().unwrap().frame.clone()?;
         let count = count.max(1);
-        (0..count)
-            .map(|i| {
-                let (x, y, w, h) = gstroom::roomsrc::grid_cell(i, count, 320, 240);
+        expected_tiles(count)
+            .iter()
+            .map(|&(x, y, w, h)| {
                 let (x, y, w, h) = (
                     x as f64 / 320.0,
                     y as f64 / 240.0,
@@ -131,9 +132,34 @@ impl MixViewer {
             .collect()
     }
 
+    /// The states of the pipeline and of roomsrc's children, for a failure message.
+    fn states(&self) -> String {
+        let state = |e: &gst::Element| {
+            let (_, current, pending) = e.state(gst::ClockTime::ZERO);
+            format!("{}={current:?}/{pending:?}", e.name())
+        };
+        let room = self.pipeline.by_name("room").unwrap();
+        let mut out = vec![state(self.pipeline.upcast_ref()), state(&room)];
+        for child in room.downcast_ref::<gst::Bin>().unwrap().children() {
+            out.push(state(&child));
+        }
+        out.join(" ")
+    }
+
     fn counts(&self) -> (usize, usize) {
         let latest = self.latest.lock().unwrap();
         (latest.frames, latest.audio)
+    }
+}
+
+/// Where the tiles of a 320×240 grid of `count` participants are (x, y, w, h), written out:
+/// ⌈√count⌉ columns, tiles in username order, left to right then top to bottom.
+fn expected_tiles(count: usize) -> &'static [(i32, i32, i32, i32)] {
+    match count {
+        1 => &[(0, 0, 320, 240)],
+        2 => &[(0, 0, 160, 240), (160, 0, 160, 240)],
+        3 => &[(0, 0, 160, 120), (160, 0, 160, 120), (0, 120, 160, 120)],
+        _ => panic!("no layout written out for {count} tiles"),
     }
 }
 
@@ -154,8 +180,9 @@ fn grid_shows_everyone_and_reflows_as_people_come_and_go() {
     while mix.counts().0 < 10 || mix.counts().1 < 10 {
         assert!(
             Instant::now() < deadline,
-            "no output from an empty room: {:?}",
-            mix.counts()
+            "no output from an empty room: {:?}; {}",
+            mix.counts(),
+            mix.states()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -12,7 +12,12 @@ fn fixture_path() -> PathBuf {
 #[test]
 fn browser_fixture_equals_the_rust_examples() {
     let (client, server) = room_protocol::examples();
-    let expected = serde_json::json!({ "client": client, "server": server });
+    let (request, refusal) = room_protocol::id_examples();
+    let expected = serde_json::json!({
+        "client": client,
+        "server": server,
+        "with_id": { "client": request, "server": refusal },
+    });
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(
             fixture_path(),
@@ -36,4 +41,8 @@ fn the_server_accepts_what_the_fixture_says_clients_send() {
         serde_json::from_value::<room_protocol::ClientMessage>(msg.clone())
             .unwrap_or_else(|e| panic!("{msg}: {e}"));
     }
+    let request = &fixture["with_id"]["client"];
+    let parsed: room_protocol::WithId<room_protocol::ClientMessage> =
+        serde_json::from_value(request.clone()).unwrap_or_else(|e| panic!("{request}: {e}"));
+    assert!(parsed.id.is_some(), "the fixture's request has an id");
 }

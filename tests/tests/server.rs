@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
-use gst_room_tests::{Client, TestServer, http_get};
+use gst_room_tests::{Client, TestServer, http_get, http_get_with};
 use room_protocol::*;
-use room_signaling::Config;
+use room_signaling::{Config, RateLimit, RateLimits};
 
 fn publish(stream: &str) -> ClientMessage {
     ClientMessage::Publish {
@@ -60,6 +60,7 @@ async fn joiner_gets_state_with_streams_and_others_get_joined_and_left() {
                 username: "alice".into(),
                 streams: vec![expected_stream]
             }],
+            ice_servers: vec![],
         }
     );
     assert_eq!(
@@ -302,7 +303,7 @@ async fn sessions_relay_between_their_two_ends_only() {
 
 #[tokio::test]
 async fn ten_simultaneous_joins_to_a_three_seat_room_admit_exactly_three() {
-    let server = TestServer::default_config();
+    let server = TestServer::start(admin_config());
     let url = server.ws_url();
     let mut clients = Vec::new();
     for _ in 0..10 {
@@ -448,6 +449,12 @@ async fn a_reader_that_cannot_keep_up_is_dropped_not_buffered() {
     let config = Config {
         idle_timeout: Duration::from_secs(600),
         outgoing_queue: 8,
+        // No rate limit in the way: the queue is under test, not the chat limit.
+        rate_limits: RateLimits {
+            chat: RateLimit::new(100_000, 100_000),
+            messages: RateLimit::new(100_000, 100_000),
+            ..RateLimits::default()
+        },
         ..Config::default()
     };
     let server = TestServer::start(config);
@@ -495,7 +502,7 @@ async fn shutdown_sends_every_participant_a_close_frame() {
 
 #[tokio::test]
 async fn http_serves_health_rooms_and_the_page() {
-    let server = TestServer::default_config();
+    let server = TestServer::start(admin_config());
     let (status, body) = http_get(&server.addr.to_string(), "/healthz").await;
     assert_eq!((status, body.trim()), (200, "ok"));
     let (status, body) = http_get(&server.addr.to_string(), "/").await;
@@ -514,14 +521,27 @@ async fn http_serves_health_rooms_and_the_page() {
     );
 }
 
+/// The admin token of `admin_config()` servers.
+const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The default configuration plus an admin token, so tests may read `/rooms`.
+fn admin_config() -> Config {
+    Config {
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Config::default()
+    }
+}
+
+/// GETs `path` with the admin token and parses the JSON answer.
 async fn http_get_json(server: &TestServer, path: &str) -> serde_json::Value {
-    let (status, body) = http_get(&server.addr.to_string(), path).await;
-    assert_eq!(status, 200);
-    serde_json::from_str(&body).unwrap()
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let reply = http_get_with(&server.addr.to_string(), path, &[&auth]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    serde_json::from_str(&reply.body).unwrap()
 }
 
 #[tokio::test]
-async fn welcome_carries_the_protocol_version_and_configured_ice_servers() {
+async fn welcome_carries_the_protocol_version_and_state_the_ice_servers() {
     let turn = IceServer {
         urls: vec!["turn:turn.example.org:3478".into()],
         username: Some("u".into()),
@@ -532,17 +552,64 @@ async fn welcome_carries_the_protocol_version_and_configured_ice_servers() {
         ..Config::default()
     };
     let server = TestServer::start(config);
-    let client = Client::connect(&server.ws_url()).await;
-    match client.welcome {
+    let mut client = Client::connect(&server.ws_url()).await;
+    match &client.welcome {
         Some(ServerMessage::Welcome {
             protocol,
-            ice_servers,
             participant_id,
         }) => {
-            assert_eq!(protocol, PROTOCOL_VERSION);
-            assert_eq!(ice_servers, vec![turn]);
+            assert_eq!(*protocol, PROTOCOL_VERSION);
             assert!(!participant_id.is_empty());
         }
         other => panic!("{other:?}"),
     }
+    match client.request_join("r", "alice").await {
+        ServerMessage::State { ice_servers, .. } => assert_eq!(ice_servers, vec![turn]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refusals_echo_the_request_id_of_the_message_that_caused_them() {
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let mut bob = Client::join(&url, "ids", "bob").await;
+    bob.send(&publish("main")).await;
+    bob.sync().await;
+    let mut alice = Client::join(&url, "ids", "alice").await;
+    // Two plays in flight: the first is fine, the second names nobody.
+    alice
+        .send_raw(r#"{"type":"play","participant":"bob","stream":"main","id":"play-1"}"#)
+        .await;
+    alice
+        .send_raw(r#"{"type":"play","participant":"ghost","stream":"main","id":"play-2"}"#)
+        .await;
+    let started = alice.recv_with_id().await;
+    assert!(
+        matches!(started.msg, ServerMessage::SessionStarted { .. }),
+        "{started:?}"
+    );
+    assert_eq!(started.id, None, "only refusals carry the id");
+    let refused = alice.recv_with_id().await;
+    assert!(
+        is_error(&refused.msg, ErrorCode::UnknownParticipant),
+        "{refused:?}"
+    );
+    assert_eq!(refused.id.as_deref(), Some("play-2"));
+    // A refused join echoes its id in `failed`.
+    let mut again = Client::connect(&url).await;
+    again
+        .send_raw(r#"{"type":"join","room":"ids","username":"bob","id":"j"}"#)
+        .await;
+    let failed = again.recv_with_id().await;
+    assert!(
+        matches!(failed.msg, ServerMessage::Failed { .. }),
+        "{failed:?}"
+    );
+    assert_eq!(failed.id.as_deref(), Some("j"));
+    // A bad id is malformed input; the connection stays.
+    alice.send_raw(r#"{"type":"leave","id":42}"#).await;
+    let bad = alice.recv_with_id().await;
+    assert!(is_error(&bad.msg, ErrorCode::Malformed), "{bad:?}");
+    assert_eq!(bad.id, None);
 }

@@ -6,6 +6,10 @@
 //! anchor: videotestsrc ! webrtcsink      ──stock server──  webrtcsrc producer-peer-id=… ! raw ! fakesink
 //! ```
 //!
+//! `--tls` adds a third side: ours over `wss://` (a server with a self-signed certificate in a
+//! temporary folder, the elements trusting it through `tls-ca-file`), reported as `wss_*`
+//! figures next to the plain ones: what TLS adds to a join (TCP + TLS handshake, then the same).
+//!
 //! Both publishers (640x480@30, VP8, no STUN) run in this process for the whole benchmark; each
 //! run builds a fresh viewer pipeline, takes the time just before PLAYING, and stops at the
 //! first decoded buffer. Runs alternate ours / anchor so both see the same machine. Each
@@ -60,6 +64,9 @@ pub struct JoinArgs {
     /// binary; needs a checkout with `npm ci` done in tests/browser, and Chromium).
     #[arg(long)]
     pub(super) browser: bool,
+    /// Also join over wss:// (TLS, self-signed certificate) and report it next to plain ws.
+    #[arg(long, conflicts_with = "browser")]
+    tls: bool,
 }
 
 /// `--browser`: runs tests/browser/bench-join.mjs with this binary (`GST_ROOM_BIN`), passing
@@ -114,6 +121,13 @@ impl Marks {
 enum Side {
     Ours,
     Anchor,
+    OursTls,
+}
+
+/// A room server the bench joins: its URL and the certificate its elements trust (wss).
+struct RoomTarget {
+    url: String,
+    ca_file: Option<String>,
 }
 
 pub fn run(args: JoinArgs) -> anyhow::Result<Vec<Figure>> {
@@ -122,7 +136,11 @@ pub fn run(args: JoinArgs) -> anyhow::Result<Vec<Figure>> {
     let marks = Marks::default();
 
     let (_room_server, room_url) = Child::room_server(16)?;
-    let _ours = start_room_publisher(&room_url, &marks, wait)?;
+    let ours = RoomTarget {
+        url: room_url,
+        ca_file: None,
+    };
+    let _ours = start_room_publisher(&ours, &marks, wait)?;
     let anchor = if args.no_anchor {
         None
     } else {
@@ -131,25 +149,46 @@ pub fn run(args: JoinArgs) -> anyhow::Result<Vec<Figure>> {
         // Dropped in this order: the publisher leaves before its server stops.
         Some((publisher, producer_id, url, server))
     };
+    let tls_dir = std::env::temp_dir().join(format!("gst-room-bench-tls-{}", std::process::id()));
+    let tls = if args.tls {
+        let extra = [
+            "--tls-self-signed".to_owned(),
+            "--tls-dir".to_owned(),
+            tls_dir.display().to_string(),
+        ];
+        let (server, url) = Child::room_server_with(16, &extra)?;
+        let target = RoomTarget {
+            url,
+            ca_file: Some(tls_dir.join("cert.pem").display().to_string()),
+        };
+        let publisher = start_room_publisher(&target, &marks, wait)?;
+        Some((publisher, target, server))
+    } else {
+        None
+    };
 
     // Per side: one Vec of milestone offsets (ms) per milestone.
-    let mut results: [Vec<Vec<f64>>; 2] = [
-        vec![vec![]; MILESTONES.len()],
-        vec![vec![]; MILESTONES.len()],
-    ];
-    let mut failures = [0usize; 2];
+    let mut results: [Vec<Vec<f64>>; 3] = std::array::from_fn(|_| vec![vec![]; MILESTONES.len()]);
+    let mut failures = [0usize; 3];
     for i in 0..args.runs {
         let mut sides = vec![Side::Ours];
         if anchor.is_some() {
             sides.push(Side::Anchor);
         }
+        if tls.is_some() {
+            sides.push(Side::OursTls);
+        }
         for side in sides {
             marks.clear();
             let viewer = match side {
-                Side::Ours => room_viewer(&room_url, &format!("viewer-{i}"), &marks)?,
+                Side::Ours => room_viewer(&ours, &format!("viewer-{i}"), &marks)?,
                 Side::Anchor => {
                     let (_, producer, url, _) = anchor.as_ref().unwrap();
                     anchor_viewer(url, producer, &marks)?
+                }
+                Side::OursTls => {
+                    let (_, target, _) = tls.as_ref().unwrap();
+                    room_viewer(target, &format!("viewer-{i}"), &marks)?
                 }
             };
             let outcome = time_one(&viewer, &marks, wait);
@@ -177,6 +216,8 @@ pub fn run(args: JoinArgs) -> anyhow::Result<Vec<Figure>> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    drop(tls);
+    let _ = std::fs::remove_dir_all(&tls_dir);
     if results[0][MILESTONES.len() - 1].is_empty() {
         bail!(
             "no join of ours reached a first frame ({} failed)",
@@ -201,6 +242,23 @@ pub fn run(args: JoinArgs) -> anyhow::Result<Vec<Figure>> {
         let anchor = Summary::of(&results[1][m]).map(|s| s.median);
         figures.push(figure.with_anchor(anchor));
     }
+    // Over TLS: the join and the first frame, next to the plain figures above.
+    for m in [MILESTONES.len() - 1, 0] {
+        let (_, name) = MILESTONES[m];
+        if let Some(figure) = Figure::from_samples(
+            format!("wss_{name}"),
+            "ms",
+            &results[Side::OursTls as usize][m],
+        ) {
+            figures.push(figure);
+        }
+    }
+    if args.tls && failures[Side::OursTls as usize] > 0 {
+        eprintln!(
+            "join: {} of the wss runs failed",
+            failures[Side::OursTls as usize]
+        );
+    }
     Ok(figures)
 }
 
@@ -221,10 +279,19 @@ fn time_one(viewer: &gst::Pipeline, marks: &Marks, wait: Duration) -> anyhow::Re
 }
 
 /// `roomsink` publishing as [`PUBLISHER`]; returns once the stream is announced.
-fn start_room_publisher(url: &str, marks: &Marks, wait: Duration) -> anyhow::Result<Running> {
+fn start_room_publisher(
+    target: &RoomTarget,
+    marks: &Marks,
+    wait: Duration,
+) -> anyhow::Result<Running> {
+    let url = &target.url;
     let pipeline = crate::runner::build(&format!(
         "videotestsrc is-live=true {PICTURE} ! {CAPS} ! roomsink name=sink server-url={url} room={ROOM} username={PUBLISHER} video-caps=video/x-vp8"
     ))?;
+    crate::runner::trust(
+        &pipeline,
+        target.ca_file.as_deref().map(std::path::Path::new),
+    );
     let webrtcsink = pipeline
         .by_name("sink")
         .and_then(|s| s.downcast::<gst::Bin>().ok())
@@ -336,8 +403,15 @@ fn sink_first_frame(pipeline: &gst::Pipeline, pad: &gst::Pad, marks: &Marks) {
 }
 
 /// `roomsrc participant=pub` as `username` (not started).
-fn room_viewer(url: &str, username: &str, marks: &Marks) -> anyhow::Result<gst::Pipeline> {
-    let (pipeline, roomsrc) = super::roomsrc_viewer(url, ROOM, username, PUBLISHER)?;
+fn room_viewer(
+    target: &RoomTarget,
+    username: &str,
+    marks: &Marks,
+) -> anyhow::Result<gst::Pipeline> {
+    let (pipeline, roomsrc) = super::roomsrc_viewer(&target.url, ROOM, username, PUBLISHER)?;
+    if let Some(ca_file) = &target.ca_file {
+        roomsrc.set_property("tls-ca-file", ca_file);
+    }
     let m = marks.clone();
     roomsrc.connect("room-state", false, move |_| {
         m.mark("joined");

@@ -18,6 +18,7 @@
 //!   720p; anchor: the same with `encode-per-viewer=true` (one encoder per viewer).
 //! - `server.rs`: N WebSocket participants against the room server (join rate, memory, chat
 //!   fan-out, session relay); anchor: the stock signalling server at the same load.
+//! - `network.rs`: gst → gst across network namespaces under loss and bandwidth caps.
 //! - `anchor.rs`: the stock signalling server, run as `gst-room bench anchor-server`.
 //!
 //! Servers, publishers and load generators run in their own processes: this binary re-executes
@@ -29,6 +30,7 @@ mod anchor;
 mod fanout;
 mod join;
 mod latency;
+mod network;
 mod server;
 
 use std::io::{BufRead, BufReader};
@@ -65,6 +67,12 @@ enum Bench {
     /// Simulated participants over WebSocket against the room server: join rate, memory per
     /// participant, chat fan-out and session relay latency; anchor: stock signalling server.
     Server(server::ServerArgs),
+    /// gst → gst across network namespaces under packet loss (0/2/5/10 %) and uplink caps
+    /// (2/1/0.5 Mbit/s): decoded frames per second, longest freeze, bitrate. Needs root.
+    Network(network::NetworkArgs),
+    /// (internal) The viewer of `bench network`: prints every decoded frame.
+    #[command(hide = true)]
+    NetworkViewer(network::ViewerArgs),
     /// (internal) The stock gst-webrtc-signalling server, until stdin closes.
     #[command(hide = true)]
     AnchorServer(anchor::AnchorServerArgs),
@@ -86,6 +94,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Latency(a) => ("latency", blocking(move || latency::run(a)).await?),
         Bench::Fanout(a) => ("fanout", blocking(move || fanout::run(a)).await?),
         Bench::Server(a) => ("server", blocking(move || server::run(a)).await?),
+        Bench::Network(a) => ("network", blocking(move || network::run(a)).await?),
+        Bench::NetworkViewer(a) => return blocking(move || network::viewer(a)).await,
         Bench::AnchorServer(a) => return anchor::serve(a).await,
         Bench::Publisher(a) => return blocking(move || fanout::publisher(a)).await,
         Bench::Load(a) => return server::load(a).await,
@@ -320,8 +330,20 @@ pub struct Child {
 impl Child {
     /// Runs `gst-room ARGS...`. Logging defaults to warnings so that it costs nothing.
     pub fn spawn(name: &str, args: &[String]) -> anyhow::Result<Child> {
+        Self::spawn_in(None, name, args)
+    }
+
+    /// Runs `gst-room ARGS...` inside a network namespace (`ip netns exec NS`), or here.
+    pub fn spawn_in(namespace: Option<&str>, name: &str, args: &[String]) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("finding this binary")?;
-        let mut command = Command::new(exe);
+        let mut command = match namespace {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         command
             .args(args)
             .stdin(Stdio::piped())
@@ -353,16 +375,30 @@ impl Child {
 
     /// `gst-room server` on a free port of 127.0.0.1; returns it and its WebSocket URL.
     pub fn room_server(max_participants: usize) -> anyhow::Result<(Child, String)> {
-        let args = [
+        Self::room_server_with(max_participants, &[])
+    }
+
+    /// `gst-room server` with `extra` flags (e.g. `--tls-self-signed`); the URL is `wss://` then.
+    pub fn room_server_with(
+        max_participants: usize,
+        extra: &[String],
+    ) -> anyhow::Result<(Child, String)> {
+        let mut args: Vec<String> = [
             "server",
             "--listen",
             "127.0.0.1:0",
             "--max-participants",
             &max_participants.to_string(),
-        ];
-        let child = Child::spawn("room server", &args.map(String::from))?;
-        // "gst-room server listening on http://ADDR/ (WebSocket ws://ADDR/ws)"
-        let line = child.wait_line(Duration::from_secs(20), |l| l.contains("(WebSocket ws://"))?;
+            // Every simulated participant comes from 127.0.0.1: lift the per-address cap.
+            "--max-connections-per-ip",
+            "100000",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(extra);
+        let child = Child::spawn("room server", &args)?;
+        // "gst-room server listening on http(s)://ADDR/ (WebSocket ws(s)://ADDR/ws)"
+        let line = child.wait_line(Duration::from_secs(20), |l| l.contains("(WebSocket ws"))?;
         let url = line
             .split_once("(WebSocket ")
             .and_then(|(_, rest)| rest.strip_suffix(')'))
@@ -384,6 +420,11 @@ impl Child {
 
     pub fn pid(&self) -> u32 {
         self.process.id()
+    }
+
+    /// The stdout lines printed since the last call, without waiting.
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// Waits for a stdout line that `matches` (skipping others) and returns it.

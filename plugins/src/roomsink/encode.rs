@@ -121,51 +121,63 @@ pub struct Config {
     pub muted: Arc<AtomicBool>,
 }
 
-/// Adds `input` (a capsfilter with [`sink_caps`]) to `bin` and arranges for the rest of the
-/// branch to be built and linked to `webrtc_pad` at the first CAPS event. Returns the pad to
-/// ghost.
-pub fn add_input(
-    bin: &gst::Bin,
-    webrtc_pad: gst::Pad,
-    config: Config,
-) -> Result<gst::Pad, glib::BoolError> {
+/// Makes the branch of one input (request pad `name`): a bin whose `sink` pad takes raw or
+/// encoded media ([`sink_caps`]) and whose `src` pad gives webrtcsink what it should get. Inside,
+/// `input` (a capsfilter) is there from the start; the rest is built, and `src` pointed at its
+/// end, at the first CAPS event. The caller adds the bin to roomsink and links `src`; removing
+/// the bin removes everything the branch made (including a muted encoded input's blank encoder).
+pub fn new_branch(name: &str, config: Config) -> Result<gst::Bin, glib::BoolError> {
+    let branch = gst::Bin::builder().name(format!("{name}-branch")).build();
     let input = gst::ElementFactory::make("capsfilter")
         .property("caps", sink_caps(config.medium))
         .build()?;
-    bin.add(&input)?;
-    input.sync_state_with_parent()?;
-    let src = input.static_pad("src").unwrap();
-    let weak_bin = bin.downgrade();
-    src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
-        let Some(gst::PadProbeData::Event(event)) = &info.data else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let gst::EventView::Caps(caps) = event.view() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        // Weak: the bin owns `input`, whose pad holds this closure.
-        let Some(bin) = weak_bin.upgrade() else {
-            return gst::PadProbeReturn::Remove;
-        };
-        if let Err(err) = build_branch(&bin, pad, caps.caps(), &webrtc_pad, &config) {
-            gst::element_error!(
-                bin,
-                gst::CoreError::Negotiation,
-                ("roomsink: cannot publish {}: {}", caps.caps(), err)
-            );
-            return gst::PadProbeReturn::Drop;
-        }
-        gst::PadProbeReturn::Remove
-    });
-    Ok(input.static_pad("sink").unwrap())
+    branch.add(&input)?;
+    let sink = gst::GhostPad::builder_with_target(&input.static_pad("sink").unwrap())?
+        .name("sink")
+        .build();
+    let src = gst::GhostPad::builder(gst::PadDirection::Src)
+        .name("src")
+        .build();
+    branch.add_pad(&sink)?;
+    branch.add_pad(&src)?;
+    let weak_branch = branch.downgrade();
+    input.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |pad, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            // Weak: the bin owns `input`, whose pad holds this closure.
+            let Some(branch) = weak_branch.upgrade() else {
+                return gst::PadProbeReturn::Remove;
+            };
+            let src = branch.static_pad("src").and_downcast::<gst::GhostPad>();
+            let built = src
+                .ok_or_else(|| glib::bool_error!("the branch lost its src pad"))
+                .and_then(|src| build_branch(&branch, pad, caps.caps(), &src, &config));
+            if let Err(err) = built {
+                gst::element_error!(
+                    branch,
+                    gst::CoreError::Negotiation,
+                    ("roomsink: cannot publish {}: {}", caps.caps(), err)
+                );
+                return gst::PadProbeReturn::Drop;
+            }
+            gst::PadProbeReturn::Remove
+        },
+    );
+    Ok(branch)
 }
 
-/// Builds what follows `input` for `caps` and links it up to `webrtc_pad`.
+/// Builds what follows `input` for `caps` in `bin` and points the bin's `src` at its end.
 fn build_branch(
     bin: &gst::Bin,
     input: &gst::Pad,
     caps: &gst::CapsRef,
-    webrtc_pad: &gst::Pad,
+    src: &gst::GhostPad,
     config: &Config,
 ) -> Result<(), glib::BoolError> {
     let name = caps.structure(0).map(|s| s.name().as_str()).unwrap_or("");
@@ -205,7 +217,7 @@ fn build_branch(
     if raw && !config.per_viewer {
         keep_continuous(&out);
     }
-    out.link(webrtc_pad).map_err(link_error)?;
+    src.set_target(Some(&out))?;
     for element in &elements {
         element.sync_state_with_parent()?;
     }
@@ -314,7 +326,7 @@ pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>
 
 /// Applies a new `video-bitrate` to the shared video encoders of `bin`, if any.
 pub fn set_video_bitrate(bin: &gst::Bin, bitrate: u32) {
-    for element in bin.iterate_elements().into_iter().flatten() {
+    for element in bin.iterate_recurse().into_iter().flatten() {
         match element.factory().map(|f| f.name()).as_deref() {
             Some("vp8enc") => element.set_property("target-bitrate", bitrate as i32),
             Some("x264enc") => element.set_property("bitrate", bitrate / 1000),

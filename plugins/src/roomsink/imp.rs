@@ -11,6 +11,7 @@ use crate::client::{self, RoomClient};
 use crate::events::{self, RoomSettings};
 use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
+use crate::subscription::Subscription;
 
 use super::bitrate;
 use super::certificate::{self, DtlsCertificate};
@@ -56,15 +57,18 @@ impl Default for Settings {
 /// What exists between NULL→READY and READY→NULL.
 #[derive(Default)]
 struct State {
-    client: Option<Arc<RoomClient>>,
+    /// The participant; released (and, for its last user, left) on READY→NULL.
+    client: Option<RoomClient>,
     signaller: Option<RoomSignaller>,
-    /// Posts room events on the bus; aborted on READY→NULL.
-    events_task: Option<tokio::task::JoinHandle<()>>,
+    /// Posts room events on the bus; stopped and awaited on READY→NULL.
+    events: Option<Subscription>,
 }
 
 pub struct RoomSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// The request pads' branches, in request order.
+    inputs: Mutex<Vec<Input>>,
     /// Read by the mute probes on the streaming threads.
     mute_audio: Arc<AtomicBool>,
     mute_video: Arc<AtomicBool>,
@@ -76,8 +80,16 @@ pub struct RoomSink {
 }
 
 impl RoomSink {
-    fn client(&self) -> Option<Arc<RoomClient>> {
+    fn client(&self) -> Option<RoomClient> {
         self.state.lock().unwrap().client.clone()
+    }
+
+    /// Tells the signaller which media the stream carries (the pads there are now).
+    fn update_media(&self) {
+        let signaller = self.state.lock().unwrap().signaller.clone();
+        if let Some(signaller) = signaller {
+            signaller.set_media(self.has_pad("audio_"), self.has_pad("video_"));
+        }
     }
 
     fn has_pad(&self, prefix: &str) -> bool {
@@ -91,7 +103,7 @@ impl RoomSink {
     fn announce_mute(&self) {
         let stream = self.settings.lock().unwrap().stream.clone();
         if let Some(client) = self.client() {
-            let _ = client.mute(
+            client.mute(
                 &stream,
                 self.mute_audio.load(Ordering::Relaxed),
                 self.mute_video.load(Ordering::Relaxed),
@@ -101,24 +113,33 @@ impl RoomSink {
 
     /// NULL→READY: join (or share) the participant and hand webrtcsink its signaller.
     fn start(&self) -> Result<(), gst::StateChangeError> {
-        let settings = self.settings.lock().unwrap();
-        let key = settings.room.key().map_err(|err| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
-            gst::StateChangeError
-        })?;
-        encode::configure_webrtcsink(
-            &self.webrtcsink,
-            &settings.video_caps,
-            &settings.audio_caps,
-            settings.encode_per_viewer,
-        );
-        self.webrtcsink
-            .set_property("stun-server", &settings.room.stun_server);
-        let turn = gst::Array::new(settings.room.turn_servers.iter().map(|s| s.to_send_value()));
-        self.webrtcsink.set_property("turn-servers", turn);
-        let client = client::acquire(key, settings.room.token.clone());
-        let stream = settings.stream.clone();
-        drop(settings);
+        // Copy out: nothing below runs under the settings lock.
+        let (room, stream, video_caps, audio_caps, per_viewer) = {
+            let s = self.settings.lock().unwrap();
+            (
+                s.room.clone(),
+                s.stream.clone(),
+                s.video_caps.clone(),
+                s.audio_caps.clone(),
+                s.encode_per_viewer,
+            )
+        };
+        let key = room
+            .key()
+            .and_then(|key| {
+                room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))?;
+                Ok(key)
+            })
+            .map_err(|err| {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsink: {}", err));
+                gst::StateChangeError
+            })?;
+        encode::configure_webrtcsink(&self.webrtcsink, &video_caps, &audio_caps, per_viewer);
+        // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
+        // the room server's are known; webrtcsink adds none of its own (its default STUN server
+        // is a public one).
+        self.webrtcsink.set_property("stun-server", None::<String>);
+        let client = client::acquire(key, room.token.clone());
 
         let signaller = RoomSignaller::publisher(
             &client,
@@ -131,71 +152,228 @@ impl RoomSink {
             let element = element.upgrade()?;
             let status = args[1].get::<String>().unwrap();
             let peer = args[2].get::<Option<String>>().unwrap();
+            let reason = args[3].get::<Option<String>>().unwrap();
             if status == "publishing" {
                 element.imp().announce_mute();
             }
             let stream = element.imp().settings.lock().unwrap().stream.clone();
-            events::post(
-                element.upcast_ref(),
-                events::session_status(&status, Some(&stream), peer.as_deref()),
-            );
+            let mut event = events::session_status(&status, Some(&stream), peer.as_deref());
+            if let Some(reason) = reason {
+                event.set("reason", reason);
+            }
+            events::post(element.upcast_ref(), event);
+            None
+        });
+        let element = self.obj().downgrade();
+        signaller.connect("webrtcbin-ready", false, move |args| {
+            let element = element.upgrade()?;
+            let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
+            element.imp().configure_ice(&webrtcbin);
             None
         });
         self.webrtcsink.set_property("signaller", &signaller);
-        let events_task = events::spawn_poster(self.obj().upcast_ref(), &client);
+        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
         *self.state.lock().unwrap() = State {
             client: Some(client),
             signaller: Some(signaller),
-            events_task: Some(events_task),
+            events: Some(events),
         };
         Ok(())
     }
 
-    /// READY→NULL: leave (when no other element of the process shares the participant).
+    /// Gives a new session's webrtcbin its STUN/TURN servers and relay policy.
+    fn configure_ice(&self, webrtcbin: &gst::Element) {
+        let Some(client) = self.client() else { return };
+        let config = self.settings.lock().unwrap().room.ice_config(&client);
+        gst::debug!(CAT, imp = self, "session ICE: {config:?}");
+        config.apply(webrtcbin);
+    }
+
+    /// READY→NULL: stop posting (the task is awaited), then leave — when no other element of
+    /// the process shares the participant — before the state change returns.
     fn stop(&self) {
         let state = std::mem::take(&mut *self.state.lock().unwrap());
-        if let Some(task) = state.events_task {
-            task.abort();
+        if let Some(events) = state.events {
+            events.stop();
         }
         if let Some(client) = state.client {
-            client::release(client);
+            client::release(&client);
         }
     }
 
-    /// Adds the media path of a new input (see [`encode`]) and returns its ghost pad.
+    /// Adds the branch of a new input (see [`encode`]), links it to a new webrtcsink pad, and
+    /// returns the ghost pad for it. On failure nothing is left behind.
     fn link_input(&self, medium: Medium, name: &str) -> Result<gst::GhostPad, glib::BoolError> {
-        let template = if medium == Medium::Video {
-            "video_%u"
-        } else {
-            "audio_%u"
+        let branch = encode::new_branch(name, self.encode_config(medium)?)?.upcast();
+        let obj = self.obj();
+        obj.add(&branch)?;
+        let mut input = Input {
+            ghost: None,
+            branch,
+            webrtc_pad: None,
         };
-        let webrtc_pad = self
-            .webrtcsink
-            .request_pad_simple(template)
-            .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
+        match self.finish_input(&mut input, medium, name) {
+            Ok(ghost) => {
+                input.ghost = Some(ghost.clone());
+                self.inputs.lock().unwrap().push(input);
+                Ok(ghost)
+            }
+            Err(err) => {
+                self.remove_input(input);
+                Err(err)
+            }
+        }
+    }
+
+    /// What a new input's branch needs to know, copied out of the settings.
+    fn encode_config(&self, medium: Medium) -> Result<encode::Config, glib::BoolError> {
         let settings = self.settings.lock().unwrap();
         let (codecs, muted) = match medium {
             Medium::Video => (&settings.video_caps, &self.mute_video),
             Medium::Audio => (&settings.audio_caps, &self.mute_audio),
         };
-        let config = encode::Config {
+        Ok(encode::Config {
             medium,
             per_viewer: settings.encode_per_viewer,
             codec: codecs
                 .structure(0)
-                .ok_or_else(|| glib::bool_error!("empty {template} codec caps"))?
+                .ok_or_else(|| glib::bool_error!("empty {} codec caps", medium.template()))?
                 .to_owned(),
             video_bitrate: self.video_bitrate.clone(),
             muted: muted.clone(),
-        };
-        drop(settings);
-        let obj = self.obj();
-        let target = encode::add_input(obj.upcast_ref(), webrtc_pad, config)?;
-        let template = obj.pad_template(template).unwrap();
-        let ghost = gst::GhostPad::builder_from_template_with_target(&template, &target)?
-            .name(name)
-            .build();
+        })
+    }
+
+    fn finish_input(
+        &self,
+        input: &mut Input,
+        medium: Medium,
+        name: &str,
+    ) -> Result<gst::GhostPad, glib::BoolError> {
+        let branch = &input.branch;
+        input.webrtc_pad = Some(self.link_to_webrtcsink(branch, medium)?);
+        let template = self.obj().pad_template(medium.template()).unwrap();
+        let ghost = gst::GhostPad::builder_from_template_with_target(
+            &template,
+            &branch.static_pad("sink").unwrap(),
+        )?
+        .name(name)
+        .build();
+        branch.sync_state_with_parent()?;
         Ok(ghost)
+    }
+
+    /// Requests a webrtcsink pad for `medium` and links `branch` to it.
+    fn link_to_webrtcsink(
+        &self,
+        branch: &gst::Element,
+        medium: Medium,
+    ) -> Result<gst::Pad, glib::BoolError> {
+        let template = medium.template();
+        let webrtc_pad = self
+            .webrtcsink
+            .request_pad_simple(template)
+            .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
+        if let Err(err) = branch.static_pad("src").unwrap().link(&webrtc_pad) {
+            self.webrtcsink.release_request_pad(&webrtc_pad);
+            return Err(glib::bool_error!("{err:?}"));
+        }
+        Ok(webrtc_pad)
+    }
+
+    /// Unlinks and releases a webrtcsink pad. webrtcsink 0.15.4's `release_pad` forgets the
+    /// stream but leaves the pad on the element, where a buffer would make it panic: remove it.
+    fn release_webrtcsink_pad(&self, branch: &gst::Element, pad: &gst::Pad) {
+        let _ = branch.static_pad("src").unwrap().unlink(pad);
+        self.webrtcsink.release_request_pad(pad);
+        if pad.parent().as_ref() == Some(self.webrtcsink.upcast_ref()) {
+            let _ = pad.set_active(false);
+            let _ = self.webrtcsink.remove_pad(pad);
+        }
+    }
+
+    /// Takes an input out: its webrtcsink pad (and so its media in the announced stream), its
+    /// elements and its ghost pad.
+    fn remove_input(&self, input: Input) {
+        let obj = self.obj();
+        if let Some(pad) = input.webrtc_pad {
+            self.release_webrtcsink_pad(&input.branch, &pad);
+        }
+        let _ = input.branch.set_state(gst::State::Null);
+        let _ = obj.remove(&input.branch);
+        if let Some(ghost) = input.ghost {
+            let _ = ghost.set_active(false);
+            let _ = obj.remove_pad(&ghost);
+        }
+    }
+
+    /// webrtcsink 0.15.4 prepares an input only when its pad is requested and tears that down
+    /// at PAUSED→READY, so a restarted webrtcsink would refuse every buffer (not-linked). After
+    /// each run (in NULL), every input gets a fresh webrtcsink pad; the clocksyncs
+    /// webrtcsink leaves behind (it never removes them) are removed too.
+    fn renew_webrtcsink_pads(&self) {
+        gst::debug!(CAT, imp = self, "renewing webrtcsink pads");
+        let inputs: Vec<(gst::Element, Option<gst::Pad>, Medium)> = self
+            .inputs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| (i.branch.clone(), i.webrtc_pad.clone(), i.medium()))
+            .collect();
+        let mut renewed = Vec::new();
+        for (branch, old, medium) in inputs {
+            if let Some(old) = old {
+                self.release_webrtcsink_pad(&branch, &old);
+            }
+            match self.link_to_webrtcsink(&branch, medium) {
+                Ok(pad) => renewed.push((branch, Some(pad))),
+                Err(err) => {
+                    gst::warning!(CAT, imp = self, "cannot relink an input: {err}");
+                    renewed.push((branch, None));
+                }
+            }
+        }
+        let mut inputs = self.inputs.lock().unwrap();
+        for (branch, pad) in renewed {
+            if let Some(input) = inputs.iter_mut().find(|i| i.branch == branch) {
+                input.webrtc_pad = pad;
+            }
+        }
+        drop(inputs);
+        let bin = self.webrtcsink.downcast_ref::<gst::Bin>().unwrap();
+        for child in bin.children() {
+            let unlinked = child.factory().is_some_and(|f| f.name() == "clocksync")
+                && child.pads().iter().all(|p| !p.is_linked());
+            if unlinked {
+                let _ = child.set_state(gst::State::Null);
+                let _ = bin.remove(&child);
+            }
+        }
+    }
+}
+
+/// One request pad's branch: ghost pad → branch bin (see [`encode`]) → webrtcsink pad.
+struct Input {
+    ghost: Option<gst::GhostPad>,
+    branch: gst::Element,
+    webrtc_pad: Option<gst::Pad>,
+}
+
+impl Input {
+    fn medium(&self) -> Medium {
+        match &self.ghost {
+            Some(g) if g.name().starts_with("audio") => Medium::Audio,
+            _ => Medium::Video,
+        }
+    }
+}
+
+impl Medium {
+    fn template(self) -> &'static str {
+        match self {
+            Medium::Video => "video_%u",
+            Medium::Audio => "audio_%u",
+        }
     }
 }
 
@@ -214,11 +392,16 @@ impl ObjectSubclass for RoomSink {
         // the rare loss without FEC's constant extra bitrate, and RED-wrapped packets made
         // webrtcbin expose an extra pad for the same stream on the viewer side.
         webrtcsink.set_property("do-fec", false);
+        // On a slow uplink a conference keeps its frame rate (motion, lip sync) and gives up
+        // resolution: webrtcsink's default also halves the frame rate below 500 kbit/s, which
+        // left a 500 kbit/s uplink at 15 fps or less (tests/tests/network.rs).
+        webrtcsink.set_property_from_str("enable-mitigation-modes", "downscaled");
         let certificate = certificate::generate().expect("an ECDSA P-256 key pair");
         certificate::use_for_sessions(&webrtcsink, &certificate);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),
+            inputs: Default::default(),
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
             video_bitrate: Arc::new(AtomicU32::new(encode::DEFAULT_VIDEO_BITRATE)),
@@ -350,7 +533,7 @@ impl ObjectImpl for RoomSink {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let settings = self.settings.lock().unwrap();
         let client = self.client();
-        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+        if let Some(value) = settings.room.get(pspec.name(), client.as_ref()) {
             return value;
         }
         match pspec.name() {
@@ -434,12 +617,31 @@ impl ElementImpl for RoomSink {
                 return None;
             }
         };
-        ghost.set_active(true).ok()?;
-        self.obj().add_pad(&ghost).ok()?;
-        if let Some(signaller) = &self.state.lock().unwrap().signaller {
-            signaller.set_media(self.has_pad("audio_"), self.has_pad("video_"));
+        let added = ghost.set_active(true).is_ok() && self.obj().add_pad(&ghost).is_ok();
+        if !added {
+            self.release_pad(ghost.upcast_ref());
+            return None;
         }
+        self.update_media();
         Some(ghost.upcast())
+    }
+
+    /// Releasing a request pad removes its branch, its webrtcsink pad and its media from what
+    /// the stream announces (from the next start).
+    fn release_pad(&self, pad: &gst::Pad) {
+        let input = {
+            let mut inputs = self.inputs.lock().unwrap();
+            let position = inputs.iter().position(|i| {
+                i.ghost
+                    .as_ref()
+                    .is_some_and(|g| g.upcast_ref::<gst::Pad>() == pad)
+            });
+            position.map(|i| inputs.remove(i))
+        };
+        if let Some(input) = input {
+            self.remove_input(input);
+        }
+        self.update_media();
     }
 
     fn change_state(
@@ -454,6 +656,11 @@ impl ElementImpl for RoomSink {
             || (result.is_err() && transition == gst::StateChange::NullToReady)
         {
             self.stop();
+        }
+        // In NULL, not at PAUSED→READY: upstream elements (changed after this sink) may still
+        // push into the old pads then.
+        if transition == gst::StateChange::ReadyToNull {
+            self.renew_webrtcsink_pads();
         }
         gst::debug!(CAT, imp = self, "{transition:?}: {result:?}");
         result

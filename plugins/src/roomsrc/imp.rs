@@ -1,18 +1,18 @@
 //! The subclass behind [`super::RoomSrc`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use room_protocol::{Participant, ServerMessage};
-use tokio::sync::broadcast::error::RecvError;
+use room_protocol::Participant;
 
 use crate::RUNTIME;
-use crate::client::{self, RoomClient, RoomEvent, Status};
+use crate::client::{self, Event, RoomClient, Status};
 use crate::events::{self, RoomSettings};
 use crate::signaller::RoomSignaller;
+use crate::subscription::Subscription;
 
 use super::mix::{Mix, MixFormat};
 
@@ -22,6 +22,10 @@ const DEFAULT_LATENCY_MS: u32 = 50;
 /// How long roomsrc waits before playing again a stream whose session ended while it is
 /// still published (the publisher's side failed or stopped it).
 const REPLAY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the pads of a stream that went away (link flap, reconnect, ICE failure, or its
+/// publisher dropped or left) stay before they get EOS: if the stream comes back within this
+/// time, its media continues on the same pads and the pipeline never sees an end.
+const DEFAULT_GRACE_PERIOD_MS: u32 = 10_000;
 const DEFAULT_MIX: bool = false;
 const DEFAULT_MIX_WIDTH: i32 = 1280;
 const DEFAULT_MIX_HEIGHT: i32 = 720;
@@ -39,6 +43,7 @@ struct Settings {
     room: RoomSettings,
     participant: Option<String>,
     latency_ms: Option<u32>,
+    grace_period_ms: u32,
     mix_format: MixFormat,
 }
 
@@ -48,6 +53,7 @@ impl Default for Settings {
             room: RoomSettings::default(),
             participant: None,
             latency_ms: None,
+            grace_period_ms: DEFAULT_GRACE_PERIOD_MS,
             mix_format: MixFormat {
                 width: DEFAULT_MIX_WIDTH,
                 height: DEFAULT_MIX_HEIGHT,
@@ -75,90 +81,115 @@ struct Player {
 /// What exists between READY→PAUSED and PAUSED→READY.
 #[derive(Default)]
 struct State {
-    client: Option<Arc<RoomClient>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The participant; `None` when not running, which is what stops late player changes.
+    client: Option<RoomClient>,
+    /// Posts room events on the bus.
+    events: Option<Subscription>,
+    /// Follows the room and adds/removes players.
+    follower: Option<Subscription>,
     players: BTreeMap<PlayerKey, Player>,
+    /// Pads of streams that went away, kept for the grace period, with the number of the
+    /// parking (a later parking of the same stream outlives an earlier one's timer).
+    parked: BTreeMap<PlayerKey, (u64, Vec<gst::GhostPad>)>,
+    parkings: u64,
 }
 
+/// Lock order: `changes` → `settings` → `state` → `mix`; none of them is held while emitting a
+/// signal, and only `changes` while calling into children.
 #[derive(Default)]
 pub struct RoomSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Serialises player changes (add, end, stop), which call into child elements and may run
+    /// on several threads (the follower, session-end handlers, replays, the state change). A
+    /// change that starts after stop sees no client and does nothing, so stop leaves no orphan.
+    changes: Mutex<()>,
     /// The mixers, from `mix=true` on (set in NULL only); participants are attached to them
     /// instead of getting pads of their own.
     mix: Mutex<Option<Mix>>,
 }
 
 impl RoomSrc {
-    fn client(&self) -> Option<Arc<RoomClient>> {
+    fn client(&self) -> Option<RoomClient> {
         self.state.lock().unwrap().client.clone()
     }
 
     /// READY→PAUSED: join (or share) the participant and follow the room.
     fn start(&self) -> Result<(), gst::StateChangeError> {
-        let settings = self.settings.lock().unwrap();
-        let key = settings.room.key().map_err(|err| {
+        let (room, format) = {
+            let s = self.settings.lock().unwrap();
+            (s.room.clone(), s.mix_format)
+        };
+        let key = room.key().map_err(|err| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("roomsrc: {}", err));
             gst::StateChangeError
         })?;
-        let client = client::acquire(key, settings.room.token.clone());
-        let format = settings.mix_format;
-        drop(settings);
+        let client = client::acquire(key, room.token.clone());
         if let Some(mix) = self.mix.lock().unwrap().as_mut() {
             mix.set_format(format);
         }
-        let poster = events::spawn_poster(self.obj().upcast_ref(), &client);
+        // Running from here on: the follower's first event may add a player at once.
+        self.state.lock().unwrap().client = Some(client.clone());
+        let events = events::spawn_poster(self.obj().upcast_ref(), &client);
         let follower = self.spawn_follower(&client);
-        *self.state.lock().unwrap() = State {
-            client: Some(client),
-            tasks: vec![poster, follower],
-            players: BTreeMap::new(),
-        };
+        let mut state = self.state.lock().unwrap();
+        state.events = Some(events);
+        state.follower = Some(follower);
         Ok(())
     }
 
-    /// PAUSED→READY: end every player and leave.
+    /// PAUSED→READY (or a failed READY→PAUSED): stop following (awaited), end every player,
+    /// and leave — for the participant's last user — before returning.
     fn stop(&self) {
-        let state = std::mem::take(&mut *self.state.lock().unwrap());
-        for task in state.tasks {
-            task.abort();
+        let (follower, events) = {
+            let mut state = self.state.lock().unwrap();
+            (state.follower.take(), state.events.take())
+        };
+        if let Some(follower) = follower {
+            follower.stop();
         }
-        for (key, player) in state.players {
+        if let Some(events) = events {
+            events.stop();
+        }
+        let _changes = self.changes.lock().unwrap();
+        let (client, players, parked) = {
+            let mut state = self.state.lock().unwrap();
+            (
+                state.client.take(),
+                std::mem::take(&mut state.players),
+                std::mem::take(&mut state.parked),
+            )
+        };
+        for (key, player) in players {
             self.dispose_player(&key, player);
         }
-        if let Some(client) = state.client {
-            client::release(client);
+        for (_, pads) in parked.into_values() {
+            self.end_pads(&pads);
+        }
+        if let Some(client) = client {
+            client::release(&client);
         }
     }
 
     /// Follows room events and adds/removes players. GStreamer state changes can block, so
     /// each runs on the blocking pool, awaited in order.
-    fn spawn_follower(&self, client: &RoomClient) -> tokio::task::JoinHandle<()> {
-        let (mut events, snapshot) = client.subscribe();
+    fn spawn_follower(&self, client: &RoomClient) -> Subscription {
         let this = self.obj().downgrade();
-        RUNTIME.spawn(async move {
-            let mut pending = if snapshot.status == Status::Joined {
-                vec![Change::PlayAll(snapshot.participants)]
-            } else {
-                vec![]
-            };
-            loop {
-                for change in pending.drain(..) {
-                    // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
-                    let Some(element) = this.upgrade() else {
-                        return;
-                    };
-                    let ended =
-                        tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
-                    for key in ended.unwrap_or_default() {
-                        schedule_replay(this.clone(), key);
-                    }
+        Subscription::spawn(client, move |event| {
+            let this = this.clone();
+            async move {
+                let Some(change) = Change::from_event(event) else {
+                    return true;
+                };
+                // A weak ref: the pipeline owns roomsrc, this task must not keep it alive.
+                let Some(element) = this.upgrade() else {
+                    return false;
+                };
+                let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+                for key in ended.unwrap_or_default() {
+                    schedule_replay(this.clone(), key);
                 }
-                match events.recv().await {
-                    Ok(event) => pending.extend(Change::from_event(event)),
-                    Err(RecvError::Lagged(n)) => gst::warning!(CAT, "missed {n} room events"),
-                    Err(RecvError::Closed) => return,
-                }
+                true
             }
         })
     }
@@ -176,6 +207,7 @@ impl RoomSrc {
             }
             Change::Play(user, stream) => self.add_player(&user, &stream),
             Change::Stop(matches) => {
+                let _changes = self.changes.lock().unwrap();
                 let ended: Vec<_> = {
                     let mut state = self.state.lock().unwrap();
                     let keys: Vec<PlayerKey> = state
@@ -188,10 +220,10 @@ impl RoomSrc {
                         .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
                         .collect()
                 };
-                let by_session = matches!(matches, StopMatch::Session(_));
+                let by_session = matches!(matches, StopMatch::Signaller(_));
                 let mut keys = Vec::new();
                 for (key, player) in ended {
-                    self.dispose_player(&key, player);
+                    self.end_player(&key, player);
                     keys.push(key);
                 }
                 return if by_session { keys } else { Vec::new() };
@@ -207,18 +239,16 @@ impl RoomSrc {
 
     fn add_player(&self, user: &str, stream: &str) {
         let key = (user.to_owned(), stream.to_owned());
+        let _changes = self.changes.lock().unwrap();
         let Some(client) = self.client() else { return };
         if !self.wants(user) || self.state.lock().unwrap().players.contains_key(&key) {
             return;
         }
-        match self.make_player(client, user, stream) {
+        match self.make_player(&client, user, stream) {
             Ok(player) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .players
-                    .insert(key, player.clone_refs());
-                if let Err(err) = player.src.sync_state_with_parent() {
+                let src = player.src.clone();
+                self.state.lock().unwrap().players.insert(key, player);
+                if let Err(err) = src.sync_state_with_parent() {
                     gst::warning!(
                         CAT,
                         imp = self,
@@ -240,27 +270,59 @@ impl RoomSrc {
         }
     }
 
+    /// A viewer signaller's session ended: end its player (from another task, so the
+    /// signaller's own task, which reports this, is not the one stopping it) and play again
+    /// if the stream is still published.
+    fn on_session_ended(&self, signaller: RoomSignaller) {
+        let this = self.obj().downgrade();
+        RUNTIME.spawn(async move {
+            let Some(element) = this.upgrade() else {
+                return;
+            };
+            let change = Change::Stop(StopMatch::Signaller(signaller));
+            let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+            for key in ended.unwrap_or_default() {
+                schedule_replay(this.clone(), key);
+            }
+        });
+    }
+
     fn make_player(
         &self,
-        client: Arc<RoomClient>,
+        client: &RoomClient,
         user: &str,
         stream: &str,
     ) -> Result<Player, glib::BoolError> {
-        let (stun, latency) = {
+        let (ice, latency) = {
             let s = self.settings.lock().unwrap();
-            (s.room.stun_server.clone(), s.latency_ms())
+            (s.room.ice_config(client), s.latency_ms())
         };
-        let signaller = RoomSignaller::viewer(&client, user, stream);
+        gst::debug!(CAT, imp = self, "{user}/{stream} ICE: {ice:?}");
+        let signaller = RoomSignaller::viewer(client, user, stream);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
+            ice.apply(&webrtcbin);
             webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });
+        let this = self.obj().downgrade();
+        signaller.connect("room-status", false, move |args| {
+            let status = args[1].get::<String>().expect("signal arg");
+            if status == "session-ended"
+                && let Some(this) = this.upgrade()
+            {
+                let signaller = args[0].get::<RoomSignaller>().expect("signal arg");
+                this.imp().on_session_ended(signaller);
+            }
+            None
+        });
+        // webrtcsrc adds no ICE servers of its own (its default STUN server is a public one):
+        // the webrtcbin gets them above (crate::ice).
         let src = gst::ElementFactory::make("webrtcsrc")
             .name(format!("webrtcsrc-{user}-{stream}"))
             .property("signaller", &signaller)
-            .property("stun-server", stun)
+            .property("stun-server", None::<String>)
             .build()?;
         let this = self.obj().downgrade();
         let (user_owned, stream_owned) = (user.to_owned(), stream.to_owned());
@@ -281,28 +343,36 @@ impl RoomSrc {
     /// webrtcsrc's pad-added, before webrtcsrc asks downstream what it takes — linking here is
     /// what makes webrtcsrc decode.
     fn expose(&self, user: &str, stream: &str, pad: &gst::Pad) {
-        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
-            if let Err(err) = mix.attach(
-                self.obj().upcast_ref(),
-                (user.to_owned(), stream.to_owned()),
-                pad,
-            ) {
-                gst::element_imp_warning!(
+        // The mix lock is held while attaching: it serialises changes to the mixers' inputs
+        // (the one exception to "no lock while calling into children"), and nothing that
+        // attaching calls takes it. It is released before posting or notifying.
+        let mut mix = self.mix.lock().unwrap();
+        if let Some(mixing) = mix.as_mut() {
+            let key = (user.to_owned(), stream.to_owned());
+            let attached = mixing.attach(self.obj().upcast_ref(), key, pad);
+            drop(mix);
+            match attached {
+                Ok(()) => self.obj().notify("mix-tiles"),
+                Err(err) => gst::element_imp_warning!(
                     self,
                     gst::CoreError::Pad,
                     ["cannot mix {}/{}: {}", user, stream, err]
-                );
+                ),
             }
             return;
         }
+        drop(mix);
         let medium = if pad.name().starts_with("video") {
             "video"
         } else {
             "audio"
         };
-        let mut name = format!("{medium}_{}", sanitize(user));
+        let mut name = format!("{medium}_{}", pad_name_part(user));
         if stream != "main" {
-            name = format!("{name}_{}", sanitize(stream));
+            name = format!("{name}_{stream}");
+        }
+        if self.resume_parked_pad(user, stream, &name, pad) {
+            return;
         }
         let template = self.obj().pad_template(&format!("{medium}_%s")).unwrap();
         let ghost = match gst::GhostPad::builder_from_template_with_target(&template, pad) {
@@ -339,6 +409,114 @@ impl RoomSrc {
         }
     }
 
+    /// A player's stream went away: with a grace period (and without the mix), its pads stay
+    /// (carrying nothing) and get the stream again if it comes back in time; else it ends.
+    fn end_player(&self, key: &PlayerKey, player: Player) {
+        let grace = self.settings.lock().unwrap().grace_period_ms;
+        if grace == 0 || self.mix.lock().unwrap().is_some() || player.pads.is_empty() {
+            return self.dispose_player(key, player);
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "stream {}/{} away: keeping its pads {grace} ms",
+            key.0,
+            key.1
+        );
+        for ghost in &player.pads {
+            let _ = ghost.set_target(None::<&gst::Pad>);
+        }
+        self.remove_source(key, &player.src);
+        let parking = {
+            let mut state = self.state.lock().unwrap();
+            state.parkings += 1;
+            let parking = state.parkings;
+            state.parked.insert(key.clone(), (parking, player.pads));
+            parking
+        };
+        let element = self.obj().downgrade();
+        let key = key.clone();
+        RUNTIME.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(grace.into())).await;
+            if let Some(element) = element.upgrade() {
+                let _ =
+                    tokio::task::spawn_blocking(move || element.imp().expire_parked(&key, parking))
+                        .await;
+            }
+        });
+    }
+
+    /// The grace period of a parked stream ran out: its pads end.
+    fn expire_parked(&self, key: &PlayerKey, parking: u64) {
+        // A player change: serialised with the others and with stop (which ends the parked
+        // pads itself).
+        let _changes = self.changes.lock().unwrap();
+        let pads = {
+            let mut state = self.state.lock().unwrap();
+            match state.parked.get(key) {
+                Some((p, _)) if *p == parking => state.parked.remove(key).map(|(_, pads)| pads),
+                _ => None,
+            }
+        };
+        if let Some(pads) = pads {
+            gst::info!(
+                CAT,
+                imp = self,
+                "stream {}/{} did not come back",
+                key.0,
+                key.1
+            );
+            self.end_pads(&pads);
+        }
+    }
+
+    /// A new session's decoded `pad` continues on the parked pad `name` of its stream, if
+    /// there is one. Runs in webrtcsrc's pad-added, like [`Self::expose`].
+    fn resume_parked_pad(&self, user: &str, stream: &str, name: &str, pad: &gst::Pad) -> bool {
+        let key = (user.to_owned(), stream.to_owned());
+        let ghost = {
+            let mut state = self.state.lock().unwrap();
+            let Some((_, pads)) = state.parked.get_mut(&key) else {
+                return false;
+            };
+            let Some(i) = pads.iter().position(|g| g.name() == name) else {
+                return false;
+            };
+            let ghost = pads.remove(i);
+            if pads.is_empty() {
+                state.parked.remove(&key);
+            }
+            if let Some(player) = state.players.get_mut(&key) {
+                player.pads.push(ghost.clone());
+            }
+            ghost
+        };
+        gst::info!(CAT, imp = self, "stream {user}/{stream} is back on {name}");
+        if let Err(err) = ghost.set_target(Some(pad)) {
+            gst::warning!(CAT, imp = self, "cannot resume {name}: {err}");
+        }
+        true
+    }
+
+    /// EOS on `pads`, then they are removed.
+    fn end_pads(&self, pads: &[gst::GhostPad]) {
+        for ghost in pads {
+            ghost.push_event(gst::event::Eos::new());
+            let _ = ghost.set_target(None::<&gst::Pad>);
+            let _ = self.obj().remove_pad(ghost);
+        }
+    }
+
+    /// Stops and removes a player's webrtcsrc, and tells the application.
+    fn remove_source(&self, key: &PlayerKey, src: &gst::Element) {
+        let _ = src.set_state(gst::State::Null);
+        let _ = self.obj().remove(src);
+        events::post(
+            self.obj().upcast_ref(),
+            events::session_status("stopped", Some(&key.1), Some(&key.0)),
+        );
+    }
+
     /// Ends a player: EOS on its pads, pads removed, webrtcsrc stopped and removed.
     fn dispose_player(&self, key: &PlayerKey, player: Player) {
         gst::info!(CAT, imp = self, "stream {}/{} ended", key.0, key.1);
@@ -346,20 +524,18 @@ impl RoomSrc {
         // mixer pad, a prerolling sink while the pipeline changes state); webrtcsrc's own
         // state change would wait for it while holding its state lock, which the pipeline's
         // state change needs in turn.
-        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
-            mix.detach(self.obj().upcast_ref(), key);
+        let detached = self
+            .mix
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(|mix| mix.detach(self.obj().upcast_ref(), key))
+            .is_some();
+        if detached {
+            self.obj().notify("mix-tiles");
         }
-        for ghost in &player.pads {
-            ghost.push_event(gst::event::Eos::new());
-            let _ = ghost.set_target(None::<&gst::Pad>);
-            let _ = self.obj().remove_pad(ghost);
-        }
-        let _ = player.src.set_state(gst::State::Null);
-        let _ = self.obj().remove(&player.src);
-        events::post(
-            self.obj().upcast_ref(),
-            events::session_status("stopped", Some(&key.1), Some(&key.0)),
-        );
+        self.end_pads(&player.pads);
+        self.remove_source(key, &player.src);
     }
 }
 
@@ -367,11 +543,12 @@ impl RoomSrc {
     /// `mix=true`: adds the mixers and the `video` / `audio` pads at once, so that
     /// `gst-launch-1.0 roomsrc mix=true name=r r.video ! ...` links at parse time.
     fn enable_mix(&self) {
+        // Settings before mix: the one lock order (see `RoomSrc`).
+        let format = self.settings.lock().unwrap().mix_format;
         let mut mix = self.mix.lock().unwrap();
         if mix.is_some() {
             return;
         }
-        let format = self.settings.lock().unwrap().mix_format;
         let obj = self.obj();
         match Mix::new(obj.upcast_ref(), format) {
             Ok((created, video, audio)) => {
@@ -402,16 +579,6 @@ impl RoomSrc {
             .as_ref()
             .map(Mix::tiles)
             .unwrap_or(0)
-    }
-}
-
-impl Player {
-    fn clone_refs(&self) -> Player {
-        Player {
-            src: self.src.clone(),
-            signaller: self.signaller.clone(),
-            pads: self.pads.clone(),
-        }
     }
 }
 
@@ -486,7 +653,8 @@ fn request_keyframes(element: &gst::Element) {
 enum StopMatch {
     Stream(String, String),
     User(String),
-    Session(String),
+    /// The player whose session ended.
+    Signaller(RoomSignaller),
     All,
 }
 
@@ -495,7 +663,7 @@ impl StopMatch {
         match self {
             StopMatch::Stream(user, stream) => &key.0 == user && &key.1 == stream,
             StopMatch::User(user) => &key.0 == user,
-            StopMatch::Session(session) => player.signaller.sessions().contains(session),
+            StopMatch::Signaller(signaller) => &player.signaller == signaller,
             StopMatch::All => true,
         }
     }
@@ -509,28 +677,36 @@ enum Change {
 }
 
 impl Change {
-    fn from_event(event: RoomEvent) -> Option<Change> {
+    fn from_event(event: Event) -> Option<Change> {
         Some(match event {
-            RoomEvent::Server(msg) => match &*msg {
-                ServerMessage::State { participants, .. } => Change::PlayAll(participants.clone()),
-                ServerMessage::Published { username, stream } => {
-                    Change::Play(username.clone(), stream.stream.clone())
-                }
-                ServerMessage::Unpublished { username, stream } => {
-                    Change::Stop(StopMatch::Stream(username.clone(), stream.clone()))
-                }
-                ServerMessage::Left { username } => Change::Stop(StopMatch::User(username.clone())),
-                ServerMessage::SessionEnded { session, .. } => {
-                    Change::Stop(StopMatch::Session(session.clone()))
-                }
-                _ => return None,
-            },
-            RoomEvent::Status(Status::Reconnecting) | RoomEvent::Fatal { .. } => {
+            Event::State { participants, .. } => Change::PlayAll(participants),
+            Event::Published { username, stream } => Change::Play(username, stream.stream),
+            Event::Unpublished { username, stream } => {
+                Change::Stop(StopMatch::Stream(username, stream))
+            }
+            Event::Left { username } => Change::Stop(StopMatch::User(username)),
+            Event::Status(Status::Reconnecting | Status::Failed) | Event::Fatal { .. } => {
                 Change::Stop(StopMatch::All)
             }
-            RoomEvent::Status(_) => return None,
+            _ => return None,
         })
     }
+}
+
+/// A username as it appears in pad names: itself when it is already `A-Z a-z 0-9 _ -`, else
+/// sanitized plus a short hash of the original, so that `a.b` and `a_b` (both `a_b` once
+/// sanitized) get distinct names, the same ones every time. (Stream names are already of the
+/// pad alphabet: validate_name.)
+pub fn pad_name_part(username: &str) -> String {
+    let clean = sanitize(username);
+    if clean == username {
+        return clean;
+    }
+    // FNV-1a: tiny, stable across runs and platforms (std's hasher is randomly seeded).
+    let hash = username.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    });
+    format!("{clean}-{:06x}", hash & 0xff_ffff)
 }
 
 /// Pad names keep to `A-Z a-z 0-9 _ -` so that `gst-launch-1.0 r.video_bob` parses ('.' does not).
@@ -578,6 +754,15 @@ impl ObjectImpl for RoomSrc {
                     .maximum(10_000)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("grace-period")
+                    .nick("Grace period")
+                    .blurb("Milliseconds a participant's pads outlive its stream (link flap, reconnect, publisher \
+                            dropped or left): if the stream comes back in time it continues on the same pads; \
+                            else the pads get EOS and are removed. 0: at once")
+                    .default_value(DEFAULT_GRACE_PERIOD_MS)
+                    .maximum(600_000)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("mix")
                     .nick("Mix")
                     .blurb("Mix everyone into one 'video' pad (a labelled grid that reflows) and one 'audio' pad; \
@@ -610,7 +795,7 @@ impl ObjectImpl for RoomSrc {
                     .build(),
                 glib::ParamSpecUInt::builder("mix-tiles")
                     .nick("Mix tiles")
-                    .blurb("Number of participants' videos in the mix now")
+                    .blurb("Number of participants' videos in the mix now (notifies when it changes)")
                     .read_only()
                     .build(),
             ]);
@@ -627,6 +812,9 @@ impl ObjectImpl for RoomSrc {
         match pspec.name() {
             "participant" => settings.participant = value.get().expect("type checked upstream"),
             "latency" => settings.latency_ms = Some(value.get().expect("type checked upstream")),
+            "grace-period" => {
+                settings.grace_period_ms = value.get().expect("type checked upstream")
+            }
             "mix" => {
                 drop(settings);
                 if value.get::<bool>().expect("type checked upstream") {
@@ -645,19 +833,24 @@ impl ObjectImpl for RoomSrc {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let settings = self.settings.lock().unwrap();
+        // The mix lock is never taken under the settings lock (see `RoomSrc`).
+        match pspec.name() {
+            "mix" => return self.mix.lock().unwrap().is_some().to_value(),
+            "mix-tiles" => return (self.mix_tiles() as u32).to_value(),
+            _ => {}
+        }
         let client = self.client();
-        if let Some(value) = settings.room.get(pspec.name(), client.as_deref()) {
+        let settings = self.settings.lock().unwrap();
+        if let Some(value) = settings.room.get(pspec.name(), client.as_ref()) {
             return value;
         }
         match pspec.name() {
             "participant" => settings.participant.to_value(),
             "latency" => settings.latency_ms().to_value(),
-            "mix" => self.mix.lock().unwrap().is_some().to_value(),
+            "grace-period" => settings.grace_period_ms.to_value(),
             "mix-width" => settings.mix_format.width.to_value(),
             "mix-height" => settings.mix_format.height.to_value(),
             "mix-framerate" => settings.mix_format.framerate.to_value(),
-            "mix-tiles" => (self.mix_tiles() as u32).to_value(),
             _ => unimplemented!(),
         }
     }
@@ -726,7 +919,9 @@ impl ElementImpl for RoomSrc {
             self.start()?;
         }
         let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::PausedToReady {
+        if transition == gst::StateChange::PausedToReady
+            || (result.is_err() && transition == gst::StateChange::ReadyToPaused)
+        {
             self.stop();
         }
         match (transition, result?) {
@@ -740,3 +935,27 @@ impl ElementImpl for RoomSrc {
 }
 
 impl BinImpl for RoomSrc {}
+
+#[cfg(test)]
+mod tests {
+    use super::pad_name_part;
+
+    #[test]
+    fn colliding_usernames_get_distinct_stable_pad_names() {
+        assert_eq!(pad_name_part("a_b"), "a_b");
+        assert_eq!(pad_name_part("bob"), "bob");
+        let dotted = pad_name_part("a.b");
+        assert!(
+            dotted.starts_with("a_b-") && dotted.len() == "a_b-".len() + 6,
+            "{dotted}"
+        );
+        assert_ne!(dotted, pad_name_part("a_b"));
+        assert_ne!(dotted, pad_name_part("a-b"));
+        assert_eq!(dotted, pad_name_part("a.b"), "the same every time");
+        assert!(
+            dotted
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+    }
+}

@@ -1,17 +1,16 @@
 //! The subclass behind [`super::RoomSignaller`].
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gstrswebrtc::signaller::{Signallable, SignallableImpl};
-use room_protocol::{ClientMessage, SdpType, ServerMessage, SessionDescription};
-use tokio::sync::broadcast::error::RecvError;
+use room_protocol::{ClientMessage, SdpType, SessionDescription};
 
-use crate::RUNTIME;
-use crate::client::{RoomClient, RoomEvent, Status};
+use crate::client::{Event, RoomClient};
+use crate::subscription::Subscription;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -37,25 +36,24 @@ pub enum Role {
 
 #[derive(Default)]
 pub struct RoomSignaller {
-    /// Set once by `configure`, right after construction. The client is weak: the element owns
-    /// the participant, and webrtcsink/webrtcsrc keeping their signaller alive after NULL must
-    /// not keep the participant in the room.
-    config: Mutex<Option<(Role, Weak<RoomClient>)>>,
+    /// Set once by `configure`, right after construction. The handle does not keep the
+    /// participant in the room: the element's release does the leaving.
+    config: Mutex<Option<(Role, RoomClient)>>,
     state: Mutex<State>,
 }
 
 /// What exists between start and stop.
 #[derive(Default)]
 struct State {
-    /// The event task; aborted by stop.
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The subscription to the participant's events; stopped (and awaited) by stop.
+    subscription: Option<Subscription>,
     /// Sessions this signaller is an end of.
     sessions: BTreeSet<String>,
 }
 
 impl RoomSignaller {
-    pub fn configure(&self, role: Role, client: &Arc<RoomClient>) {
-        *self.config.lock().unwrap() = Some((role, Arc::downgrade(client)));
+    pub fn configure(&self, role: Role, client: &RoomClient) {
+        *self.config.lock().unwrap() = Some((role, client.clone()));
     }
 
     pub fn set_media(&self, audio: bool, video: bool) {
@@ -80,160 +78,92 @@ impl RoomSignaller {
             .collect()
     }
 
-    fn role(&self) -> Role {
+    fn config(&self) -> (Role, RoomClient) {
         self.config
             .lock()
             .unwrap()
-            .as_ref()
-            .expect("RoomSignaller is built by publisher() or viewer()")
-            .0
             .clone()
-    }
-
-    /// The participant, while its element runs.
-    fn client(&self) -> Option<Arc<RoomClient>> {
-        self.config
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|(_, client)| client.upgrade())
+            .expect("RoomSignaller is built by publisher() or viewer()")
     }
 
     fn send(&self, msg: ClientMessage) {
-        let Some(client) = self.client() else {
-            return gst::debug!(CAT, imp = self, "participant gone, not sending {msg:?}");
-        };
-        if let Err(err) = client.send(msg) {
+        let (_, client) = self.config();
+        if let Err(err) = client.session(msg) {
             self.obj().emit_by_name::<()>("error", &[&err]);
         }
     }
 
-    fn emit_status(&self, status: &str, peer: Option<&str>) {
+    fn emit_status(&self, status: &str, peer: Option<&str>, reason: Option<&str>) {
         self.obj()
-            .emit_by_name::<()>("room-status", &[&status, &peer]);
+            .emit_by_name::<()>("room-status", &[&status, &peer, &reason]);
     }
 
-    /// Handles one room event; runs on the event task.
-    fn on_event(&self, role: &Role, event: RoomEvent) {
+    /// Handles one event of this signaller's subscription; runs on its task. No lock is held
+    /// while emitting.
+    fn on_event(&self, event: Event) {
         match event {
-            RoomEvent::Server(msg) => match role {
-                Role::Publisher { stream, .. } => self.on_publisher_message(stream, &msg),
-                Role::Viewer {
-                    participant,
-                    stream,
-                } => self.on_viewer_message(participant, stream, &msg),
-            },
-            RoomEvent::Status(Status::Reconnecting) if matches!(role, Role::Publisher { .. }) => {
-                // Sessions do not survive the connection: end them on our side too.
-                for session in std::mem::take(&mut self.state.lock().unwrap().sessions) {
-                    self.obj()
-                        .emit_by_name::<bool>("session-ended", &[&session]);
-                }
-            }
-            RoomEvent::Status(Status::Joined) => {
-                // The client re-announces published streams itself; a viewer asks again.
-                if let Role::Viewer {
-                    participant,
-                    stream,
-                } = role
-                {
-                    self.send(ClientMessage::Play {
-                        participant: participant.clone(),
-                        stream: stream.clone(),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_publisher_message(&self, own_stream: &str, msg: &ServerMessage) {
-        match msg {
-            ServerMessage::SessionRequest {
-                session,
-                stream,
-                viewer,
-            } if stream == own_stream => {
+            Event::SessionRequested { session, viewer } => {
                 self.state.lock().unwrap().sessions.insert(session.clone());
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "{viewer} requests {stream}: session {session}"
-                );
-                self.emit_status("session-requested", Some(viewer));
+                gst::info!(CAT, imp = self, "{viewer} requests a session: {session}");
+                self.emit_status("session-requested", Some(&viewer), None);
                 self.obj().emit_by_name::<()>(
                     "session-requested",
                     &[
-                        session,
-                        viewer,
+                        &session,
+                        &viewer,
                         &None::<gst_webrtc::WebRTCSessionDescription>,
                     ],
                 );
             }
-            ServerMessage::SessionEnded { session, reason }
-                if self.state.lock().unwrap().sessions.remove(session) =>
-            {
-                gst::info!(CAT, imp = self, "session {session} ended: {reason}");
-                self.obj().emit_by_name::<bool>("session-ended", &[session]);
-            }
-            _ => self.on_session_message(msg),
-        }
-    }
-
-    fn on_viewer_message(&self, own_participant: &str, own_stream: &str, msg: &ServerMessage) {
-        match msg {
-            ServerMessage::SessionStarted {
+            Event::SessionStarted {
                 session,
                 participant,
                 stream,
-            } if participant == own_participant && stream == own_stream => {
-                let mut state = self.state.lock().unwrap();
-                if !state.sessions.is_empty() {
-                    return; // webrtcsrc holds one session; another play of ours got this one.
-                }
-                state.sessions.insert(session.clone());
-                drop(state);
+            } => {
+                self.state.lock().unwrap().sessions.insert(session.clone());
                 gst::info!(
                     CAT,
                     imp = self,
                     "playing {participant}/{stream}: session {session}"
                 );
                 self.obj()
-                    .emit_by_name::<()>("session-started", &[session, participant]);
+                    .emit_by_name::<()>("session-started", &[&session, &participant]);
             }
-            _ => self.on_session_message(msg),
-        }
-    }
-
-    /// SDP and ICE, for either role. (A viewer's session end is roomsrc's to handle: it removes
-    /// the whole webrtcsrc and ends its pads with EOS.)
-    fn on_session_message(&self, msg: &ServerMessage) {
-        let ours = |session: &str| self.state.lock().unwrap().sessions.contains(session);
-        match msg {
-            ServerMessage::Sdp {
+            Event::Sdp {
                 session,
                 description,
-            } if ours(session) => match to_webrtc(description) {
+            } => match to_webrtc(&description) {
                 Ok(desc) => self
                     .obj()
-                    .emit_by_name::<()>("session-description", &[session, &desc]),
+                    .emit_by_name::<()>("session-description", &[&session, &desc]),
                 Err(err) => {
                     gst::warning!(CAT, imp = self, "session {session}: {err}");
-                    self.send(ClientMessage::Stop {
-                        session: session.clone(),
-                    });
+                    self.send(ClientMessage::Stop { session });
                 }
             },
-            ServerMessage::Ice {
+            Event::Ice {
                 session,
                 candidate,
                 sdp_m_line_index,
                 sdp_mid,
-            } if ours(session) => {
+            } => {
                 self.obj().emit_by_name::<()>(
                     "handle-ice",
-                    &[session, sdp_m_line_index, sdp_mid, candidate],
+                    &[&session, &sdp_m_line_index, &sdp_mid, &candidate],
                 );
+            }
+            Event::SessionEnded { session, reason } => {
+                self.state.lock().unwrap().sessions.remove(&session);
+                gst::info!(CAT, imp = self, "session {session} ended: {reason}");
+                match self.config().0 {
+                    Role::Publisher { .. } => {
+                        self.obj()
+                            .emit_by_name::<bool>("session-ended", &[&session]);
+                    }
+                    // A viewer's session end is roomsrc's to handle: it removes the whole
+                    // webrtcsrc, ends its pads with EOS, and plays again if still published.
+                    Role::Viewer { .. } => self.emit_status("session-ended", None, Some(&reason)),
+                }
             }
             _ => {}
         }
@@ -254,74 +184,44 @@ fn to_webrtc(desc: &SessionDescription) -> Result<gst_webrtc::WebRTCSessionDescr
 
 impl SignallableImpl for RoomSignaller {
     fn start(&self) {
-        let role = self.role();
-        let Some(client) = self.client() else {
-            return self
-                .obj()
-                .emit_by_name::<()>("error", &[&"started after its element left the room"]);
-        };
-        let (mut events, snapshot) = client.subscribe();
+        let (role, client) = self.config();
         let this = self.obj().downgrade();
-        let task_role = role.clone();
         // Subscribed before asking, so the answer cannot be missed.
-        let task = RUNTIME.spawn(async move {
-            loop {
-                let event = match events.recv().await {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(n)) => {
-                        gst::warning!(CAT, "signaller missed {n} room events");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                // The signaller owns this task; stop aborts it before the object goes away.
-                let Some(this) = this.upgrade() else { return };
-                this.imp().on_event(&task_role, event);
-            }
+        let subscription = Subscription::spawn(&client, move |event| {
+            // The signaller's stop ends this task before the object can go away.
+            let alive = this.upgrade().map(|this| this.imp().on_event(event));
+            async move { alive.is_some() }
         });
-        self.state.lock().unwrap().task = Some(task);
+        let owner = subscription.id();
+        self.state.lock().unwrap().subscription = Some(subscription);
         match role {
             Role::Publisher {
                 stream,
                 audio,
                 video,
-            } => {
-                if let Err(err) = client.publish(&stream, audio, video) {
-                    self.obj().emit_by_name::<()>("error", &[&err]);
+            } => match client.publish(owner, &stream, audio, video) {
+                Ok(()) => self.emit_status("publishing", None, None),
+                Err(err) => {
+                    gst::warning!(CAT, imp = self, "publish refused: {err}");
+                    self.emit_status("failed", None, Some(err.reason()));
                 }
-                self.emit_status("publishing", None);
-            }
+            },
             Role::Viewer {
                 participant,
                 stream,
-            } => {
-                // When not joined yet, the Joined status event sends the play.
-                if snapshot.status == Status::Joined {
-                    self.send(ClientMessage::Play {
-                        participant,
-                        stream,
-                    });
-                }
-            }
+            } => client.play(owner, &participant, &stream),
         }
     }
 
     fn stop(&self) {
+        // Copy out and release the lock: the subscription's task may be emitting and take it.
         let state = std::mem::take(&mut *self.state.lock().unwrap());
-        if let Some(task) = state.task {
-            task.abort();
+        // The actor stops the subscriber's sessions and unpublishes its stream.
+        if let Some(subscription) = state.subscription {
+            subscription.stop();
         }
-        let Some(client) = self.client() else { return };
-        match self.role() {
-            Role::Publisher { stream, .. } => {
-                let _ = client.unpublish(&stream);
-                self.emit_status("unpublished", None);
-            }
-            Role::Viewer { .. } => {
-                for session in state.sessions {
-                    let _ = client.send(ClientMessage::Stop { session });
-                }
-            }
+        if let Role::Publisher { .. } = self.config().0 {
+            self.emit_status("unpublished", None, None);
         }
     }
 
@@ -407,14 +307,22 @@ impl ObjectImpl for RoomSignaller {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
             /**
              * GstRoomSignaller::room-status:
-             * @status: "publishing", "unpublished" or "session-requested"
+             * @status: "publishing", "failed", "unpublished", "session-requested" (publisher) or
+             *   "session-ended" (viewer)
              * @peer: the viewer, for "session-requested"
+             * @reason: why, for "failed" and "session-ended"
              *
-             * Progress of the publication, for the owning element to report on the bus.
+             * Progress of the publication or play, for the owning element to report on the bus.
+             * Emitted on the thread that called start (publishing, failed), stop (unpublished),
+             * or the plugin runtime's threads (the others).
              */
             vec![
                 glib::subclass::Signal::builder("room-status")
-                    .param_types([String::static_type(), Option::<String>::static_type()])
+                    .param_types([
+                        String::static_type(),
+                        Option::<String>::static_type(),
+                        Option::<String>::static_type(),
+                    ])
                     .build(),
             ]
         });

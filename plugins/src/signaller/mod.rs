@@ -11,8 +11,6 @@
 //!
 //! Both report their progress with the `room-status` signal (status, peer).
 
-use std::sync::Arc;
-
 use gst::glib;
 use gst::subclass::prelude::*;
 use gstrswebrtc::signaller::Signallable;
@@ -28,7 +26,7 @@ glib::wrapper! {
 
 impl RoomSignaller {
     /// A signaller that publishes `stream` of the client's participant.
-    pub fn publisher(client: &Arc<RoomClient>, stream: &str, audio: bool, video: bool) -> Self {
+    pub fn publisher(client: &RoomClient, stream: &str, audio: bool, video: bool) -> Self {
         let obj: Self = glib::Object::new();
         obj.imp().configure(
             imp::Role::Publisher {
@@ -42,7 +40,7 @@ impl RoomSignaller {
     }
 
     /// A signaller that plays `participant`'s `stream`.
-    pub fn viewer(client: &Arc<RoomClient>, participant: &str, stream: &str) -> Self {
+    pub fn viewer(client: &RoomClient, participant: &str, stream: &str) -> Self {
         let obj: Self = glib::Object::new();
         obj.imp().configure(
             imp::Role::Viewer {

@@ -8,8 +8,11 @@
 //!
 //! A participant's life:
 //! 1. connect → [`ServerMessage::Welcome`] (session ESTABLISHED);
-//! 2. [`ClientMessage::Join`] → [`ServerMessage::State`] to the joiner, [`ServerMessage::Joined`]
-//!    to the others, or [`ServerMessage::Failed`] with a [`FailReason`];
+//! 2. [`ClientMessage::Join`] (with an access token when the server wants one) →
+//!    [`ServerMessage::State`] to the joiner (with the ICE servers, TURN credentials included:
+//!    only admitted participants get them), [`ServerMessage::Joined`] to the others, or
+//!    [`ServerMessage::Failed`] with a [`FailReason`]; a token's grants decide whether the
+//!    participant may publish, play and chat ([`ErrorCode::Unauthorized`] otherwise);
 //! 3. [`ClientMessage::Publish`] / [`ClientMessage::Mute`] / [`ClientMessage::Message`] → events
 //!    to the room;
 //! 4. to watch a stream, [`ClientMessage::Play`] → the server assigns a session, tells the viewer
@@ -19,7 +22,14 @@
 //! 5. [`ClientMessage::Leave`] or closing the socket → [`ServerMessage::Left`] to the others.
 //!
 //! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
-//! nothing else changes.
+//! nothing else changes. Errors quote at most [`MAX_ECHO_CHARS`] characters of the input they
+//! refuse. What does close it are the server's limits (README, "Limits"): WebSocket protocol
+//! violations, frames over 1 MiB, timeouts, a participant too slow to read its messages.
+//!
+//! Request ids: any client message may carry one more key, `"id"` (a string of at most
+//! [`MAX_REQUEST_ID_CHARS`] characters, chosen by the client). The server copies it into the
+//! `error` or `failed` that message causes, so a client with several requests in flight knows
+//! which one was refused. Other answers carry no id. See [`WithId`].
 //!
 //! ```
 //! use room_protocol::ClientMessage;
@@ -40,6 +50,64 @@ pub const MAX_CHAT_BYTES: usize = 4 * 1024;
 pub const MAX_NAME_CHARS: usize = 64;
 /// The longest username, in characters (see [`validate_username`]).
 pub const MAX_USERNAME_CHARS: usize = 32;
+/// How many characters of offending input an `error` or `failed` message quotes (see
+/// [`excerpt`]): enough to recognise it, never a way to make the server send back large input.
+pub const MAX_ECHO_CHARS: usize = 64;
+/// The longest request id, in characters (see [`WithId`]).
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A message with its optional request id: on the wire, the message's own object with one more
+/// key, `"id"`, absent when `None`. Clients send `WithId<ClientMessage>`; the server echoes the
+/// id in the `WithId<ServerMessage>` `error` / `failed` the request caused.
+///
+/// An envelope rather than a field on every variant: the variants keep `deny_unknown_fields`
+/// (any key other than `id` and the variant's fields is still refused), and code that does not
+/// care about ids keeps using plain [`ClientMessage`] / [`ServerMessage`].
+///
+/// ```
+/// use room_protocol::{ClientMessage, WithId};
+/// let req: WithId<ClientMessage> = serde_json::from_str(
+///     r#"{"type":"play","participant":"bob","stream":"main","id":"p1"}"#).unwrap();
+/// assert_eq!(req.id.as_deref(), Some("p1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithId<T> {
+    /// The client's id for the request, at most [`MAX_REQUEST_ID_CHARS`] characters.
+    pub id: Option<String>,
+    /// The message itself.
+    pub msg: T,
+}
+
+impl<T: Serialize> Serialize for WithId<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.msg).map_err(S::Error::custom)?;
+        if let (Some(id), Some(object)) = (&self.id, value.as_object_mut()) {
+            object.insert("id".into(), id.clone().into());
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithId<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let id = match value.as_object_mut().and_then(|o| o.remove("id")) {
+            None => None,
+            Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => {
+                Some(id)
+            }
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "id must be a string of at most {MAX_REQUEST_ID_CHARS} characters"
+                )));
+            }
+        };
+        let msg = T::deserialize(value).map_err(D::Error::custom)?;
+        Ok(WithId { id, msg })
+    }
+}
 
 /// What a participant sends: one JSON object per WebSocket text frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +120,11 @@ pub enum ClientMessage {
         room: String,
         /// The participant's name, unique in the room, see [`validate_username`].
         username: String,
-        /// Shared secret, required when the server was started with a token.
+        /// An access token: a signed token minted with `gst-room token` (room, username, expiry,
+        /// grants), or the server's shared secret. Required when the server was started with
+        /// `--token-secret` or `--token`. Never shown by `Debug` (see [`Secret`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        token: Option<String>,
+        token: Option<Secret>,
     },
     /// Leave the room: own streams are unpublished, own sessions end, others get `left`.
     /// The connection stays open and may join again. (Written `Leave {}` so that, like every
@@ -137,8 +207,6 @@ pub enum ServerMessage {
         protocol: u32,
         /// The server's id for this connection (for logs; not a room identity).
         participant_id: String,
-        /// ICE servers peers should use (may be empty: host candidates only).
-        ice_servers: Vec<IceServer>,
     },
     /// The room as the joiner finds it: everyone else and their streams. Sent to the joiner
     /// only, before any other room event.
@@ -151,6 +219,10 @@ pub enum ServerMessage {
         capacity: usize,
         /// Everyone else in the room, in join order.
         participants: Vec<Participant>,
+        /// ICE servers peers should use (may be empty: host candidates only). Sent only here,
+        /// after a successful join, so TURN credentials never reach a connection that has not
+        /// been admitted.
+        ice_servers: Vec<IceServer>,
     },
     /// Someone joined the room (sent to everyone else).
     Joined {
@@ -317,9 +389,41 @@ pub struct IceServer {
     /// TURN username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// TURN credential.
+    /// TURN credential. Never shown by `Debug` (see [`Secret`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<Secret>,
+}
+
+/// A secret string (an access token, a TURN credential): serialised as the plain string, but
+/// `Debug` prints `Secret(<redacted>)`, so logging a message (`{msg:?}`, at any level) never
+/// writes it. Read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it (sending, verifying).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
 }
 
 /// Why a join was refused ([`ServerMessage::Failed`]).
@@ -330,12 +434,17 @@ pub enum FailReason {
     RoomFull,
     /// Someone in the room already has this username.
     NameTaken,
-    /// The server requires a token and the join had none or a wrong one.
+    /// The server requires a token and the join had none, a wrong, expired or forged one, one
+    /// for another room or username, or this address failed too often in the last minute.
     Unauthorized,
     /// The room name or username does not have the allowed form.
     InvalidName,
     /// This connection is already in a room (leave first).
     AlreadyJoined,
+    /// The server cannot admit anyone right now: it is one of several nodes and has lost the
+    /// shared store (Redis) that keeps rooms consistent across them, or the room is moving to
+    /// another node after one died. Try again in a few seconds.
+    Unavailable,
 }
 
 impl FailReason {
@@ -347,6 +456,7 @@ impl FailReason {
             FailReason::Unauthorized => "unauthorized",
             FailReason::InvalidName => "invalid-name",
             FailReason::AlreadyJoined => "already-joined",
+            FailReason::Unavailable => "unavailable",
         }
     }
 }
@@ -379,6 +489,16 @@ pub enum ErrorCode {
     BadSdp,
     /// A viewer cannot play its own stream.
     OwnStream,
+    /// The participant already publishes as many streams as the server allows (4 by default).
+    TooManyStreams,
+    /// The viewer already has a live session for this stream (the message names it); stop it
+    /// first to play the stream again.
+    AlreadyPlaying,
+    /// Too many messages of this kind too fast; this one was dropped. The message names the
+    /// limit. A client that keeps flooding without reading its replies is disconnected.
+    RateLimited,
+    /// The participant's token does not grant this (publish, subscribe = play, chat).
+    Unauthorized,
 }
 
 /// Checks a room or stream name: 1 to [`MAX_NAME_CHARS`] characters from `A-Z a-z 0-9 _ -`.
@@ -398,14 +518,24 @@ pub fn validate_username(name: &str) -> Result<(), String> {
 
 fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     let len = name.chars().count();
+    let quoted = excerpt(name);
     if len == 0 || len > max {
         return Err(format!(
-            "{name:?} must have 1 to {max} characters, it has {len}"
+            "{quoted:?} must have 1 to {max} characters, it has {len}"
         ));
     }
     match name.chars().find(|c| !allowed(*c)) {
-        Some(bad) => Err(format!("{name:?} contains {bad:?}, which is not allowed")),
+        Some(bad) => Err(format!("{quoted:?} contains {bad:?}, which is not allowed")),
         None => Ok(()),
+    }
+}
+
+/// The first [`MAX_ECHO_CHARS`] characters of `input`, with `…` appended when something was cut:
+/// how errors quote what they refuse.
+pub fn excerpt(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &input[..end]),
+        None => input.to_owned(),
     }
 }
 
@@ -469,11 +599,6 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
         ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             participant_id: "p1".into(),
-            ice_servers: vec![IceServer {
-                urls: vec!["turn:turn.example.org:3478".into()],
-                username: Some("u".into()),
-                credential: Some("c".into()),
-            }],
         },
         ServerMessage::State {
             room: "demo".into(),
@@ -482,6 +607,11 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             participants: vec![Participant {
                 username: "bob".into(),
                 streams: vec![stream.clone()],
+            }],
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: Some("u".into()),
+                credential: Some("c".into()),
             }],
         },
         ServerMessage::Joined {
@@ -514,6 +644,10 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             reason: FailReason::RoomFull,
             detail: "room demo is full (3 of 3)".into(),
         },
+        ServerMessage::Failed {
+            reason: FailReason::Unavailable,
+            detail: "this server has lost its connection to Redis; try again shortly".into(),
+        },
         ServerMessage::SessionRequest {
             session: "s1".into(),
             stream: "main".into(),
@@ -545,13 +679,83 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             code: ErrorCode::Malformed,
             message: "expected value at line 1".into(),
         },
+        ServerMessage::Error {
+            code: ErrorCode::TooManyStreams,
+            message: "you publish 4 streams, the limit is 4".into(),
+        },
+        ServerMessage::Error {
+            code: ErrorCode::AlreadyPlaying,
+            message: "you already play bob/main in session s1".into(),
+        },
+        ServerMessage::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many chat messages: at most 10 per second (bursts of 20)".into(),
+        },
     ];
     (client, server)
+}
+
+/// One request with an id and the refusal that echoes it: the examples of [`WithId`], and the
+/// fixture the web page's test checks its `withId` against.
+pub fn id_examples() -> (WithId<ClientMessage>, WithId<ServerMessage>) {
+    (
+        WithId {
+            id: Some("play-2".into()),
+            msg: ClientMessage::Play {
+                participant: "ghost".into(),
+                stream: "main".into(),
+            },
+        },
+        WithId {
+            id: Some("play-2".into()),
+            msg: ServerMessage::Error {
+                code: ErrorCode::UnknownParticipant,
+                message: "no participant ghost in room demo".into(),
+            },
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_ride_along_and_unknown_fields_are_still_refused() {
+        let (request, refusal) = id_examples();
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"play","participant":"ghost","stream":"main","id":"play-2"})
+        );
+        assert_eq!(
+            serde_json::from_value::<WithId<ClientMessage>>(json).unwrap(),
+            request
+        );
+        let json = serde_json::to_string(&refusal).unwrap();
+        assert_eq!(
+            serde_json::from_str::<WithId<ServerMessage>>(&json).unwrap(),
+            refusal
+        );
+        // Without an id: the plain wire form, both ways.
+        let plain = r#"{"type":"leave"}"#;
+        let parsed: WithId<ClientMessage> = serde_json::from_str(plain).unwrap();
+        assert_eq!(parsed.id, None);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), plain);
+        let refused = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text).is_err();
+        assert!(refused(r#"{"type":"leave","id":"x","extra":1}"#));
+        assert!(refused(r#"{"type":"leave","id":7}"#));
+        assert!(refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(65)
+        )));
+        assert!(!refused(&format!(
+            r#"{{"type":"leave","id":"{}"}}"#,
+            "x".repeat(64)
+        )));
+        // A plain ClientMessage still refuses an id it does not expect.
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","id":"x"}"#).is_err());
+    }
 
     #[test]
     fn every_message_round_trips_through_json() {
@@ -574,28 +778,99 @@ mod tests {
         }
     }
 
+    /// Every variant by name. Exhaustive on purpose: a new variant does not compile until it
+    /// is listed here, and then the test below fails until `examples()` has it.
+    fn client_variant(msg: &ClientMessage) -> &'static str {
+        match msg {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave {} => "leave",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Message { .. } => "message",
+            ClientMessage::Play { .. } => "play",
+            ClientMessage::Sdp { .. } => "sdp",
+            ClientMessage::Ice { .. } => "ice",
+            ClientMessage::Stop { .. } => "stop",
+        }
+    }
+
+    /// See [`client_variant`].
+    fn server_variant(msg: &ServerMessage) -> &'static str {
+        match msg {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::State { .. } => "state",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::Published { .. } => "published",
+            ServerMessage::Unpublished { .. } => "unpublished",
+            ServerMessage::Muted { .. } => "muted",
+            ServerMessage::Message { .. } => "message",
+            ServerMessage::Failed { .. } => "failed",
+            ServerMessage::SessionRequest { .. } => "session-request",
+            ServerMessage::SessionStarted { .. } => "session-started",
+            ServerMessage::Sdp { .. } => "sdp",
+            ServerMessage::Ice { .. } => "ice",
+            ServerMessage::SessionEnded { .. } => "session-ended",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
+    const CLIENT_TYPES: [&str; 10] = [
+        "join",
+        "leave",
+        "publish",
+        "unpublish",
+        "mute",
+        "message",
+        "play",
+        "sdp",
+        "ice",
+        "stop",
+    ];
+    const SERVER_TYPES: [&str; 15] = [
+        "welcome",
+        "state",
+        "joined",
+        "left",
+        "published",
+        "unpublished",
+        "muted",
+        "message",
+        "failed",
+        "session-request",
+        "session-started",
+        "sdp",
+        "ice",
+        "session-ended",
+        "error",
+    ];
+
     #[test]
-    fn examples_cover_every_variant() {
+    fn examples_cover_every_variant_under_its_wire_name() {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
-        let types = |v: Vec<serde_json::Value>| {
-            let mut t: Vec<String> = v
-                .iter()
-                .map(|m| m["type"].as_str().unwrap().to_owned())
-                .collect();
-            t.dedup();
-            t.len()
-        };
-        let c: Vec<_> = client
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        let s: Vec<_> = server
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect();
-        assert_eq!(types(c), 10);
-        assert_eq!(types(s), 15);
+        let names: Vec<&str> = client.iter().map(client_variant).collect();
+        assert_eq!(
+            names, CLIENT_TYPES,
+            "one client example per variant, in order"
+        );
+        // Several `error` examples (one per kind of limit) follow each other: counted once.
+        let mut names: Vec<&str> = server.iter().map(server_variant).collect();
+        names.dedup();
+        assert_eq!(
+            names, SERVER_TYPES,
+            "server examples cover every variant, in order"
+        );
+        // The names are the wire names.
+        for msg in &client {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], client_variant(msg));
+        }
+        for msg in &server {
+            let json = serde_json::to_value(msg).unwrap();
+            assert_eq!(json["type"], server_variant(msg));
+        }
     }
 
     #[test]
@@ -639,6 +914,23 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_plain_on_the_wire_and_redacted_in_debug() {
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            username: "u".into(),
+            token: Some("tok-123".into()),
+        };
+        assert!(
+            serde_json::to_string(&join)
+                .unwrap()
+                .contains(r#""token":"tok-123""#)
+        );
+        assert!(!format!("{join:?}").contains("tok-123"), "{join:?}");
+        let (_, server) = examples();
+        assert!(!format!("{server:?}").contains("credential: Some(\"c\")"));
+    }
+
+    #[test]
     fn names_have_a_small_alphabet_and_a_length_limit() {
         assert!(validate_name("demo-room_1").is_ok());
         assert!(validate_name("").is_err());
@@ -648,5 +940,17 @@ mod tests {
         assert!(validate_username("bot.1").is_ok());
         assert!(validate_username(&"a".repeat(33)).is_err());
         assert!(validate_username("<script>").is_err());
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix_of_long_input() {
+        let long = "é".repeat(70_000);
+        let why = validate_name(&long).unwrap_err();
+        assert!(why.chars().count() < 2 * MAX_ECHO_CHARS, "{why}");
+        assert!(
+            why.contains(&format!("{}…", "é".repeat(MAX_ECHO_CHARS))),
+            "{why}"
+        );
+        assert_eq!(excerpt("short"), "short");
     }
 }

@@ -1,0 +1,560 @@
+//! Real networks: participants in their own network namespaces (tests/src/netns.rs), a room
+//! server and a coturn TURN server in another, and faults made with nftables (loss, blocked
+//! paths, NAT), tbf (bandwidth) and link state (flaps). Each participant is its own process
+//! (`netpeer`, tests/src/bin/netpeer.rs), since a process lives in one namespace; the viewer
+//! reports every decoded frame with its own clock, and the checks are made on those reports.
+//!
+//! Needs root, coturn and nftables (CI runs as root; scripts/setup.sh installs both). Run with
+//! `cargo test -p gst-room-tests --test network`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst_room_tests::coturn::Coturn;
+use gst_room_tests::netns::Network;
+
+/// How long a step may take before the test fails (ICE through TURN on a loaded 2-core
+/// machine, debug build).
+const WAIT: Duration = Duration::from_secs(40);
+/// The room server's port in its namespace.
+const SERVER_PORT: u16 = 8443;
+
+/// One test at a time: the frame-rate checks measure media on a 2-core machine, and two
+/// conferences encoding and decoding at once would measure each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `netpeer` process in one namespace; killed on drop.
+struct Peer {
+    name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Peer {
+    fn spawn(net: &Network, host: &str, args: &[&str]) -> Peer {
+        let mut child = net
+            .command(host, env!("CARGO_BIN_EXE_netpeer"))
+            .args(args)
+            .env("GST_DEBUG", "0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netpeer runs");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let record = lines.clone();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                record.lock().unwrap().push(line);
+            }
+        });
+        Peer {
+            name: format!("{host}: netpeer {}", args[0]),
+            child,
+            lines,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for its output; panics after [`WAIT`], or when it printed an
+    /// error or exited.
+    fn wait(&mut self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = self.lines();
+            if let Some(error) = lines.iter().find(|l| l.starts_with("error")) {
+                panic!("{}: {error}", self.name);
+            }
+            if done(&lines) {
+                return lines;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before {what}: {}",
+                    self.name,
+                    tail(&lines)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: timed out waiting for {what}: {}",
+                self.name,
+                tail(&lines)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(lines: &[String]) -> String {
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Runs a command inside `host`, panicking when it fails.
+fn sh(net: &Network, host: &str, script: &str) {
+    let out = net
+        .command(host, "sh")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{host}: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Loads an nftables ruleset inside `host`.
+fn nft(net: &Network, host: &str, ruleset: &str) {
+    let mut child = net
+        .command(host, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft runs (Debian package nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{host}: nft: {}\n{ruleset}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether `from` gets an answer from `to` within a second: a TCP connect to a closed port is
+/// refused by a reachable host and times out when packets are dropped (no ping here).
+fn reachable(net: &Network, from: &str, to: &str) -> bool {
+    let script = format!("exec 3<>/dev/tcp/{}/9", net.address(to));
+    let out = net
+        .command(from, "timeout")
+        .args(["1", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).contains("refused")
+}
+
+/// The room server in `host`, handing out TURN credentials for `coturn` when given.
+fn start_server(net: &Network, host: &str, coturn: Option<&Coturn>) -> (Peer, String) {
+    let listen = format!("{}:{SERVER_PORT}", net.address(host));
+    // Four participants in the NAT test (two publishers, two viewers).
+    let mut args = vec![
+        "server".to_owned(),
+        listen.clone(),
+        "--max-participants".into(),
+        "4".into(),
+    ];
+    if let Some(turn) = coturn {
+        args.extend([
+            "--turn-secret".into(),
+            turn.secret.clone(),
+            "--turn-url".into(),
+            turn.url(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Peer::spawn(net, host, &args);
+    server.wait("the server to listen", |l| {
+        l.iter().any(|l| l.starts_with("listening"))
+    });
+    (server, format!("ws://{listen}/ws"))
+}
+
+/// A decoded frame as the viewer reported it: its clock in ms and the centre colour.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    ms: u64,
+    rgb: [u8; 3],
+}
+
+fn frames(lines: &[String]) -> Vec<Frame> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("frame "))
+        .map(|l| {
+            let v: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+            Frame {
+                ms: v[0],
+                rgb: [v[1] as u8, v[2] as u8, v[3] as u8],
+            }
+        })
+        .collect()
+}
+
+/// Timestamps (ms) of lines starting with `prefix`.
+fn times(lines: &[String], prefix: &str) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+fn close_to(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
+}
+
+/// The viewer's latest clock reading (ms): the time of its last line.
+fn viewer_now(viewer: &Peer) -> u64 {
+    viewer
+        .lines()
+        .iter()
+        .rev()
+        .find_map(|l| l.split(' ').nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the viewer decoded between two of its clock readings.
+#[derive(Debug)]
+#[allow(dead_code)] // Some fields are only there to be printed with the figures.
+struct Window {
+    seconds: f64,
+    frames: usize,
+    fps: f64,
+    /// Longest time without a new decoded frame (window edges count), ms.
+    longest_freeze_ms: u64,
+    audio_buffers: usize,
+    /// Longest time without a decoded audio buffer, ms.
+    longest_audio_gap_ms: u64,
+    /// RTP bitrate received over the window, kbit/s.
+    kbps: f64,
+}
+
+fn longest_gap(times: &[u64], from: u64, to: u64) -> u64 {
+    let mut points = vec![from];
+    points.extend(times.iter().copied().filter(|t| (from..=to).contains(t)));
+    points.push(to);
+    points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
+fn window(lines: &[String], from: u64, to: u64) -> Window {
+    let frame_times: Vec<u64> = frames(lines).iter().map(|f| f.ms).collect();
+    let audio = times(lines, "audio ");
+    let in_window = |t: &&u64| (from..=to).contains(*t);
+    let received: Vec<(u64, u64)> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut v = l.strip_prefix("received ")?.split(' ');
+            Some((v.next()?.parse().ok()?, v.next()?.parse().ok()?))
+        })
+        .filter(|(t, _)| (from..=to).contains(t))
+        .collect();
+    let kbps = match (received.first(), received.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 * 8.0 / (b.0 - a.0) as f64,
+        _ => 0.0,
+    };
+    let seconds = (to - from) as f64 / 1000.0;
+    let frames = frame_times.iter().filter(in_window).count();
+    Window {
+        seconds,
+        frames,
+        fps: frames as f64 / seconds,
+        longest_freeze_ms: longest_gap(&frame_times, from, to),
+        audio_buffers: audio.iter().filter(in_window).count(),
+        longest_audio_gap_ms: longest_gap(&audio, from, to),
+        kbps,
+    }
+}
+
+/// Waits `fault` long while the viewer keeps reporting, and returns what it decoded meanwhile
+/// (the fault's duration is the point of the test, not a wait for an event).
+fn measure(viewer: &mut Peer, fault: Duration) -> Window {
+    let from = viewer_now(viewer);
+    std::thread::sleep(fault);
+    let lines = viewer.wait("its clock to pass the window", |l| {
+        times(l, "frame ")
+            .last()
+            .is_some_and(|t| *t >= from + fault.as_millis() as u64)
+            || times(l, "received ")
+                .last()
+                .is_some_and(|t| *t >= from + fault.as_millis() as u64)
+    });
+    window(&lines, from, from + fault.as_millis() as u64)
+}
+
+/// A server in `srv`, a publisher of `source` in `publisher` and a viewer in `viewer`, with
+/// media flowing (30 frames decoded).
+fn conference(
+    net: &Network,
+    publisher: &str,
+    viewer: &str,
+    source: &str,
+    viewer_props: &[&str],
+) -> (Peer, Peer, Peer) {
+    let (server, url) = start_server(net, "srv", None);
+    let publisher = Peer::spawn(net, publisher, &["publish", &url, "net", "alice", source]);
+    let mut args = vec!["view", &url, "net", "bob", "alice"];
+    args.extend(viewer_props);
+    let mut viewer = Peer::spawn(net, viewer, &args);
+    viewer.wait("30 frames", |l| frames(l).len() >= 30);
+    (server, publisher, viewer)
+}
+
+#[test]
+fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "a", "b"]);
+    // a and b are on one LAN but drop each other's packets: only srv is reachable.
+    let (a, b) = (net.address("a"), net.address("b"));
+    for (host, other) in [("a", b), ("b", a)] {
+        nft(
+            &net,
+            host,
+            &format!(
+                "table inet isolate {{
+                   chain in {{ type filter hook input priority 0; ip saddr {other} drop; }}
+                   chain out {{ type filter hook output priority 0; ip daddr {other} drop; }}
+                 }}"
+            ),
+        );
+    }
+    assert!(!reachable(&net, "a", "b") && !reachable(&net, "b", "a"));
+    assert!(reachable(&net, "a", "srv") && reachable(&net, "b", "srv"));
+
+    let coturn = Coturn::start(&net, "srv");
+    let (_server, url) = start_server(&net, "srv", Some(&coturn));
+    // The publisher hides its addresses (relay-only); the viewer has the default policy and
+    // no ICE properties: both use the TURN server and credentials the room server handed out.
+    let _publisher = Peer::spawn(
+        &net,
+        "a",
+        &[
+            "publish",
+            &url,
+            "turn",
+            "alice",
+            "ff0000",
+            "relay-only=true",
+        ],
+    );
+    let mut viewer = Peer::spawn(&net, "b", &["view", &url, "turn", "bob", "alice"]);
+    let lines = viewer.wait("30 red frames and a selected pair", |l| {
+        frames(l)
+            .iter()
+            .filter(|f| close_to(f.rgb, [255, 0, 0]))
+            .count()
+            >= 30
+            && l.iter().any(|l| l.starts_with("pair "))
+    });
+    let pair = lines.iter().find(|l| l.starts_with("pair ")).unwrap();
+    // The publisher's only candidates are relayed ones: the viewer's selected remote one is
+    // the publisher's TURN allocation on srv.
+    assert!(
+        pair.ends_with(&format!(" relay {}", net.address("srv"))),
+        "selected pair: {pair}"
+    );
+    let log = coturn.log().join("\n");
+    assert!(
+        log.contains(":alice") && log.contains("ALLOCATE processed, success"),
+        "coturn allocated nothing for alice:\n{log}"
+    );
+}
+
+#[test]
+fn video_and_audio_keep_flowing_under_5_percent_loss() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, _publisher, mut viewer) =
+        conference(&net, "pub", "view", "moving", &["latency=200"]);
+    // Without loss, for comparison (a loaded machine decodes fewer frames anyway).
+    let clean = measure(&mut viewer, Duration::from_secs(5));
+    println!("no loss: {clean:?}");
+    // 5 % of the packets on the publisher's link are lost, both ways, media and signaling.
+    nft(
+        &net,
+        "pub",
+        "table inet loss {
+           chain in { type filter hook input priority 0; numgen random mod 100 < 5 drop; }
+           chain out { type filter hook output priority 0; numgen random mod 100 < 5 drop; }
+         }",
+    );
+    let w = measure(&mut viewer, Duration::from_secs(20));
+    println!("5 % loss: {w:?}");
+    assert!(w.fps >= 28.0, "fps under 5 % loss: {w:?}");
+    assert!(w.longest_freeze_ms <= 1000, "freeze under 5 % loss: {w:?}");
+    assert!(
+        w.longest_audio_gap_ms <= 1000,
+        "audio gap under 5 % loss: {w:?}"
+    );
+}
+
+// Not met yet (issue 11 stays open): on a quiet machine most runs show multi-second freezes
+// under this cap — congestion control oscillates and each unrepaired loss waits for a
+// keyframe (runs: 20.9 fps / 2.1 s freeze, 11.8 fps, 27.8 fps / 1.7 s freeze). Kept as the
+// statement of the goal; run it with `cargo test --test network -- --ignored`.
+#[test]
+#[ignore = "fails: multi-second freezes under a 500 kbit/s uplink cap (issue 11 open)"]
+fn video_keeps_flowing_on_a_500_kbits_uplink() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "pub", "view"]);
+    // The publisher's uplink (its eth0 egress) is a 500 kbit/s one from the start; congestion
+    // control must bring the encoder under it (webrtcsink starts at 2 Mbit/s).
+    sh(
+        &net,
+        "pub",
+        "tc qdisc add dev eth0 root tbf rate 500kbit burst 32kbit latency 200ms",
+    );
+    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "moving", &[]);
+    // webrtcsink starts at 2 Mbit/s: the first seconds overrun the link until congestion
+    // control has found its rate (figures printed, and in `gst-room bench network`); the
+    // checks are on the 20 s after that.
+    let adapting = measure(&mut viewer, Duration::from_secs(10));
+    println!("first 10 s at 500 kbit/s: {adapting:?}");
+    let capped = measure(&mut viewer, Duration::from_secs(20));
+    let lines = viewer.lines();
+    let t0 = viewer_now(&viewer) - 20_000;
+    let per_second: Vec<usize> = (0..20)
+        .map(|i| {
+            let second = t0 + i * 1000..t0 + (i + 1) * 1000;
+            frames(&lines)
+                .iter()
+                .filter(|f| second.contains(&f.ms))
+                .count()
+        })
+        .collect();
+    println!("500 kbit/s: {capped:?}\nframes per second: {per_second:?}");
+    assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
+    assert!(
+        capped.longest_freeze_ms <= 1000,
+        "freeze at 500 kbit/s: {capped:?}"
+    );
+    assert!(
+        capped.kbps <= 520.0,
+        "received more than the cap allows: {capped:?}"
+    );
+}
+
+#[test]
+fn a_publisher_behind_nat_still_conferences() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "lan", "nat", "home"]);
+    // home leaves the LAN and sits behind nat: 192.168.77.2 → (masquerade) → nat's LAN address.
+    sh(&net, "home", "ip link del eth0");
+    let status = Command::new("ip")
+        .args(["link", "add", "eth0", "netns", &net.namespace("home")])
+        .args([
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan0",
+            "netns",
+            &net.namespace("nat"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    sh(
+        &net,
+        "nat",
+        "ip addr add 192.168.77.1/24 dev lan0 && ip link set lan0 up && sysctl -qw net.ipv4.ip_forward=1",
+    );
+    sh(
+        &net,
+        "home",
+        "ip addr add 192.168.77.2/24 dev eth0 && ip link set eth0 up && ip route add default via 192.168.77.1",
+    );
+    nft(
+        &net,
+        "nat",
+        "table ip nat {
+           chain post { type nat hook postrouting priority 100; oifname \"eth0\" masquerade; }
+         }
+         table inet fw {
+           chain forward { type filter hook forward priority 0; policy drop;
+             ct state established,related accept; iifname \"lan0\" accept; }
+         }",
+    );
+    assert!(reachable(&net, "home", "srv"));
+    assert!(
+        !reachable(&net, "lan", "home"),
+        "home must not be reachable from the LAN"
+    );
+
+    let (_server, url) = start_server(&net, "srv", None);
+    // Both ways: home publishes red and plays lan's blue.
+    let _home_pub = Peer::spawn(&net, "home", &["publish", &url, "nat", "home", "ff0000"]);
+    let _lan_pub = Peer::spawn(&net, "lan", &["publish", &url, "nat", "lan", "0000ff"]);
+    let mut lan_view = Peer::spawn(&net, "lan", &["view", &url, "nat", "lanview", "home"]);
+    let mut home_view = Peer::spawn(&net, "home", &["view", &url, "nat", "homeview", "lan"]);
+    for (viewer, colour) in [(&mut lan_view, [255, 0, 0]), (&mut home_view, [0, 0, 255])] {
+        viewer.wait(
+            "30 frames of the other side's colour and a selected pair",
+            |l| {
+                frames(l).iter().filter(|f| close_to(f.rgb, colour)).count() >= 30
+                    && l.iter().any(|l| l.starts_with("pair "))
+            },
+        );
+    }
+    // What lan sees of home is nat's address (a peer-reflexive candidate learnt from home's
+    // checks): the media crossed the NAT.
+    let lines = lan_view.lines();
+    let pair = lines.iter().rfind(|l| l.starts_with("pair ")).unwrap();
+    assert!(
+        pair.ends_with(&format!(" {}", net.address("nat"))),
+        "selected pair: {pair}"
+    );
+}
+
+#[test]
+fn a_link_flap_of_3_s_does_not_end_the_viewers_stream() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, _publisher, mut viewer) = conference(&net, "pub", "view", "ff0000", &[]);
+    let published = |l: &[String]| l.iter().filter(|l| l.contains("room-published")).count();
+    let published_before = published(&viewer.lines());
+    sh(&net, "pub", "ip link set eth0 down");
+    std::thread::sleep(Duration::from_secs(3));
+    sh(&net, "pub", "ip link set eth0 up");
+    let back = viewer_now(&viewer);
+    // The room sees the publisher back (its signaling reconnected and it published again) and
+    // red frames arrive again on the same pads.
+    let lines = viewer.wait("alice published again and 15 red frames", |l| {
+        published(l) > published_before
+            && frames(l)
+                .iter()
+                .filter(|f| f.ms > back && close_to(f.rgb, [255, 0, 0]))
+                .count()
+                >= 15
+    });
+    let resumed = frames(&lines)
+        .iter()
+        .find(|f| f.ms > back && close_to(f.rgb, [255, 0, 0]))
+        .unwrap()
+        .ms;
+    println!("media back {} ms after the link", resumed - back);
+    assert!(
+        resumed - back <= 5000,
+        "media back only {} ms after the link",
+        resumed - back
+    );
+    let events: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("eos") || l.starts_with("event"))
+        .collect();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("eos")),
+        "the viewer's stream ended: {events:#?}"
+    );
+}
