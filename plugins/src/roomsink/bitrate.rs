@@ -1,5 +1,5 @@
-//! The shared video encoder's bitrate: the weakest viewer's bandwidth estimate, between
-//! [`FLOOR`] and `video-bitrate`.
+//! The shared video encoder's bitrate: what the weakest viewer's bandwidth estimate leaves for
+//! video ([`video_share`]), between [`FLOOR`] and `video-bitrate`.
 //!
 //! webrtcsink runs Google Congestion Control (`rtpgccbwe`) in every viewer's session and would
 //! set that session's own encoder from it; with one encoder for everybody the encoder follows
@@ -16,8 +16,34 @@ use gst::prelude::*;
 
 use super::encode;
 
-/// The shared encoder never goes below this (bit/s), whatever one viewer's estimate says.
-pub const FLOOR: u32 = 300_000;
+pub(super) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "roomsink-encode",
+        gst::DebugColorFlags::empty(),
+        Some("gst-room publisher: shared encoder"),
+    )
+});
+
+/// The shared encoder never goes below this (bit/s), whatever one viewer's estimate says. Low
+/// enough that a viewer behind a few hundred kbit/s gets a picture that fits its link (a floor
+/// above its link's rate left such a viewer's queue full and every packet late: 4 fps at
+/// 500 kbit/s), high enough that a viewer on a hopeless link does not take everybody's picture.
+pub const FLOOR: u32 = 100_000;
+
+/// What a session's estimate must leave for the audio stream in bit/s: Opus at opusenc's
+/// default 64 kbit/s plus its packets' RTP/UDP/IP/SRTP headers (50 packets/s).
+const AUDIO_ALLOWANCE: u32 = 85_000;
+
+/// The part of what is left that video may take: the rest goes to packet headers and
+/// retransmissions (a target of the whole estimate overran the link it estimated).
+const VIDEO_FRACTION: f64 = 0.85;
+
+/// The video bitrate a session's `estimate` (everything the session may send) leaves for the
+/// video encoder.
+fn video_share(estimate: u32, with_audio: bool) -> u32 {
+    let audio = if with_audio { AUDIO_ALLOWANCE } else { 0 };
+    (f64::from(estimate.saturating_sub(audio)) * VIDEO_FRACTION) as u32
+}
 
 /// Per-session estimates (key: the session pipeline's name) of one roomsink.
 #[derive(Default)]
@@ -32,7 +58,12 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, maximum: Arc<At
     let update = move || {
         // Weak: the bin owns webrtcsink, whose signal handlers hold this closure.
         if let Some(bin) = weak_bin.upgrade() {
-            let target = est.target(max.load(Ordering::Relaxed));
+            let with_audio = bin
+                .sink_pads()
+                .iter()
+                .any(|p| p.name().starts_with("audio"));
+            let target = est.target(max.load(Ordering::Relaxed), with_audio);
+            gst::debug!(CAT, obj = bin, "shared video encoder at {target} bit/s");
             encode::set_video_bitrate(&bin, target);
         }
     };
@@ -47,6 +78,7 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, maximum: Arc<At
                 let (est, on_change, session) = (est.clone(), on_change.clone(), session.clone());
                 element.connect_notify(Some("estimated-bitrate"), move |bwe, _| {
                     let estimate: u32 = bwe.property("estimated-bitrate");
+                    gst::debug!(CAT, "{session}: estimate {estimate}");
                     est.0.lock().unwrap().insert(session.clone(), estimate);
                     on_change();
                 });
@@ -65,11 +97,12 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, maximum: Arc<At
 }
 
 impl Estimates {
-    /// The weakest estimate between [`FLOOR`] and `maximum` (`maximum` without estimates).
-    fn target(&self, maximum: u32) -> u32 {
+    /// The weakest estimate's [`video_share`] between [`FLOOR`] and `maximum` (`maximum`
+    /// without estimates).
+    fn target(&self, maximum: u32, with_audio: bool) -> u32 {
         let weakest = self.0.lock().unwrap().values().copied().min();
         weakest
-            .unwrap_or(maximum)
+            .map_or(maximum, |estimate| video_share(estimate, with_audio))
             .clamp(FLOOR.min(maximum), maximum)
     }
 }
@@ -81,17 +114,23 @@ mod tests {
     #[test]
     fn the_weakest_estimate_wins_between_the_floor_and_the_maximum() {
         let estimates = Estimates::default();
-        assert_eq!(estimates.target(2_000_000), 2_000_000);
+        assert_eq!(estimates.target(2_000_000, true), 2_000_000);
         estimates.0.lock().unwrap().insert("a".into(), 1_200_000);
         estimates.0.lock().unwrap().insert("b".into(), 5_000_000);
-        assert_eq!(estimates.target(2_000_000), 1_200_000);
+        // Audio and headers first: (1200 - 85) × 0.85 kbit/s for video.
+        assert_eq!(estimates.target(2_000_000, true), 947_750);
+        assert_eq!(estimates.target(2_000_000, false), 1_020_000);
+        // A 500 kbit/s link's estimate leaves video well under the link.
+        estimates.0.lock().unwrap().insert("d".into(), 480_000);
+        assert_eq!(estimates.target(2_000_000, true), 335_750);
         // One viewer on a terrible link: the others still get the floor.
         estimates.0.lock().unwrap().insert("c".into(), 40_000);
-        assert_eq!(estimates.target(2_000_000), FLOOR);
+        assert_eq!(estimates.target(2_000_000, true), FLOOR);
         // Its session ends: back to the next weakest.
         estimates.0.lock().unwrap().remove("c");
-        assert_eq!(estimates.target(2_000_000), 1_200_000);
+        estimates.0.lock().unwrap().remove("d");
+        assert_eq!(estimates.target(2_000_000, true), 947_750);
         // video-bitrate below the floor is respected.
-        assert_eq!(estimates.target(200_000), 200_000);
+        assert_eq!(estimates.target(80_000, true), 80_000);
     }
 }

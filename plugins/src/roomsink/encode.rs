@@ -382,8 +382,10 @@ impl KeyframeGate {
                     if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok() =>
                 {
                     if upstream.admit(Instant::now()) {
+                        gst::debug!(super::bitrate::CAT, "keyframe request forwarded");
                         gst::PadProbeReturn::Ok
                     } else {
+                        gst::debug!(super::bitrate::CAT, "keyframe request coalesced");
                         // Taken and handled rather than dropped: GStreamer 1.22 warns about
                         // a NULL unref when an upstream event probe returns DROP.
                         info.data = None;
@@ -397,6 +399,13 @@ impl KeyframeGate {
             let keyframe = info
                 .buffer()
                 .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if keyframe {
+                gst::debug!(
+                    super::bitrate::CAT,
+                    "keyframe out, {} bytes",
+                    info.buffer().map_or(0, |b| b.size())
+                );
+            }
             if gate.due(keyframe, Instant::now()) {
                 // Sent without the lock; the upstream probe above admits it.
                 pad.send_event(
