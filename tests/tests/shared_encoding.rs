@@ -327,6 +327,48 @@ fn h264_input_is_published_without_reencoding() {
     );
 }
 
+/// `video-caps=video/x-h264`: the one shared encoder is x264enc (constrained baseline), two
+/// viewers decode its stream, and mute blanks it before the encoder.
+#[test]
+fn two_viewers_decode_one_shared_h264_encoder() {
+    init();
+    let server = server();
+    let url = server.ws_url();
+    let (pipeline, sink) = publisher(&publisher_line(
+        &url,
+        "h264shared",
+        "bot",
+        GREEN,
+        "video-caps=video/x-h264",
+    ));
+    let session_encoders = count_session_encoders(&sink);
+    play(&pipeline);
+    let viewers: Vec<Viewer> = (1..=2)
+        .map(|i| {
+            Viewer::new(
+                &url,
+                &format!("room=h264shared username=v{i} participant=bot"),
+            )
+            .start()
+        })
+        .collect();
+    for viewer in &viewers {
+        shows(viewer, "video_bot", GREEN);
+    }
+    assert_eq!(encoders_in(&sink, "Video"), ["x264enc"]);
+    assert_eq!(session_encoders.load(Ordering::SeqCst), 0);
+    sink.set_property("mute-video", true);
+    for viewer in &viewers {
+        shows(viewer, "video_bot", BLACK);
+    }
+    sink.set_property("mute-video", false);
+    for viewer in &viewers {
+        shows(viewer, "video_bot", GREEN);
+    }
+    fail_on_error(&pipeline);
+    stop(&pipeline);
+}
+
 #[test]
 fn encode_per_viewer_keeps_an_encoder_per_session() {
     init();
