@@ -27,10 +27,16 @@ use crate::mute::{self, Medium};
 pub const DEFAULT_VIDEO_BITRATE: u32 = 2_000_000;
 /// Keyframe requests reaching the shared encoder (or the encoded input's upstream) are at
 /// least this far apart: every viewer's request in between is answered by the same keyframe.
-pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
-/// The shared video encoder also makes a keyframe at least every this many frames (3 s at
-/// 30 fps), so a viewer whose request was lost still recovers.
-pub const KEYFRAME_MAX_DISTANCE: u32 = 90;
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// The shared video encoder makes keyframes only when asked (a viewer's start, a loss NACK/RTX
+/// could not repair; receivers repeat a request that got no answer), as webrtcsink's own
+/// encoders do: a keyframe every 3 s, several times a delta frame's size, overflowed slow
+/// links at each one (a 400 kbit/s viewer decoded 8 fps). This is only the longest distance.
+pub const KEYFRAME_MAX_DISTANCE: u32 = 2000;
+/// x264enc still makes a keyframe every 90 frames (3 s at 30 fps): with keyframes on request
+/// only, a viewer's H.264 picture stayed wrong after a mute (a reference it never got) and no
+/// request came (tests/tests/shared_encoding.rs).
+pub const H264_KEYFRAME_MAX_DISTANCE: u32 = 90;
 
 /// Codecs roomsink takes already encoded, per medium.
 const ENCODED_VIDEO: &[&str] = &["video/x-vp8", "video/x-h264"];
@@ -282,6 +288,9 @@ pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>
                 .property("cpu-used", -16i32)
                 .property("target-bitrate", bitrate as i32)
                 .property("keyframe-max-dist", KEYFRAME_MAX_DISTANCE as i32)
+                .property_from_str("keyframe-mode", "disabled")
+                // Partitions decodable on their own, as webrtcsink sets it.
+                .property_from_str("error-resilient", "default")
                 .property_from_str("end-usage", "cbr")
                 .property("buffer-initial-size", 100i32)
                 .property("buffer-optimal-size", 120i32)
@@ -297,7 +306,7 @@ pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>
                 .property("bitrate", bitrate / 1000)
                 .property_from_str("tune", "zerolatency")
                 .property_from_str("speed-preset", "ultrafast")
-                .property("key-int-max", KEYFRAME_MAX_DISTANCE)
+                .property("key-int-max", H264_KEYFRAME_MAX_DISTANCE)
                 .property("b-adapt", false)
                 .property("vbv-buf-capacity", 120u32)
                 .build()?,
