@@ -31,8 +31,12 @@ pub(super) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::Lazy
 pub const FLOOR: u32 = 100_000;
 
 /// What a session's estimate must leave for the audio stream in bit/s: Opus at opusenc's
-/// default 64 kbit/s plus its packets' RTP/UDP/IP/SRTP headers (50 packets/s).
-const AUDIO_ALLOWANCE: u32 = 85_000;
+/// default 64 kbit/s plus its packets' RTP/UDP/IP/SRTP headers (50 packets/s, ~60 bytes each).
+const AUDIO_ALLOWANCE: u32 = 88_000;
+
+/// Every session's first estimate (webrtcsink's `start-bitrate`), before any feedback, as
+/// browsers start: webrtcsink's 2 Mbit/s overran a 500 kbit/s link by 4x for the first seconds.
+pub const START_ESTIMATE: u32 = 300_000;
 
 /// The part of what is left that video may take: the rest goes to packet headers and
 /// retransmissions (a target of the whole estimate overran the link it estimated).
@@ -97,14 +101,17 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, maximum: Arc<At
 }
 
 impl Estimates {
-    /// The weakest estimate's [`video_share`] between [`FLOOR`] and `maximum` (`maximum`
-    /// without estimates).
+    /// The weakest estimate's [`video_share`] between [`FLOOR`] and `maximum` (without
+    /// estimates, that of [`START_ESTIMATE`]).
     fn target(&self, maximum: u32, with_audio: bool) -> u32 {
         let weakest = self.0.lock().unwrap().values().copied().min();
-        weakest
-            .map_or(maximum, |estimate| video_share(estimate, with_audio))
-            .clamp(FLOOR.min(maximum), maximum)
+        initial_or(weakest, maximum, with_audio)
     }
+}
+
+/// The shared encoder's bitrate for the weakest estimate (none yet: [`START_ESTIMATE`]).
+pub(super) fn initial_or(weakest: Option<u32>, maximum: u32, with_audio: bool) -> u32 {
+    video_share(weakest.unwrap_or(START_ESTIMATE), with_audio).clamp(FLOOR.min(maximum), maximum)
 }
 
 #[cfg(test)]
@@ -114,22 +121,23 @@ mod tests {
     #[test]
     fn the_weakest_estimate_wins_between_the_floor_and_the_maximum() {
         let estimates = Estimates::default();
-        assert_eq!(estimates.target(2_000_000, true), 2_000_000);
+        // No viewer yet: the start estimate's share, (300 - 88) × 0.85 kbit/s.
+        assert_eq!(estimates.target(2_000_000, true), 180_200);
         estimates.0.lock().unwrap().insert("a".into(), 1_200_000);
         estimates.0.lock().unwrap().insert("b".into(), 5_000_000);
-        // Audio and headers first: (1200 - 85) × 0.85 kbit/s for video.
-        assert_eq!(estimates.target(2_000_000, true), 947_750);
+        // Audio and headers first: (1200 - 88) × 0.85 kbit/s for video.
+        assert_eq!(estimates.target(2_000_000, true), 945_200);
         assert_eq!(estimates.target(2_000_000, false), 1_020_000);
         // A 500 kbit/s link's estimate leaves video well under the link.
         estimates.0.lock().unwrap().insert("d".into(), 480_000);
-        assert_eq!(estimates.target(2_000_000, true), 335_750);
+        assert_eq!(estimates.target(2_000_000, true), 333_200);
         // One viewer on a terrible link: the others still get the floor.
         estimates.0.lock().unwrap().insert("c".into(), 40_000);
         assert_eq!(estimates.target(2_000_000, true), FLOOR);
         // Its session ends: back to the next weakest.
         estimates.0.lock().unwrap().remove("c");
         estimates.0.lock().unwrap().remove("d");
-        assert_eq!(estimates.target(2_000_000, true), 947_750);
+        assert_eq!(estimates.target(2_000_000, true), 945_200);
         // video-bitrate below the floor is respected.
         assert_eq!(estimates.target(80_000, true), 80_000);
     }

@@ -111,6 +111,7 @@ pub fn configure_webrtcsink(
         webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
     );
     webrtcsink.set_property_from_str("congestion-control", "gcc");
+    webrtcsink.set_property("start-bitrate", super::bitrate::START_ESTIMATE);
 }
 
 /// What an input needs to know to build its branch.
@@ -197,7 +198,9 @@ fn build_branch(
             .last()
             .map(|filter| filter.static_pad("src").unwrap());
         if !config.per_viewer {
-            let bitrate = config.video_bitrate.load(Ordering::Relaxed);
+            // Viewers' estimates adjust it from their first feedback on.
+            let maximum = config.video_bitrate.load(Ordering::Relaxed);
+            let bitrate = super::bitrate::initial_or(None, maximum, true);
             elements.push(encoder_queue()?);
             elements.extend(encoder_for(config.codec.name(), bitrate)?);
         }
@@ -297,6 +300,10 @@ pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>
                 .property("buffer-size", 150i32)
                 .property("max-intra-bitrate", 250i32)
                 .property("lag-in-frames", 0i32)
+                // No `dropframe-threshold` (issue 11 sets 30 for webrtcsink's per-viewer
+                // encoders): shared, a dropped frame is dropped for every viewer, and it took
+                // a 500 kbit/s viewer from 28 to 21 fps and the other viewers of a 400 kbit/s
+                // one from 30 to 12 fps.
                 // No `threads`: libvpx's threads on a busy 2-core machine made it encode a
                 // quarter of the frames (measured: 7 instead of 30 fps at 640x480).
                 .build()?,

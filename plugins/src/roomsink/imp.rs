@@ -464,7 +464,7 @@ impl ObjectImpl for RoomSink {
                     .build(),
                 glib::ParamSpecUInt::builder("video-bitrate")
                     .nick("Video bitrate")
-                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows the weakest viewer's bandwidth estimate down to 300000 (not used with encode-per-viewer or encoded input)")
+                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows what the weakest viewer's bandwidth estimate leaves for video, down to 100000 (not used with encode-per-viewer or encoded input)")
                     .minimum(50_000)
                     .maximum(50_000_000)
                     .default_value(encode::DEFAULT_VIDEO_BITRATE)
