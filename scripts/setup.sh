@@ -11,7 +11,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libssl-dev pkg-config chromium nodejs npm redis-server
   iproute2 curl openssl nginx
-  coturn nftables
+  coturn nftables python3-pip
 )
 
 missing=()
@@ -33,4 +33,13 @@ command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust 1.95
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
   echo "setup: npm ci in tests/browser"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# aiortc, the Python WebRTC stack, for the interop tests (tests/aiortc, tests/tests/aiortc.rs),
+# from PyPI: Debian's 1.4 still accepts RSA cipher suites, 1.16 offers only ECDHE-ECDSA ones
+# (what an RSA-only DTLS certificate fails against).
+if ! python3 -c 'import aiortc, websockets, numpy' 2>/dev/null; then
+  echo "setup: installing aiortc for python3"
+  python3 -m pip install --quiet 'aiortc==1.16.*' websockets numpy \
+    || python3 -m pip install --quiet --break-system-packages 'aiortc==1.16.*' websockets numpy
 fi

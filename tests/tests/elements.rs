@@ -372,6 +372,9 @@ fn gst_inspect_lists_both_elements_with_every_property_documented() {
                 "video-caps",
                 "audio-caps",
                 "stream",
+                "encode-per-viewer",
+                "video-bitrate",
+                "dtls-fingerprint",
             ]
         } else {
             &[

@@ -2,19 +2,23 @@
 //!
 //! ```text
 //! process 1: gst-room server
-//! process 2: gst-room bench publisher: videotestsrc 640x480@30 ! roomsink (VP8)   ← measured
-//! this one:  k x (roomsrc participant=pub ! raw ! fakesink), k = 0, 1, 2, 3, 4
+//! process 2: gst-room bench publisher: videotestsrc WxH@30 ! roomsink (VP8)   ← measured
+//! this one:  k x (roomsrc participant=pub ! raw ! fakesink), k = 0, 1, ..., 6
 //! ```
 //!
 //! The publisher is a process of its own so that /proc/PID/stat (utime + stime) is its CPU
-//! alone. For each viewer count: add a viewer, wait for its first decoded frame, let the
-//! encoders and the bandwidth estimation settle, then sample the publisher's CPU once a second.
-//! The mesh encodes once per viewer, so the marginal cost of viewer k over viewer 1 says how
-//! close to linear that is. The viewers decode in this process and share the 2 cores.
+//! alone. For each picture size (640x480 and 1280x720 by default) and each viewer count: add a
+//! viewer, wait for its first decoded frame, let the encoders and the bandwidth estimation
+//! settle, then sample the publisher's CPU once a second and count every viewer's decoded
+//! frames. The same sweep runs twice: roomsink's default (one shared encoder per stream) and
+//! `encode-per-viewer=true` (webrtcsink's encoder per viewer), which is each figure's anchor, so
+//! `ratio` = shared / per viewer. The viewers decode in this process and share the 2 cores.
+//!
+//! Figure names of 640x480 have no suffix; other sizes end in `_WxH`.
 
 use std::io::BufRead;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -31,7 +35,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Most viewers.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     viewers: u32,
     /// Seconds of CPU sampling per viewer count.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -42,6 +46,12 @@ pub struct FanoutArgs {
     /// videotestsrc properties of the published picture (see `bench::PICTURE`).
     #[arg(long, default_value = PICTURE)]
     source: String,
+    /// Picture sizes to sweep, WIDTHxHEIGHT (30 fps), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,1280x720")]
+    sizes: Vec<String>,
+    /// Skip the `encode-per-viewer=true` sweep (no anchor column).
+    #[arg(long)]
+    no_anchor: bool,
 }
 
 /// Flags of the hidden `gst-room bench publisher`.
@@ -63,92 +73,224 @@ pub struct PublisherArgs {
     /// videotestsrc properties.
     #[arg(long, default_value = PICTURE)]
     source: String,
+    /// roomsink `encode-per-viewer=true` (one encoder per viewer, as webrtcsink does).
+    #[arg(long)]
+    encode_per_viewer: bool,
 }
 
 pub fn run(args: FanoutArgs) -> anyhow::Result<Vec<Figure>> {
     super::init_gstreamer()?;
     // Viewers plus the publisher, with room to spare.
     let (_server, url) = Child::room_server(args.viewers as usize + 2)?;
-    let publisher = Child::spawn(
+    let mut figures = Vec::new();
+    for size in &args.sizes {
+        let (width, height) = parse_size(size)?;
+        let shared = sweep(&args, &url, width, height, false)?;
+        let per_viewer = if args.no_anchor {
+            None
+        } else {
+            Some(sweep(&args, &url, width, height, true)?)
+        };
+        let suffix = if (width, height) == (640, 480) {
+            String::new()
+        } else {
+            format!("_{width}x{height}")
+        };
+        figures.extend(shared.figures(&suffix, per_viewer.as_ref()));
+    }
+    Ok(figures)
+}
+
+fn parse_size(size: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = size
+        .split_once('x')
+        .with_context(|| format!("size {size:?} is not WIDTHxHEIGHT"))?;
+    Ok((w.parse()?, h.parse()?))
+}
+
+/// What one sweep over 0..=viewers measured, indexed by the number of viewers.
+struct Sweep {
+    /// Publisher CPU samples, % of a core.
+    cpu: Vec<Vec<f64>>,
+    /// Publisher resident memory, MiB, one value per run.
+    rss: Vec<Vec<f64>>,
+    /// The slowest viewer's decoded frames per second, one value per run.
+    min_fps: Vec<Vec<f64>>,
+}
+
+/// Publishes WxH@30 (shared encoder, or one per viewer) and adds viewers one by one.
+fn sweep(
+    args: &FanoutArgs,
+    url: &str,
+    width: u32,
+    height: u32,
+    per_viewer: bool,
+) -> anyhow::Result<Sweep> {
+    let mode = if per_viewer { "per-viewer" } else { "shared" };
+    let room = format!("{ROOM}-{width}x{height}-{mode}");
+    let mut publisher_args: Vec<String> = [
+        "bench",
         "publisher",
-        &[
-            "bench",
-            "publisher",
-            "--server-url",
-            &url,
-            "--source",
-            &args.source,
-        ]
-        .map(String::from),
-    )?;
+        "--server-url",
+        url,
+        "--room",
+        &room,
+        "--source",
+        &args.source,
+        "--width",
+        &width.to_string(),
+        "--height",
+        &height.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if per_viewer {
+        publisher_args.push("--encode-per-viewer".into());
+    }
+    let publisher = Child::spawn("publisher", &publisher_args)?;
     publisher.wait_line(Duration::from_secs(60), |l| l == "publishing")?;
     let pid = publisher.pid();
 
     let counts = args.viewers as usize + 1;
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); counts];
-    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); counts];
-    for sweep in 0..args.runs {
-        let mut viewers = Vec::new();
+    let mut sweep = Sweep {
+        cpu: vec![Vec::new(); counts],
+        rss: vec![Vec::new(); counts],
+        min_fps: vec![Vec::new(); counts],
+    };
+    for run in 0..args.runs {
+        let mut viewers: Vec<(Running, Arc<AtomicU64>)> = Vec::new();
         for k in 0..counts {
             if k > 0 {
-                viewers.push(start_viewer(&url, &format!("viewer-{k}"))?);
+                viewers.push(start_viewer(url, &room, &format!("viewer-{k}"))?);
             }
             std::thread::sleep(Duration::from_secs(args.settle));
+            let frames_before: Vec<u64> = viewers
+                .iter()
+                .map(|(_, f)| f.load(Ordering::Relaxed))
+                .collect();
+            let start = Instant::now();
             let samples = sample_cpu(pid, args.seconds)?;
+            let elapsed = start.elapsed().as_secs_f64();
+            let min_fps = viewers
+                .iter()
+                .zip(&frames_before)
+                .map(|((_, f), before)| (f.load(Ordering::Relaxed) - before) as f64 / elapsed)
+                .fold(f64::INFINITY, f64::min);
             let mean = samples.iter().sum::<f64>() / samples.len() as f64;
             let mib = process_rss(pid)? as f64 / (1024.0 * 1024.0);
             eprintln!(
-                "fanout sweep {}: {k} viewers: publisher {mean:.1} % of a core, {mib:.0} MiB",
-                sweep + 1
+                "fanout {width}x{height} {mode} run {}: {k} viewers: publisher {mean:.1} % of a core, \
+                 {mib:.0} MiB, slowest viewer {min_fps:.1} fps",
+                run + 1
             );
-            cpu[k].extend(samples);
-            rss[k].push(mib);
+            sweep.cpu[k].extend(samples);
+            sweep.rss[k].push(mib);
+            if k > 0 {
+                sweep.min_fps[k].push(min_fps);
+            }
         }
         drop(viewers);
-        // Let the publisher end its sessions before the next sweep.
+        // Let the publisher end its sessions before the next run.
         std::thread::sleep(Duration::from_secs(2));
     }
     drop(publisher);
+    Ok(sweep)
+}
 
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let mut figures = Vec::new();
-    for (k, samples) in cpu.iter().enumerate() {
-        if let Some(f) =
-            Figure::from_samples(format!("publisher_cpu_{k}_viewers"), "% of a core", samples)
-        {
-            figures.push(f);
-        }
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+impl Sweep {
+    /// Marginal CPU of viewer k: mean CPU with k viewers minus with k-1.
+    fn marginal_cpu(&self, k: usize) -> f64 {
+        mean(&self.cpu[k]) - mean(&self.cpu[k - 1])
     }
-    // Marginal cost of viewer k: mean CPU with k viewers minus with k-1.
-    let first = mean(&cpu[1]) - mean(&cpu[0]);
-    for k in 1..counts {
-        let marginal = mean(&cpu[k]) - mean(&cpu[k - 1]);
-        figures.push(Figure::value(
-            format!("viewer_{k}_marginal_cpu"),
-            "% of a core",
-            marginal,
-            cpu[k].len(),
-        ));
-        if k > 1 && first > 0.0 {
-            figures.push(Figure::value(
-                format!("viewer_{k}_marginal_vs_first"),
-                "x first viewer",
-                marginal / first,
-                cpu[k].len(),
+
+    fn marginal_rss(&self, k: usize) -> f64 {
+        mean(&self.rss[k]) - mean(&self.rss[k - 1])
+    }
+
+    /// The figures, each with the per-viewer sweep's value as its anchor.
+    fn figures(&self, suffix: &str, anchor: Option<&Sweep>) -> Vec<Figure> {
+        let median = |v: &[f64]| Summary::of(v).map(|s| s.median);
+        let with = |mut f: Figure, a: Option<f64>| {
+            f.anchor = a;
+            f
+        };
+        let mut figures = Vec::new();
+        for (k, samples) in self.cpu.iter().enumerate() {
+            if let Some(f) = Figure::from_samples(
+                format!("publisher_cpu_{k}_viewers{suffix}"),
+                "% of a core",
+                samples,
+            ) {
+                figures.push(with(f, anchor.and_then(|a| median(&a.cpu[k]))));
+            }
+        }
+        let first = self.marginal_cpu(1);
+        for k in 1..self.cpu.len() {
+            let marginal = self.marginal_cpu(k);
+            figures.push(with(
+                Figure::value(
+                    format!("viewer_{k}_marginal_cpu{suffix}"),
+                    "% of a core",
+                    marginal,
+                    self.cpu[k].len(),
+                ),
+                anchor.map(|a| a.marginal_cpu(k)),
             ));
+            if k > 1 && first > 0.0 {
+                figures.push(with(
+                    Figure::value(
+                        format!("viewer_{k}_marginal_vs_first{suffix}"),
+                        "x first viewer",
+                        marginal / first,
+                        self.cpu[k].len(),
+                    ),
+                    anchor.map(|a| a.marginal_cpu(k) / a.marginal_cpu(1)),
+                ));
+            }
         }
-    }
-    for (k, samples) in rss.iter().enumerate() {
-        if let Some(s) = Summary::of(samples) {
-            figures.push(Figure::value(
-                format!("publisher_rss_{k}_viewers"),
-                "MiB",
-                s.median,
-                s.n,
-            ));
+        for (k, samples) in self.rss.iter().enumerate() {
+            if let Some(s) = Summary::of(samples) {
+                figures.push(with(
+                    Figure::value(
+                        format!("publisher_rss_{k}_viewers{suffix}"),
+                        "MiB",
+                        s.median,
+                        s.n,
+                    ),
+                    anchor.and_then(|a| median(&a.rss[k])),
+                ));
+            }
+            if k > 0 {
+                figures.push(with(
+                    Figure::value(
+                        format!("viewer_{k}_marginal_rss{suffix}"),
+                        "MiB",
+                        self.marginal_rss(k),
+                        samples.len(),
+                    ),
+                    anchor.map(|a| a.marginal_rss(k)),
+                ));
+            }
         }
+        for (k, samples) in self.min_fps.iter().enumerate().skip(1) {
+            if let Some(s) = Summary::of(samples) {
+                figures.push(with(
+                    Figure::value(
+                        format!("slowest_viewer_fps_{k}_viewers{suffix}"),
+                        "frames/s",
+                        s.median,
+                        s.n,
+                    ),
+                    anchor.and_then(|a| median(&a.min_fps[k])),
+                ));
+            }
+        }
+        figures
     }
-    Ok(figures)
 }
 
 /// CPU of `pid` in % of one core, one sample per second for `seconds`.
@@ -164,12 +306,17 @@ fn sample_cpu(pid: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
     Ok(samples)
 }
 
-/// A viewer of the publisher in this process; returns once its first frame is decoded.
-fn start_viewer(url: &str, username: &str) -> anyhow::Result<Running> {
-    let (pipeline, roomsrc) = super::roomsrc_viewer(url, ROOM, username, PUBLISHER)?;
-    let decoded = Arc::new(AtomicBool::new(false));
+/// A viewer of the publisher in this process, with its count of decoded frames; returns once
+/// its first frame is decoded.
+fn start_viewer(
+    url: &str,
+    room: &str,
+    username: &str,
+) -> anyhow::Result<(Running, Arc<AtomicU64>)> {
+    let (pipeline, roomsrc) = super::roomsrc_viewer(url, room, username, PUBLISHER)?;
+    let frames = Arc::new(AtomicU64::new(0));
     let weak = pipeline.downgrade();
-    let flag = decoded.clone();
+    let counter = frames.clone();
     roomsrc.connect_pad_added(move |_, pad| {
         // Weak: the pipeline owns roomsrc, which owns this closure.
         let Some(pipeline) = weak.upgrade() else {
@@ -178,10 +325,10 @@ fn start_viewer(url: &str, username: &str) -> anyhow::Result<Running> {
         if !pad.name().starts_with("video") {
             return;
         }
-        let flag = flag.clone();
+        let counter = counter.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            flag.store(true, Ordering::Relaxed);
-            gst::PadProbeReturn::Remove
+            counter.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
         });
         if let Err(err) = super::link_raw_sink(&pipeline, pad, false) {
             gst::element_error!(pipeline, gst::CoreError::Pad, ("{err:#}"));
@@ -189,24 +336,31 @@ fn start_viewer(url: &str, username: &str) -> anyhow::Result<Running> {
     });
     let pipeline = Running::start(pipeline)?;
     let start = Instant::now();
-    while !decoded.load(Ordering::Relaxed) {
+    while frames.load(Ordering::Relaxed) == 0 {
         super::check_bus(&pipeline).with_context(|| format!("viewer {username}"))?;
         if start.elapsed() > Duration::from_secs(60) {
             bail!("viewer {username}: no frame within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(pipeline)
+    Ok((pipeline, frames))
 }
 
-/// `gst-room bench publisher`: publishes a 640x480@30 test pattern (VP8) until stdin closes.
+/// `gst-room bench publisher`: publishes a WxH@30 test pattern (VP8) until stdin closes.
 /// Prints `publishing` once the room announced the stream.
 pub fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
     super::init_gstreamer()?;
     let pipeline = crate::runner::build(&format!(
         "videotestsrc is-live=true {} ! video/x-raw,width={},height={},framerate={}/1 ! \
-         roomsink server-url={} room={} username={} video-caps=video/x-vp8",
-        args.source, args.width, args.height, args.fps, args.server_url, args.room, args.username
+         roomsink server-url={} room={} username={} video-caps=video/x-vp8 encode-per-viewer={}",
+        args.source,
+        args.width,
+        args.height,
+        args.fps,
+        args.server_url,
+        args.room,
+        args.username,
+        args.encode_per_viewer
     ))?;
     pipeline.set_state(gst::State::Playing)?;
     let published = super::wait_for_element_message(

@@ -14,7 +14,8 @@
 //!   milestones in between; anchor: webrtcsink → webrtcsrc.
 //! - `latency.rs`: glass-to-glass latency with a barcode stamped into each frame, per roomsrc
 //!   `latency` value.
-//! - `fanout.rs`: CPU and memory of a publishing process with 1..4 viewers.
+//! - `fanout.rs`: CPU and memory of a publishing process with 1..6 viewers, at 640x480 and
+//!   720p; anchor: the same with `encode-per-viewer=true` (one encoder per viewer).
 //! - `server.rs`: N WebSocket participants against the room server (join rate, memory, chat
 //!   fan-out, session relay); anchor: the stock signalling server at the same load.
 //! - `network.rs`: gst → gst across network namespaces under loss and bandwidth caps.
@@ -60,7 +61,8 @@ enum Bench {
     /// Glass-to-glass latency (capture → decoded, capture → displayed) at 640x480@30, for
     /// several roomsrc `latency` values.
     Latency(latency::LatencyArgs),
-    /// CPU and memory of a publishing process with 0, 1, 2, 3, 4 viewers of one stream.
+    /// CPU and memory of a publishing process with 0..6 viewers of one stream, at 640x480 and
+    /// 1280x720, and each viewer's frame rate; anchor: `encode-per-viewer=true`.
     Fanout(fanout::FanoutArgs),
     /// Simulated participants over WebSocket against the room server: join rate, memory per
     /// participant, chat fan-out and session relay latency; anchor: stock signalling server.

@@ -1,6 +1,6 @@
 //! The subclass behind [`super::RoomSink`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -10,8 +10,12 @@ use gst::subclass::prelude::*;
 use crate::client::RoomClient;
 use crate::events::{self, RoomSettings};
 use crate::membership::{self, Membership};
-use crate::mute::{self, Medium};
+use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
+
+use super::bitrate;
+use super::certificate::{self, DtlsCertificate};
+use super::encode;
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;
@@ -20,6 +24,7 @@ const DEFAULT_MUTE_VIDEO: bool = false;
 /// and ~300 MB (FIELD-NOTES). VP8 and Opus are what every browser takes.
 const DEFAULT_VIDEO_CAPS: &str = "video/x-vp8";
 const DEFAULT_AUDIO_CAPS: &str = "audio/x-opus";
+const DEFAULT_ENCODE_PER_VIEWER: bool = false;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -34,6 +39,7 @@ struct Settings {
     stream: String,
     video_caps: gst::Caps,
     audio_caps: gst::Caps,
+    encode_per_viewer: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +49,7 @@ impl Default for Settings {
             stream: DEFAULT_STREAM.into(),
             video_caps: DEFAULT_VIDEO_CAPS.parse().expect("valid caps"),
             audio_caps: DEFAULT_AUDIO_CAPS.parse().expect("valid caps"),
+            encode_per_viewer: DEFAULT_ENCODE_PER_VIEWER,
         }
     }
 }
@@ -64,6 +71,10 @@ pub struct RoomSink {
     /// Read by the mute probes on the streaming threads.
     mute_audio: Arc<AtomicBool>,
     mute_video: Arc<AtomicBool>,
+    /// `video-bitrate`, read by the shared video encoder when it is made.
+    video_bitrate: Arc<AtomicU32>,
+    /// The DTLS certificate every session presents (one per process, see `certificate`).
+    certificate: &'static DtlsCertificate,
     webrtcsink: gst::Element,
 }
 
@@ -103,20 +114,20 @@ impl RoomSink {
     /// NULL→READY: join (or share) the participant and hand webrtcsink its signaller.
     fn start(&self) -> Result<(), gst::StateChangeError> {
         // Copy out: nothing below runs under the settings lock.
-        let (room, stream, video_caps, audio_caps) = {
+        let (room, stream, video_caps, audio_caps, per_viewer) = {
             let s = self.settings.lock().unwrap();
             (
                 s.room.clone(),
                 s.stream.clone(),
                 s.video_caps.clone(),
                 s.audio_caps.clone(),
+                s.encode_per_viewer,
             )
         };
         let membership = Membership::start(self.obj().upcast_ref(), "roomsink", &room, || {
             room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))
         })?;
-        self.webrtcsink.set_property("video-caps", &video_caps);
-        self.webrtcsink.set_property("audio-caps", &audio_caps);
+        encode::configure_webrtcsink(&self.webrtcsink, &video_caps, &audio_caps, per_viewer);
         // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
         // the room server's are known; webrtcsink adds none of its own (its default STUN server
         // is a public one).
@@ -176,34 +187,15 @@ impl RoomSink {
         }
     }
 
-    /// Creates `convert ! capsfilter` for a new input, links it to a new webrtcsink pad, and
+    /// Adds the branch of a new input (see [`encode`]), links it to a new webrtcsink pad, and
     /// returns the ghost pad for it. On failure nothing is left behind.
     fn link_input(&self, medium: Medium, name: &str) -> Result<gst::GhostPad, glib::BoolError> {
-        let (convert, caps) = match medium {
-            Medium::Video => (
-                "videoconvert",
-                gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .build(),
-            ),
-            Medium::Audio => (
-                "audioconvert",
-                gst::Caps::builder("audio/x-raw")
-                    .field("format", "S16LE")
-                    .field("layout", "interleaved")
-                    .build(),
-            ),
-        };
-        let convert = gst::ElementFactory::make(convert).build()?;
-        let filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", caps)
-            .build()?;
+        let branch = encode::new_branch(name, self.encode_config(medium)?)?.upcast();
         let obj = self.obj();
-        obj.add_many([&convert, &filter])?;
+        obj.add(&branch)?;
         let mut input = Input {
             ghost: None,
-            convert,
-            filter,
+            branch,
             webrtc_pad: None,
         };
         match self.finish_input(&mut input, medium, name) {
@@ -219,40 +211,48 @@ impl RoomSink {
         }
     }
 
+    /// What a new input's branch needs to know, copied out of the settings.
+    fn encode_config(&self, medium: Medium) -> Result<encode::Config, glib::BoolError> {
+        let settings = self.settings.lock().unwrap();
+        let (codecs, muted) = match medium {
+            Medium::Video => (&settings.video_caps, &self.mute_video),
+            Medium::Audio => (&settings.audio_caps, &self.mute_audio),
+        };
+        Ok(encode::Config {
+            medium,
+            per_viewer: settings.encode_per_viewer,
+            codec: codecs
+                .structure(0)
+                .ok_or_else(|| glib::bool_error!("empty {} codec caps", medium.template()))?
+                .to_owned(),
+            video_bitrate: self.video_bitrate.clone(),
+            muted: muted.clone(),
+        })
+    }
+
     fn finish_input(
         &self,
         input: &mut Input,
         medium: Medium,
         name: &str,
     ) -> Result<gst::GhostPad, glib::BoolError> {
-        input.convert.link(&input.filter)?;
-        input.webrtc_pad = Some(self.link_to_webrtcsink(&input.filter, medium)?);
-        let muted = if medium == Medium::Video {
-            &self.mute_video
-        } else {
-            &self.mute_audio
-        };
-        mute::install(
-            &input.filter.static_pad("src").unwrap(),
-            medium,
-            muted.clone(),
-        );
+        let branch = &input.branch;
+        input.webrtc_pad = Some(self.link_to_webrtcsink(branch, medium)?);
         let template = self.obj().pad_template(medium.template()).unwrap();
         let ghost = gst::GhostPad::builder_from_template_with_target(
             &template,
-            &input.convert.static_pad("sink").unwrap(),
+            &branch.static_pad("sink").unwrap(),
         )?
         .name(name)
         .build();
-        input.convert.sync_state_with_parent()?;
-        input.filter.sync_state_with_parent()?;
+        branch.sync_state_with_parent()?;
         Ok(ghost)
     }
 
-    /// Requests a webrtcsink pad for `medium` and links `filter` to it.
+    /// Requests a webrtcsink pad for `medium` and links `branch` to it.
     fn link_to_webrtcsink(
         &self,
-        filter: &gst::Element,
+        branch: &gst::Element,
         medium: Medium,
     ) -> Result<gst::Pad, glib::BoolError> {
         let template = medium.template();
@@ -260,7 +260,7 @@ impl RoomSink {
             .webrtcsink
             .request_pad_simple(template)
             .ok_or_else(|| glib::bool_error!("webrtcsink refused a {template} pad"))?;
-        if let Err(err) = filter.static_pad("src").unwrap().link(&webrtc_pad) {
+        if let Err(err) = branch.static_pad("src").unwrap().link(&webrtc_pad) {
             self.webrtcsink.release_request_pad(&webrtc_pad);
             return Err(glib::bool_error!("{err:?}"));
         }
@@ -269,8 +269,8 @@ impl RoomSink {
 
     /// Unlinks and releases a webrtcsink pad. webrtcsink 0.15.4's `release_pad` forgets the
     /// stream but leaves the pad on the element, where a buffer would make it panic: remove it.
-    fn release_webrtcsink_pad(&self, filter: &gst::Element, pad: &gst::Pad) {
-        let _ = filter.static_pad("src").unwrap().unlink(pad);
+    fn release_webrtcsink_pad(&self, branch: &gst::Element, pad: &gst::Pad) {
+        let _ = branch.static_pad("src").unwrap().unlink(pad);
         self.webrtcsink.release_request_pad(pad);
         if pad.parent().as_ref() == Some(self.webrtcsink.upcast_ref()) {
             let _ = pad.set_active(false);
@@ -283,12 +283,10 @@ impl RoomSink {
     fn remove_input(&self, input: Input) {
         let obj = self.obj();
         if let Some(pad) = input.webrtc_pad {
-            self.release_webrtcsink_pad(&input.filter, &pad);
+            self.release_webrtcsink_pad(&input.branch, &pad);
         }
-        for element in [&input.convert, &input.filter] {
-            let _ = element.set_state(gst::State::Null);
-            let _ = obj.remove(element);
-        }
+        let _ = input.branch.set_state(gst::State::Null);
+        let _ = obj.remove(&input.branch);
         if let Some(ghost) = input.ghost {
             let _ = ghost.set_active(false);
             let _ = obj.remove_pad(&ghost);
@@ -306,24 +304,24 @@ impl RoomSink {
             .lock()
             .unwrap()
             .iter()
-            .map(|i| (i.filter.clone(), i.webrtc_pad.clone(), i.medium()))
+            .map(|i| (i.branch.clone(), i.webrtc_pad.clone(), i.medium()))
             .collect();
         let mut renewed = Vec::new();
-        for (filter, old, medium) in inputs {
+        for (branch, old, medium) in inputs {
             if let Some(old) = old {
-                self.release_webrtcsink_pad(&filter, &old);
+                self.release_webrtcsink_pad(&branch, &old);
             }
-            match self.link_to_webrtcsink(&filter, medium) {
-                Ok(pad) => renewed.push((filter, Some(pad))),
+            match self.link_to_webrtcsink(&branch, medium) {
+                Ok(pad) => renewed.push((branch, Some(pad))),
                 Err(err) => {
                     gst::warning!(CAT, imp = self, "cannot relink an input: {err}");
-                    renewed.push((filter, None));
+                    renewed.push((branch, None));
                 }
             }
         }
         let mut inputs = self.inputs.lock().unwrap();
-        for (filter, pad) in renewed {
-            if let Some(input) = inputs.iter_mut().find(|i| i.filter == filter) {
+        for (branch, pad) in renewed {
+            if let Some(input) = inputs.iter_mut().find(|i| i.branch == branch) {
                 input.webrtc_pad = pad;
             }
         }
@@ -340,11 +338,10 @@ impl RoomSink {
     }
 }
 
-/// One request pad's branch: ghost pad → convert → capsfilter (mute probe) → webrtcsink pad.
+/// One request pad's branch: ghost pad → branch bin (see [`encode`]) → webrtcsink pad.
 struct Input {
     ghost: Option<gst::GhostPad>,
-    convert: gst::Element,
-    filter: gst::Element,
+    branch: gst::Element,
     webrtc_pad: Option<gst::Pad>,
 }
 
@@ -378,12 +375,16 @@ impl ObjectSubclass for RoomSink {
             .build()
             .expect("webrtcsink is registered by plugin_init");
         super::congestion::configure(&webrtcsink);
+        let certificate = certificate::of_this_process();
+        certificate::use_for_sessions(&webrtcsink, certificate);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),
             inputs: Default::default(),
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
+            video_bitrate: Arc::new(AtomicU32::new(encode::DEFAULT_VIDEO_BITRATE)),
+            certificate,
             webrtcsink,
         }
     }
@@ -395,6 +396,11 @@ impl ObjectImpl for RoomSink {
         self.obj()
             .add(&self.webrtcsink)
             .expect("a fresh bin takes its child");
+        bitrate::follow_viewers(
+            &self.webrtcsink,
+            self.obj().upcast_ref(),
+            self.video_bitrate.clone(),
+        );
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -429,6 +435,25 @@ impl ObjectImpl for RoomSink {
                     .blurb("Audio codecs offered to viewers (e.g. audio/x-opus)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("encode-per-viewer")
+                    .nick("Encode per viewer")
+                    .blurb("Encode raw input once per viewer, each at that viewer's estimated bandwidth, instead of once for all viewers at video-bitrate with the first codec of video-caps/audio-caps")
+                    .default_value(DEFAULT_ENCODE_PER_VIEWER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("video-bitrate")
+                    .nick("Video bitrate")
+                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows what the weakest viewer's bandwidth estimate leaves for video, down to 100000 (not used with encode-per-viewer or encoded input)")
+                    .minimum(50_000)
+                    .maximum(50_000_000)
+                    .default_value(encode::DEFAULT_VIDEO_BITRATE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("dtls-fingerprint")
+                    .nick("DTLS fingerprint")
+                    .blurb("SHA-256 fingerprint of the ECDSA P-256 DTLS certificate that every session presents (as in SDP a=fingerprint); one certificate per process, shared by all roomsinks in it")
+                    .read_only()
+                    .build(),
             ]);
             props
         });
@@ -459,6 +484,15 @@ impl ObjectImpl for RoomSink {
                     .expect("type checked upstream")
                     .unwrap_or_else(|| DEFAULT_AUDIO_CAPS.parse().unwrap())
             }
+            "encode-per-viewer" => {
+                settings.encode_per_viewer = value.get().expect("type checked upstream")
+            }
+            "video-bitrate" => {
+                drop(settings);
+                let bitrate: u32 = value.get().expect("type checked upstream");
+                self.video_bitrate.store(bitrate, Ordering::Relaxed);
+                encode::set_video_bitrate(self.obj().upcast_ref(), bitrate);
+            }
             "mute-audio" | "mute-video" => {
                 drop(settings);
                 let flag = if pspec.name() == "mute-audio" {
@@ -485,6 +519,9 @@ impl ObjectImpl for RoomSink {
             "stream" => settings.stream.to_value(),
             "video-caps" => settings.video_caps.to_value(),
             "audio-caps" => settings.audio_caps.to_value(),
+            "encode-per-viewer" => settings.encode_per_viewer.to_value(),
+            "video-bitrate" => self.video_bitrate.load(Ordering::Relaxed).to_value(),
+            "dtls-fingerprint" => self.certificate.fingerprint.to_value(),
             "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
             "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),
             _ => unimplemented!(),
@@ -520,13 +557,7 @@ impl ElementImpl for RoomSink {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            events::raw_pad_templates(
-                gst::PadDirection::Sink,
-                gst::PadPresence::Request,
-                &["video_%u", "audio_%u"],
-            )
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(encode::pad_templates);
         TEMPLATES.as_ref()
     }
 

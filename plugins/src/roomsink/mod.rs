@@ -6,15 +6,21 @@
 //! ```
 //!
 //! A Bin around `webrtcsink` with the room signaller: each viewer that plays the stream gets
-//! its own WebRTC session (mesh). Input is raw video and audio in any format; it is converted
-//! once to I420 / S16 (which is also where muting blanks it) before webrtcsink encodes it
-//! per viewer with `video-caps` / `audio-caps`.
+//! its own WebRTC session (mesh). Raw input in any format is converted to I420 / S16 (which is
+//! also where muting blanks it) and encoded once per stream, with the first codec of
+//! `video-caps` / `audio-caps`; every viewer's session only payloads the shared encoded stream
+//! (`encode-per-viewer=true` instead lets webrtcsink encode per viewer). Input already encoded
+//! as VP8, H.264 or Opus is published as it is. See `encode.rs`.
 
 use gst::glib;
 use gst::prelude::*;
 
 mod congestion;
+mod bitrate;
+mod certificate;
+mod encode;
 mod imp;
+mod passthrough;
 
 glib::wrapper! {
     /// See the module documentation.

@@ -1,0 +1,137 @@
+//! One DTLS certificate per process: ECDSA P-256, made when the first roomsink is created and
+//! presented by every viewer's session of every roomsink.
+//!
+//! Without it each session's webrtcbin uses GStreamer's generated RSA certificate, and peers
+//! that offer only ECDHE-ECDSA cipher suites (aiortc) fail the handshake with "no shared
+//! cipher" while GStreamer is the DTLS server. ECDSA also makes each handshake cheaper.
+//!
+//! webrtcsink builds each session in a pipeline of its own (`consumer-pipeline-created`); the
+//! certificate goes to the `dtlssrtpdec` of that pipeline's webrtcbin as its `pem` (certificate
+//! then key) when the transport is added, before the offer is made, and the offer's
+//! `a=fingerprint` is corrected on its way out (see [`correct_fingerprints`]).
+
+use std::sync::LazyLock;
+
+use gst::glib;
+use gst::prelude::*;
+
+/// A certificate with its key, PEM-encoded one after the other, and its fingerprint.
+pub struct DtlsCertificate {
+    pub pem: String,
+    /// SHA-256 of the certificate as SDP's `a=fingerprint:sha-256` writes it (`AB:CD:...`).
+    pub fingerprint: String,
+}
+
+/// The certificate of every roomsink in this process.
+///
+/// One per process, not one per element: with two roomsinks holding different certificates in
+/// one process, a viewer's DTLS handshake failed now and then ("Fatal SSL error"; about 1 run
+/// in 3 of `tests/tests/shared_encoding.rs` with two tests at a time, never with one).
+/// GStreamer 1.22's dtlsdec keeps its DTLS agents and connections in process-wide tables;
+/// the exact cause was not found.
+pub fn of_this_process() -> &'static DtlsCertificate {
+    static CERTIFICATE: LazyLock<DtlsCertificate> =
+        LazyLock::new(|| generate().expect("an ECDSA P-256 key pair"));
+    &CERTIFICATE
+}
+
+/// A new self-signed ECDSA P-256 certificate.
+fn generate() -> Result<DtlsCertificate, rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let params = rcgen::CertificateParams::new(vec!["gst-room".to_string()])?;
+    let cert = params.self_signed(&key)?;
+    Ok(DtlsCertificate {
+        pem: format!("{}{}", cert.pem(), key.serialize_pem()),
+        fingerprint: fingerprint(cert.der()),
+    })
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    let digest = glib::compute_checksum_for_data(glib::ChecksumType::Sha256, der)
+        .expect("SHA-256 is available");
+    digest
+        .as_bytes()
+        .chunks(2)
+        .map(|hex| std::str::from_utf8(hex).unwrap().to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Makes every session `webrtcsink` starts present `certificate`.
+pub fn use_for_sessions(webrtcsink: &gst::Element, certificate: &DtlsCertificate) {
+    correct_fingerprints(webrtcsink, certificate.fingerprint.clone());
+    let pem = certificate.pem.clone();
+    webrtcsink.connect("consumer-pipeline-created", false, move |args| {
+        let pipeline = args[2].get::<gst::Pipeline>().expect("signal signature");
+        // webrtcbin may get its transports before it is added to the session pipeline, and
+        // the DTLS elements are inside their transport bin when that bin is added: look inside
+        // whatever is added, directly (element-added) or deeper (deep-element-added).
+        let pem_ = pem.clone();
+        pipeline.connect_element_added(move |_, element| set_pem_within(element, &pem_));
+        let pem_ = pem.clone();
+        pipeline.connect_deep_element_added(move |_, _, element| set_pem_within(element, &pem_));
+        None
+    });
+}
+
+fn set_pem_within(element: &gst::Element, pem: &str) {
+    set_pem(element, pem);
+    if let Some(bin) = element.downcast_ref::<gst::Bin>() {
+        for child in bin.iterate_recurse().into_iter().flatten() {
+            set_pem(&child, pem);
+        }
+    }
+}
+
+fn set_pem(element: &gst::Element, pem: &str) {
+    let is_dtls_decoder = element.factory().is_some_and(|f| f.name() == "dtlssrtpdec");
+    // Only while the decoder is still in NULL, before its transport starts: each set makes
+    // dtlsdec a new DTLS connection, and once dtlssrtpenc has taken the connection (on its way
+    // to READY) a new one would split the session's DTLS in two ("Fatal SSL error").
+    if is_dtls_decoder
+        && element.current_state() == gst::State::Null
+        && element.property::<Option<String>>("pem").as_deref() != Some(pem)
+    {
+        element.set_property("pem", pem);
+    }
+}
+
+/// webrtcbin (GStreamer 1.22) writes as `a=fingerprint` a digest of everything base64 in the
+/// `pem` it was given, here the key as well as the certificate: replace it with the
+/// certificate's real fingerprint in every description webrtcsink's signaller sends (its
+/// `munge-session-description` signal), or peers that check it (browsers, aiortc) refuse.
+fn correct_fingerprints(webrtcsink: &gst::Element, fingerprint: String) {
+    webrtcsink.connect_notify(Some("signaller"), move |webrtcsink, _| {
+        let signaller = webrtcsink.property::<glib::Object>("signaller");
+        let fingerprint = fingerprint.clone();
+        signaller.connect("munge-session-description", false, move |args| {
+            let desc = args[2]
+                .get::<gst_webrtc::WebRTCSessionDescription>()
+                .expect("signal signature");
+            Some(
+                with_fingerprint(&desc, &fingerprint)
+                    .unwrap_or(desc)
+                    .to_value(),
+            )
+        });
+    });
+}
+
+fn with_fingerprint(
+    desc: &gst_webrtc::WebRTCSessionDescription,
+    fingerprint: &str,
+) -> Option<gst_webrtc::WebRTCSessionDescription> {
+    let text = desc.sdp().as_text().ok()?;
+    let munged: String = text
+        .split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("a=fingerprint:") {
+                format!("a=fingerprint:sha-256 {fingerprint}\r\n")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    let sdp = gst_sdp::SDPMessage::parse_buffer(munged.as_bytes()).ok()?;
+    Some(gst_webrtc::WebRTCSessionDescription::new(desc.type_(), sdp))
+}
