@@ -1,5 +1,5 @@
-//! One DTLS certificate per process: ECDSA P-256, made when the first roomsink is created and
-//! presented by every viewer's session of every roomsink.
+//! One DTLS certificate per roomsink: ECDSA P-256, made once when the element is created and
+//! presented by every viewer's session.
 //!
 //! Without it each session's webrtcbin uses GStreamer's generated RSA certificate, and peers
 //! that offer only ECDHE-ECDSA cipher suites (aiortc) fail the handshake with "no shared
@@ -9,8 +9,6 @@
 //! certificate goes to the `dtlssrtpdec` of that pipeline's webrtcbin as its `pem` (certificate
 //! then key) when the transport is added, before the offer is made, and the offer's
 //! `a=fingerprint` is corrected on its way out (see [`correct_fingerprints`]).
-
-use std::sync::LazyLock;
 
 use gst::glib;
 use gst::prelude::*;
@@ -22,21 +20,8 @@ pub struct DtlsCertificate {
     pub fingerprint: String,
 }
 
-/// The certificate of every roomsink in this process.
-///
-/// One per process, not one per element: with two roomsinks holding different certificates in
-/// one process, a viewer's DTLS handshake failed now and then ("Fatal SSL error"; about 1 run
-/// in 3 of `tests/tests/shared_encoding.rs` with two tests at a time, never with one).
-/// GStreamer 1.22's dtlsdec keeps its DTLS agents and connections in process-wide tables;
-/// the exact cause was not found.
-pub fn of_this_process() -> &'static DtlsCertificate {
-    static CERTIFICATE: LazyLock<DtlsCertificate> =
-        LazyLock::new(|| generate().expect("an ECDSA P-256 key pair"));
-    &CERTIFICATE
-}
-
 /// A new self-signed ECDSA P-256 certificate.
-fn generate() -> Result<DtlsCertificate, rcgen::Error> {
+pub fn generate() -> Result<DtlsCertificate, rcgen::Error> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let params = rcgen::CertificateParams::new(vec!["gst-room".to_string()])?;
     let cert = params.self_signed(&key)?;
