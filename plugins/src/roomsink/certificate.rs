@@ -1,5 +1,5 @@
-//! One DTLS certificate per process: ECDSA P-256, made when the first roomsink is created and
-//! presented by every viewer's session of every roomsink.
+//! One DTLS certificate per roomsink: ECDSA P-256, made once when the element is created and
+//! presented by every viewer's session.
 //!
 //! Without it each session's webrtcbin uses GStreamer's generated RSA certificate, and peers
 //! that offer only ECDHE-ECDSA cipher suites (aiortc) fail the handshake with "no shared
@@ -9,8 +9,6 @@
 //! certificate goes to the `dtlssrtpdec` of that pipeline's webrtcbin as its `pem` (certificate
 //! then key) when the transport is added, before the offer is made, and the offer's
 //! `a=fingerprint` is corrected on its way out (see [`correct_fingerprints`]).
-
-use std::sync::LazyLock;
 
 use gst::glib;
 use gst::prelude::*;
@@ -22,21 +20,8 @@ pub struct DtlsCertificate {
     pub fingerprint: String,
 }
 
-/// The certificate of every roomsink in this process.
-///
-/// One per process, not one per element: with two roomsinks holding different certificates in
-/// one process, a viewer's DTLS handshake failed now and then ("Fatal SSL error"; about 1 run
-/// in 3 of `tests/tests/shared_encoding.rs` with two tests at a time, never with one).
-/// GStreamer 1.22's dtlsdec keeps its DTLS agents and connections in process-wide tables;
-/// the exact cause was not found.
-pub fn of_this_process() -> &'static DtlsCertificate {
-    static CERTIFICATE: LazyLock<DtlsCertificate> =
-        LazyLock::new(|| generate().expect("an ECDSA P-256 key pair"));
-    &CERTIFICATE
-}
-
 /// A new self-signed ECDSA P-256 certificate.
-fn generate() -> Result<DtlsCertificate, rcgen::Error> {
+pub fn generate() -> Result<DtlsCertificate, rcgen::Error> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let params = rcgen::CertificateParams::new(vec!["gst-room".to_string()])?;
     let cert = params.self_signed(&key)?;
@@ -85,15 +70,46 @@ fn set_pem_within(element: &gst::Element, pem: &str) {
 
 fn set_pem(element: &gst::Element, pem: &str) {
     let is_dtls_decoder = element.factory().is_some_and(|f| f.name() == "dtlssrtpdec");
-    // Only while the decoder is still in NULL, before its transport starts: each set makes
-    // dtlsdec a new DTLS connection, and once dtlssrtpenc has taken the connection (on its way
-    // to READY) a new one would split the session's DTLS in two ("Fatal SSL error").
-    if is_dtls_decoder
-        && element.current_state() == gst::State::Null
-        && element.property::<Option<String>>("pem").as_deref() != Some(pem)
-    {
-        element.set_property("pem", pem);
+    if !is_dtls_decoder {
+        return;
     }
+    // Only while the decoder is still in NULL, before its transport starts. Setting `pem`
+    // makes dtlsdec look up (the first time for a certificate: make, ~3 ms) its DTLS agent and
+    // then replace its connection; its handlers for the peer's certificate and the SRTP keys
+    // are connected to its connection on the way to READY. The session pipeline is running,
+    // so another thread may bring the decoder to READY during the set: the handlers then went
+    // to the old connection, the new one had none, and OpenSSL refused the viewer's
+    // certificate ("certificate verify failed"; "Fatal SSL error" at the viewer). Holding the
+    // decoder's state lock, which every state change of it (and of its children through it)
+    // holds, keeps the set and the state change apart. The set calls nothing of ours.
+    with_state_lock(element, || {
+        if element.current_state() == gst::State::Null
+            && element.pending_state() == gst::State::VoidPending
+            && element.property::<Option<String>>("pem").as_deref() != Some(pem)
+        {
+            element.set_property("pem", pem);
+        }
+    });
+}
+
+/// Runs `f` holding `element`'s state lock (`GST_STATE_LOCK`, recursive), which
+/// `gst_element_set_state` holds for the whole state change; gstreamer-rs has no safe binding.
+fn with_state_lock<R>(element: &gst::Element, f: impl FnOnce() -> R) -> R {
+    struct Unlock(*mut glib::ffi::GRecMutex);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            // SAFETY: locked below by this thread; the element outlives the guard.
+            unsafe { glib::ffi::g_rec_mutex_unlock(self.0) }
+        }
+    }
+    // SAFETY: `element` is a valid GstElement for the whole call; its state_lock is an
+    // initialised GRecMutex for the element's lifetime.
+    let _unlock = unsafe {
+        let lock = std::ptr::addr_of_mut!((*element.as_ptr()).state_lock);
+        glib::ffi::g_rec_mutex_lock(lock);
+        Unlock(lock)
+    };
+    f()
 }
 
 /// webrtcbin (GStreamer 1.22) writes as `a=fingerprint` a digest of everything base64 in the

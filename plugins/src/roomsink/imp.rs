@@ -73,8 +73,8 @@ pub struct RoomSink {
     mute_video: Arc<AtomicBool>,
     /// `video-bitrate`, read by the shared video encoder when it is made.
     video_bitrate: Arc<AtomicU32>,
-    /// The DTLS certificate every session presents (one per process, see `certificate`).
-    certificate: &'static DtlsCertificate,
+    /// The DTLS certificate every session presents (made once per element).
+    certificate: DtlsCertificate,
     webrtcsink: gst::Element,
 }
 
@@ -375,8 +375,8 @@ impl ObjectSubclass for RoomSink {
             .build()
             .expect("webrtcsink is registered by plugin_init");
         super::congestion::configure(&webrtcsink);
-        let certificate = certificate::of_this_process();
-        certificate::use_for_sessions(&webrtcsink, certificate);
+        let certificate = certificate::generate().expect("an ECDSA P-256 key pair");
+        certificate::use_for_sessions(&webrtcsink, &certificate);
         RoomSink {
             settings: Default::default(),
             state: Default::default(),
@@ -451,7 +451,7 @@ impl ObjectImpl for RoomSink {
                     .build(),
                 glib::ParamSpecString::builder("dtls-fingerprint")
                     .nick("DTLS fingerprint")
-                    .blurb("SHA-256 fingerprint of the ECDSA P-256 DTLS certificate that every session presents (as in SDP a=fingerprint); one certificate per process, shared by all roomsinks in it")
+                    .blurb("SHA-256 fingerprint of the ECDSA P-256 DTLS certificate that every session of this element presents (as in SDP a=fingerprint)")
                     .read_only()
                     .build(),
             ]);
