@@ -70,7 +70,8 @@ pub struct ServerArgs {
     /// Most WebSocket handshakes + joins in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Skip the anchor (the stock signalling server).
+    /// Skip the anchor (the stock signalling server; with `--nodes`, the single node without
+    /// Redis, which cannot hold more than a process's open files).
     #[arg(long)]
     no_anchor: bool,
     /// Server nodes sharing `--redis` (the anchor is then one node without Redis).
@@ -200,6 +201,9 @@ fn run_nodes(args: &ServerArgs, redis: &str) -> anyhow::Result<Vec<Figure>> {
                 .with_context(|| format!("run {}: {} nodes", run + 1, args.nodes))?,
         );
         drop(nodes);
+        if args.no_anchor {
+            continue;
+        }
         // The anchor holds everyone alone: lift its connection cap (10 000 by default).
         let cap = [
             "--max-connections".to_owned(),

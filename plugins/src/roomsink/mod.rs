@@ -15,9 +15,9 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod congestion;
 mod bitrate;
 mod certificate;
+mod congestion;
 mod encode;
 mod imp;
 mod passthrough;
