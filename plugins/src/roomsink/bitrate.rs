@@ -32,7 +32,7 @@ pub const FLOOR: u32 = 100_000;
 
 /// What a session's estimate must leave for the audio stream in bit/s: Opus at opusenc's
 /// default 64 kbit/s plus its packets' RTP/UDP/IP/SRTP headers (50 packets/s, ~60 bytes each).
-const AUDIO_ALLOWANCE: u32 = 88_000;
+pub const AUDIO_ALLOWANCE: u32 = 88_000;
 
 /// Every session's first estimate (webrtcsink's `start-bitrate`), before any feedback, as
 /// browsers start: webrtcsink's 2 Mbit/s overran a 500 kbit/s link by 4x for the first seconds.

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 /// Bits per second of the session's audio, which the estimate covers but webrtcsink does not
-/// count: opusenc's default 64 kbit/s plus RTP/SRTP/UDP/IP headers of 50 packets a second
-/// (~60 bytes each, 24 kbit/s). Without this reserve video alone filled the estimate and
-/// audio pushed the total over it.
-const AUDIO_BITRATE: i32 = 88_000;
+/// count (the shared encoder's allowance, [`super::bitrate::AUDIO_ALLOWANCE`]). Without this
+/// reserve video alone filled the estimate and audio pushed the total over it.
+const AUDIO_BITRATE: i32 = super::bitrate::AUDIO_ALLOWANCE as i32;
 /// The least video bitrate handed to the encoders (webrtcsink's own floor is 1 kbit/s).
 const MIN_VIDEO_BITRATE: i32 = 30_000;
 

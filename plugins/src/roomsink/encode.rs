@@ -111,7 +111,10 @@ pub fn configure_webrtcsink(
         webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
     );
     webrtcsink.set_property_from_str("congestion-control", "gcc");
-    webrtcsink.set_property("start-bitrate", super::bitrate::START_ESTIMATE);
+    // Per-viewer encoders keep webrtcsink's 2 Mbit/s start (see `congestion::configure`).
+    if !per_viewer {
+        webrtcsink.set_property("start-bitrate", super::bitrate::START_ESTIMATE);
+    }
 }
 
 /// What an input needs to know to build its branch.
