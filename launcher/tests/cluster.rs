@@ -64,17 +64,6 @@ impl Drop for ServerProcess {
 }
 
 /// Reads until `left who`: the sessions that `session-ended` ended before it.
-async fn sessions_ended_before_left(client: &mut Client, who: &str) -> Vec<String> {
-    let mut ended = Vec::new();
-    loop {
-        match client.recv().await {
-            ServerMessage::SessionEnded { session, .. } => ended.push(session),
-            ServerMessage::Left { username } if username == who => return ended,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn a_server_process_killed_with_sigkill_leaves_its_room_to_the_others() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -94,27 +83,15 @@ fn a_server_process_killed_with_sigkill_leaves_its_room_to_the_others() {
             .await;
         let mut bob = Client::join(&node2.ws_url(), "k9", "bob").await;
         let mut carol = Client::join(&node3.ws_url(), "k9", "carol").await;
-        bob.send(&ClientMessage::Play {
-            participant: "alice".into(),
-            stream: "cam".into(),
-        })
-        .await;
-        let started = bob
-            .recv_until("session-started", |m| {
-                matches!(m, ServerMessage::SessionStarted { .. })
-            })
-            .await;
-        let ServerMessage::SessionStarted { session, .. } = started else {
-            unreachable!()
-        };
+        let session = bob.play_session("alice", "cam").await;
         carol.sync().await;
 
         let killed = Instant::now();
         doomed.kill_9();
         // Both read meanwhile (an unread client answers no ping and is dropped as silent).
         let (bob_ended, carol_ended) = tokio::join!(
-            sessions_ended_before_left(&mut bob, "alice"),
-            sessions_ended_before_left(&mut carol, "alice")
+            bob.sessions_ended_before_left("alice"),
+            carol.sessions_ended_before_left("alice")
         );
         let noticed = killed.elapsed();
         assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");

@@ -246,6 +246,39 @@ impl Client {
         }
     }
 
+    /// `play` of `participant`'s `stream`: the session id of the `session-started` that
+    /// answers it.
+    pub async fn play_session(&mut self, participant: &str, stream: &str) -> String {
+        self.send(&ClientMessage::Play {
+            participant: participant.into(),
+            stream: stream.into(),
+        })
+        .await;
+        let started = self
+            .recv_until("session-started", |m| {
+                matches!(m, ServerMessage::SessionStarted { .. })
+            })
+            .await;
+        let ServerMessage::SessionStarted { session, .. } = started else {
+            unreachable!("recv_until returned a session-started")
+        };
+        session
+    }
+
+    /// Reads until `left who`: the sessions that `session-ended` ended before it, sorted.
+    pub async fn sessions_ended_before_left(&mut self, who: &str) -> Vec<String> {
+        let mut ended = Vec::new();
+        loop {
+            match self.recv().await {
+                ServerMessage::SessionEnded { session, .. } => ended.push(session),
+                ServerMessage::Left { username } if username == who => break,
+                _ => {}
+            }
+        }
+        ended.sort();
+        ended
+    }
+
     /// Asserts nothing arrives for a short while.
     pub async fn expect_silence(&mut self) {
         if let Some(msg) = self.try_recv(Duration::from_millis(300)).await {

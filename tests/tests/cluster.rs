@@ -296,25 +296,6 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
     assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
 }
 
-/// `play` of `participant`'s `cam`: the session id of the `session-started` that answers it.
-async fn play(viewer: &mut Client, participant: &str) -> String {
-    viewer
-        .send(&ClientMessage::Play {
-            participant: participant.into(),
-            stream: "cam".into(),
-        })
-        .await;
-    let started = viewer
-        .recv_until("session-started", |m| {
-            matches!(m, ServerMessage::SessionStarted { .. })
-        })
-        .await;
-    let ServerMessage::SessionStarted { session, .. } = started else {
-        unreachable!()
-    };
-    session
-}
-
 async fn publish_cam(client: &mut Client) {
     client
         .send(&ClientMessage::Publish {
@@ -323,21 +304,6 @@ async fn publish_cam(client: &mut Client) {
             video: true,
         })
         .await;
-}
-
-/// Reads until `left who`: the sessions that `session-ended` ended before it, sorted.
-async fn sessions_ended_before_left(client: &mut Client, who: &str) -> Vec<String> {
-    let mut ended = Vec::new();
-    loop {
-        let msg = client.recv().await;
-        match msg {
-            ServerMessage::SessionEnded { session, .. } => ended.push(session),
-            ServerMessage::Left { username } if username == who => break,
-            _ => {}
-        }
-    }
-    ended.sort();
-    ended
 }
 
 /// The owner node dies with sessions open between its participant and the others: the
@@ -354,17 +320,17 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     let mut carol = Client::join(&nodes[2].ws_url(), "calls", "carol").await;
     // bob and carol watch alice; alice watches bob. carol's first session is stopped by her
     // before the node dies: it is over and does not end again.
-    let bob_views = play(&mut bob, "alice").await;
-    let stopped = play(&mut carol, "alice").await;
+    let bob_views = bob.play_session("alice", "cam").await;
+    let stopped = carol.play_session("alice", "cam").await;
     let before = [bob_views.clone(), stopped.clone()];
     carol
         .send(&ClientMessage::Stop {
             session: stopped.clone(),
         })
         .await;
-    let carol_views = play(&mut carol, "alice").await;
+    let carol_views = carol.play_session("alice", "cam").await;
     assert_ne!(stopped, carol_views);
-    let alice_views = play(&mut alice, "bob").await;
+    let alice_views = alice.play_session("bob", "cam").await;
     let request = bob
         .recv_until(
             "session-request from alice",
@@ -383,8 +349,8 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
 
     nodes[0].kill();
     let (bob_ended, carol_ended) = tokio::join!(
-        sessions_ended_before_left(&mut bob, "alice"),
-        sessions_ended_before_left(&mut carol, "alice")
+        bob.sessions_ended_before_left("alice"),
+        carol.sessions_ended_before_left("alice")
     );
     let mut bob_sessions = vec![bob_views, bob_serves];
     bob_sessions.sort();
@@ -398,7 +364,7 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
         |m| matches!(m, ServerMessage::Published { username, .. } if username == "carol"),
     )
     .await;
-    let session = play(&mut bob, "carol").await;
+    let session = bob.play_session("carol", "cam").await;
     // The new owner numbers its sessions elsewhere than the dead one did.
     assert!(!before.contains(&session), "{session} reused");
     let request = carol

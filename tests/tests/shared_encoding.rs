@@ -94,9 +94,7 @@ fn three_viewers_decode_one_shared_encoder() {
     let (pipeline, sink) = publisher(&publisher_line(&url, "three", "bot", RED, ""));
     let session_encoders = count_session_encoders(&sink);
     play(&pipeline);
-    let viewers: Vec<Viewer> = (1..=3)
-        .map(|i| Viewer::new(&url, &format!("room=three username=v{i} participant=bot")).start())
-        .collect();
+    let viewers = viewers_of_bot(&url, "three", 3);
     for viewer in &viewers {
         let seen = shows(viewer, "video_bot", RED);
         assert!(seen.frames["video_bot"] >= 5);
@@ -327,6 +325,13 @@ fn h264_input_is_published_without_reencoding() {
     );
 }
 
+/// `count` viewers v1, v2, … of participant bot in `room`, started.
+fn viewers_of_bot(url: &str, room: &str, count: usize) -> Vec<Viewer> {
+    (1..=count)
+        .map(|i| Viewer::new(url, &format!("room={room} username=v{i} participant=bot")).start())
+        .collect()
+}
+
 /// `video-caps=video/x-h264`: the one shared encoder is x264enc (constrained baseline), two
 /// viewers decode its stream, and mute blanks it before the encoder.
 #[test]
@@ -343,15 +348,7 @@ fn two_viewers_decode_one_shared_h264_encoder() {
     ));
     let session_encoders = count_session_encoders(&sink);
     play(&pipeline);
-    let viewers: Vec<Viewer> = (1..=2)
-        .map(|i| {
-            Viewer::new(
-                &url,
-                &format!("room=h264shared username=v{i} participant=bot"),
-            )
-            .start()
-        })
-        .collect();
+    let viewers = viewers_of_bot(&url, "h264shared", 2);
     for viewer in &viewers {
         shows(viewer, "video_bot", GREEN);
     }
@@ -383,15 +380,7 @@ fn encode_per_viewer_keeps_an_encoder_per_session() {
     ));
     let session_encoders = count_session_encoders(&sink);
     play(&pipeline);
-    let viewers: Vec<Viewer> = (1..=2)
-        .map(|i| {
-            Viewer::new(
-                &url,
-                &format!("room=perviewer username=v{i} participant=bot"),
-            )
-            .start()
-        })
-        .collect();
+    let viewers = viewers_of_bot(&url, "perviewer", 2);
     for viewer in &viewers {
         shows(viewer, "video_bot", RED);
     }
