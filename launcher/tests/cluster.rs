@@ -74,13 +74,7 @@ fn a_server_process_killed_with_sigkill_leaves_its_room_to_the_others() {
     runtime.block_on(async {
         // alice joins first, on the process: it owns the room.
         let mut alice = Client::join(&doomed.ws_url(), "k9", "alice").await;
-        alice
-            .send(&ClientMessage::Publish {
-                stream: "cam".into(),
-                audio: true,
-                video: true,
-            })
-            .await;
+        alice.publish("cam").await;
         let mut bob = Client::join(&node2.ws_url(), "k9", "bob").await;
         let mut carol = Client::join(&node3.ws_url(), "k9", "carol").await;
         let session = bob.play_session("alice", "cam").await;

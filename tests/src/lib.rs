@@ -246,6 +246,16 @@ impl Client {
         }
     }
 
+    /// Publishes `stream` with audio and video.
+    pub async fn publish(&mut self, stream: &str) {
+        self.send(&ClientMessage::Publish {
+            stream: stream.into(),
+            audio: true,
+            video: true,
+        })
+        .await;
+    }
+
     /// `play` of `participant`'s `stream`: the session id of the `session-started` that
     /// answers it.
     pub async fn play_session(&mut self, participant: &str, stream: &str) -> String {

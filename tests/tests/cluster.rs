@@ -296,16 +296,6 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
     assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
 }
 
-async fn publish_cam(client: &mut Client) {
-    client
-        .send(&ClientMessage::Publish {
-            stream: "cam".into(),
-            audio: true,
-            video: true,
-        })
-        .await;
-}
-
 /// The owner node dies with sessions open between its participant and the others: the
 /// survivors get `session-ended` for each of them, then LEFT. One survivor's node takes the
 /// room over and the other's is an edge, so both ways of ending them run.
@@ -314,9 +304,9 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     let redis = RedisServer::start().await;
     let mut nodes = nodes(&redis, 3);
     let mut alice = Client::join(&nodes[0].ws_url(), "calls", "alice").await;
-    publish_cam(&mut alice).await;
+    alice.publish("cam").await;
     let mut bob = Client::join(&nodes[1].ws_url(), "calls", "bob").await;
-    publish_cam(&mut bob).await;
+    bob.publish("cam").await;
     let mut carol = Client::join(&nodes[2].ws_url(), "calls", "carol").await;
     // bob and carol watch alice; alice watches bob. carol's first session is stopped by her
     // before the node dies: it is over and does not end again.
@@ -358,7 +348,7 @@ async fn a_dead_owners_sessions_with_the_survivors_end() {
     assert_eq!(carol_ended, [carol_views]);
 
     // The room goes on: a new session between the survivors is relayed.
-    publish_cam(&mut carol).await;
+    carol.publish("cam").await;
     bob.recv_until(
         "published carol",
         |m| matches!(m, ServerMessage::Published { username, .. } if username == "carol"),
