@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Three hosts on one virtual LAN (the topology of `tests/netns.sh`, shared with the tests).
-//! For each condition — random loss of 0, 2, 5, 10 % of the publisher's packets both ways
+//! For each condition (`--condition`, or all) — random loss of 0, 2, 5, 10 % of the publisher's packets both ways
 //! (nftables `numgen random`), then its uplink capped at 2, 1, 0.5 Mbit/s (tc tbf) — the
 //! condition is set, the viewer's reports are collected for `--seconds`, the condition is
 //! lifted and the stream left to recover for `--settle` seconds. Figures per condition: decoded
@@ -37,6 +37,36 @@ pub struct NetworkArgs {
     /// Seconds of recovery after each condition is lifted.
     #[arg(long, default_value_t = 5)]
     settle: u64,
+    /// Only this condition (repeatable, in the given order): loss_0pct, loss_2pct, loss_5pct,
+    /// loss_10pct, cap_2000kbit, cap_1000kbit, cap_500kbit. Default: all of them, in that order.
+    #[arg(long = "condition", value_name = "NAME", value_parser = parse_condition)]
+    conditions: Vec<Condition>,
+    /// The publisher's roomsink with `encode-per-viewer=true` (webrtcsink's own encoder per
+    /// viewer) instead of the shared encoder.
+    #[arg(long)]
+    encode_per_viewer: bool,
+}
+
+/// Every condition, in the bench's default order.
+const ALL_CONDITIONS: [Condition; 7] = [
+    Condition::Loss(0),
+    Condition::Loss(2),
+    Condition::Loss(5),
+    Condition::Loss(10),
+    Condition::Cap(2000),
+    Condition::Cap(1000),
+    Condition::Cap(500),
+];
+
+/// A `--condition` name: one of [`ALL_CONDITIONS`]' names.
+fn parse_condition(name: &str) -> Result<Condition, String> {
+    ALL_CONDITIONS
+        .into_iter()
+        .find(|c| c.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<String> = ALL_CONDITIONS.iter().map(|c| c.name()).collect();
+            format!("unknown condition {name:?}: use one of {}", names.join(", "))
+        })
 }
 
 /// Flags of the hidden `gst-room bench network-viewer`.
@@ -169,11 +199,11 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<Vec<Figure>> {
     )?;
     server.wait_line(Duration::from_secs(20), |l| l.contains("(WebSocket ws://"))?;
     let url = format!("ws://{listen}/ws");
-    let publisher = Child::spawn_in(
-        Some(&net.namespace(PUBLISHER)),
-        "publisher",
-        &arg(&["bench", "publisher", "--server-url", &url, "--room", ROOM]),
-    )?;
+    let mut publisher_args = arg(&["bench", "publisher", "--server-url", &url, "--room", ROOM]);
+    if args.encode_per_viewer {
+        publisher_args.push("--encode-per-viewer".into());
+    }
+    let publisher = Child::spawn_in(Some(&net.namespace(PUBLISHER)), "publisher", &publisher_args)?;
     publisher.wait_line(Duration::from_secs(60), |l| l == "publishing")?;
     let viewer = Child::spawn_in(
         Some(&net.namespace("view")),
@@ -185,15 +215,11 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<Vec<Figure>> {
 
     let mut lines = Vec::new();
     let mut figures = Vec::new();
-    let conditions = [
-        Condition::Loss(0),
-        Condition::Loss(2),
-        Condition::Loss(5),
-        Condition::Loss(10),
-        Condition::Cap(2000),
-        Condition::Cap(1000),
-        Condition::Cap(500),
-    ];
+    let conditions = if args.conditions.is_empty() {
+        ALL_CONDITIONS.to_vec()
+    } else {
+        args.conditions
+    };
     for condition in conditions {
         lines.extend(viewer.drain());
         let from = last_time(&lines);

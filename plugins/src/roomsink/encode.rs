@@ -1,7 +1,7 @@
 //! roomsink's media path: what happens between a request pad and webrtcsink.
 //!
 //! ```text
-//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ queue ─ encoder [keyframe gate] ─ webrtcsink
+//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ queue ─ [scale ─ size] ─ encoder [keyframe gate] ─ webrtcsink
 //! raw, encode-per-viewer: ghost ─ input ─ convert ─ I420/S16 [mute] ─ webrtcsink (encodes per viewer)
 //! encoded (VP8/H.264/Opus): ghost ─ input [keyframe gate] ─ webrtcsink (payloads only)
 //! ```
@@ -10,17 +10,21 @@
 //! only payloads it per consumer. So encoding here, once per stream, makes every viewer after
 //! the first cost a payloader, SRTP and retransmissions instead of an encoder.
 //!
+//! `scale ─ size` (video only) makes the picture smaller while the encoder cannot fit the
+//! weakest viewer's link at the input's size (`resolution.rs`).
+//!
 //! The branch after `input` is built when the first CAPS event says whether the input is raw
 //! or encoded (the pad is requested before caps are known).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 
-use super::passthrough;
+use super::bitrate::VideoRate;
+use super::{passthrough, resolution};
 use crate::mute::{self, Medium};
 
 /// Default highest bitrate of the shared video encoder, in bit/s (see `bitrate.rs`).
@@ -111,9 +115,23 @@ pub fn configure_webrtcsink(
         webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
     );
     webrtcsink.set_property_from_str("congestion-control", "gcc");
-    // Per-viewer encoders keep webrtcsink's 2 Mbit/s start (see `congestion::configure`).
-    if !per_viewer {
-        webrtcsink.set_property("start-bitrate", super::bitrate::START_ESTIMATE);
+    // Per-viewer encoders keep webrtcsink's 2 Mbit/s start and 1 kbit/s floor (see
+    // `congestion::configure`); the shared encoder's are in `bitrate.rs`.
+    // (Restored on each start: the mode may change between runs.)
+    for (property, shared) in [
+        ("start-bitrate", super::bitrate::START_ESTIMATE),
+        ("min-bitrate", super::bitrate::MIN_ESTIMATE),
+    ] {
+        if per_viewer {
+            let default = webrtcsink
+                .find_property(property)
+                .expect("webrtcsink property")
+                .default_value()
+                .clone();
+            webrtcsink.set_property_from_value(property, &default);
+        } else {
+            webrtcsink.set_property(property, shared);
+        }
     }
 }
 
@@ -125,8 +143,8 @@ pub struct Config {
     pub per_viewer: bool,
     /// The shared encoder's codec: the first structure of `video-caps` / `audio-caps`.
     pub codec: gst::Structure,
-    /// `video-bitrate`, read when the encoder is made and on every change.
-    pub video_bitrate: Arc<AtomicU32>,
+    /// The shared video encoder's rates (`video-bitrate`, the viewers' estimates).
+    pub video_rate: Arc<VideoRate>,
     /// `mute-video` / `mute-audio`, read by the probes on the streaming thread.
     pub muted: Arc<AtomicBool>,
 }
@@ -194,6 +212,7 @@ fn build_branch(
     let raw = name.ends_with("/x-raw");
     let mut elements = Vec::new();
     let mut blanked = None;
+    let mut sized = None;
     if raw {
         elements.extend(raw_converter(config.medium)?);
         // The mute probe goes where the format is I420 / S16: after the converter's capsfilter.
@@ -201,11 +220,13 @@ fn build_branch(
             .last()
             .map(|filter| filter.static_pad("src").unwrap());
         if !config.per_viewer {
-            // Viewers' estimates adjust it from their first feedback on.
-            let maximum = config.video_bitrate.load(Ordering::Relaxed);
-            let bitrate = super::bitrate::initial_or(None, maximum, true);
             elements.push(encoder_queue()?);
-            elements.extend(encoder_for(config.codec.name(), bitrate)?);
+            if config.medium == Medium::Video {
+                elements.extend(scaler()?);
+                sized = elements.last().cloned();
+            }
+            // Viewers' estimates adjust it from their first feedback on.
+            elements.extend(encoder_for(config.codec.name(), config.video_rate.target())?);
         }
     }
     let refs: Vec<&gst::Element> = elements.iter().collect();
@@ -229,6 +250,10 @@ fn build_branch(
     if raw && !config.per_viewer {
         keep_continuous(&out);
     }
+    if let Some(size) = sized {
+        resolution::install(&size, &out, config.video_rate.clone());
+        without_streamheader(&out);
+    }
     src.set_target(Some(&out))?;
     for element in &elements {
         element.sync_state_with_parent()?;
@@ -251,6 +276,17 @@ fn encoder_queue() -> Result<gst::Element, glib::BoolError> {
         .property("max-size-time", 0u64)
         .property_from_str("leaky", "downstream")
         .build()
+}
+
+/// `videoscale ! capsfilter`: the shared video encoder's picture size (unscaled until
+/// `resolution.rs` says otherwise). In the encoder's thread, after its queue.
+fn scaler() -> Result<Vec<gst::Element>, glib::BoolError> {
+    Ok(vec![
+        gst::ElementFactory::make("videoscale").build()?,
+        gst::ElementFactory::make("capsfilter")
+            .property("caps", resolution::caps_for(0, None))
+            .build()?,
+    ])
 }
 
 /// `convert ! capsfilter` to I420 / interleaved S16 (the formats the mute probe blanks).
@@ -367,6 +403,30 @@ fn keep_continuous(pad: &gst::Pad) {
             && let Some(buffer) = info.buffer_mut()
         {
             buffer.make_mut().unset_flags(gst::BufferFlags::DISCONT);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Takes `streamheader` out of the caps leaving `pad`. vp8enc puts the picture size in it, and
+/// webrtcsink, which lets the size change without renegotiating, refuses any other change of
+/// caps (the stream failed with "not-negotiated" at the first smaller picture). Only muxers
+/// read it; RTP does not carry it.
+fn without_streamheader(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut caps = caps.caps_owned();
+        if caps.structure(0).is_some_and(|s| s.has_field("streamheader")) {
+            caps.make_mut()
+                .structure_mut(0)
+                .expect("checked above")
+                .remove_field("streamheader");
+            info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
         }
         gst::PadProbeReturn::Ok
     });

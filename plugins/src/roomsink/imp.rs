@@ -1,6 +1,6 @@
 //! The subclass behind [`super::RoomSink`].
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -71,8 +71,8 @@ pub struct RoomSink {
     /// Read by the mute probes on the streaming threads.
     mute_audio: Arc<AtomicBool>,
     mute_video: Arc<AtomicBool>,
-    /// `video-bitrate`, read by the shared video encoder when it is made.
-    video_bitrate: Arc<AtomicU32>,
+    /// `video-bitrate` and the shared video encoder's current rates.
+    video_rate: Arc<bitrate::VideoRate>,
     /// The DTLS certificate every session presents (made once per element).
     certificate: DtlsCertificate,
     webrtcsink: gst::Element,
@@ -128,6 +128,7 @@ impl RoomSink {
             room_protocol::validate_name(&stream).map_err(|why| format!("stream {why}"))
         })?;
         encode::configure_webrtcsink(&self.webrtcsink, &video_caps, &audio_caps, per_viewer);
+        self.video_rate.shared.store(!per_viewer, Ordering::Relaxed);
         // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
         // the room server's are known; webrtcsink adds none of its own (its default STUN server
         // is a public one).
@@ -225,7 +226,7 @@ impl RoomSink {
                 .structure(0)
                 .ok_or_else(|| glib::bool_error!("empty {} codec caps", medium.template()))?
                 .to_owned(),
-            video_bitrate: self.video_bitrate.clone(),
+            video_rate: self.video_rate.clone(),
             muted: muted.clone(),
         })
     }
@@ -383,7 +384,7 @@ impl ObjectSubclass for RoomSink {
             inputs: Default::default(),
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
-            video_bitrate: Arc::new(AtomicU32::new(encode::DEFAULT_VIDEO_BITRATE)),
+            video_rate: Arc::new(bitrate::VideoRate::new(encode::DEFAULT_VIDEO_BITRATE)),
             certificate,
             webrtcsink,
         }
@@ -399,7 +400,7 @@ impl ObjectImpl for RoomSink {
         bitrate::follow_viewers(
             &self.webrtcsink,
             self.obj().upcast_ref(),
-            self.video_bitrate.clone(),
+            self.video_rate.clone(),
         );
     }
 
@@ -490,7 +491,7 @@ impl ObjectImpl for RoomSink {
             "video-bitrate" => {
                 drop(settings);
                 let bitrate: u32 = value.get().expect("type checked upstream");
-                self.video_bitrate.store(bitrate, Ordering::Relaxed);
+                self.video_rate.maximum.store(bitrate, Ordering::Relaxed);
                 encode::set_video_bitrate(self.obj().upcast_ref(), bitrate);
             }
             "mute-audio" | "mute-video" => {
@@ -520,7 +521,7 @@ impl ObjectImpl for RoomSink {
             "video-caps" => settings.video_caps.to_value(),
             "audio-caps" => settings.audio_caps.to_value(),
             "encode-per-viewer" => settings.encode_per_viewer.to_value(),
-            "video-bitrate" => self.video_bitrate.load(Ordering::Relaxed).to_value(),
+            "video-bitrate" => self.video_rate.maximum.load(Ordering::Relaxed).to_value(),
             "dtls-fingerprint" => self.certificate.fingerprint.to_value(),
             "mute-audio" => self.mute_audio.load(Ordering::Relaxed).to_value(),
             "mute-video" => self.mute_video.load(Ordering::Relaxed).to_value(),

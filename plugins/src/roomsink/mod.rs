@@ -21,6 +21,7 @@ mod congestion;
 mod encode;
 mod imp;
 mod passthrough;
+mod resolution;
 
 glib::wrapper! {
     /// See the module documentation.

@@ -1,0 +1,277 @@
+//! The shared video encoder's picture size: smaller while what it makes does not fit the
+//! weakest viewer's link, back up once the link has room for the bigger size again.
+//!
+//! In real time, libvpx has a least bitrate per picture size under which its target means
+//! nothing: at its coarsest quantizer it still makes what the picture needs. `gst-room bench
+//! network`'s moving 640x480@30 picture came out at ~865 kbit/s whatever the target (100 or
+//! 265 kbit/s), 480x360 at ~645, 320x240 at ~338, 240x180 at ~237, 160x120 at ~137. Behind a
+//! 0.5 Mbit/s uplink the shared encoder kept sending ~900 kbit/s: the link's queue stayed full,
+//! every keyframe the viewer asked for was lost in it and the viewer decoded 5 frames in 15 s.
+//! webrtcsink's own encoders drop frames instead (`dropframe-threshold`) and scale down at fixed
+//! bitrates; one encoder dropping frames drops them for every viewer, and fixed bitrates fit
+//! one kind of picture only. So the size here follows what the encoder is *measured* to make:
+//!
+//! - **down** one step when, over the last [`WINDOW`] at this size, the encoder made more than
+//!   the weakest link leaves for video (its budget) and more than [`HEADROOM`] × its target
+//!   (it cannot follow the target at this size);
+//! - **up** one step, at least [`STEP_UP_AFTER`] after the last change, when the budget is
+//!   [`HEADROOM`] × what the bigger size was measured to make when it did not fit (remembered for
+//!   [`REMEMBER`]; after that, this size's output scaled by the pixel count).
+//!
+//! Every change is a keyframe at the new size for every viewer (VP8 and H.264 carry the size in
+//! keyframes; decoders and webrtcsink follow without renegotiation).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::bitrate::VideoRate;
+
+/// The sizes the encoder may use, as fractions of the input's width and height (the last is a
+/// quarter: 640x480 → 160x120, 1280x720 → 320x180).
+pub const SCALES: [(u32, u32); 5] = [(1, 1), (3, 4), (1, 2), (3, 8), (1, 4)];
+/// How long the encoder's output is measured at one size before deciding.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// The least time at one size before stepping up (stepping down waits only for [`WINDOW`]): a
+/// step up that does not fit costs the viewers a second of overload.
+pub const STEP_UP_AFTER: Duration = Duration::from_secs(5);
+/// Margin between the encoder's output and the budget it must fit in.
+pub const HEADROOM: f64 = 1.2;
+/// How long a size's measured output is trusted: the picture may have become easier.
+pub const REMEMBER: Duration = Duration::from_secs(30);
+
+/// The size decisions of one shared video encoder, without I/O (see the module docs).
+#[derive(Debug)]
+pub struct Scaler {
+    /// Index in [`SCALES`].
+    step: usize,
+    /// When `step` was entered (or the scaler made).
+    since: Instant,
+    /// Output sizes in bytes in the last [`WINDOW`] at `step`, oldest first.
+    window: VecDeque<(Instant, usize)>,
+    /// Per step: the bitrate the encoder made there when it did not fit, and when.
+    made: [Option<(u32, Instant)>; SCALES.len()],
+}
+
+impl Scaler {
+    pub fn new(now: Instant) -> Scaler {
+        Scaler {
+            step: 0,
+            since: now,
+            window: VecDeque::new(),
+            made: [None; SCALES.len()],
+        }
+    }
+
+    /// The encoder put out `bytes` at `now`; `target` is its bitrate, `budget` what the weakest
+    /// viewer's link leaves for video (`None` while nobody watches: the size stays). Returns the
+    /// new step when the size must change.
+    pub fn on_output(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        target: u32,
+        budget: Option<u32>,
+    ) -> Option<usize> {
+        self.window.push_back((now, bytes));
+        while self
+            .window
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let budget = budget?;
+        if now.duration_since(self.since) < WINDOW {
+            return None;
+        }
+        let made = self.rate();
+        let too_much = made > budget && f64::from(made) > HEADROOM * f64::from(target);
+        if too_much && self.step + 1 < SCALES.len() {
+            self.made[self.step] = Some((made, now));
+            return Some(self.enter(self.step + 1, now));
+        }
+        let settled = now.duration_since(self.since) >= STEP_UP_AFTER;
+        if self.step > 0 && settled && f64::from(budget) >= HEADROOM * self.need_above(made, now)
+        {
+            return Some(self.enter(self.step - 1, now));
+        }
+        None
+    }
+
+    /// The bitrate (bit/s) of the output in the window.
+    fn rate(&self) -> u32 {
+        let bytes: usize = self.window.iter().map(|(_, b)| b).sum();
+        (bytes as f64 * 8.0 / WINDOW.as_secs_f64()) as u32
+    }
+
+    /// What the next bigger size is expected to make, this size making `made`.
+    fn need_above(&self, made: u32, now: Instant) -> f64 {
+        match self.made[self.step - 1] {
+            Some((need, at)) if now.duration_since(at) < REMEMBER => f64::from(need),
+            _ => f64::from(made) * pixels(self.step - 1) / pixels(self.step),
+        }
+    }
+
+    fn enter(&mut self, step: usize, now: Instant) -> usize {
+        self.step = step;
+        self.since = now;
+        self.window.clear();
+        step
+    }
+}
+
+/// The pixel count of a step relative to the input's.
+fn pixels(step: usize) -> f64 {
+    let (n, d) = SCALES[step];
+    (f64::from(n) / f64::from(d)).powi(2)
+}
+
+/// The raw caps that make the encoder's input `step`'s size for an input of `input` caps
+/// (any caps at step 0: the input passes unscaled).
+pub fn caps_for(step: usize, input: Option<&gst::CapsRef>) -> gst::Caps {
+    let info = input.and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
+    match info {
+        Some(info) if step > 0 => {
+            let (n, d) = SCALES[step];
+            // Even sizes: I420's chroma planes are half the size.
+            let even = |v: u32| ((v * n / d).max(2) + 1) & !1;
+            gst::Caps::builder("video/x-raw")
+                .field("width", even(info.width()) as i32)
+                .field("height", even(info.height()) as i32)
+                .field("pixel-aspect-ratio", info.par())
+                .build()
+        }
+        _ => gst::Caps::new_empty_simple("video/x-raw"),
+    }
+}
+
+/// Makes the size of `filter`'s output (a capsfilter between `videoscale` and the encoder)
+/// follow the encoder's output measured at `encoded` (the encoder's src pad).
+pub fn install(filter: &gst::Element, encoded: &gst::Pad, rate: Arc<VideoRate>) {
+    let scaler = Mutex::new(Scaler::new(Instant::now()));
+    let filter = filter.downgrade();
+    encoded.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(bytes) = info.buffer().map(|b| b.size()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (target, budget) = rate.target_and_budget();
+        let step = scaler
+            .lock()
+            .unwrap()
+            .on_output(Instant::now(), bytes, target, budget);
+        // Weak: the branch owns the filter and the encoder, whose pad holds this closure.
+        if let (Some(step), Some(filter)) = (step, filter.upgrade()) {
+            let input = filter
+                .static_pad("sink")
+                .and_then(|p| p.peer())
+                .and_then(|p| p.parent_element())
+                .and_then(|scale| scale.static_pad("sink"))
+                .and_then(|p| p.current_caps());
+            let caps = caps_for(step, input.as_deref());
+            gst::info!(
+                super::bitrate::CAT,
+                obj = filter,
+                "picture size {caps} (encoder made more than the link takes, or room again)"
+            );
+            // The filter asks upstream to renegotiate; videoscale applies it to the next frame.
+            filter.set_property("caps", caps);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds up to `seconds` of output at `kbps` (30 frames/s); stops at the first change of
+    /// size and returns its step.
+    fn feed(
+        scaler: &mut Scaler,
+        clock: &mut Instant,
+        seconds: u64,
+        kbps: u32,
+        target: u32,
+        budget: Option<u32>,
+    ) -> Option<usize> {
+        let frame = (kbps as usize * 1000 / 8) / 30;
+        for _ in 0..seconds * 30 {
+            *clock += Duration::from_micros(33_334);
+            if let Some(step) = scaler.on_output(*clock, frame, target, budget) {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn steps_down_while_the_encoder_cannot_fit_and_back_up_when_the_link_has_room() {
+        let mut clock = Instant::now();
+        let mut scaler = Scaler::new(clock);
+        // Nobody watches: whatever it makes, the size stays.
+        assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 100_000, None), None);
+        // It fits: nothing changes.
+        assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 1_500_000, Some(2_000_000)), None);
+        // Over its target but the link takes it (the target is capped by video-bitrate): stays.
+        assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 500_000, Some(2_000_000)), None);
+        // A 0.5 Mbit/s link: 865 kbit/s at full size, one step down within a second.
+        assert_eq!(feed(&mut scaler, &mut clock, 2, 865, 265_000, Some(312_000)), Some(1));
+        // 645 at 3/4 and 338 at 1/2 do not fit either, one second each; 237 at 3/8 fits.
+        assert_eq!(feed(&mut scaler, &mut clock, 2, 645, 265_000, Some(312_000)), Some(2));
+        assert_eq!(feed(&mut scaler, &mut clock, 2, 338, 265_000, Some(312_000)), Some(3));
+        assert_eq!(feed(&mut scaler, &mut clock, 10, 237, 265_000, Some(312_000)), None);
+        // The cap is lifted: up only once the budget covers 1.2 × what the bigger size made
+        // (338 → 406 kbit/s) ...
+        assert_eq!(feed(&mut scaler, &mut clock, 10, 237, 340_000, Some(400_000)), None);
+        assert_eq!(feed(&mut scaler, &mut clock, 1, 237, 800_000, Some(1_000_000)), Some(2));
+        // ... and no sooner than 5 s after the last change; 645 × 1.2 = 774 > 700: stays.
+        assert_eq!(feed(&mut scaler, &mut clock, 10, 338, 600_000, Some(700_000)), None);
+        assert_eq!(feed(&mut scaler, &mut clock, 1, 338, 1_000_000, Some(1_200_000)), Some(1));
+        assert_eq!(feed(&mut scaler, &mut clock, 4, 645, 1_000_000, Some(1_500_000)), None);
+        // What the full size made is older than 30 s: 645 × 16/9 × 1.2 = 1376 kbit/s expected.
+        assert_eq!(feed(&mut scaler, &mut clock, 2, 645, 1_000_000, Some(1_300_000)), None);
+        assert_eq!(feed(&mut scaler, &mut clock, 1, 645, 1_000_000, Some(1_400_000)), Some(0));
+    }
+
+    #[test]
+    fn forgets_what_a_size_made_and_then_scales_by_pixels() {
+        let mut clock = Instant::now();
+        let mut scaler = Scaler::new(clock);
+        assert_eq!(feed(&mut scaler, &mut clock, 2, 2000, 265_000, Some(312_000)), Some(1));
+        // Within 30 s the full size needs 1.2 × 2000 kbit/s.
+        assert_eq!(feed(&mut scaler, &mut clock, 25, 200, 1_000_000, Some(1_200_000)), None);
+        // After that, 200 × 16/9 × 1.2 = 427 kbit/s is expected: up.
+        assert_eq!(feed(&mut scaler, &mut clock, 10, 200, 1_000_000, Some(1_200_000)), Some(0));
+    }
+
+    #[test]
+    fn never_goes_below_the_smallest_size() {
+        let mut clock = Instant::now();
+        let mut scaler = Scaler::new(clock);
+        let steps: Vec<usize> = (0..8)
+            .filter_map(|_| feed(&mut scaler, &mut clock, 2, 900, 100_000, Some(100_000)))
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn sizes_keep_the_aspect_and_are_even() {
+        gst::init().unwrap();
+        let input = gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 1280)
+            .field("height", 720)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        let caps = caps_for(3, Some(&input));
+        let s = caps.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("width").unwrap(), 480);
+        assert_eq!(s.get::<i32>("height").unwrap(), 270);
+        let s = caps_for(1, Some(&input));
+        assert_eq!(s.structure(0).unwrap().get::<i32>("height").unwrap(), 540);
+        assert_eq!(caps_for(0, Some(&input)), gst::Caps::new_empty_simple("video/x-raw"));
+    }
+}
