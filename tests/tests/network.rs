@@ -185,11 +185,12 @@ fn start_server(net: &Network, host: &str, coturn: Option<&Coturn>) -> (Peer, St
     (server, format!("ws://{listen}/ws"))
 }
 
-/// A decoded frame as the viewer reported it: its clock in ms and the centre colour.
+/// A decoded frame as the viewer reported it: its clock in ms, the centre colour and the width.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     ms: u64,
     rgb: [u8; 3],
+    width: u64,
 }
 
 fn frames(lines: &[String]) -> Vec<Frame> {
@@ -201,6 +202,7 @@ fn frames(lines: &[String]) -> Vec<Frame> {
             Frame {
                 ms: v[0],
                 rgb: [v[1] as u8, v[2] as u8, v[3] as u8],
+                width: v[4],
             }
         })
         .collect()
@@ -461,6 +463,68 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
     assert!(
         capped.kbps <= 520.0,
         "received more than the cap allows: {capped:?}"
+    );
+}
+
+#[test]
+fn a_640x480_picture_gets_smaller_on_a_500_kbits_uplink_and_back_when_it_is_lifted() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "pub", "view"]);
+    let (_server, publisher, mut viewer) =
+        conference(&net, "pub", "view", "moving640", &["latency=200"]);
+    // This picture needs ~865 kbit/s at 640x480 whatever the encoder's target: it must be at
+    // full size on the open link first.
+    viewer.wait("a 640x480 frame", |l| {
+        frames(l).iter().any(|f| f.width == 640)
+    });
+    // The uplink drops to 500 kbit/s under the running stream (the queue as in the test above).
+    sh(
+        &net,
+        "pub",
+        "tc qdisc add dev eth0 root tbf rate 500kbit burst 32kbit latency 200ms",
+    );
+    let adapting = measure(&mut viewer, Duration::from_secs(10));
+    println!("first 10 s at 500 kbit/s: {adapting:?}");
+    let capped = measure(&mut viewer, Duration::from_secs(15));
+    let to = viewer_now(&viewer);
+    let widths: Vec<u64> = frames(&viewer.lines())
+        .iter()
+        .filter(|f| f.ms + 15_000 >= to)
+        .map(|f| f.width)
+        .collect();
+    println!("500 kbit/s: {capped:?}, widths {:?}", {
+        let mut w = widths.clone();
+        w.dedup();
+        w
+    });
+    print_encoder_targets(&publisher);
+    assert!(capped.fps >= 20.0, "fps at 500 kbit/s: {capped:?}");
+    assert!(
+        capped.longest_freeze_ms <= 1500,
+        "freeze at 500 kbit/s: {capped:?}"
+    );
+    assert!(
+        widths.iter().all(|w| *w < 640),
+        "still 640 wide on a link it does not fit: {widths:?}"
+    );
+    // The cap is lifted: the picture grows back as congestion control finds the room (it
+    // climbs about 8 % a second; one step up every 5 s at most).
+    sh(&net, "pub", "tc qdisc del dev eth0 root");
+    let lifted = viewer_now(&viewer);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !frames(&viewer.lines())
+        .iter()
+        .any(|f| f.ms > lifted && f.width == 640)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not back to 640x480 90 s after the cap was lifted"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!(
+        "back to 640x480 {} ms after the cap was lifted",
+        viewer_now(&viewer) - lifted
     );
 }
 

@@ -8,10 +8,12 @@
 //!                                                        "listening ADDR"
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
 //!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
-//!     which gives the encoder real work and congestion control something to adapt), plus a tone;
+//!     which gives the encoder real work and congestion control something to adapt) or
+//!     `moving640` (the same at 640x480), plus a tone;
 //!     "bitrate MS BPS" (each video encoder's target bitrate, set by congestion control, once a
 //!     second)
-//! netpeer view URL ROOM USER PUBLISHER [roomsrc props]   "frame MS R G B" per decoded video frame,
+//! netpeer view URL ROOM USER PUBLISHER [roomsrc props]   "frame MS R G B W H" per decoded video
+//!     frame (centre colour, size),
 //!     "audio MS" per decoded audio buffer, "eos MS PAD" when a roomsrc pad ends,
 //!     "pair MS LOCAL-TYPE LOCAL-ADDRESS REMOTE-TYPE REMOTE-ADDRESS" (the selected ICE
 //!     candidate pair, once a second), "received MS BYTES" (RTP bytes received so far, audio
@@ -47,10 +49,15 @@ fn main() {
     match args.as_slice() {
         ["server", addr, rest @ ..] => server(addr, rest),
         ["publish", url, room, user, source, props @ ..] => {
+            let moving = |w, h| {
+                format!(
+                    "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! \
+                     video/x-raw,width={w},height={h},framerate=30/1"
+                )
+            };
             let video = match *source {
-                "moving" => "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! \
-                             video/x-raw,width=320,height=240,framerate=30/1"
-                    .to_owned(),
+                "moving" => moving(320, 240),
+                "moving640" => moving(640, 480),
                 colour => format!(
                     "videotestsrc is-live=true pattern=solid-color foreground-color={} ! \
                      video/x-raw,width=320,height=240,framerate=30/1",
@@ -183,15 +190,16 @@ fn run(line: &str, role: Role) {
     }
 }
 
-/// `bitrate MS BPS` once a second for each video encoder of roomsink's webrtcsink (one per
-/// viewer session; congestion control sets their target bitrate).
+/// `bitrate MS BPS` once a second for each VP8 encoder of roomsink: the shared one, or
+/// webrtcsink's (one per viewer session) with `encode-per-viewer=true`; congestion control
+/// sets their target bitrate.
 fn report_bitrates(pipeline: &gst::Pipeline) {
-    let sink = pipeline.by_name("sink").unwrap();
-    let webrtcsink = sink
-        .downcast::<gst::Bin>()
+    let sink = pipeline
+        .by_name("sink")
         .unwrap()
-        .by_name("webrtcsink")
+        .downcast::<gst::Bin>()
         .unwrap();
+    let webrtcsink = sink.by_name("webrtcsink").unwrap();
     let encoders = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Element>::new()));
     let found = encoders.clone();
     webrtcsink.connect("encoder-setup", false, move |args| {
@@ -206,7 +214,12 @@ fn report_bitrates(pipeline: &gst::Pipeline) {
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            for encoder in encoders.lock().unwrap().clone() {
+            let shared = sink
+                .iterate_recurse()
+                .into_iter()
+                .flatten()
+                .filter(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"));
+            for encoder in encoders.lock().unwrap().clone().into_iter().chain(shared) {
                 let bps = encoder.property::<i32>("target-bitrate");
                 say(format!("bitrate {} {bps}", ms()));
             }
@@ -226,7 +239,11 @@ fn report_pad(pipeline: &gst::Pipeline, pad: &gst::Pad) {
                 if video {
                     let [r, g, b] =
                         media::region_colour(&sample, (0.25, 0.25, 0.75, 0.75)).unwrap_or_default();
-                    say(format!("frame {} {r} {g} {b}", ms()));
+                    let (w, h) = sample
+                        .caps()
+                        .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+                        .map_or((0, 0), |i| (i.width(), i.height()));
+                    say(format!("frame {} {r} {g} {b} {w} {h}", ms()));
                 } else {
                     say(format!("audio {}", ms()));
                 }
