@@ -65,7 +65,10 @@ fn parse_condition(name: &str) -> Result<Condition, String> {
         .find(|c| c.name() == name)
         .ok_or_else(|| {
             let names: Vec<String> = ALL_CONDITIONS.iter().map(|c| c.name()).collect();
-            format!("unknown condition {name:?}: use one of {}", names.join(", "))
+            format!(
+                "unknown condition {name:?}: use one of {}",
+                names.join(", ")
+            )
         })
 }
 
@@ -203,7 +206,11 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<Vec<Figure>> {
     if args.encode_per_viewer {
         publisher_args.push("--encode-per-viewer".into());
     }
-    let publisher = Child::spawn_in(Some(&net.namespace(PUBLISHER)), "publisher", &publisher_args)?;
+    let publisher = Child::spawn_in(
+        Some(&net.namespace(PUBLISHER)),
+        "publisher",
+        &publisher_args,
+    )?;
     publisher.wait_line(Duration::from_secs(60), |l| l == "publishing")?;
     let viewer = Child::spawn_in(
         Some(&net.namespace("view")),
@@ -372,4 +379,22 @@ fn received_bytes(webrtcbin: &gst::Element) -> u64 {
         .filter(|s| s.name() == "inbound-rtp")
         .map(|s| s.get::<u64>("bytes-received").unwrap_or(0))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_are_named_as_their_figures() {
+        for condition in ALL_CONDITIONS {
+            let parsed = parse_condition(&condition.name()).unwrap();
+            assert_eq!(parsed.name(), condition.name());
+        }
+        let err = parse_condition("cap_300kbit").unwrap_err();
+        assert!(
+            err.contains("unknown condition \"cap_300kbit\"") && err.contains("loss_0pct"),
+            "{err}"
+        );
+    }
 }

@@ -226,7 +226,10 @@ fn build_branch(
                 sized = elements.last().cloned();
             }
             // Viewers' estimates adjust it from their first feedback on.
-            elements.extend(encoder_for(config.codec.name(), config.video_rate.target())?);
+            elements.extend(encoder_for(
+                config.codec.name(),
+                config.video_rate.target(),
+            )?);
         }
     }
     let refs: Vec<&gst::Element> = elements.iter().collect();
@@ -421,7 +424,10 @@ fn without_streamheader(pad: &gst::Pad) {
             return gst::PadProbeReturn::Ok;
         };
         let mut caps = caps.caps_owned();
-        if caps.structure(0).is_some_and(|s| s.has_field("streamheader")) {
+        if caps
+            .structure(0)
+            .is_some_and(|s| s.has_field("streamheader"))
+        {
             caps.make_mut()
                 .structure_mut(0)
                 .expect("checked above")

@@ -94,8 +94,7 @@ impl Scaler {
             return Some(self.enter(self.step + 1, now));
         }
         let settled = now.duration_since(self.since) >= STEP_UP_AFTER;
-        if self.step > 0 && settled && f64::from(budget) >= HEADROOM * self.need_above(made, now)
-        {
+        if self.step > 0 && settled && f64::from(budget) >= HEADROOM * self.need_above(made, now) {
             return Some(self.enter(self.step - 1, now));
         }
         None
@@ -214,37 +213,85 @@ mod tests {
         // Nobody watches: whatever it makes, the size stays.
         assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 100_000, None), None);
         // It fits: nothing changes.
-        assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 1_500_000, Some(2_000_000)), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 3, 900, 1_500_000, Some(2_000_000)),
+            None
+        );
         // Over its target but the link takes it (the target is capped by video-bitrate): stays.
-        assert_eq!(feed(&mut scaler, &mut clock, 3, 900, 500_000, Some(2_000_000)), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 3, 900, 500_000, Some(2_000_000)),
+            None
+        );
         // A 0.5 Mbit/s link: 865 kbit/s at full size, one step down within a second.
-        assert_eq!(feed(&mut scaler, &mut clock, 2, 865, 265_000, Some(312_000)), Some(1));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 865, 265_000, Some(312_000)),
+            Some(1)
+        );
         // 645 at 3/4 and 338 at 1/2 do not fit either, one second each; 237 at 3/8 fits.
-        assert_eq!(feed(&mut scaler, &mut clock, 2, 645, 265_000, Some(312_000)), Some(2));
-        assert_eq!(feed(&mut scaler, &mut clock, 2, 338, 265_000, Some(312_000)), Some(3));
-        assert_eq!(feed(&mut scaler, &mut clock, 10, 237, 265_000, Some(312_000)), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 645, 265_000, Some(312_000)),
+            Some(2)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 338, 265_000, Some(312_000)),
+            Some(3)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 10, 237, 265_000, Some(312_000)),
+            None
+        );
         // The cap is lifted: up only once the budget covers 1.2 × what the bigger size made
         // (338 → 406 kbit/s) ...
-        assert_eq!(feed(&mut scaler, &mut clock, 10, 237, 340_000, Some(400_000)), None);
-        assert_eq!(feed(&mut scaler, &mut clock, 1, 237, 800_000, Some(1_000_000)), Some(2));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 10, 237, 340_000, Some(400_000)),
+            None
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 1, 237, 800_000, Some(1_000_000)),
+            Some(2)
+        );
         // ... and no sooner than 5 s after the last change; 645 × 1.2 = 774 > 700: stays.
-        assert_eq!(feed(&mut scaler, &mut clock, 10, 338, 600_000, Some(700_000)), None);
-        assert_eq!(feed(&mut scaler, &mut clock, 1, 338, 1_000_000, Some(1_200_000)), Some(1));
-        assert_eq!(feed(&mut scaler, &mut clock, 4, 645, 1_000_000, Some(1_500_000)), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 10, 338, 600_000, Some(700_000)),
+            None
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 1, 338, 1_000_000, Some(1_200_000)),
+            Some(1)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 4, 645, 1_000_000, Some(1_500_000)),
+            None
+        );
         // What the full size made is older than 30 s: 645 × 16/9 × 1.2 = 1376 kbit/s expected.
-        assert_eq!(feed(&mut scaler, &mut clock, 2, 645, 1_000_000, Some(1_300_000)), None);
-        assert_eq!(feed(&mut scaler, &mut clock, 1, 645, 1_000_000, Some(1_400_000)), Some(0));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 645, 1_000_000, Some(1_300_000)),
+            None
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 1, 645, 1_000_000, Some(1_400_000)),
+            Some(0)
+        );
     }
 
     #[test]
     fn forgets_what_a_size_made_and_then_scales_by_pixels() {
         let mut clock = Instant::now();
         let mut scaler = Scaler::new(clock);
-        assert_eq!(feed(&mut scaler, &mut clock, 2, 2000, 265_000, Some(312_000)), Some(1));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 2000, 265_000, Some(312_000)),
+            Some(1)
+        );
         // Within 30 s the full size needs 1.2 × 2000 kbit/s.
-        assert_eq!(feed(&mut scaler, &mut clock, 25, 200, 1_000_000, Some(1_200_000)), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 25, 200, 1_000_000, Some(1_200_000)),
+            None
+        );
         // After that, 200 × 16/9 × 1.2 = 427 kbit/s is expected: up.
-        assert_eq!(feed(&mut scaler, &mut clock, 10, 200, 1_000_000, Some(1_200_000)), Some(0));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 10, 200, 1_000_000, Some(1_200_000)),
+            Some(0)
+        );
     }
 
     #[test]
@@ -272,6 +319,9 @@ mod tests {
         assert_eq!(s.get::<i32>("height").unwrap(), 270);
         let s = caps_for(1, Some(&input));
         assert_eq!(s.structure(0).unwrap().get::<i32>("height").unwrap(), 540);
-        assert_eq!(caps_for(0, Some(&input)), gst::Caps::new_empty_simple("video/x-raw"));
+        assert_eq!(
+            caps_for(0, Some(&input)),
+            gst::Caps::new_empty_simple("video/x-raw")
+        );
     }
 }
