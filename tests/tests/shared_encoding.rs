@@ -458,3 +458,55 @@ fn publish_file_preset_passes_a_vp8_opus_file_through() {
     stop(&pipeline);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `webrtcsink::congestion-control=disabled` is the user's to set (roomsink does not override
+/// it): no session estimates bandwidth, and the shared encoder stays at its start target —
+/// (1 Mbit/s − 88 kbit/s audio) × 0.85 (README).
+#[test]
+fn congestion_control_disabled_is_respected_and_keeps_the_start_target() {
+    init();
+    let server = server();
+    let url = server.ws_url();
+    let (pipeline, sink) = publisher(&publisher_line(
+        &url,
+        "nocc",
+        "bot",
+        RED,
+        "webrtcsink::congestion-control=disabled",
+    ));
+    let estimators = Arc::new(AtomicUsize::new(0));
+    let webrtcsink = sink
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("webrtcsink")
+        .unwrap();
+    let counter = estimators.clone();
+    webrtcsink.connect("consumer-pipeline-created", false, move |args| {
+        let counter = counter.clone();
+        let session = args[2].get::<gst::Pipeline>().unwrap();
+        session.connect_deep_element_added(move |_, _, element| {
+            if element.factory().is_some_and(|f| f.name() == "rtpgccbwe") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        None
+    });
+    play(&pipeline);
+    let viewers = viewers_of_bot(&url, "nocc", 1);
+    shows(&viewers[0], "video_bot", RED);
+    // Long enough for GCC's feedback to have moved the target, were it running.
+    std::thread::sleep(Duration::from_secs(3));
+    shows(&viewers[0], "video_bot", RED);
+    let encoder = sink
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
+        .unwrap();
+    assert_eq!(estimators.load(Ordering::SeqCst), 0, "a session ran GCC");
+    // 775 200 bit/s, which vp8enc keeps in whole kbit/s.
+    assert_eq!(encoder.property::<i32>("target-bitrate"), 775_000);
+    pipeline.set_state(gst::State::Null).unwrap();
+}

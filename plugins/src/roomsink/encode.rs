@@ -97,9 +97,10 @@ pub fn webrtcsink_caps(configured: &gst::Caps, medium: Medium, per_viewer: bool)
     caps
 }
 
-/// Sets webrtcsink's codec lists ([`webrtcsink_caps`]). Congestion control (Google's) stays on
-/// in both modes: per viewer it steers each viewer's encoder, shared its estimates steer the
-/// one encoder (see `bitrate.rs`).
+/// Sets webrtcsink's codec lists ([`webrtcsink_caps`]) and its congestion control's start and
+/// floor. Congestion control itself is webrtcsink's default (Google's) in both modes, left to
+/// the user (`webrtcsink::congestion-control`): per viewer it steers each viewer's encoder,
+/// shared its estimates steer the one encoder and its picture size (see `bitrate.rs`).
 pub fn configure_webrtcsink(
     webrtcsink: &gst::Element,
     video_caps: &gst::Caps,
@@ -114,7 +115,6 @@ pub fn configure_webrtcsink(
         "audio-caps",
         webrtcsink_caps(audio_caps, Medium::Audio, per_viewer),
     );
-    webrtcsink.set_property_from_str("congestion-control", "gcc");
     // Per-viewer encoders keep webrtcsink's 2 Mbit/s start and 1 kbit/s floor (see
     // `congestion::configure`); the shared encoder's are in `bitrate.rs`.
     // (Restored on each start: the mode may change between runs.)

@@ -16,7 +16,11 @@
 //!   (it cannot follow the target at this size);
 //! - **up** one step, at least [`STEP_UP_AFTER`] after the last change, when the budget is
 //!   [`HEADROOM`] × what the bigger size was measured to make when it did not fit (remembered for
-//!   [`REMEMBER`]; after that, this size's output scaled by the pixel count).
+//!   [`REMEMBER`]; after that, this size's output scaled by the pixel count). A step up that
+//!   has to come down again within [`STEP_UP_AFTER`] doubles the wait before the next one (up to
+//!   [`LONGEST_WAIT`]); a step up that holds for [`HELD`] brings it back. Near a link's rate
+//!   GCC's estimate saw-tooths, and without this the size went up and down every few seconds
+//!   (a keyframe for every viewer each time).
 //!
 //! Every change is a keyframe at the new size for every viewer (VP8 and H.264 carry the size in
 //! keyframes; decoders and webrtcsink follow without renegotiation).
@@ -37,6 +41,11 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 /// The least time at one size before stepping up (stepping down waits only for [`WINDOW`]): a
 /// step up that does not fit costs the viewers a second of overload.
 pub const STEP_UP_AFTER: Duration = Duration::from_secs(5);
+/// The longest wait before a step up, after steps up that did not hold.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(20);
+/// How long a step up must hold for the wait before the next one to go back to
+/// [`STEP_UP_AFTER`].
+pub const HELD: Duration = Duration::from_secs(10);
 /// Margin between the encoder's output and the budget it must fit in.
 pub const HEADROOM: f64 = 1.2;
 /// How long a size's measured output is trusted: the picture may have become easier.
@@ -53,6 +62,10 @@ pub struct Scaler {
     window: VecDeque<(Instant, usize)>,
     /// Per step: the bitrate the encoder made there when it did not fit, and when.
     made: [Option<(u32, Instant)>; SCALES.len()],
+    /// The least time at `step` before a step up.
+    wait: Duration,
+    /// Whether `step` was entered going up.
+    went_up: bool,
 }
 
 impl Scaler {
@@ -62,6 +75,8 @@ impl Scaler {
             since: now,
             window: VecDeque::new(),
             made: [None; SCALES.len()],
+            wait: STEP_UP_AFTER,
+            went_up: false,
         }
     }
 
@@ -87,15 +102,22 @@ impl Scaler {
         if now.duration_since(self.since) < WINDOW {
             return None;
         }
+        let here = now.duration_since(self.since);
+        if self.went_up && here >= HELD {
+            self.wait = STEP_UP_AFTER;
+        }
         let made = self.rate();
         let too_much = made > budget && f64::from(made) > HEADROOM * f64::from(target);
         if too_much && self.step + 1 < SCALES.len() {
+            if self.went_up && here < STEP_UP_AFTER {
+                self.wait = (self.wait * 2).min(LONGEST_WAIT);
+            }
             self.made[self.step] = Some((made, now));
-            return Some(self.enter(self.step + 1, now));
+            return Some(self.enter(self.step + 1, false, now));
         }
-        let settled = now.duration_since(self.since) >= STEP_UP_AFTER;
-        if self.step > 0 && settled && f64::from(budget) >= HEADROOM * self.need_above(made, now) {
-            return Some(self.enter(self.step - 1, now));
+        let room = || f64::from(budget) >= HEADROOM * self.need_above(made, now);
+        if self.step > 0 && here >= self.wait && room() {
+            return Some(self.enter(self.step - 1, true, now));
         }
         None
     }
@@ -114,8 +136,9 @@ impl Scaler {
         }
     }
 
-    fn enter(&mut self, step: usize, now: Instant) -> usize {
+    fn enter(&mut self, step: usize, up: bool, now: Instant) -> usize {
         self.step = step;
+        self.went_up = up;
         self.since = now;
         self.window.clear();
         step
@@ -290,6 +313,61 @@ mod tests {
         // After that, 200 × 16/9 × 1.2 = 427 kbit/s is expected: up.
         assert_eq!(
             feed(&mut scaler, &mut clock, 10, 200, 1_000_000, Some(1_200_000)),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_step_up_that_does_not_hold_doubles_the_wait_for_the_next() {
+        let mut clock = Instant::now();
+        let mut scaler = Scaler::new(clock);
+        // 1.2 × the 900 kbit/s the full size made fits in 1.2 Mbit/s.
+        let (fits, over) = (Some(1_200_000), Some(300_000));
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            Some(1)
+        );
+        // Up after 5 s, down again 2 s later (the link's estimate saw-tooths): 10 s wait.
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 6, 400, 850_000, fits),
+            Some(0)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            Some(1)
+        );
+        assert_eq!(feed(&mut scaler, &mut clock, 9, 400, 850_000, fits), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
+            Some(0)
+        );
+        // Again: 20 s, the longest wait.
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            Some(1)
+        );
+        assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
+            Some(0)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            Some(1)
+        );
+        assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
+            Some(0)
+        );
+        // This one holds for 10 s: the next step down is followed by a step up after 5 s.
+        assert_eq!(feed(&mut scaler, &mut clock, 11, 700, 850_000, fits), None);
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            Some(1)
+        );
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 6, 400, 850_000, fits),
             Some(0)
         );
     }
