@@ -75,6 +75,8 @@ pub struct VideoRate {
     /// What the weakest viewer's estimate leaves for video (audio taken out); 0 while nobody
     /// watches.
     budget: AtomicU32,
+    /// The weakest viewer's estimate; 0 while nobody watches.
+    weakest: AtomicU32,
     /// Whether the stream is encoded once (not `encode-per-viewer`), set on NULL→READY.
     pub shared: AtomicBool,
 }
@@ -85,8 +87,26 @@ impl VideoRate {
             maximum: AtomicU32::new(maximum),
             target: AtomicU32::new(initial_or(None, maximum, true)),
             budget: AtomicU32::new(0),
+            weakest: AtomicU32::new(0),
             shared: AtomicBool::new(true),
         }
+    }
+
+    /// Follows a new weakest estimate (`None`: nobody watches); returns the encoder's target.
+    fn follow(&self, weakest: Option<u32>, with_audio: bool) -> u32 {
+        let target = initial_or(weakest, self.maximum.load(Ordering::Relaxed), with_audio);
+        self.weakest.store(weakest.unwrap_or(0), Ordering::Relaxed);
+        self.target.store(target, Ordering::Relaxed);
+        let budget = weakest.map_or(0, |w| budget(w, with_audio));
+        self.budget.store(budget, Ordering::Relaxed);
+        target
+    }
+
+    /// A new `video-bitrate`; returns the encoder's target under it.
+    pub fn set_maximum(&self, maximum: u32, with_audio: bool) -> u32 {
+        self.maximum.store(maximum, Ordering::Relaxed);
+        let weakest = self.weakest.load(Ordering::Relaxed);
+        self.follow((weakest > 0).then_some(weakest), with_audio)
     }
 
     /// The encoder's target and, while somebody watches, its budget.
@@ -125,11 +145,7 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, rate: Arc<Video
             .sink_pads()
             .iter()
             .any(|p| p.name().starts_with("audio"));
-        let weakest = est.weakest();
-        let target = initial_or(weakest, rate.maximum.load(Ordering::Relaxed), with_audio);
-        let budget = weakest.map_or(0, |w| budget(w, with_audio));
-        rate.target.store(target, Ordering::Relaxed);
-        rate.budget.store(budget, Ordering::Relaxed);
+        let target = rate.follow(est.weakest(), with_audio);
         gst::debug!(CAT, obj = bin, "shared video encoder at {target} bit/s");
         encode::set_video_bitrate(&bin, target);
     };
@@ -212,5 +228,19 @@ mod tests {
         assert_eq!(estimates.target(2_000_000, true), 945_200);
         // video-bitrate below the floor is respected.
         assert_eq!(estimates.target(80_000, true), 80_000);
+    }
+
+    #[test]
+    fn a_new_maximum_applies_to_the_weakest_estimate_at_once() {
+        let rate = VideoRate::new(2_000_000);
+        assert_eq!(rate.target_and_budget(), (775_200, None));
+        assert_eq!(rate.follow(Some(1_200_000), true), 945_200);
+        assert_eq!(rate.target_and_budget(), (945_200, Some(1_112_000)));
+        assert_eq!(rate.set_maximum(500_000, true), 500_000);
+        assert_eq!(rate.set_maximum(3_000_000, true), 945_200);
+        // Nobody watches: the start estimate's share again.
+        assert_eq!(rate.follow(None, true), 775_200);
+        assert_eq!(rate.set_maximum(600_000, true), 600_000);
+        assert_eq!(rate.target_and_budget(), (600_000, None));
     }
 }

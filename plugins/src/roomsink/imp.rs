@@ -444,7 +444,7 @@ impl ObjectImpl for RoomSink {
                     .build(),
                 glib::ParamSpecUInt::builder("video-bitrate")
                     .nick("Video bitrate")
-                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows what the weakest viewer's bandwidth estimate leaves for video, down to 100000 (not used with encode-per-viewer or encoded input)")
+                    .blurb("Highest bitrate of the shared video encoder in bit/s; it follows what the weakest viewer's bandwidth estimate leaves for video, down to 100000, and the picture gets smaller while the encoder cannot fit that (not used with encode-per-viewer or encoded input)")
                     .minimum(50_000)
                     .maximum(50_000_000)
                     .default_value(encode::DEFAULT_VIDEO_BITRATE)
@@ -491,8 +491,8 @@ impl ObjectImpl for RoomSink {
             "video-bitrate" => {
                 drop(settings);
                 let bitrate: u32 = value.get().expect("type checked upstream");
-                self.video_rate.maximum.store(bitrate, Ordering::Relaxed);
-                encode::set_video_bitrate(self.obj().upcast_ref(), bitrate);
+                let target = self.video_rate.set_maximum(bitrate, self.has_pad("audio_"));
+                encode::set_video_bitrate(self.obj().upcast_ref(), target);
             }
             "mute-audio" | "mute-video" => {
                 drop(settings);
