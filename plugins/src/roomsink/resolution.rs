@@ -12,8 +12,11 @@
 //! one kind of picture only. So the size here follows what the encoder is *measured* to make:
 //!
 //! - **down** one step when, over the last [`WINDOW`] at this size, the encoder made more than
-//!   the weakest link leaves for video (its budget) and more than [`HEADROOM`] × its target
-//!   (it cannot follow the target at this size);
+//!   the weakest link leaves for video (its budget) and more than [`HEADROOM`] × its highest
+//!   target in that window (it cannot follow the target at this size: an encoder still coming
+//!   down from a higher target is not that). Keyframes do not count (their rate is set by
+//!   the viewers' requests, not the picture size): the rate is that of the delta frames, as if
+//!   every frame were one;
 //! - **up** one step, at least [`STEP_UP_AFTER`] after the last change, when the budget is
 //!   [`HEADROOM`] × what the bigger size was measured to make when it did not fit (remembered for
 //!   [`REMEMBER`]; after that, this size's output scaled by the pixel count). A step up that
@@ -51,6 +54,15 @@ pub const HEADROOM: f64 = 1.2;
 /// How long a size's measured output is trusted: the picture may have become easier.
 pub const REMEMBER: Duration = Duration::from_secs(30);
 
+/// One encoded frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub bytes: usize,
+    pub keyframe: bool,
+    /// The encoder's target bitrate when it came out.
+    pub target: u32,
+}
+
 /// The size decisions of one shared video encoder, without I/O (see the module docs).
 #[derive(Debug)]
 pub struct Scaler {
@@ -58,8 +70,8 @@ pub struct Scaler {
     step: usize,
     /// When `step` was entered (or the scaler made).
     since: Instant,
-    /// Output sizes in bytes in the last [`WINDOW`] at `step`, oldest first.
-    window: VecDeque<(Instant, usize)>,
+    /// The encoder's output in the last [`WINDOW`] at `step`, oldest first.
+    window: VecDeque<(Instant, Output)>,
     /// Per step: the bitrate the encoder made there when it did not fit, and when.
     made: [Option<(u32, Instant)>; SCALES.len()],
     /// The least time at `step` before a step up.
@@ -80,17 +92,16 @@ impl Scaler {
         }
     }
 
-    /// The encoder put out `bytes` at `now`; `target` is its bitrate, `budget` what the weakest
-    /// viewer's link leaves for video (`None` while nobody watches: the size stays). Returns the
-    /// new step when the size must change.
+    /// The encoder put out `output` at `now`; `budget` is what the weakest viewer's link leaves
+    /// for video (`None` while nobody watches: the size stays). Returns the new step when the
+    /// size must change.
     pub fn on_output(
         &mut self,
         now: Instant,
-        bytes: usize,
-        target: u32,
+        output: Output,
         budget: Option<u32>,
     ) -> Option<usize> {
-        self.window.push_back((now, bytes));
+        self.window.push_back((now, output));
         while self
             .window
             .front()
@@ -107,6 +118,7 @@ impl Scaler {
             self.wait = STEP_UP_AFTER;
         }
         let made = self.rate();
+        let target = self.window.iter().map(|(_, o)| o.target).max().unwrap_or(0);
         let too_much = made > budget && f64::from(made) > HEADROOM * f64::from(target);
         if too_much && self.step + 1 < SCALES.len() {
             if self.went_up && here < STEP_UP_AFTER {
@@ -122,10 +134,17 @@ impl Scaler {
         None
     }
 
-    /// The bitrate (bit/s) of the output in the window.
+    /// The bitrate (bit/s) of the output in the window, as if every frame were a delta frame
+    /// (all of it if there are only keyframes).
     fn rate(&self) -> u32 {
-        let bytes: usize = self.window.iter().map(|(_, b)| b).sum();
-        (bytes as f64 * 8.0 / WINDOW.as_secs_f64()) as u32
+        let deltas = self.window.iter().filter(|(_, o)| !o.keyframe);
+        let (count, bytes) = deltas.fold((0, 0), |(n, b), (_, o)| (n + 1, b + o.bytes));
+        let bytes = if count > 0 {
+            bytes as f64 * self.window.len() as f64 / f64::from(count)
+        } else {
+            self.window.iter().map(|(_, o)| o.bytes).sum::<usize>() as f64
+        };
+        (bytes * 8.0 / WINDOW.as_secs_f64()) as u32
     }
 
     /// What the next bigger size is expected to make, this size making `made`.
@@ -176,14 +195,19 @@ pub fn install(filter: &gst::Element, encoded: &gst::Pad, rate: Arc<VideoRate>) 
     let scaler = Mutex::new(Scaler::new(Instant::now()));
     let filter = filter.downgrade();
     encoded.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(bytes) = info.buffer().map(|b| b.size()) else {
+        let Some(buffer) = info.buffer() else {
             return gst::PadProbeReturn::Ok;
         };
         let (target, budget) = rate.target_and_budget();
+        let output = Output {
+            bytes: buffer.size(),
+            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            target,
+        };
         let step = scaler
             .lock()
             .unwrap()
-            .on_output(Instant::now(), bytes, target, budget);
+            .on_output(Instant::now(), output, budget);
         // Weak: the branch owns the filter and the encoder, whose pad holds this closure.
         if let (Some(step), Some(filter)) = (step, filter.upgrade()) {
             let input = filter
@@ -219,14 +243,57 @@ mod tests {
         target: u32,
         budget: Option<u32>,
     ) -> Option<usize> {
-        let frame = (kbps as usize * 1000 / 8) / 30;
+        let bytes = (kbps as usize * 1000 / 8) / 30;
+        let frame = Output {
+            bytes,
+            keyframe: false,
+            target,
+        };
         for _ in 0..seconds * 30 {
             *clock += Duration::from_micros(33_334);
-            if let Some(step) = scaler.on_output(*clock, frame, target, budget) {
+            if let Some(step) = scaler.on_output(*clock, frame, budget) {
                 return Some(step);
             }
         }
         None
+    }
+
+    #[test]
+    fn keyframes_and_a_falling_target_are_not_a_picture_too_big() {
+        let mut clock = Instant::now();
+        let mut scaler = Scaler::new(clock);
+        // 30 fps of 1 Mbit/s delta frames, at a 1 Mbit/s target on a 1.1 Mbit/s budget, with
+        // a keyframe four times their size every 250 ms (viewers losing packets): 1.4 Mbit/s
+        // out, and no step down.
+        for i in 0..300 {
+            clock += Duration::from_micros(33_334);
+            let keyframe = i % 8 == 0;
+            let output = Output {
+                bytes: if keyframe { 16_668 } else { 4_167 },
+                keyframe,
+                target: 1_000_000,
+            };
+            assert_eq!(scaler.on_output(clock, output, Some(1_100_000)), None);
+        }
+        // The estimate falls by half a second; the encoder follows within half a second.
+        for i in 0..30 {
+            clock += Duration::from_micros(33_334);
+            let output = Output {
+                bytes: if i < 15 { 4_167 } else { 2_000 },
+                keyframe: false,
+                target: if i < 15 {
+                    1_000_000 - i * 33_000
+                } else {
+                    500_000
+                },
+            };
+            assert_eq!(scaler.on_output(clock, output, Some(550_000)), None);
+        }
+        // It does not follow: one step down, a second after the target stopped falling.
+        assert_eq!(
+            feed(&mut scaler, &mut clock, 2, 900, 500_000, Some(550_000)),
+            Some(1)
+        );
     }
 
     #[test]
