@@ -12,11 +12,13 @@
 //! one kind of picture only. So the size here follows what the encoder is *measured* to make:
 //!
 //! - **down** one step when, over the last [`WINDOW`] at this size, the encoder made more than
-//!   the weakest link leaves for video (its budget) and more than [`HEADROOM`] × its highest
-//!   target in that window (it cannot follow the target at this size: an encoder still coming
-//!   down from a higher target is not that). Keyframes do not count (their rate is set by
+//!   the weakest link leaves for video (its budget) and more than [`HEADROOM`] × its mean
+//!   target over that window (it cannot follow the target at this size; the mean, not the
+//!   latest, as the encoder follows a falling target a few frames late). Keyframes do not count (their rate is set by
 //!   the viewers' requests, not the picture size): the rate is that of the delta frames, as if
-//!   every frame were one;
+//!   every frame were one. Far over, it skips steps: to the biggest size whose share of the
+//!   pixels, times what this size made, fits the budget (a cap falling from 1 to 0.5 Mbit/s
+//!   went 640x480 → 320x240 in one step instead of two seconds of overload);
 //! - **up** one step, at least [`STEP_UP_AFTER`] after the last change, when the budget is
 //!   [`HEADROOM`] × what the bigger size was measured to make when it did not fit (remembered for
 //!   [`REMEMBER`]; after that, this size's output scaled by the pixel count). A step up that
@@ -118,14 +120,16 @@ impl Scaler {
             self.wait = STEP_UP_AFTER;
         }
         let made = self.rate();
-        let target = self.window.iter().map(|(_, o)| o.target).max().unwrap_or(0);
-        let too_much = made > budget && f64::from(made) > HEADROOM * f64::from(target);
+        let targets = self.window.iter().map(|(_, o)| f64::from(o.target));
+        let target = targets.sum::<f64>() / self.window.len().max(1) as f64;
+        let too_much = made > budget && f64::from(made) > HEADROOM * target;
         if too_much && self.step + 1 < SCALES.len() {
             if self.went_up && here < STEP_UP_AFTER {
                 self.wait = (self.wait * 2).min(LONGEST_WAIT);
             }
             self.made[self.step] = Some((made, now));
-            return Some(self.enter(self.step + 1, false, now));
+            let down = self.step_that_fits(made, budget);
+            return Some(self.enter(down, false, now));
         }
         let room = || f64::from(budget) >= HEADROOM * self.need_above(made, now);
         if self.step > 0 && here >= self.wait && room() {
@@ -145,6 +149,15 @@ impl Scaler {
             self.window.iter().map(|(_, o)| o.bytes).sum::<usize>() as f64
         };
         (bytes * 8.0 / WINDOW.as_secs_f64()) as u32
+    }
+
+    /// The next step down, or a smaller one: the first whose share of this step's pixels
+    /// times `made` fits in `budget` (else the smallest).
+    fn step_that_fits(&self, made: u32, budget: u32) -> usize {
+        let expected = |step: usize| f64::from(made) * pixels(step) / pixels(self.step);
+        (self.step + 1..SCALES.len())
+            .find(|&step| expected(step) <= f64::from(budget))
+            .unwrap_or(SCALES.len() - 1)
     }
 
     /// What the next bigger size is expected to make, this size making `made`.
@@ -275,21 +288,18 @@ mod tests {
             };
             assert_eq!(scaler.on_output(clock, output, Some(1_100_000)), None);
         }
-        // The estimate falls by half a second; the encoder follows within half a second.
-        for i in 0..30 {
+        // The estimate halves within half a second; the encoder follows 5 frames late.
+        let target = |i: u32| 1_000_000 - 500_000 * i.min(15) / 15;
+        for i in 0..30u32 {
             clock += Duration::from_micros(33_334);
             let output = Output {
-                bytes: if i < 15 { 4_167 } else { 2_000 },
+                bytes: target(i.saturating_sub(5)) as usize / 8 / 30,
                 keyframe: false,
-                target: if i < 15 {
-                    1_000_000 - i * 33_000
-                } else {
-                    500_000
-                },
+                target: target(i),
             };
             assert_eq!(scaler.on_output(clock, output, Some(550_000)), None);
         }
-        // It does not follow: one step down, a second after the target stopped falling.
+        // It does not follow: one step down within a second.
         assert_eq!(
             feed(&mut scaler, &mut clock, 2, 900, 500_000, Some(550_000)),
             Some(1)
@@ -312,16 +322,13 @@ mod tests {
             feed(&mut scaler, &mut clock, 3, 900, 500_000, Some(2_000_000)),
             None
         );
-        // A 0.5 Mbit/s link: 865 kbit/s at full size, one step down within a second.
+        // A 0.5 Mbit/s link: 865 kbit/s at full size, within a second straight to 1/2, where a
+        // quarter of the pixels would make 216 kbit/s (3/4: 487).
         assert_eq!(
             feed(&mut scaler, &mut clock, 2, 865, 265_000, Some(312_000)),
-            Some(1)
-        );
-        // 645 at 3/4 and 338 at 1/2 do not fit either, one second each; 237 at 3/8 fits.
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 645, 265_000, Some(312_000)),
             Some(2)
         );
+        // 338 at 1/2 does not fit either: 3/8 after a second; 237 there fits.
         assert_eq!(
             feed(&mut scaler, &mut clock, 2, 338, 265_000, Some(312_000)),
             Some(3)
@@ -369,17 +376,17 @@ mod tests {
         let mut clock = Instant::now();
         let mut scaler = Scaler::new(clock);
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 2000, 265_000, Some(312_000)),
+            feed(&mut scaler, &mut clock, 2, 500, 265_000, Some(312_000)),
             Some(1)
         );
-        // Within 30 s the full size needs 1.2 × 2000 kbit/s.
+        // Within 30 s the full size needs 1.2 × 500 kbit/s.
         assert_eq!(
-            feed(&mut scaler, &mut clock, 25, 200, 1_000_000, Some(1_200_000)),
+            feed(&mut scaler, &mut clock, 25, 200, 450_000, Some(550_000)),
             None
         );
         // After that, 200 × 16/9 × 1.2 = 427 kbit/s is expected: up.
         assert_eq!(
-            feed(&mut scaler, &mut clock, 10, 200, 1_000_000, Some(1_200_000)),
+            feed(&mut scaler, &mut clock, 10, 200, 450_000, Some(550_000)),
             Some(0)
         );
     }
@@ -388,10 +395,10 @@ mod tests {
     fn a_step_up_that_does_not_hold_doubles_the_wait_for_the_next() {
         let mut clock = Instant::now();
         let mut scaler = Scaler::new(clock);
-        // 1.2 × the 900 kbit/s the full size made fits in 1.2 Mbit/s.
+        // 1.2 × the 500 kbit/s the full size made fits in 1.2 Mbit/s; 500 × 9/16 fits in 300.
         let (fits, over) = (Some(1_200_000), Some(300_000));
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
         // Up after 5 s, down again 2 s later (the link's estimate saw-tooths): 10 s wait.
@@ -400,7 +407,7 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
         assert_eq!(feed(&mut scaler, &mut clock, 9, 400, 850_000, fits), None);
@@ -410,7 +417,7 @@ mod tests {
         );
         // Again: 20 s, the longest wait.
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
         assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
@@ -419,7 +426,7 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
         assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
@@ -428,9 +435,9 @@ mod tests {
             Some(0)
         );
         // This one holds for 10 s: the next step down is followed by a step up after 5 s.
-        assert_eq!(feed(&mut scaler, &mut clock, 11, 700, 850_000, fits), None);
+        assert_eq!(feed(&mut scaler, &mut clock, 11, 500, 850_000, fits), None);
         assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 900, 255_000, over),
+            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
         assert_eq!(
@@ -446,7 +453,12 @@ mod tests {
         let steps: Vec<usize> = (0..8)
             .filter_map(|_| feed(&mut scaler, &mut clock, 2, 900, 100_000, Some(100_000)))
             .collect();
-        assert_eq!(steps, [1, 2, 3, 4]);
+        assert_eq!(steps, [4]);
+        let mut scaler = Scaler::new(clock);
+        let steps: Vec<usize> = (0..8)
+            .filter_map(|_| feed(&mut scaler, &mut clock, 2, 3000, 100_000, Some(100_000)))
+            .collect();
+        assert_eq!(steps, [4]);
     }
 
     #[test]
