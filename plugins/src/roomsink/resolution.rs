@@ -397,51 +397,31 @@ mod tests {
         let mut scaler = Scaler::new(clock);
         // 1.2 × the 500 kbit/s the full size made fits in 1.2 Mbit/s; 500 × 9/16 fits in 300.
         let (fits, over) = (Some(1_200_000), Some(300_000));
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
-            Some(1)
-        );
-        // Up after 5 s, down again 2 s later (the link's estimate saw-tooths): 10 s wait.
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 6, 400, 850_000, fits),
-            Some(0)
-        );
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
-            Some(1)
-        );
-        assert_eq!(feed(&mut scaler, &mut clock, 9, 400, 850_000, fits), None);
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
-            Some(0)
-        );
-        // Again: 20 s, the longest wait.
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
-            Some(1)
-        );
-        assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
-            Some(0)
-        );
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
-            Some(1)
-        );
-        assert_eq!(feed(&mut scaler, &mut clock, 19, 400, 850_000, fits), None);
-        assert_eq!(
-            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
-            Some(0)
-        );
-        // This one holds for 10 s: the next step down is followed by a step up after 5 s.
+        // Each step up comes down again within 2 s (the link's estimate saw-tooths): the wait
+        // for the next doubles, 5, 10, 20 s, and stays at 20.
+        for wait in [5, 10, 20, 20] {
+            assert_eq!(
+                feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
+                Some(1)
+            );
+            assert_eq!(
+                feed(&mut scaler, &mut clock, wait - 1, 400, 850_000, fits),
+                None
+            );
+            assert_eq!(
+                feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
+                Some(0)
+            );
+        }
+        // This one holds for 10 s: the wait is 5 s again.
         assert_eq!(feed(&mut scaler, &mut clock, 11, 500, 850_000, fits), None);
         assert_eq!(
             feed(&mut scaler, &mut clock, 2, 500, 255_000, over),
             Some(1)
         );
+        assert_eq!(feed(&mut scaler, &mut clock, 4, 400, 850_000, fits), None);
         assert_eq!(
-            feed(&mut scaler, &mut clock, 6, 400, 850_000, fits),
+            feed(&mut scaler, &mut clock, 2, 400, 850_000, fits),
             Some(0)
         );
     }
