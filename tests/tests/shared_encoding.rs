@@ -39,6 +39,17 @@ fn encoders_in(sink: &gst::Element, medium: &str) -> Vec<String> {
         .collect()
 }
 
+/// The shared VP8 encoder inside the roomsink bin.
+fn shared_vp8_encoder(sink: &gst::Element) -> gst::Element {
+    sink.downcast_ref::<gst::Bin>()
+        .unwrap()
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
+        .expect("a shared vp8enc")
+}
+
 /// Counts the encoders webrtcsink makes inside viewers' sessions (its `encoder-setup` signal
 /// fires for each; the "discovery" ones only probe codecs at start).
 fn count_session_encoders(sink: &gst::Element) -> Arc<AtomicUsize> {
@@ -497,16 +508,48 @@ fn congestion_control_disabled_is_respected_and_keeps_the_start_target() {
     // Long enough for GCC's feedback to have moved the target, were it running.
     std::thread::sleep(Duration::from_secs(3));
     shows(&viewers[0], "video_bot", RED);
-    let encoder = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .iterate_recurse()
-        .into_iter()
-        .flatten()
-        .find(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
-        .unwrap();
+    let encoder = shared_vp8_encoder(&sink);
     assert_eq!(estimators.load(Ordering::SeqCst), 0, "a session ran GCC");
     // 775 200 bit/s, which vp8enc keeps in whole kbit/s.
     assert_eq!(encoder.property::<i32>("target-bitrate"), 775_000);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// A viewer that comes later starts its bandwidth estimate at the weakest one of those already
+/// watching (README): the shared encoder's bitrate, which follows the weakest estimate, does not
+/// fall back to the start estimate's share (775 kbit/s) when it comes.
+#[test]
+fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
+    init();
+    let server = server();
+    let url = server.ws_url();
+    let (pipeline, sink) = publisher(&publisher_line(&url, "later", "bot", RED, ""));
+    play(&pipeline);
+    let first = Viewer::new(&url, "room=later username=v1 participant=bot").start();
+    shows(&first, "video_bot", RED);
+    let encoder = shared_vp8_encoder(&sink);
+    let target = || encoder.property::<i32>("target-bitrate");
+    // GCC climbs from the 1 Mbit/s start on loopback (about 8 % a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while target() < 1_200_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the first viewer's estimate did not climb: {} bit/s",
+            target()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = Viewer::new(&url, "room=later username=v2 participant=bot").start();
+    shows(&second, "video_bot", RED);
+    // From the second viewer's first estimate on (it came before its first frame) to 2 s on.
+    let mut lowest = target();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        lowest = lowest.min(target());
+    }
+    assert!(
+        lowest >= 1_000_000,
+        "the shared bitrate fell to {lowest} bit/s when the second viewer came"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }
