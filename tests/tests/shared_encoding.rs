@@ -50,6 +50,28 @@ fn shared_vp8_encoder(sink: &gst::Element) -> gst::Element {
         .expect("a shared vp8enc")
 }
 
+/// The congestion controllers (`rtpgccbwe`) of the viewers' sessions, as webrtcsink makes them.
+fn session_estimators(sink: &gst::Element) -> Arc<std::sync::Mutex<Vec<gst::Element>>> {
+    let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let webrtcsink = sink
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("webrtcsink")
+        .unwrap();
+    let record = found.clone();
+    webrtcsink.connect("consumer-pipeline-created", false, move |args| {
+        let record = record.clone();
+        let session = args[2].get::<gst::Pipeline>().unwrap();
+        session.connect_deep_element_added(move |_, _, element| {
+            if element.factory().is_some_and(|f| f.name() == "rtpgccbwe") {
+                record.lock().unwrap().push(element.clone());
+            }
+        });
+        None
+    });
+    found
+}
+
 /// Counts the encoders webrtcsink makes inside viewers' sessions (its `encoder-setup` signal
 /// fires for each; the "discovery" ones only probe codecs at start).
 fn count_session_encoders(sink: &gst::Element) -> Arc<AtomicUsize> {
@@ -485,23 +507,7 @@ fn congestion_control_disabled_is_respected_and_keeps_the_start_target() {
         RED,
         "webrtcsink::congestion-control=disabled",
     ));
-    let estimators = Arc::new(AtomicUsize::new(0));
-    let webrtcsink = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("webrtcsink")
-        .unwrap();
-    let counter = estimators.clone();
-    webrtcsink.connect("consumer-pipeline-created", false, move |args| {
-        let counter = counter.clone();
-        let session = args[2].get::<gst::Pipeline>().unwrap();
-        session.connect_deep_element_added(move |_, _, element| {
-            if element.factory().is_some_and(|f| f.name() == "rtpgccbwe") {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        None
-    });
+    let estimators = session_estimators(&sink);
     play(&pipeline);
     let viewers = viewers_of_bot(&url, "nocc", 1);
     shows(&viewers[0], "video_bot", RED);
@@ -509,7 +515,7 @@ fn congestion_control_disabled_is_respected_and_keeps_the_start_target() {
     std::thread::sleep(Duration::from_secs(3));
     shows(&viewers[0], "video_bot", RED);
     let encoder = shared_vp8_encoder(&sink);
-    assert_eq!(estimators.load(Ordering::SeqCst), 0, "a session ran GCC");
+    assert!(estimators.lock().unwrap().is_empty(), "a session ran GCC");
     // 775 200 bit/s, which vp8enc keeps in whole kbit/s.
     assert_eq!(encoder.property::<i32>("target-bitrate"), 775_000);
     pipeline.set_state(gst::State::Null).unwrap();
@@ -524,6 +530,7 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
     let server = server();
     let url = server.ws_url();
     let (pipeline, sink) = publisher(&publisher_line(&url, "later", "bot", RED, ""));
+    let estimators = session_estimators(&sink);
     play(&pipeline);
     let first = Viewer::new(&url, "room=later username=v1 participant=bot").start();
     shows(&first, "video_bot", RED);
@@ -551,5 +558,11 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
         lowest >= 1_000_000,
         "the shared bitrate fell to {lowest} bit/s when the second viewer came"
     );
+    // Neither session's estimate may go under what the 100 kbit/s floor and audio send.
+    let estimators = estimators.lock().unwrap().clone();
+    assert_eq!(estimators.len(), 2);
+    for estimator in estimators {
+        assert_eq!(estimator.property::<u32>("min-bitrate"), 188_000);
+    }
     pipeline.set_state(gst::State::Null).unwrap();
 }
