@@ -7,12 +7,13 @@
 //! ```
 //!
 //! Three hosts on one virtual LAN (the topology of `tests/netns.sh`, shared with the tests).
-//! For each condition (`--condition`, or all) — random loss of 0, 2, 5, 10 % of the publisher's packets both ways
-//! (nftables `numgen random`), then its uplink capped at 2, 1, 0.5 Mbit/s (tc tbf) — the
-//! condition is set, the viewer's reports are collected for `--seconds`, the condition is
-//! lifted and the stream left to recover for `--settle` seconds. Figures per condition: decoded
-//! frames per second, the longest time without a new frame, and the RTP bitrate received.
-//! Needs root (network namespaces).
+//! For each condition (`--condition`, or all) — random loss of 0, 2, 5, 10 % of the
+//! publisher's packets both ways (nftables `numgen random`), then its uplink capped at 2, 1,
+//! 0.5 Mbit/s (tc tbf) — the condition is set, the viewer's reports are collected for
+//! `--seconds`, the condition is lifted and the stream left to recover for `--settle` seconds.
+//! Figures per condition: decoded frames per second, the longest time without a new frame, and
+//! the RTP bitrate received. `--encode-per-viewer` publishes with webrtcsink's encoder per
+//! viewer instead of the shared one. Needs root (network namespaces).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
