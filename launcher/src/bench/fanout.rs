@@ -8,8 +8,8 @@
 //!
 //! The publisher is a process of its own so that /proc/PID/stat (utime + stime) is its CPU
 //! alone. For each picture size (640x480 and 1280x720 by default) and each viewer count: add a
-//! viewer, wait for its first decoded frame, let the encoders and the bandwidth estimation
-//! settle, then sample the publisher's CPU once a second and count every viewer's decoded
+//! viewer, wait for its first decoded frame and for every viewer to decode the full picture
+//! size, let the encoders and the bandwidth estimation settle, then sample the publisher's CPU once a second and count every viewer's decoded
 //! frames. The same sweep runs twice: roomsink's default (one shared encoder per stream) and
 //! `encode-per-viewer=true` (webrtcsink's encoder per viewer), which is each figure's anchor, so
 //! `ratio` = shared / per viewer. The viewers decode in this process and share the 2 cores.
@@ -158,15 +158,19 @@ fn sweep(
         min_fps: vec![Vec::new(); counts],
     };
     for run in 0..args.runs {
-        let mut viewers: Vec<(Running, Arc<AtomicU64>)> = Vec::new();
+        let mut viewers: Vec<Viewer> = Vec::new();
         for k in 0..counts {
             if k > 0 {
                 viewers.push(start_viewer(url, &room, &format!("viewer-{k}"))?);
+                let took = wait_for_full_size(&viewers, width)?;
+                eprintln!(
+                    "fanout {width}x{height} {mode}: {k} viewers at full size after {took:.1?}"
+                );
             }
             std::thread::sleep(Duration::from_secs(args.settle));
             let frames_before: Vec<u64> = viewers
                 .iter()
-                .map(|(_, f)| f.load(Ordering::Relaxed))
+                .map(|v| v.frames.load(Ordering::Relaxed))
                 .collect();
             let start = Instant::now();
             let samples = sample_cpu(pid, args.seconds)?;
@@ -174,7 +178,7 @@ fn sweep(
             let min_fps = viewers
                 .iter()
                 .zip(&frames_before)
-                .map(|((_, f), before)| (f.load(Ordering::Relaxed) - before) as f64 / elapsed)
+                .map(|(v, before)| (v.frames.load(Ordering::Relaxed) - before) as f64 / elapsed)
                 .fold(f64::INFINITY, f64::min);
             let mean = samples.iter().sum::<f64>() / samples.len() as f64;
             let mib = process_rss(pid)? as f64 / (1024.0 * 1024.0);
@@ -308,15 +312,19 @@ fn sample_cpu(pid: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
 
 /// A viewer of the publisher in this process, with its count of decoded frames; returns once
 /// its first frame is decoded.
-fn start_viewer(
-    url: &str,
-    room: &str,
-    username: &str,
-) -> anyhow::Result<(Running, Arc<AtomicU64>)> {
+/// A viewer of the bench: its pipeline, the frames it decoded and the width of the last one.
+struct Viewer {
+    _pipeline: Running,
+    frames: Arc<AtomicU64>,
+    width: Arc<AtomicU64>,
+}
+
+fn start_viewer(url: &str, room: &str, username: &str) -> anyhow::Result<Viewer> {
     let (pipeline, roomsrc) = super::roomsrc_viewer(url, room, username, PUBLISHER)?;
     let frames = Arc::new(AtomicU64::new(0));
+    let width = Arc::new(AtomicU64::new(0));
     let weak = pipeline.downgrade();
-    let counter = frames.clone();
+    let (counter, last_width) = (frames.clone(), width.clone());
     roomsrc.connect_pad_added(move |_, pad| {
         // Weak: the pipeline owns roomsrc, which owns this closure.
         let Some(pipeline) = weak.upgrade() else {
@@ -325,9 +333,12 @@ fn start_viewer(
         if !pad.name().starts_with("video") {
             return;
         }
-        let counter = counter.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let (counter, last_width) = (counter.clone(), last_width.clone());
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
             counter.fetch_add(1, Ordering::Relaxed);
+            let caps = pad.current_caps();
+            let info = caps.and_then(|c| gst_video::VideoInfo::from_caps(&c).ok());
+            last_width.store(info.map_or(0, |i| u64::from(i.width())), Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });
         if let Err(err) = super::link_raw_sink(&pipeline, pad, false) {
@@ -343,8 +354,45 @@ fn start_viewer(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((pipeline, frames))
+    Ok(Viewer {
+        _pipeline: pipeline,
+        frames,
+        width,
+    })
 }
+
+/// Waits until every viewer has decoded the published picture at its full `width` for
+/// [`FULL_SIZE_HELD`]: the shared encoder makes it smaller while congestion control's estimate
+/// is below what it makes (from the 1 Mbit/s start, 1280x720 went down to 640x360 a second
+/// after the first viewer came and back up ~15 s later on loopback), and CPU at a smaller size
+/// is not the figure asked for. Returns how long it took.
+fn wait_for_full_size(viewers: &[Viewer], width: u32) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut full_since = None;
+    loop {
+        let widths: Vec<u64> = viewers
+            .iter()
+            .map(|v| v.width.load(Ordering::Relaxed))
+            .collect();
+        if widths.iter().all(|w| *w == u64::from(width)) {
+            let since = *full_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= FULL_SIZE_HELD {
+                return Ok(start.elapsed());
+            }
+        } else {
+            full_since = None;
+        }
+        if start.elapsed() > FULL_SIZE_WITHIN {
+            bail!("viewers decode widths {widths:?}, not {width}, after {FULL_SIZE_WITHIN:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long every viewer must have decoded the full size before measuring.
+const FULL_SIZE_HELD: Duration = Duration::from_secs(3);
+/// How long the picture may take to reach its full size on loopback.
+const FULL_SIZE_WITHIN: Duration = Duration::from_secs(90);
 
 /// `gst-room bench publisher`: publishes a WxH@30 test pattern (VP8) until stdin closes.
 /// Prints `publishing` once the room announced the stream.
