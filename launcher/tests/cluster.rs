@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use gst_room_tests::Client;
 use gst_room_tests::cluster::{Node, RedisServer};
-use room_protocol::{ClientMessage, ServerMessage};
 use room_signaling::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gst-room");
@@ -93,15 +92,7 @@ fn a_server_process_killed_with_sigkill_leaves_its_room_to_the_others() {
         assert_eq!(carol_ended, Vec::<String>::new());
 
         // The room goes on, on the survivors.
-        bob.send(&ClientMessage::Message {
-            to: Some("carol".into()),
-            text: "still here".into(),
-        })
-        .await;
-        let msg = carol.recv().await;
-        assert!(
-            matches!(&msg, ServerMessage::Message { from, text, .. } if from == "bob" && text == "still here"),
-            "{msg:?}"
-        );
+        bob.chat_reaches("bob", &mut carol, "carol", "still here")
+            .await;
     });
 }

@@ -246,6 +246,22 @@ impl Client {
         }
     }
 
+    /// Sends `text` from this client (username `from`) to `to` only, and checks that `to`'s
+    /// client `recipient` receives it next.
+    pub async fn chat_reaches(&mut self, from: &str, recipient: &mut Client, to: &str, text: &str) {
+        self.send(&ClientMessage::Message {
+            to: Some(to.into()),
+            text: text.into(),
+        })
+        .await;
+        let msg = recipient.recv().await;
+        assert!(
+            matches!(&msg, ServerMessage::Message { from: f, to: Some(t), text: x, .. }
+                if f == from && t == to && x == text),
+            "{to} expected {text:?} from {from}: {msg:?}"
+        );
+    }
+
     /// Publishes `stream` with audio and video.
     pub async fn publish(&mut self, stream: &str) {
         self.send(&ClientMessage::Publish {

@@ -260,16 +260,8 @@ async fn a_dead_nodes_participants_leave_within_five_seconds_and_its_room_goes_o
     assert!(noticed < Duration::from_secs(5), "LEFT after {noticed:?}");
 
     // The room, now owned by node 2 or 3, keeps its rules and its participants.
-    bob.send(&ClientMessage::Message {
-        to: Some("carol".into()),
-        text: "still here".into(),
-    })
-    .await;
-    let msg = carol.recv().await;
-    assert!(
-        matches!(&msg, ServerMessage::Message { text, .. } if text == "still here"),
-        "{msg:?}"
-    );
+    bob.chat_reaches("bob", &mut carol, "carol", "still here")
+        .await;
     let mut dave = Client::connect(&nodes[1].ws_url()).await;
     let state = dave.request_join("stay", "dave").await;
     let ServerMessage::State { participants, .. } = state else {
