@@ -12,7 +12,6 @@
 //! passwords never appear at any level); stdout carries what scripts read: the server URL, the
 //! invite link, room event lines.
 
-mod bench;
 mod commands;
 mod demo;
 mod invite;
@@ -53,20 +52,35 @@ enum Command {
     /// List the preset pipelines and their variables, or print one ready for gst-launch-1.0.
     Pipelines(commands::PipelinesArgs),
     /// Benchmarks: join time, latency, publisher CPU per viewer, server load (table + JSON lines).
-    Bench(bench::BenchArgs),
+    Bench(room_bench::BenchArgs),
+}
+
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), with the WebSocket crates
+/// (tungstenite and its async wrappers, on the server's and the elements' connections) capped at
+/// debug: their trace level dumps every frame's payload (tokens, TURN credentials) in hex, so
+/// no filter may turn it on. A directive such as `tungstenite=debug` in the filter itself would
+/// act as a floor (turning their debug output on at the default level), hence a second filter
+/// that can only take away.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
+    let levels = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::DEBUG)
+        .with_target("async_tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_tungstenite", LevelFilter::DEBUG);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(levels).with_filter(cap))
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info".into())
-        // tungstenite's trace level dumps every WebSocket frame's payload (tokens, TURN
-        // credentials) in hex: never below debug, whatever RUST_LOG asks.
-        .add_directive("tungstenite=debug".parse().expect("a valid directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
@@ -78,7 +92,7 @@ fn main() -> ExitCode {
             Command::Mix(args) => commands::mix(args).await,
             Command::Launch(args) => commands::launch(args).await,
             Command::Pipelines(args) => commands::pipelines(args),
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => room_bench::run(args).await,
         }
     });
     match result {

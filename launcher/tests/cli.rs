@@ -11,21 +11,31 @@ use gst_room_tests::{TestServer, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gst-room");
 
-/// A running `gst-room` with its stdout lines on a channel; killed on drop.
+/// A running `gst-room` with its stdout lines on a channel and its stderr kept; killed on drop.
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
+        Running::start_with_log(args, None)
+    }
+
+    /// Runs with `RUST_LOG` set to `rust_log`, or without it at all when None.
+    fn start_with_log(args: &[&str], rust_log: Option<&str>) -> Running {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("gst-room runs");
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command.spawn().expect("gst-room runs");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -33,7 +43,19 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        Running { child, lines }
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
     }
 
     /// The first stdout line containing `needle`.
@@ -105,6 +127,64 @@ fn demo_serves_the_invite_link_publishes_demo_bot_and_stops_on_ctrl_c() {
     });
     drop(viewer);
     assert_eq!(demo.interrupt(), 0);
+}
+
+/// Runs the demo with `RUST_LOG` as given (None: unset), has a viewer play demo-bot (WebSocket
+/// traffic on the server's and the bot's connections), stops it, and returns its stderr lines.
+fn demo_log_lines(rust_log: Option<&str>) -> Vec<String> {
+    let demo = Running::start_with_log(&["demo", "--listen", "127.0.0.1:0", "--quiet"], rust_log);
+    let invite = demo.wait_line("/?room=demo");
+    let addr = invite
+        .trim()
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let viewer = Viewer::new(
+        &format!("ws://{addr}/ws"),
+        "room=demo username=log-checker participant=demo-bot",
+    )
+    .start();
+    viewer.wait("demo-bot's frames", |s| {
+        s.frames.get("video_demo-bot").copied().unwrap_or(0) >= 5
+    });
+    drop(viewer);
+    // The lines are read on a thread: give it the last ones before the process is gone.
+    let stderr = demo.stderr.clone();
+    assert_eq!(demo.interrupt(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = stderr.lock().unwrap().clone();
+    lines
+}
+
+#[test]
+fn demo_logs_no_debug_by_default_and_never_tungstenite_trace() {
+    init();
+    let quiet = demo_log_lines(None);
+    let noisy: Vec<_> = quiet
+        .iter()
+        .filter(|l| l.contains("DEBUG") || l.contains("TRACE"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "debug/trace lines without RUST_LOG: {noisy:#?}"
+    );
+
+    // The same run with every level on: tungstenite's debug lines show (RUST_LOG raises the
+    // level), its trace lines (frame payloads) do not.
+    let traced = demo_log_lines(Some("trace"));
+    assert!(
+        traced
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains("tungstenite")),
+        "RUST_LOG=trace still shows tungstenite's debug lines"
+    );
+    let frames: Vec<_> = traced
+        .iter()
+        .filter(|l| l.contains("TRACE") && l.contains("tungstenite"))
+        .collect();
+    assert!(frames.is_empty(), "tungstenite trace lines: {frames:#?}");
 }
 
 #[test]
