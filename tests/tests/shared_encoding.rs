@@ -566,3 +566,93 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
     }
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// Counts the buffers reaching `element`'s sink pad from now on.
+fn count_input_buffers(element: &gst::Element) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    element
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        })
+        .unwrap();
+    count
+}
+
+/// The shared encoder once roomsink has made it (at the input's first caps).
+fn wait_for_shared_vp8_encoder(sink: &gst::Element) -> gst::Element {
+    let deadline = Instant::now() + MEDIA_WAIT;
+    loop {
+        let found = sink
+            .downcast_ref::<gst::Bin>()
+            .unwrap()
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .any(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"));
+        if found {
+            return shared_vp8_encoder(sink);
+        }
+        assert!(Instant::now() < deadline, "roomsink made no vp8enc");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many buffers `count` gains over `window`.
+fn gained(count: &AtomicUsize, window: Duration) -> usize {
+    let before = count.load(Ordering::SeqCst);
+    std::thread::sleep(window);
+    count.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn a_publisher_alone_in_its_room_encodes_nothing_until_a_viewer_comes() {
+    init();
+    let server = server();
+    let url = server.ws_url();
+    let (pipeline, sink) = publisher(&publisher_line(&url, "alone", "bot", RED, ""));
+    play(&pipeline);
+    let encoder = wait_for_shared_vp8_encoder(&sink);
+    let encoded = count_input_buffers(&encoder);
+    // Until the stream is published everything passes (webrtcsink learns the codec from the
+    // first frames); published, the room knows it.
+    wait_for_event(&pipeline, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("publishing")
+    });
+    let started = gained(&encoded, Duration::from_secs(1));
+    eprintln!("frames encoded in the second after publishing, alone: {started}");
+    let idle = gained(&encoded, Duration::from_secs(3));
+    assert_eq!(
+        idle, 0,
+        "the encoder took {idle} frames in 3 s with nobody watching"
+    );
+
+    let joined = Instant::now();
+    let viewer = Viewer::new(&url, "room=alone username=viewer participant=bot").start();
+    viewer.wait("the viewer's first frame", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= 1
+    });
+    let first_frame = joined.elapsed();
+    // Printed, and bounded loosely: the speed itself belongs to `gst-room bench join`.
+    eprintln!(
+        "a viewer of an idle publisher: first decoded frame {:.2} s after it started",
+        first_frame.as_secs_f64()
+    );
+    shows(&viewer, "video_bot", RED);
+    assert!(encoded.load(Ordering::SeqCst) > 0);
+
+    stop(&viewer.pipeline);
+    drop(viewer);
+    // The viewer's session ends with its LEFT; give that 1 s, then nothing more is encoded.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = gained(&encoded, Duration::from_secs(3));
+    assert_eq!(
+        after, 0,
+        "the encoder took {after} frames in 3 s after the viewer left"
+    );
+    fail_on_error(&pipeline);
+    stop(&pipeline);
+}

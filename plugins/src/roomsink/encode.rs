@@ -10,6 +10,10 @@
 //! only payloads it per consumer. So encoding here, once per stream, makes every viewer after
 //! the first cost a payloader, SRTP and retransmissions instead of an encoder.
 //!
+//! Without a viewer session, `input` drops every buffer (once the stream is published:
+//! webrtcsink learns the codecs from the first ones): nothing is converted, scaled or encoded
+//! for nobody (`demand.rs`).
+//!
 //! `scale ─ size` (video only) makes the picture smaller while the encoder cannot fit the
 //! weakest viewer's link at the input's size (`resolution.rs`).
 //!
@@ -145,6 +149,8 @@ pub struct Config {
     pub codec: gst::Structure,
     /// The shared video encoder's rates (`video-bitrate`, the viewers' estimates).
     pub video_rate: Arc<VideoRate>,
+    /// Whether anyone watches: without a session the branch drops its input (`demand.rs`).
+    pub demand: Arc<super::demand::Demand>,
     /// `mute-video` / `mute-audio`, read by the probes on the streaming thread.
     pub muted: Arc<AtomicBool>,
 }
@@ -252,6 +258,10 @@ fn build_branch(
     }
     if raw && !config.per_viewer {
         keep_continuous(&out);
+    }
+    // Raw input per viewer is encoded by webrtcsink's sessions, which exist only with viewers.
+    if !(raw && config.per_viewer) {
+        super::demand::install(input, config.demand.clone(), raw);
     }
     if let Some(size) = sized {
         resolution::install(&size, &out, config.video_rate.clone());

@@ -15,13 +15,15 @@ use crate::signaller::RoomSignaller;
 
 use super::bitrate;
 use super::certificate::{self, DtlsCertificate};
+use super::demand;
 use super::encode;
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;
 const DEFAULT_MUTE_VIDEO: bool = false;
 /// Explicit codecs: letting webrtcsink discover every available encoder costs ~2.8 s at start
-/// and ~300 MB (FIELD-NOTES). VP8 and Opus are what every browser takes.
+/// and ~300 MB (UPSTREAM.md: "Slow codec discovery in webrtcsink"). VP8 and Opus are what
+/// every browser takes.
 const DEFAULT_VIDEO_CAPS: &str = "video/x-vp8";
 const DEFAULT_AUDIO_CAPS: &str = "audio/x-opus";
 const DEFAULT_ENCODE_PER_VIEWER: bool = false;
@@ -73,6 +75,8 @@ pub struct RoomSink {
     mute_video: Arc<AtomicBool>,
     /// `video-bitrate` and the shared video encoder's current rates.
     video_rate: Arc<bitrate::VideoRate>,
+    /// Whether any viewer session exists: without one, the inputs' buffers are dropped.
+    demand: Arc<demand::Demand>,
     /// The DTLS certificate every session presents (made once per element).
     certificate: DtlsCertificate,
     webrtcsink: gst::Element,
@@ -129,6 +133,7 @@ impl RoomSink {
         })?;
         encode::configure_webrtcsink(&self.webrtcsink, &video_caps, &audio_caps, per_viewer);
         self.video_rate.shared.store(!per_viewer, Ordering::Relaxed);
+        self.demand.restart();
         // Each session's webrtcbin gets its ICE servers in `webrtcbin-ready` (crate::ice), once
         // the room server's are known; webrtcsink adds none of its own (its default STUN server
         // is a public one).
@@ -146,6 +151,7 @@ impl RoomSink {
             let peer = args[2].get::<Option<String>>().unwrap();
             let reason = args[3].get::<Option<String>>().unwrap();
             if status == "publishing" {
+                element.imp().demand.published();
                 element.imp().announce_mute();
             }
             let stream = element.imp().settings.lock().unwrap().stream.clone();
@@ -227,6 +233,7 @@ impl RoomSink {
                 .ok_or_else(|| glib::bool_error!("empty {} codec caps", medium.template()))?
                 .to_owned(),
             video_rate: self.video_rate.clone(),
+            demand: self.demand.clone(),
             muted: muted.clone(),
         })
     }
@@ -268,7 +275,8 @@ impl RoomSink {
         Ok(webrtc_pad)
     }
 
-    /// Unlinks and releases a webrtcsink pad. webrtcsink 0.15.4's `release_pad` forgets the
+    /// Unlinks and releases a webrtcsink pad (UPSTREAM.md: "webrtcsink pad renewal").
+    /// webrtcsink 0.15.4's `release_pad` forgets the
     /// stream but leaves the pad on the element, where a buffer would make it panic: remove it.
     fn release_webrtcsink_pad(&self, branch: &gst::Element, pad: &gst::Pad) {
         let _ = branch.static_pad("src").unwrap().unlink(pad);
@@ -294,7 +302,8 @@ impl RoomSink {
         }
     }
 
-    /// webrtcsink 0.15.4 prepares an input only when its pad is requested and tears that down
+    /// UPSTREAM.md: "webrtcsink pad renewal". webrtcsink 0.15.4 prepares an input only when
+    /// its pad is requested and tears that down
     /// at PAUSED→READY, so a restarted webrtcsink would refuse every buffer (not-linked). After
     /// each run (in NULL), every input gets a fresh webrtcsink pad; the clocksyncs
     /// webrtcsink leaves behind (it never removes them) are removed too.
@@ -385,6 +394,7 @@ impl ObjectSubclass for RoomSink {
             mute_audio: Arc::new(AtomicBool::new(DEFAULT_MUTE_AUDIO)),
             mute_video: Arc::new(AtomicBool::new(DEFAULT_MUTE_VIDEO)),
             video_rate: Arc::new(bitrate::VideoRate::new(encode::DEFAULT_VIDEO_BITRATE)),
+            demand: Default::default(),
             certificate,
             webrtcsink,
         }
@@ -402,6 +412,7 @@ impl ObjectImpl for RoomSink {
             self.obj().upcast_ref(),
             self.video_rate.clone(),
         );
+        demand::follow_sessions(&self.webrtcsink, self.demand.clone());
     }
 
     fn properties() -> &'static [glib::ParamSpec] {

@@ -18,6 +18,7 @@ use gst::prelude::*;
 mod bitrate;
 mod certificate;
 mod congestion;
+mod demand;
 mod encode;
 mod imp;
 mod passthrough;
