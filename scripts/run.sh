@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p gst-room -p gst-plugin-room
+bash scripts/install-plugin.sh release
 exec target/release/gst-room demo "$@"

@@ -43,3 +43,14 @@ if ! python3 -c 'import aiortc, websockets, numpy' 2>/dev/null; then
   python3 -m pip install --quiet 'aiortc==1.16.*' websockets numpy \
     || python3 -m pip install --quiet --break-system-packages 'aiortc==1.16.*' websockets numpy
 fi
+
+# A GStreamer registry scanned while apt was still unpacking (any gst-inspect/gst-launch run
+# meanwhile) can mark a plugin as broken for good: libav's elements then are "no such element"
+# although the package is installed (see UPSTREAM.md). `gst-inspect-1.0 -b` lists such files;
+# when it lists any, the registry is dropped and rebuilt on the next GStreamer start.
+if command -v gst-inspect-1.0 >/dev/null \
+  && ! gst-inspect-1.0 -b 2>/dev/null | grep -q '^Total count: 0 blacklisted'; then
+  echo "setup: GStreamer's registry blacklists plugins; rebuilding it"
+  gst-inspect-1.0 -b 2>/dev/null | sed 's/^/setup:   /'
+  rm -f "${XDG_CACHE_HOME:-$HOME/.cache}"/gstreamer-1.0/registry.*.bin
+fi

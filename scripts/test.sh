@@ -10,6 +10,7 @@ echo "== build"
 # The workspace build also leaves the plugin as target/debug/libgstroom.so for gst-inspect and
 # gst-launch tests, and the gst-room binary the browser tests start.
 cargo build --workspace --all-targets --locked
+bash scripts/install-plugin.sh debug
 
 echo "== rust tests"
 # Media tests each run a few pipelines with VP8 encoders; two at a time suits a 2-core machine.

@@ -225,9 +225,9 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
 
 /// `gst-room launch`.
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<()> {
-    runner::init_gstreamer()?;
-    let pipeline = runner::build(&args.pipeline.join(" "))?;
-    runner::trust(&pipeline, args.tls_ca_file.as_deref());
+    gstroom::app::init()?;
+    let pipeline = gstroom::app::parse_pipeline(&args.pipeline.join(" "))?;
+    gstroom::app::trust_ca_file(&pipeline, args.tls_ca_file.as_deref());
     let options = RunOptions {
         quiet: args.quiet,
         duration: args.duration.map(Duration::from_secs_f64),
@@ -266,12 +266,13 @@ async fn run_preset(
     room: &RoomArgs,
     options: RunOptions,
 ) -> anyhow::Result<()> {
-    runner::init_gstreamer()?;
+    gstroom::app::init()?;
     let description = Preset::find(name)?.render(values)?;
-    let pipeline = runner::build(&description).with_context(|| format!("pipeline {name}"))?;
+    let pipeline =
+        gstroom::app::parse_pipeline(&description).with_context(|| format!("pipeline {name}"))?;
     if let Some(token) = &options.token {
         runner::set_room_token(&pipeline, token.expose());
     }
-    runner::trust(&pipeline, room.tls_ca_file.as_deref());
+    gstroom::app::trust_ca_file(&pipeline, room.tls_ca_file.as_deref());
     runner::run(&pipeline, options).await
 }

@@ -32,7 +32,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    runner::init_gstreamer()?;
+    gstroom::app::init()?;
     let started = server::start(&args.server).await?;
     // demo-bot and the guest of the printed invite link get tokens when the server wants them.
     let config = &started.config;
@@ -73,11 +73,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("ROOM".to_owned(), args.room.clone()),
         ("USERNAME".to_owned(), "demo-bot".to_owned()),
     ]);
-    let pipeline = runner::build(&Preset::find("publish-test")?.render(&values)?)?;
+    let pipeline = gstroom::app::parse_pipeline(&Preset::find("publish-test")?.render(&values)?)?;
     if let Some(token) = &bot_token {
         runner::set_room_token(&pipeline, token.expose());
     }
-    runner::trust(&pipeline, certificate.as_deref());
+    gstroom::app::trust_ca_file(&pipeline, certificate.as_deref());
     println!(
         "demo-bot is publishing in room {}. Open the invite link in a browser:",
         args.room

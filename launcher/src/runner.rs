@@ -28,47 +28,11 @@ pub struct RunOptions {
     pub token: Option<room_signaling::protocol::Secret>,
 }
 
-/// Registers the room plugin in this process (no GST_PLUGIN_PATH needed).
-pub fn init_gstreamer() -> anyhow::Result<()> {
-    gst::init()?;
-    gstroom::plugin_register_static().context("registering the room plugin")?;
-    Ok(())
-}
-
 /// Sets `token` on every roomsink and roomsrc of `pipeline`. Setting the property, rather
 /// than writing `token=` into the description, keeps the token out of GStreamer's parse logs.
 pub fn set_room_token(pipeline: &gst::Pipeline, token: &str) {
     for element in room_elements(pipeline) {
         element.set_property("token", token);
-    }
-}
-
-/// Parses a gst-launch description into a pipeline.
-pub fn build(description: &str) -> anyhow::Result<gst::Pipeline> {
-    let element = gst::parse::launch(description)
-        .map_err(|err| anyhow!("cannot build the pipeline: {err}"))?;
-    match element.downcast::<gst::Pipeline>() {
-        Ok(pipeline) => Ok(pipeline),
-        Err(element) => {
-            // A single element: wrap it, as gst-launch does.
-            let pipeline = gst::Pipeline::new();
-            pipeline.add(&element)?;
-            Ok(pipeline)
-        }
-    }
-}
-
-/// Gives every room element of `pipeline` (roomsink, roomsrc) `tls-ca-file`, when set: the
-/// `--tls-ca-file` flag of the pipeline commands.
-pub fn trust(pipeline: &gst::Pipeline, ca_file: Option<&std::path::Path>) {
-    let Some(path) = ca_file else { return };
-    let path = path.display().to_string();
-    for element in pipeline.iterate_recurse().into_iter().flatten() {
-        if element.find_property("tls-ca-file").is_some()
-            && element.find_property("server-url").is_some()
-        {
-            element.set_property("tls-ca-file", &path);
-        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! - `events`: room events as bus messages and signals, and the properties both elements share;
 //! - `membership`: what both elements do with the participant from start to stop;
 //! - `tls`: what `wss://` trusts (system roots + `tls-ca-file`) and how its failures read;
-//! - `ice`: the STUN/TURN servers and relay policy of each session's webrtcbin.
+//! - `ice`: the STUN/TURN servers and relay policy of each session's webrtcbin;
+//! - `app`: for programs that run the elements in their own process (static registration).
 //!
 //! All network work runs on one tokio runtime for the whole plugin ([`RUNTIME`]).
 // Signal docs use the gtk-doc `/** Type::signal: */` form of gst-plugins-rs, which rustc sees as stray doc comments.
@@ -19,6 +20,7 @@ use std::sync::LazyLock;
 
 use gst::glib;
 
+pub mod app;
 pub mod client;
 pub mod events;
 pub mod ice;

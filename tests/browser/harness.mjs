@@ -34,7 +34,7 @@ export const WEB_DIR = path.join(ROOT, 'signaling', 'web');
 export const ARTIFACTS = path.join(ROOT, 'target', 'browser-artifacts');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-/** Chromium flags (see FIELD-NOTES "Chromium (headless) for browser tests"). */
+/** Chromium flags: fake media, no sandbox (root), and nothing that reaches for the network. */
 export const CHROMIUM_FLAGS = [
   '--use-fake-ui-for-media-stream',
   '--use-fake-device-for-media-stream',

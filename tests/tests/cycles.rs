@@ -134,7 +134,7 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
     // agents), so the counts are polled until they are back; a leak of one thread or socket per
     // cycle would keep them about 90 above the baseline for ever.
     //
-    // The margin is 30, not less. About one run in ten (under load; seen 3 in 30 with the test
+    // The margin is 30, not less (UPSTREAM.md: "The transportreceivebin leak"). About one run in ten (under load; seen 3 in 30 with the test
     // pinned to one core) a webrtcbin leaves part of itself behind in GStreamer 1.22: the
     // webrtcbin and its webrtcsrc are finalized (checked above), but one of its
     // `transportreceivebin`s stays referenced (2 refs) with its `nicesrc` — and so its ICE

@@ -140,7 +140,7 @@ fn post_event(element: &gst::Element, event: Event) -> bool {
         Event::Refused { code, message } => gst::element_warning!(
             element,
             gst::ResourceError::Write,
-            ("room server refused a message: {:?}", code),
+            ("room server refused a message: {}", code),
             ["{}", message]
         ),
         Event::Status(status) => {

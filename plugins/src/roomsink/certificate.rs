@@ -82,6 +82,7 @@ fn set_pem(element: &gst::Element, pem: &str) {
     // certificate ("certificate verify failed"; "Fatal SSL error" at the viewer). Holding the
     // decoder's state lock, which every state change of it (and of its children through it)
     // holds, keeps the set and the state change apart. The set calls nothing of ours.
+    // (UPSTREAM.md: "DTLS certificate set under the decoder's state lock".)
     with_state_lock(element, || {
         if element.current_state() == gst::State::Null
             && element.pending_state() == gst::State::VoidPending

@@ -1,5 +1,6 @@
 //! The shared video encoder's picture size: smaller while what it makes does not fit the
-//! weakest viewer's link, back up once the link has room for the bigger size again.
+//! weakest viewer's link, back up once the link has room for the bigger size again
+//! (UPSTREAM.md: "vp8enc's least bitrate per picture size").
 //!
 //! In real time, libvpx has a least bitrate per picture size under which its target means
 //! nothing: at its coarsest quantizer it still makes what the picture needs. `gst-room bench

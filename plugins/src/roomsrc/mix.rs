@@ -33,7 +33,8 @@ const MIXER_LATENCY_NS: u64 = 100_000_000;
 /// (`ignore-inactive-pads`: a participant whose decoder has not started), and starting its
 /// output at the running time of its first input buffer (`start-time-selection=first`).
 ///
-/// The last one is what keeps the mix from ending before it starts (GStreamer 1.22). With the
+/// The last one is what keeps the mix from ending before it starts (GStreamer 1.22; UPSTREAM.md:
+/// "videoaggregator ends a live mix before it starts"). With the
 /// default (`zero`) the aggregator may time out before the background's first buffer: always
 /// when its task runs between the pipeline handing out the clock and setting the mixer's base
 /// time (a zero base time puts the deadline hours in the past), and whenever the live

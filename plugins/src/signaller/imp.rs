@@ -171,7 +171,8 @@ impl RoomSignaller {
 }
 
 /// Parses SDP text into what webrtcbin takes. Going through text is also what avoids the
-/// GStreamer 1.22.0 crash with descriptions passed between elements (see FIELD-NOTES).
+/// GStreamer 1.22.0 crash with descriptions passed between elements (UPSTREAM.md: "GStreamer
+/// 1.22.0 crash with session descriptions passed between elements").
 fn to_webrtc(desc: &SessionDescription) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
     let sdp = gst_sdp::SDPMessage::parse_buffer(desc.sdp.as_bytes())
         .map_err(|_| "unparsable SDP".to_owned())?;

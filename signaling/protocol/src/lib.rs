@@ -501,6 +501,62 @@ pub enum ErrorCode {
     Unauthorized,
 }
 
+impl ErrorCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::Binary,
+        ErrorCode::NotJoined,
+        ErrorCode::InvalidName,
+        ErrorCode::TextTooLong,
+        ErrorCode::UnknownParticipant,
+        ErrorCode::UnknownStream,
+        ErrorCode::StreamExists,
+        ErrorCode::UnknownSession,
+        ErrorCode::BadSdp,
+        ErrorCode::OwnStream,
+        ErrorCode::TooManyStreams,
+        ErrorCode::AlreadyPlaying,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
+    ];
+
+    /// The wire name, e.g. `rate-limited`: what users read in logs and bus messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Binary => "binary",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::TextTooLong => "text-too-long",
+            ErrorCode::UnknownParticipant => "unknown-participant",
+            ErrorCode::UnknownStream => "unknown-stream",
+            ErrorCode::StreamExists => "stream-exists",
+            ErrorCode::UnknownSession => "unknown-session",
+            ErrorCode::BadSdp => "bad-sdp",
+            ErrorCode::OwnStream => "own-stream",
+            ErrorCode::TooManyStreams => "too-many-streams",
+            ErrorCode::AlreadyPlaying => "already-playing",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Checks a room or stream name: 1 to [`MAX_NAME_CHARS`] characters from `A-Z a-z 0-9 _ -`.
 /// These names appear in URLs (`/?room=NAME`) and GStreamer pad names, hence the small alphabet.
 pub fn validate_name(name: &str) -> Result<(), String> {
@@ -719,6 +775,26 @@ pub fn id_examples() -> (WithId<ClientMessage>, WithId<ServerMessage>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_and_fail_reasons_print_their_wire_names() {
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_string(&code).unwrap();
+            assert_eq!(wire, format!("\"{code}\""));
+        }
+        assert_eq!(ErrorCode::RateLimited.to_string(), "rate-limited");
+        for reason in [
+            FailReason::RoomFull,
+            FailReason::NameTaken,
+            FailReason::Unauthorized,
+            FailReason::InvalidName,
+            FailReason::AlreadyJoined,
+            FailReason::Unavailable,
+        ] {
+            let wire = serde_json::to_string(&reason).unwrap();
+            assert_eq!(wire, format!("\"{reason}\""));
+        }
+    }
 
     #[test]
     fn request_ids_ride_along_and_unknown_fields_are_still_refused() {

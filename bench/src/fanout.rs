@@ -398,7 +398,7 @@ const FULL_SIZE_WITHIN: Duration = Duration::from_secs(90);
 /// Prints `publishing` once the room announced the stream.
 pub fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
     super::init_gstreamer()?;
-    let pipeline = crate::runner::build(&format!(
+    let pipeline = gstroom::app::parse_pipeline(&format!(
         "videotestsrc is-live=true {} ! video/x-raw,width={},height={},framerate={}/1 ! \
          roomsink server-url={} room={} username={} video-caps=video/x-vp8 encode-per-viewer={}",
         args.source,

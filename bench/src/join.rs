@@ -285,10 +285,10 @@ fn start_room_publisher(
     wait: Duration,
 ) -> anyhow::Result<Running> {
     let url = &target.url;
-    let pipeline = crate::runner::build(&format!(
+    let pipeline = gstroom::app::parse_pipeline(&format!(
         "videotestsrc is-live=true {PICTURE} ! {CAPS} ! roomsink name=sink server-url={url} room={ROOM} username={PUBLISHER} video-caps=video/x-vp8"
     ))?;
-    crate::runner::trust(
+    gstroom::app::trust_ca_file(
         &pipeline,
         target.ca_file.as_deref().map(std::path::Path::new),
     );
@@ -312,7 +312,7 @@ fn start_anchor_publisher(
     marks: &Marks,
     wait: Duration,
 ) -> anyhow::Result<(Running, String)> {
-    let pipeline = crate::runner::build(&format!(
+    let pipeline = gstroom::app::parse_pipeline(&format!(
         "videotestsrc is-live=true {PICTURE} ! {CAPS} ! webrtcsink name=sink video-caps=video/x-vp8 signaller::uri={url}"
     ))?;
     let webrtcsink = pipeline.by_name("sink").expect("named sink");

@@ -141,7 +141,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<Vec<Figure>> {
 
 /// Publishes the stamped test pattern; returns once the stream is announced.
 fn start_publisher(url: &str, stamps: &Stamps, wait: Duration) -> anyhow::Result<Running> {
-    let pipeline = crate::runner::build(&format!(
+    let pipeline = gstroom::app::parse_pipeline(&format!(
         "videotestsrc is-live=true {PICTURE} ! video/x-raw,format=I420,width={WIDTH},height=480,framerate=30/1 ! \
          identity name=stamp ! roomsink server-url={url} room={ROOM} username={PUBLISHER} video-caps=video/x-vp8"
     ))?;

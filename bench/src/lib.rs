@@ -510,7 +510,7 @@ impl Drop for Running {
 
 /// Registers the plugins (the room elements, webrtcsink/webrtcsrc) in this process.
 pub fn init_gstreamer() -> anyhow::Result<()> {
-    crate::runner::init_gstreamer()
+    Ok(gstroom::app::init()?)
 }
 
 /// Waits for an element message named `name` that satisfies `matches`; fails on a pipeline
