@@ -67,6 +67,7 @@ impl Demand {
     }
 
     /// Whether any viewer session exists.
+    #[cfg(test)]
     fn is_watched(&self) -> bool {
         self.watched.load(Ordering::Acquire)
     }
