@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 
-use super::encode;
-
 pub(super) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(
         "roomsink-encode",
@@ -147,7 +145,7 @@ pub fn follow_viewers(webrtcsink: &gst::Element, bin: &gst::Bin, rate: Arc<Video
             .any(|p| p.name().starts_with("audio"));
         let target = rate.follow(est.weakest(), with_audio);
         gst::debug!(CAT, obj = bin, "shared video encoder at {target} bit/s");
-        encode::set_video_bitrate(&bin, target);
+        set_video_bitrate(&bin, target);
     };
     let update = Arc::new(update);
     let (est, on_change) = (estimates.clone(), update.clone());
@@ -200,6 +198,17 @@ impl Estimates {
 /// The shared encoder's bitrate for the weakest estimate (none yet: [`START_ESTIMATE`]).
 pub(super) fn initial_or(weakest: Option<u32>, maximum: u32, with_audio: bool) -> u32 {
     video_share(weakest.unwrap_or(START_ESTIMATE), with_audio).clamp(FLOOR.min(maximum), maximum)
+}
+
+/// Applies a new `video-bitrate` to the shared video encoders of `bin`, if any.
+pub fn set_video_bitrate(bin: &gst::Bin, bitrate: u32) {
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        match element.factory().map(|f| f.name()).as_deref() {
+            Some("vp8enc") => element.set_property("target-bitrate", bitrate as i32),
+            Some("x264enc") => element.set_property("bitrate", bitrate / 1000),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

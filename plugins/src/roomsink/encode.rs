@@ -28,7 +28,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::bitrate::VideoRate;
-use super::{passthrough, resolution};
+use super::{encoders, passthrough, resolution};
 use crate::mute::{self, Medium};
 
 /// Default highest bitrate of the shared video encoder, in bit/s (see `bitrate.rs`).
@@ -36,16 +36,6 @@ pub const DEFAULT_VIDEO_BITRATE: u32 = 2_000_000;
 /// Keyframe requests reaching the shared encoder (or the encoded input's upstream) are at
 /// least this far apart: every viewer's request in between is answered by the same keyframe.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
-/// The shared video encoder makes keyframes only when asked (a viewer's start, a loss NACK/RTX
-/// could not repair; receivers repeat a request that got no answer), as webrtcsink's own
-/// encoders do: a keyframe every 3 s, several times a delta frame's size, overflowed slow
-/// links at each one (a 400 kbit/s viewer decoded 8 fps). This is only the longest distance.
-pub const KEYFRAME_MAX_DISTANCE: u32 = 2000;
-/// x264enc still makes a keyframe every 90 frames (3 s at 30 fps): with keyframes on request
-/// only, a viewer's H.264 picture stayed wrong after a mute (a reference it never got) and no
-/// request came (tests/tests/shared_encoding.rs).
-pub const H264_KEYFRAME_MAX_DISTANCE: u32 = 90;
-
 /// Codecs roomsink takes already encoded, per medium.
 const ENCODED_VIDEO: &[&str] = &["video/x-vp8", "video/x-h264"];
 const ENCODED_AUDIO: &[&str] = &["audio/x-opus"];
@@ -232,7 +222,7 @@ fn build_branch(
                 sized = elements.last().cloned();
             }
             // Viewers' estimates adjust it from their first feedback on.
-            elements.extend(encoder_for(
+            elements.extend(encoders::encoder_for(
                 config.codec.name(),
                 config.video_rate.target(),
             )?);
@@ -244,7 +234,7 @@ fn build_branch(
         Some(last) => {
             input
                 .link(&elements[0].static_pad("sink").unwrap())
-                .map_err(link_error)?;
+                .map_err(encoders::link_error)?;
             gst::Element::link_many(&refs)?;
             last.static_pad("src").unwrap()
         }
@@ -272,10 +262,6 @@ fn build_branch(
         element.sync_state_with_parent()?;
     }
     Ok(())
-}
-
-pub(super) fn link_error(err: gst::PadLinkError) -> glib::BoolError {
-    glib::bool_error!("{err:?}")
 }
 
 /// The encoder gets a thread of its own, as webrtcsink's per-viewer encoders have: encoding in
@@ -331,76 +317,6 @@ fn raw_converter(medium: Medium) -> Result<Vec<gst::Element>, glib::BoolError> {
                 .build()?,
         ],
     })
-}
-
-/// The one encoder of a stream for `codec` (plus a caps filter where the codec needs a
-/// profile), tuned for real time as webrtcsink tunes its own: no look-ahead, constant bitrate.
-pub(super) fn encoder_for(codec: &str, bitrate: u32) -> Result<Vec<gst::Element>, glib::BoolError> {
-    match codec {
-        "video/x-vp8" => Ok(vec![
-            gst::ElementFactory::make("vp8enc")
-                .property("deadline", 1i64)
-                .property("cpu-used", -16i32)
-                .property("target-bitrate", bitrate as i32)
-                .property("keyframe-max-dist", KEYFRAME_MAX_DISTANCE as i32)
-                .property_from_str("keyframe-mode", "disabled")
-                // Partitions decodable on their own, as webrtcsink sets it.
-                .property_from_str("error-resilient", "default")
-                .property_from_str("end-usage", "cbr")
-                .property("buffer-initial-size", 100i32)
-                .property("buffer-optimal-size", 120i32)
-                .property("buffer-size", 150i32)
-                .property("max-intra-bitrate", 250i32)
-                .property("lag-in-frames", 0i32)
-                // No `dropframe-threshold` (issue 11 sets 30 for webrtcsink's per-viewer
-                // encoders): shared, a dropped frame is dropped for every viewer, and it took
-                // a 500 kbit/s viewer from 28 to 21 fps and the other viewers of a 400 kbit/s
-                // one from 30 to 12 fps.
-                // No `threads`: libvpx's threads on a busy 2-core machine made it encode a
-                // quarter of the frames (measured: 7 instead of 30 fps at 640x480).
-                .build()?,
-        ]),
-        "video/x-h264" => Ok(vec![
-            gst::ElementFactory::make("x264enc")
-                .property("bitrate", bitrate / 1000)
-                .property_from_str("tune", "zerolatency")
-                .property_from_str("speed-preset", "ultrafast")
-                .property("key-int-max", H264_KEYFRAME_MAX_DISTANCE)
-                .property("b-adapt", false)
-                .property("vbv-buf-capacity", 120u32)
-                .build()?,
-            // Constrained baseline is what every browser decodes.
-            gst::ElementFactory::make("capsfilter")
-                .property(
-                    "caps",
-                    gst::Caps::builder("video/x-h264")
-                        .field("profile", "constrained-baseline")
-                        .build(),
-                )
-                .build()?,
-        ]),
-        // Chrome's audio decoder expects perfect timestamps (as webrtcsink sets them).
-        "audio/x-opus" => Ok(vec![
-            gst::ElementFactory::make("opusenc")
-                .property("perfect-timestamp", true)
-                .build()?,
-        ]),
-        other => Err(glib::bool_error!(
-            "no shared encoder for {other}: use video/x-vp8, video/x-h264 or audio/x-opus, \
-             or encode-per-viewer=true"
-        )),
-    }
-}
-
-/// Applies a new `video-bitrate` to the shared video encoders of `bin`, if any.
-pub fn set_video_bitrate(bin: &gst::Bin, bitrate: u32) {
-    for element in bin.iterate_recurse().into_iter().flatten() {
-        match element.factory().map(|f| f.name()).as_deref() {
-            Some("vp8enc") => element.set_property("target-bitrate", bitrate as i32),
-            Some("x264enc") => element.set_property("bitrate", bitrate / 1000),
-            _ => {}
-        }
-    }
 }
 
 /// Clears DISCONT on the shared encoder's output. The encoder marks a frame DISCONT when raw

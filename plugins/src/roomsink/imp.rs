@@ -503,7 +503,7 @@ impl ObjectImpl for RoomSink {
                 drop(settings);
                 let bitrate: u32 = value.get().expect("type checked upstream");
                 let target = self.video_rate.set_maximum(bitrate, self.has_pad("audio_"));
-                encode::set_video_bitrate(self.obj().upcast_ref(), target);
+                bitrate::set_video_bitrate(self.obj().upcast_ref(), target);
             }
             "mute-audio" | "mute-video" => {
                 drop(settings);

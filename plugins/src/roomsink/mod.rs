@@ -20,6 +20,7 @@ mod certificate;
 mod congestion;
 mod demand;
 mod encode;
+mod encoders;
 mod imp;
 mod passthrough;
 mod resolution;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 
-use super::encode;
+use super::encoders;
 use crate::mute::Medium;
 
 /// Bitrate of the black-frame encoder: a still black picture needs next to nothing.
@@ -64,7 +64,7 @@ pub fn build(
             gst::Element::link_many(&refs)?;
             input
                 .link(&first.static_pad("sink").unwrap())
-                .map_err(encode::link_error)?;
+                .map_err(encoders::link_error)?;
             input_chain.last().unwrap().static_pad("src").unwrap()
         }
         None => input.clone(),
@@ -72,7 +72,7 @@ pub fn build(
     let input_pad = selector
         .request_pad_simple("sink_%u")
         .ok_or_else(|| glib::bool_error!("input-selector refused a pad"))?;
-    input_out.link(&input_pad).map_err(encode::link_error)?;
+    input_out.link(&input_pad).map_err(encoders::link_error)?;
     selector.set_property("active-pad", &input_pad);
     let raw_caps = blank_caps(codec, medium);
     let switch = Arc::new(Switch {
@@ -241,7 +241,7 @@ impl Switch {
             .leaky_type(gst_app::AppLeakyType::Upstream)
             .build();
         let mut chain = vec![appsrc.clone().upcast::<gst::Element>()];
-        chain.extend(encode::encoder_for(&self.codec, BLANK_VIDEO_BITRATE)?);
+        chain.extend(encoders::encoder_for(&self.codec, BLANK_VIDEO_BITRATE)?);
         if self.codec == "video/x-h264" {
             chain.extend(h264_byte_stream()?);
         }
@@ -253,7 +253,7 @@ impl Switch {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| glib::bool_error!("input-selector refused a pad"))?;
         let out = chain.last().unwrap().static_pad("src").unwrap();
-        out.link(&selector_pad).map_err(encode::link_error)?;
+        out.link(&selector_pad).map_err(encoders::link_error)?;
         let switch = Arc::downgrade(self);
         out.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
