@@ -36,7 +36,7 @@
 //!   left meanwhile does not linger. Sessions that were open are lost with the owner's memory;
 //!   edges track their participants' sessions from the owner's messages and end (with
 //!   `session-ended`) those whose other end they hear LEFT for, which an owner that knew the
-//!   session would have ended before. Session ids start at a random number on every node, so
+//!   session would have ended before; the new owner does the same for its own participants. Session ids start at a random number on every node, so
 //!   the new owner does not reuse the ids of sessions still open.
 //!
 //! Finding a room's owner (and taking it over) is one task per room at a time: joins to the

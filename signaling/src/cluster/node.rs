@@ -293,9 +293,7 @@ impl Cluster {
             if self.store.release_lease(&room).await.is_err() {
                 continue;
             }
-            let refilled = self
-                .hub
-                .update_with(|routing| (routing.released(&room), Vec::new()));
+            let refilled = self.hub.update_with(|routing| routing.released(&room));
             // Someone joined while the lease was being released: take it back, or give up.
             if refilled && !matches!(self.store.take_lease(&room).await, Ok(true)) {
                 self.hub.update(|routing| routing.abandon_room(&room));

@@ -155,7 +155,8 @@ pub struct Routing {
     /// Open sessions of routed participants, as seen in the owner's messages to them: peer →
     /// session → the other end's username. A new owner after a takeover does not know the
     /// sessions of the dead one; with these the edge ends them when it hears LEFT for the
-    /// other end (see [`Routing::end_sessions_with`]).
+    /// other end (see [`Routing::end_sessions_with`]). A participant restored here by a
+    /// takeover keeps its entry, ended the same way. Removed when the peer leaves or goes.
     sessions: HashMap<PeerId, HashMap<String, String>>,
     /// Participants of other nodes in rooms owned here: (node, its peer id) → our peer id.
     proxies: HashMap<(String, PeerId), PeerId>,
@@ -259,6 +260,7 @@ impl Routing {
         if self.forward(peer, &msg, id.as_deref()) {
             return self.take();
         }
+        self.untrack(peer, &msg);
         let before = self.rooms.room_name(peer).map(str::to_owned);
         let changes = changes_members(&msg);
         let out = self.rooms.handle(peer, msg);
@@ -560,7 +562,6 @@ impl Routing {
         tracing::debug!(node = %me, room, ?stored, ?alive, "take over");
         self.owned.insert(room.to_owned());
         let mut departed = Vec::new();
-        let mut restored_here = Vec::new();
         let mut edges = HashSet::new();
         for member in stored {
             if member.node == me {
@@ -571,7 +572,6 @@ impl Routing {
                 if routed_here && self.is_local(member.peer) {
                     self.routes.remove(&member.peer);
                     self.rooms.restore(member.peer, room, member.record);
-                    restored_here.push(member.peer);
                 } else {
                     departed.push(member.record);
                 }
@@ -593,18 +593,11 @@ impl Routing {
             };
             self.push(&edge, owner);
         }
+        // The sessions of the participants restored here stay tracked (the room rules here
+        // do not know them): they end when their other end leaves, as at the edges.
         for record in departed {
-            // Sessions of the participants restored here (tracked while they were routed)
-            // with one that is gone end first; the edges do the same for theirs on LEFT.
-            for peer in &restored_here {
-                let ended = self.end_sessions_with(*peer, &record.username);
-                self.deliver(ended);
-            }
             let out = self.rooms.departed(room, &record);
             self.deliver(out);
-        }
-        for peer in restored_here {
-            self.sessions.remove(&peer);
         }
         self.record_room(room);
         self.apply_waiting(room, now);
@@ -627,15 +620,18 @@ impl Routing {
         Leases { renew, release }
     }
 
-    /// `room`'s lease was released (it was empty). Returns whether someone joined meanwhile
-    /// (the room is still run here: take the lease back, or give the room up); otherwise the
-    /// room is not owned any more.
-    pub fn released(&mut self, room: &str) -> bool {
+    /// `room`'s lease was released (it was empty), and its member record deleted with it.
+    /// Returns whether someone joined meanwhile: the room is still run here (take the lease
+    /// back, or give the room up) and its record is written again, since the release may have
+    /// deleted the newcomer's. Otherwise the room is not owned any more.
+    pub fn released(&mut self, room: &str) -> (bool, Actions) {
         let refilled = self.rooms.has_room(room);
-        if !refilled {
+        if refilled {
+            self.record_room(room);
+        } else {
             self.owned.remove(room);
         }
-        refilled
+        (refilled, self.take())
     }
 
     /// Gives up an owned room (its lease is lost): local participants are closed, the others
@@ -817,7 +813,19 @@ impl Routing {
                     let peer = origin_peer;
                     self.push(&node, Envelope::Deliver { peer, msg, id });
                 }
-                None => self.actions.push(Action::Send { peer, msg, id }),
+                None => {
+                    // Tracked sessions (of a previous owner) with one who left end first.
+                    if let ServerMessage::Left { username } = &msg {
+                        for (peer, msg) in self.end_sessions_with(peer, username) {
+                            self.actions.push(Action::Send {
+                                peer,
+                                msg,
+                                id: None,
+                            });
+                        }
+                    }
+                    self.actions.push(Action::Send { peer, msg, id })
+                }
             }
         }
     }
@@ -839,11 +847,24 @@ impl Routing {
             id: id.map(str::to_owned),
         };
         self.push(&route.owner, envelope);
+        self.untrack(peer, msg);
+        if let ClientMessage::Leave {} = msg {
+            self.routes.remove(&peer);
+        }
+        true
+    }
+
+    /// What `msg` from `peer` does to its tracked sessions (those known from a room's previous
+    /// owner, or from the owner elsewhere): a stopped one is over for `peer` (the owner tells
+    /// only the other end). On leave, the leaver hears `session-ended` for each now, as from a
+    /// single node: what an owner elsewhere sends after the leave finds no route here, and
+    /// the owner here does not know the sessions of a previous one.
+    fn untrack(&mut self, peer: PeerId, msg: &ClientMessage) {
         match msg {
             ClientMessage::Leave {} => {
-                self.unroute(peer);
+                let ended = self.end_sessions(peer);
+                self.deliver(ended);
             }
-            // The owner tells only the other end: the session is over for this one now.
             ClientMessage::Stop { session } => {
                 if let Some(sessions) = self.sessions.get_mut(&peer) {
                     sessions.remove(session);
@@ -851,7 +872,6 @@ impl Routing {
             }
             _ => {}
         }
-        true
     }
 
     /// Forgets a routed participant: its route and its sessions.
@@ -885,6 +905,24 @@ impl Routing {
         }
     }
 
+    /// `session-ended` for all of `peer`'s tracked sessions, in the owner's order.
+    fn end_sessions(&mut self, peer: PeerId) -> Outbox {
+        let mut ended: Vec<String> = self
+            .sessions
+            .get_mut(&peer)
+            .map(|sessions| sessions.drain().map(|(session, _)| session).collect())
+            .unwrap_or_default();
+        ended.sort();
+        let reason = "participant left";
+        ended
+            .into_iter()
+            .map(|session| {
+                let reason = reason.to_owned();
+                (peer, ServerMessage::SessionEnded { session, reason })
+            })
+            .collect()
+    }
+
     /// `session-ended` for `peer`'s tracked sessions with `username`, who has left: an owner
     /// ends a session before announcing LEFT, so any still tracked then belongs to a dead owner.
     fn end_sessions_with(&mut self, peer: PeerId, username: &str) -> Outbox {
@@ -909,6 +947,7 @@ impl Routing {
 
     /// Takes a local peer out: out of its routed room (telling the owner) or its local room.
     fn drop_peer(&mut self, peer: PeerId) -> Outbox {
+        self.sessions.remove(&peer);
         if let Some(route) = self.unroute(peer) {
             let from = self.me();
             self.push(&route.owner, Envelope::Disconnect { from, peer });

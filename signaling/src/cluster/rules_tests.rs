@@ -447,8 +447,8 @@ fn a_new_owner_ends_its_own_participants_sessions_with_the_departed() {
     assert_eq!(
         describe(&out),
         [
-            format!("send {ann} session-ended"),
             format!("send {ann} unpublished"),
+            format!("send {ann} session-ended"),
             format!("send {ann} left"),
             format!("members r [ann@a/{ann}]"),
         ]
@@ -563,14 +563,20 @@ fn an_empty_room_is_released_after_two_ticks_unless_it_refilled() {
     let second = a.leases();
     assert_eq!(second.release, ["r"]);
     assert!(second.renew.is_empty());
-    assert!(!a.released("r"));
+    assert_eq!(a.released("r"), (false, Vec::new()));
     assert!(!a.owns("r"));
 
     own(&mut a, "q");
     let _ = a.leases();
     let _ = a.leases();
-    let _ = local_join(&mut a, "q", "bob");
-    assert!(a.released("q"), "refilled while released");
+    let (bob, _) = local_join(&mut a, "q", "bob");
+    let (refilled, out) = a.released("q");
+    assert!(refilled, "refilled while released");
+    assert_eq!(
+        describe(&out),
+        [format!("members q [bob@a/{bob}]")],
+        "written again"
+    );
     assert!(a.owns("q"));
 }
 
