@@ -151,12 +151,11 @@ mod tests {
         let tasks = TaskTracker::new();
         let (release, released) = oneshot::channel::<()>();
         let (finished, done) = oneshot::channel::<()>();
-        let caller = flights.run("room", &tasks, || async move {
+        let mut caller = Box::pin(flights.run("room", &tasks, || async move {
             released.await.unwrap();
             finished.send(()).unwrap();
             7
-        });
-        tokio::pin!(caller);
+        }));
         assert!(futures::poll!(caller.as_mut()).is_pending());
         drop(caller);
         tasks.close();
