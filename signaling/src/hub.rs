@@ -1,9 +1,12 @@
 //! The hub: the room rules plus the way to reach every connection, behind one lock.
 //!
 //! A connection registers its outgoing queue and gets a [`PeerId`]; from then on it hands every
-//! message it reads to [`Hub::handle`]. The hub applies the message to [`Rooms`] and delivers the
-//! resulting [`Outbox`] while still holding the lock, so every participant sees room events in
-//! the same order the rules produced them.
+//! message it reads to [`Hub::handle`]. The hub applies the message to the [`Routing`] — the
+//! room rules ([`crate::rooms::Rooms`]) plus, with other nodes, where each participant's
+//! messages go — and carries out the [`Action`]s it returns while still holding the lock, so
+//! every participant sees room events in the same order the rules produced them. The cluster's
+//! tasks (`crate::cluster`) feed it what they read from Redis the same way ([`Hub::update`]);
+//! the hub hands what the routing sends to other nodes to the cluster's writer queue.
 //!
 //! The lock is a std `Mutex`: nothing awaits while holding it (delivery is `try_send`), and the
 //! critical sections are short. A connection whose queue is full is a reader that cannot keep
@@ -27,25 +30,26 @@ use room_protocol::{ClientMessage, ErrorCode, ServerMessage, WithId};
 use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{Grants, Refusal};
-use crate::cluster::{Remote, changes_members};
-use crate::rooms::{Outbox, PeerId, RoomRules, RoomSummary, Rooms};
+use crate::cluster::outbound::OutboundQueue;
+use crate::cluster::rules::{Action, Actions, Routing};
+use crate::rooms::{PeerId, RoomRules, RoomSummary};
 
 /// Shared by the HTTP handlers and every connection task (in an `Arc`).
 #[derive(Debug)]
 pub struct Hub {
-    pub(crate) state: Mutex<HubState>,
+    state: Mutex<HubState>,
 }
 
 #[derive(Debug)]
-pub(crate) struct HubState {
-    pub(crate) rooms: Rooms,
+struct HubState {
+    /// The room rules and, with other nodes, where each participant's messages go.
+    routing: Routing,
     /// Each open connection's outgoing queue (serialised JSON text). Inserted by `register`;
-    /// removed by `unregister`, or by `deliver` when the queue is full — dropping the sender is
-    /// what tells the connection task to close.
-    pub(crate) queues: HashMap<PeerId, Queue>,
-    pub(crate) next_peer: PeerId,
-    /// Rooms shared with other nodes (`--redis`); empty and unused on a single node.
-    pub(crate) remote: Remote,
+    /// removed by `unregister`, by `carry_out` when the queue is full, or when the routing
+    /// closes the connection — dropping the sender is what tells the connection task to close.
+    queues: HashMap<PeerId, Queue>,
+    /// To Redis, with other nodes (`--redis`); `None` on a single node.
+    outbound: Option<Arc<OutboundQueue>>,
 }
 
 /// A connection's outgoing queue and how far its writer has got with it.
@@ -120,10 +124,9 @@ impl Hub {
     pub fn new(rules: RoomRules) -> Self {
         Hub {
             state: Mutex::new(HubState {
-                rooms: Rooms::new(rules),
+                routing: Routing::new(rules),
                 queues: HashMap::new(),
-                next_peer: 1,
-                remote: Remote::default(),
+                outbound: None,
             }),
         }
     }
@@ -132,15 +135,13 @@ impl Hub {
     /// reports its writes to `progress`.
     pub fn register(&self, queue: mpsc::Sender<String>, progress: Arc<Progress>) -> PeerId {
         let mut state = self.state.lock().unwrap();
-        let peer = state.next_peer;
-        state.next_peer += 1;
+        let (peer, welcome) = state.routing.connect();
         let queue = Queue {
             sender: queue,
             progress,
         };
         state.queues.insert(peer, queue);
-        let out = state.rooms.connect(peer);
-        state.deliver(out);
+        state.carry_out(welcome);
         peer
     }
 
@@ -155,19 +156,10 @@ impl Hub {
     /// Returns what a `leave` queued to the others (LEFT, ...), to wait for (see the module
     /// doc); an empty [`Flush`] for any other message (and for one forwarded to another node).
     pub fn handle_request(&self, peer: PeerId, msg: ClientMessage, id: Option<String>) -> Flush {
-        let mut state = self.state.lock().unwrap();
-        if state.forward(peer, &msg, id.as_deref()) {
-            return Flush::default();
-        }
-        let before = state.rooms.room_name(peer).map(str::to_owned);
-        let changes_members = changes_members(&msg);
         let leave = matches!(msg, ClientMessage::Leave {});
-        let out = state.rooms.handle(peer, msg);
-        let answered = id.map(|id| (peer, id));
-        let queued = state.deliver_counting(out, answered.as_ref());
-        if changes_members {
-            state.record_rooms(peer, before);
-        }
+        let mut state = self.state.lock().unwrap();
+        let actions = state.routing.handle(peer, msg, id);
+        let queued = state.carry_out(actions);
         if leave {
             queued.into_flush_except(peer)
         } else {
@@ -175,8 +167,9 @@ impl Hub {
         }
     }
 
-    /// `peer` asks to join; `admitted` is the verdict on its token (see [`Rooms::join`]). A
-    /// refusal echoes the request id `id`, as in [`Self::handle_request`].
+    /// `peer` asks to join a room run here; `admitted` is the verdict on its token (see
+    /// [`crate::rooms::Rooms::join`]). A refusal echoes the request id `id`, as in
+    /// [`Self::handle_request`].
     pub fn join(
         &self,
         peer: PeerId,
@@ -185,26 +178,14 @@ impl Hub {
         admitted: Result<Grants, Refusal>,
         id: Option<String>,
     ) {
-        let mut state = self.state.lock().unwrap();
-        let answered = id.map(|id| (peer, id));
-        if state.remote.routes.contains_key(&peer) {
-            let refusal = vec![(peer, crate::cluster::already_joined())];
-            return state.deliver_answering(refusal, answered.as_ref());
-        }
         // The clock is read here, at the edge: the rules stay free of I/O.
-        let out = state
-            .rooms
-            .join(peer, room, username, admitted, SystemTime::now());
-        state.deliver_answering(out, answered.as_ref());
-        state.record_rooms(peer, None);
+        let now = SystemTime::now();
+        self.update(|routing| routing.join(peer, room, username, admitted, id, now));
     }
 
     /// Answers input that never became a message (malformed, too large) with an `error`.
     pub fn reject(&self, peer: PeerId, code: ErrorCode, message: String) {
-        self.state
-            .lock()
-            .unwrap()
-            .deliver(vec![(peer, ServerMessage::Error { code, message })]);
+        self.reject_request(peer, code, message, None);
     }
 
     /// [`Self::reject`] for a message that was read but refused before the room rules (a rate
@@ -216,19 +197,14 @@ impl Hub {
         message: String,
         id: Option<String>,
     ) {
-        let answered = id.map(|id| (peer, id));
-        self.state.lock().unwrap().deliver_answering(
-            vec![(peer, ServerMessage::Error { code, message })],
-            answered.as_ref(),
-        );
+        let error = ServerMessage::Error { code, message };
+        self.update(|routing| routing.answer(peer, error, id));
     }
 
-    /// Whether `peer` is in a room now.
+    /// Whether `peer` is in a room now (here, or at another node from the moment its join was
+    /// forwarded).
     pub fn is_joined(&self, peer: PeerId) -> bool {
-        let state = self.state.lock().unwrap();
-        // A participant in a room owned by another node counts from the moment its join is
-        // forwarded (a refusal from the owner removes the route).
-        state.rooms.is_joined(peer) || state.remote.routes.contains_key(&peer)
+        self.read(|routing| routing.is_joined(peer))
     }
 
     /// The connection ended: the participant leaves its room. Returns what that queued to the
@@ -236,66 +212,91 @@ impl Hub {
     pub fn unregister(&self, peer: PeerId) -> Flush {
         let mut state = self.state.lock().unwrap();
         state.queues.remove(&peer);
-        let out = state.drop_peer(peer);
-        state.deliver_counting(out, None).into_flush_except(peer)
+        let actions = state.routing.disconnect(peer);
+        state.carry_out(actions).into_flush_except(peer)
     }
 
-    /// The `/rooms` listing.
+    /// The `/rooms` listing of this node.
     pub fn summary(&self) -> Vec<RoomSummary> {
-        self.state.lock().unwrap().rooms.summary()
+        self.read(Routing::summary)
+    }
+
+    /// This node serves rooms with others as `node`: the routing's items for Redis go to
+    /// `outbound` (see [`Routing::join_cluster`] for `first_session`).
+    pub(crate) fn join_cluster(
+        &self,
+        node: String,
+        first_session: u64,
+        outbound: Arc<OutboundQueue>,
+    ) {
+        let mut state = self.state.lock().unwrap();
+        state.routing.join_cluster(node, first_session);
+        state.outbound = Some(outbound);
+    }
+
+    /// Applies one input to the routing and carries out the actions it returns, under one
+    /// lock (as every method of the hub does).
+    pub(crate) fn update(&self, input: impl FnOnce(&mut Routing) -> Actions) {
+        self.update_with(|routing| ((), input(routing)));
+    }
+
+    /// [`Self::update`] for an input that also answers something.
+    pub(crate) fn update_with<R>(&self, input: impl FnOnce(&mut Routing) -> (R, Actions)) -> R {
+        let mut state = self.state.lock().unwrap();
+        let (answer, actions) = input(&mut state.routing);
+        let _ = state.carry_out(actions);
+        answer
+    }
+
+    /// Asks the routing a question.
+    pub(crate) fn read<R>(&self, question: impl FnOnce(&Routing) -> R) -> R {
+        question(&self.state.lock().unwrap().routing)
     }
 }
 
 impl HubState {
-    /// Queues every message; a peer whose queue is full is dropped and leaves its room, which
-    /// produces more messages (LEFT, ...) that are delivered the same way.
-    pub(crate) fn deliver(&mut self, out: Outbox) {
-        self.deliver_answering(out, None);
-    }
-
-    /// [`Self::deliver`], with the request id `answered.1` added to the refusals
-    /// (`error`, `failed`) that go to `answered.0`.
-    pub(crate) fn deliver_answering(&mut self, out: Outbox, answered: Option<&(PeerId, String)>) {
-        let _ = self.deliver_counting(out, answered);
-    }
-
-    /// [`Self::deliver_answering`] that returns where each local recipient's queue stood
-    /// after its last message.
-    fn deliver_counting(&mut self, mut out: Outbox, answered: Option<&(PeerId, String)>) -> Queued {
+    /// Carries out the routing's actions in order: queues each message (a peer whose queue is
+    /// full is dropped and leaves its room, which produces more actions, carried out the same
+    /// way), closes connections, hands items for Redis to the writer's queue. Returns where
+    /// each local recipient's queue stood after its last message.
+    fn carry_out(&mut self, mut actions: Actions) -> Queued {
         let mut queued = Queued::default();
-        while !out.is_empty() {
+        while !actions.is_empty() {
             let mut dropped = Vec::new();
-            for (peer, msg) in out.drain(..) {
-                let id = answered
-                    .filter(|(to, _)| *to == peer)
-                    .filter(|_| {
-                        matches!(
-                            msg,
-                            ServerMessage::Error { .. } | ServerMessage::Failed { .. }
-                        )
-                    })
-                    .map(|(_, id)| id.clone());
-                let Some(queue) = self.queues.get(&peer) else {
-                    self.send_to_origin(peer, msg, id);
-                    continue;
-                };
-                let text = serde_json::to_string(&WithId { id, msg })
-                    .expect("protocol messages always serialise");
-                if queue.sender.try_send(text).is_err() {
-                    tracing::warn!(
-                        peer,
-                        "outgoing queue full or closed: dropping the connection"
-                    );
-                    self.queues.remove(&peer);
-                    queued.0.remove(&peer);
-                    dropped.push(peer);
-                } else {
-                    let mark = queue.progress.queued.fetch_add(1, Ordering::SeqCst) + 1;
-                    queued.0.insert(peer, (queue.progress.clone(), mark));
+            for action in actions.drain(..) {
+                match action {
+                    Action::Send { peer, msg, id } => {
+                        let Some(queue) = self.queues.get(&peer) else {
+                            continue;
+                        };
+                        let text = serde_json::to_string(&WithId { id, msg })
+                            .expect("protocol messages always serialise");
+                        if queue.sender.try_send(text).is_err() {
+                            tracing::warn!(
+                                peer,
+                                "outgoing queue full or closed: dropping the connection"
+                            );
+                            self.queues.remove(&peer);
+                            queued.0.remove(&peer);
+                            dropped.push(peer);
+                        } else {
+                            let mark = queue.progress.queued.fetch_add(1, Ordering::SeqCst) + 1;
+                            queued.0.insert(peer, (queue.progress.clone(), mark));
+                        }
+                    }
+                    Action::Close { peer } => {
+                        self.queues.remove(&peer);
+                        queued.0.remove(&peer);
+                    }
+                    Action::Remote(item) => {
+                        if let Some(outbound) = &self.outbound {
+                            outbound.send(item);
+                        }
+                    }
                 }
             }
             for peer in dropped {
-                out.extend(self.drop_peer(peer));
+                actions.extend(self.routing.disconnect(peer));
             }
         }
         queued

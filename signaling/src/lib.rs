@@ -13,7 +13,8 @@
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
 //!   with a throttle on wrong tokens per address.
 //! - `cluster`: several nodes serving the same rooms through Redis (`--redis`): each room has
-//!   one owning node, the others forward to it.
+//!   one owning node, the others forward to it. `cluster::rules` decides (without I/O, held by
+//!   the hub), the cluster's tasks talk to Redis.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //!

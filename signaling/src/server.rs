@@ -84,6 +84,7 @@ pub async fn run(
     };
     let hub = Arc::new(Hub::new(rules));
     let shutdown_all = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let cluster = match &config.cluster {
         Some(cluster) => Some(
             Cluster::start(
@@ -91,6 +92,7 @@ pub async fn run(
                 cluster,
                 config.max_participants,
                 shutdown_all.clone(),
+                &tasks,
             )
             .await
             .map_err(|e| {
@@ -111,7 +113,7 @@ pub async fn run(
         )),
         config: Arc::new(config),
         shutdown: shutdown_all,
-        tasks: TaskTracker::new(),
+        tasks,
     };
     let mut router = Router::new()
         .route("/ws", get(upgrade))
