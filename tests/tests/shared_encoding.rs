@@ -241,6 +241,11 @@ fn stopping_and_restarting_one_viewer_does_not_disturb_the_others() {
         shows(viewer, "video_bot", GREEN);
     }
 
+    // The same watch without churn first: on a loaded machine (CI, other tests beside this one)
+    // a viewer may miss frames for a while whatever happens in the room, and only what the
+    // churn adds to that is the churn's.
+    let quiet = longest_stall(&steady, Duration::from_secs(4));
+    eprintln!("steady viewers, nobody churning: longest time without a frame {quiet:?}");
     // Watch the steady viewers' frame counts while the third one leaves and comes back twice.
     let watch = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| longest_stall(&steady, Duration::from_secs(8)));
@@ -253,11 +258,14 @@ fn stopping_and_restarting_one_viewer_does_not_disturb_the_others() {
         watcher.join().unwrap()
     });
     eprintln!("steady viewers: longest time without a frame {watch:?}");
-    for (i, stall) in watch.iter().enumerate() {
-        // 15 fps: a frame every 67 ms. A stall of a second would be a frozen picture.
+    for (i, (stall, usual)) in watch.iter().zip(&quiet).enumerate() {
+        // 15 fps: a frame every 67 ms. A second more than the quiet watch's longest stall
+        // would be a frozen picture (a viewer waiting for a keyframe nobody sends waits for
+        // ever; one waiting for the next coalesced keyframe, 250 ms).
         assert!(
-            *stall < Duration::from_millis(1000),
-            "steady viewer {i} got no frame for {stall:?} while another viewer restarted"
+            *stall < *usual + Duration::from_millis(1000),
+            "steady viewer {i} got no frame for {stall:?} while another viewer restarted \
+             ({usual:?} without churn)"
         );
     }
     for viewer in &steady {
