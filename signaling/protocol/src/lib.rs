@@ -82,6 +82,11 @@ pub struct WithId<T> {
 impl<T: Serialize> Serialize for WithId<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
+        // Most messages carry no id: they are written as they are, without building a
+        // `serde_json::Value` first (every message the server sends goes through here).
+        if self.id.is_none() {
+            return self.msg.serialize(serializer);
+        }
         let mut value = serde_json::to_value(&self.msg).map_err(S::Error::custom)?;
         if let (Some(id), Some(object)) = (&self.id, value.as_object_mut()) {
             object.insert("id".into(), id.clone().into());
