@@ -86,7 +86,10 @@ impl Running {
                 return line.clone();
             }
             drop(kept);
-            assert!(Instant::now() < deadline, "gst-room logged no line with {needle:?}");
+            assert!(
+                Instant::now() < deadline,
+                "gst-room logged no line with {needle:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
