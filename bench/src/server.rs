@@ -204,7 +204,7 @@ fn run_nodes(args: &ServerArgs, redis: &str) -> anyhow::Result<Vec<Figure>> {
         if args.no_anchor {
             continue;
         }
-        // The anchor holds everyone alone: lift its connection cap (10 000 by default).
+        // The anchor holds everyone alone: lift its connection cap (at most 10 000 by default).
         let cap = [
             "--max-connections".to_owned(),
             (args.participants + 64).to_string(),

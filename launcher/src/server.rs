@@ -14,9 +14,8 @@ use room_signaling::protocol::IceServer;
 use room_signaling::tls::{self, TlsFiles};
 use room_signaling::{
     Config, DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_HEADER_TIMEOUT, DEFAULT_JOIN_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_UNJOINED, DEFAULT_MESSAGE_TIMEOUT,
-    DEFAULT_SHUTDOWN_GRACE, RateLimit, RateLimits,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_STREAMS,
+    DEFAULT_MESSAGE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, RateLimit, RateLimits,
 };
 use tokio::net::TcpListener;
 
@@ -97,16 +96,20 @@ pub struct ServerArgs {
     /// (default: http://LISTEN/).
     #[arg(long, requires = "redis")]
     pub advertise_url: Option<String>,
-    /// Most open WebSockets; more are answered HTTP 503.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
-    pub max_connections: usize,
+    /// Most open TCP connections (page, WebSocket, unfinished requests alike); more are
+    /// answered HTTP 503 and closed at once. Default: what the file limit (ulimit -n) leaves
+    /// after 64 + 1/8 of it for the server's own files, Redis and media (1024 → 832), at most
+    /// 10000. The server logs the caps it uses at start.
+    #[arg(long, value_parser = at_least_one)]
+    pub max_connections: Option<usize>,
     /// Most concurrent TCP connections (page, WebSocket, unfinished requests) from one IP
     /// address (an IPv6 address counts as its /64); more are answered 429 and closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = at_least_one)]
     pub max_connections_per_ip: usize,
-    /// Most WebSockets that have not joined a room; more are answered HTTP 503.
-    #[arg(long, default_value_t = DEFAULT_MAX_UNJOINED, value_parser = at_least_one)]
-    pub max_unjoined: usize,
+    /// Most WebSockets that have not joined a room; more are answered HTTP 503. Default: a
+    /// tenth of the default --max-connections (1024 → 83), at most 1000.
+    #[arg(long, value_parser = at_least_one)]
+    pub max_unjoined: Option<usize>,
     /// Seconds a WebSocket may stay without joining a room (after connecting or leaving).
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_JOIN_TIMEOUT.as_secs_f64(), value_parser = seconds)]
     pub join_timeout: f64,
@@ -217,6 +220,7 @@ impl std::fmt::Debug for ServerArgs {
 impl ServerArgs {
     /// The server configuration these flags describe (reads --token-secret-file).
     pub fn config(&self) -> anyhow::Result<Config> {
+        let defaults = Config::default();
         let mut config = Config {
             max_participants: self.max_participants.into(),
             token: self.token.clone().map(Into::into),
@@ -226,9 +230,9 @@ impl ServerArgs {
             allowed_origins: self.allowed_origins_with_public_url(),
             ice_servers: self.ice_servers.clone(),
             turn: self.turn.turn()?,
-            max_connections: self.max_connections,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
-            max_unjoined: self.max_unjoined,
+            max_unjoined: self.max_unjoined.unwrap_or(defaults.max_unjoined),
             join_timeout: Duration::from_secs_f64(self.join_timeout),
             header_timeout: Duration::from_secs_f64(self.header_timeout),
             message_timeout: Duration::from_secs_f64(self.message_timeout),
@@ -240,7 +244,7 @@ impl ServerArgs {
                 room_events: self.room_event_limit,
                 messages: self.message_limit,
             },
-            ..Config::default()
+            ..defaults
         };
         if let Some(dir) = &self.web_dir {
             config.web_dir = dir.clone();

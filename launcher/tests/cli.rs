@@ -26,16 +26,22 @@ impl Running {
     /// Runs with `RUST_LOG` set to `rust_log`, or without it at all when None.
     fn start_with_log(args: &[&str], rust_log: Option<&str>) -> Running {
         let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+        command.args(args);
         match rust_log {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
-        let mut child = command.spawn().expect("gst-room runs");
+        Running::spawn(&mut command)
+    }
+
+    /// Runs `command` (a `gst-room` command line).
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("gst-room runs");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -69,6 +75,33 @@ impl Running {
                 Err(_) => panic!("gst-room printed no line with {needle:?}"),
             }
         }
+    }
+
+    /// The first stderr (log) line containing `needle`.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + MEDIA_WAIT;
+        loop {
+            let kept = self.stderr.lock().unwrap();
+            if let Some(line) = kept.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            drop(kept);
+            assert!(
+                Instant::now() < deadline,
+                "gst-room logged no line with {needle:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `host:port` of a server, from its listening line.
+    fn server_addr(&self) -> String {
+        let line = self.wait_line("listening on http://");
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap()
+            .to_owned()
     }
 
     /// Sends Ctrl-C and returns the exit code.
@@ -483,13 +516,7 @@ fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_fla
         "--chat-limit",
         "5:10",
     ]);
-    let line = server.wait_line("listening on http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
+    let addr = server.server_addr();
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
@@ -514,4 +541,186 @@ fn server_stops_on_ctrl_c_while_a_request_is_half_sent_and_applies_its_limit_fla
         .count();
     assert_eq!(refused, 1, "{answers:?}");
     assert_eq!(server.interrupt(), 0);
+}
+
+/// How a half-sent request fared.
+enum HalfSent {
+    /// Accepted: the server waits for the rest of the request (the socket, kept open).
+    Open { _socket: tokio::net::TcpStream },
+    /// Closed by the server: what it answered first (empty when the close came as a reset).
+    Refused(String),
+}
+
+/// Connects from `source` (a loopback address) to `addr`, sends the start of a request and
+/// waits up to `wait` for the server to say or do anything.
+async fn half_sent_request(addr: std::net::SocketAddr, source: &str, wait: Duration) -> HalfSent {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(addr).await.expect("connects");
+    let _ = tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(wait, tcp.read_to_end(&mut answer)).await {
+        Err(_) => HalfSent::Open { _socket: tcp },
+        Ok(_) => HalfSent::Refused(String::from_utf8_lossy(&answer).into_owned()),
+    }
+}
+
+/// GET /healthz on a kept-alive connection; the status line, within a second.
+async fn healthz_within_a_second(tcp: &mut tokio::io::BufStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        tcp.flush().await?;
+        let mut status = String::new();
+        tcp.read_line(&mut status).await?;
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            tcp.read_line(&mut header).await?;
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        tcp.read_exact(&mut vec![0; length]).await?;
+        std::io::Result::Ok(status.trim().to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .expect("/healthz answered within 1 s")
+        .expect("/healthz on the kept-alive connection")
+}
+
+/// `ulimit -n 256` (soft; the hard limit stays) for the process about to be executed.
+fn soft_file_limit_256() -> std::io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed; both are
+    // async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit.rlim_cur = 256.min(limit.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn with_a_low_file_limit_the_connection_cap_follows_it_and_the_excess_is_refused_at_once() {
+    use room_signaling::accept::FileBudget;
+    use std::os::unix::process::CommandExt;
+    const FLOOD: usize = 400;
+    let budget = FileBudget::for_limit(Some(256));
+    let cap = budget.max_connections();
+    let mut command = Command::new(BIN);
+    // The per-address cap lifted (as behind a proxy, or from many addresses) so that the file
+    // limit is what the flood meets; a header timeout far longer than the test.
+    command
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections-per-ip",
+            "1000",
+            "--header-timeout",
+            "600",
+        ])
+        .env("RUST_LOG", "info");
+    // SAFETY: soft_file_limit_256 only makes async-signal-safe calls.
+    unsafe { command.pre_exec(soft_file_limit_256) };
+    let server = Running::spawn(&mut command);
+    let addr: std::net::SocketAddr = server.server_addr().parse().unwrap();
+    let caps = server.wait_log("connection caps");
+    assert!(
+        caps.contains(&format!("--max-connections {cap},"))
+            && caps.contains(&format!("--max-unjoined {} ", budget.max_unjoined()))
+            && caps.contains("RLIMIT_NOFILE 256"),
+        "{caps}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Accepted before the flood: a kept-alive HTTP connection and a WebSocket not in a
+        // room yet.
+        let mut health =
+            tokio::io::BufStream::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        assert!(healthz_within_a_second(&mut health).await.contains("200"));
+        let mut member = gst_room_tests::Client::connect(&format!("ws://{addr}/ws")).await;
+
+        // The flood from two addresses, /healthz asked all along on the kept-alive connection
+        // (and the WebSocket read, so that it answers the server's pings).
+        let sources = ["127.0.0.1", "127.0.0.2"];
+        let flood = futures::future::join_all(
+            (0..FLOOD).map(|i| half_sent_request(addr, sources[i % 2], Duration::from_secs(3))),
+        );
+        let mut answered = 0;
+        let outcomes = {
+            let checks = async {
+                loop {
+                    let status = healthz_within_a_second(&mut health).await;
+                    assert!(status.contains("200"), "{status}");
+                    answered += 1;
+                    let _ = member.try_recv(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                outcomes = flood => outcomes,
+                never = checks => never,
+            }
+        };
+        assert!(
+            answered > 10,
+            "/healthz asked {answered} times during the flood"
+        );
+        // Exactly the cap is open (the two connections above included); every other request
+        // was closed within the 3 s wait, against the 600 s header timeout.
+        let open = outcomes
+            .iter()
+            .filter(|o| matches!(o, HalfSent::Open { .. }))
+            .count();
+        assert_eq!(open, cap - 2);
+        for outcome in &outcomes {
+            if let HalfSent::Refused(answer) = outcome {
+                assert!(
+                    answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+                    "{answer:?}"
+                );
+            }
+        }
+        // While the server is full: a new connection is told so at once...
+        match half_sent_request(addr, "127.0.0.2", Duration::from_secs(3)).await {
+            HalfSent::Refused(answer) => assert!(answer.starts_with("HTTP/1.1 503"), "{answer}"),
+            HalfSent::Open { .. } => panic!("a connection over the cap was accepted"),
+        }
+        // ...and those already accepted are served: a join, /healthz.
+        let state = member.request_join("r", "alice").await;
+        assert!(
+            matches!(state, room_protocol::ServerMessage::State { .. }),
+            "{state:?}"
+        );
+        assert!(healthz_within_a_second(&mut health).await.contains("200"));
+
+        // Once the flood is gone (the server sees the sockets close), new connections are
+        // served again.
+        drop(outcomes);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let HalfSent::Refused(answer) =
+            half_sent_request(addr, "127.0.0.1", Duration::from_millis(300)).await
+        {
+            assert!(Instant::now() < deadline, "still refused: {answer:?}");
+        }
+        assert_eq!(http_get(&addr.to_string(), "/healthz").await.0, 200);
+    });
 }

@@ -7,7 +7,8 @@
 //! - `connection`: one WebSocket — parse, limit, keepalive, write, close.
 //! - `limits`: the per-participant rate limits (token buckets).
 //! - `frames`: watches WebSocket frames to time out messages that never finish.
-//! - `accept`: TCP accept with TCP_NODELAY and the per-address connection cap.
+//! - `accept`: TCP accept with TCP_NODELAY and the connection caps (in all, following the
+//!   file limit, and per address).
 //! - `server`: the HTTP routes and [`run`], the entry point of the binary and the tests.
 //! - `turn`: short-lived TURN credentials (TURN REST convention, as coturn checks them).
 //! - `auth`: who may join (access tokens with grants, the shared token) and read `/rooms`,
@@ -47,11 +48,13 @@ pub const DEFAULT_MAX_PARTICIPANTS: usize = 3;
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 10;
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
-/// Default cap on open WebSockets.
+/// The most open TCP connections by default, when the file limit allows as many (see
+/// [`accept::FileBudget`]): memory, not descriptors, bounds the server then.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on concurrent TCP connections from one address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 20;
-/// Default cap on WebSockets that have not joined a room (yet).
+/// The most WebSockets not in a room by default, when the file limit allows
+/// [`DEFAULT_MAX_CONNECTIONS`] connections (see [`accept::FileBudget`]).
 pub const DEFAULT_MAX_UNJOINED: usize = 1_000;
 /// Default time a WebSocket may stay without joining a room.
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,12 +98,15 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A connection silent for longer (no frame, no pong) is dropped and its participant leaves.
     pub idle_timeout: Duration,
-    /// Most open WebSockets; more get HTTP 503.
+    /// Most open TCP connections (page, WebSocket, unfinished requests alike); more are
+    /// answered HTTP 503 and closed at once. The default follows RLIMIT_NOFILE
+    /// ([`accept::FileBudget`]).
     pub max_connections: usize,
     /// Most concurrent TCP connections (HTTP or WebSocket) from one address (an IPv6 address
     /// counts as its /64); more are answered 429 and closed at once.
     pub max_connections_per_ip: usize,
-    /// Most WebSockets that have not joined a room; more get HTTP 503.
+    /// Most WebSockets that have not joined a room; more get HTTP 503. The default follows
+    /// RLIMIT_NOFILE ([`accept::FileBudget`]).
     pub max_unjoined: usize,
     /// A WebSocket not in a room for this long (after connecting or leaving) is closed.
     pub join_timeout: Duration,
@@ -126,6 +132,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let budget = accept::FileBudget::of_this_process();
         Config {
             max_participants: DEFAULT_MAX_PARTICIPANTS,
             token: None,
@@ -139,9 +146,9 @@ impl Default for Config {
             // Ping every second, drop after 3 s of silence: LEFT reaches the room within 4 s.
             ping_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: budget.max_connections(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            max_unjoined: DEFAULT_MAX_UNJOINED,
+            max_unjoined: budget.max_unjoined(),
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             message_timeout: DEFAULT_MESSAGE_TIMEOUT,

@@ -29,7 +29,7 @@ use axum::routing::get;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::Config;
-use crate::accept::{LimitedAcceptor, PerAddress};
+use crate::accept::{ConnectionCaps, FileBudget, LimitedAcceptor};
 use crate::auth::{Access, Refusal};
 use crate::cluster::Cluster;
 use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
@@ -56,8 +56,6 @@ const READ_BUFFER: usize = 8 * 1024;
 struct App {
     hub: Arc<Hub>,
     config: Arc<Config>,
-    /// Caps open WebSockets; a permit lives as long as its connection task.
-    connections: Arc<Semaphore>,
     /// Caps WebSockets not in a room; a permit lives until its connection joins.
     unjoined: Arc<Semaphore>,
     /// Tokens, grants and the throttle on wrong ones.
@@ -104,7 +102,6 @@ pub async fn run(
     let app = App {
         hub,
         cluster,
-        connections: Arc::new(Semaphore::new(config.max_connections)),
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
         access: Arc::new(Access::new(&config)),
         origins: Arc::new(OriginRule::new(
@@ -154,8 +151,9 @@ pub async fn run(
 }
 
 /// Serves `router` on `listener` until `handle` shuts it down: over TLS when `tls` is set, else
-/// plain HTTP. Every request's headers must arrive within `config.header_timeout`; each address
-/// holds at most `config.max_connections_per_ip` sockets (counted before any TLS handshake).
+/// plain HTTP. Every request's headers must arrive within `config.header_timeout`; the server
+/// holds at most `config.max_connections` sockets, each address `config.max_connections_per_ip`
+/// of them (counted before any TLS handshake).
 async fn serve(
     listener: TcpListener,
     router: Router,
@@ -163,7 +161,9 @@ async fn serve(
     handle: axum_server::Handle<std::net::SocketAddr>,
     config: &Config,
 ) -> std::io::Result<()> {
-    let tcp = LimitedAcceptor::new(PerAddress::new(config.max_connections_per_ip));
+    FileBudget::of_this_process().log(config.max_connections, config.max_unjoined);
+    let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
+    let tcp = LimitedAcceptor::new(caps);
     // hyper's header timer starts with the first byte of a request (and runs again while a
     // keep-alive connection waits for its next one); a connection that never sends a byte is
     // axum-server's first-request timeout. Known gap: the header timer is HTTP/1's; HTTP/2 with
@@ -238,9 +238,6 @@ async fn upgrade(
         Ok(key) => key,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let Ok(permit) = app.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    };
     let Ok(unjoined) = app.unjoined.clone().try_acquire_owned() else {
         let why = "too many connections waiting to join\n";
         return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
@@ -271,7 +268,6 @@ async fn upgrade(
             WebSocketStream::from_raw_socket(watched, Role::Server, Some(websocket_config())).await;
         let gate = JoinGate::new(unjoined_slots, unjoined);
         connection::serve(socket, clock, gate, hub, config, shutdown, client).await;
-        drop::<OwnedSemaphorePermit>(permit);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

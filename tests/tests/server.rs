@@ -421,6 +421,46 @@ async fn bad_input_gets_an_error_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_message_that_names_a_field_twice_is_malformed_and_reaches_nobody() {
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let mut alice = Client::join(&url, "r", "alice").await;
+    let mut bob = Client::join(&url, "r", "bob").await;
+    alice.recv().await; // joined
+    for twice in [
+        r#"{"type":"message","text":"a","text":"b"}"#,
+        r#"{"type":"message","to":"alice","text":"a","to":"bob"}"#,
+        r#"{"type":"message","text":"a","type":"message"}"#,
+        r#"{"id":"1","type":"publish","stream":"main","audio":true,"video":true,"id":"1"}"#,
+    ] {
+        bob.send_raw(twice).await;
+        let refusal = bob.recv().await;
+        assert!(
+            matches!(&refusal, ServerMessage::Error { code: ErrorCode::Malformed, message }
+                if message.contains("duplicate key")),
+            "{twice}: {refusal:?}"
+        );
+    }
+    // Nothing was relayed or published; the connection stays and the room works.
+    alice.expect_silence().await;
+    bob.send(&chat(None, "once")).await;
+    for client in [&mut alice, &mut bob] {
+        let msg = client.recv().await;
+        assert!(
+            matches!(&msg, ServerMessage::Message { from, text, .. } if from == "bob" && text == "once"),
+            "{msg:?}"
+        );
+    }
+    let mut carol = Client::connect(&url).await;
+    let state = carol.request_join("r", "carol").await;
+    assert!(
+        matches!(&state, ServerMessage::State { participants, .. }
+            if participants.iter().all(|p| p.streams.is_empty())),
+        "bob published nothing: {state:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_silent_client_is_dropped_and_left_is_sent() {
     let config = Config {
         ping_interval: Duration::from_millis(200),

@@ -22,7 +22,8 @@
 //! 5. [`ClientMessage::Leave`] or closing the socket → [`ServerMessage::Left`] to the others.
 //!
 //! Bad input never closes the connection: the server answers [`ServerMessage::Error`] and
-//! nothing else changes. Errors quote at most [`MAX_ECHO_CHARS`] characters of the input they
+//! nothing else changes. An object that names a key twice, at any depth, is bad input
+//! (`error malformed`, "duplicate key"): JSON leaves its meaning undefined. Errors quote at most [`MAX_ECHO_CHARS`] characters of the input they
 //! refuse. What does close it are the server's limits (README, "Limits"): WebSocket protocol
 //! violations, frames over 1 MiB, timeouts, a participant too slow to read its messages.
 //!
@@ -81,6 +82,11 @@ pub struct WithId<T> {
 impl<T: Serialize> Serialize for WithId<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
+        // Most messages carry no id: they are written as they are, without building a
+        // `serde_json::Value` first (every message the server sends goes through here).
+        if self.id.is_none() {
+            return self.msg.serialize(serializer);
+        }
         let mut value = serde_json::to_value(&self.msg).map_err(S::Error::custom)?;
         if let (Some(id), Some(object)) = (&self.id, value.as_object_mut()) {
             object.insert("id".into(), id.clone().into());
@@ -89,10 +95,11 @@ impl<T: Serialize> Serialize for WithId<T> {
     }
 }
 
+// Parsing refuses an object that names a key twice, at any depth (see `UniqueKeys`).
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithId<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let UniqueKeys(mut value) = UniqueKeys::deserialize(deserializer)?;
         let id = match value.as_object_mut().and_then(|o| o.remove("id")) {
             None => None,
             Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => {
@@ -106,6 +113,100 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithId<T> {
         };
         let msg = T::deserialize(value).map_err(D::Error::custom)?;
         Ok(WithId { id, msg })
+    }
+}
+
+/// A JSON value in which no object names a key twice, at any depth: what [`WithId`] parses
+/// first. JSON leaves repeated keys undefined (RFC 8259, section 4) and serde_json keeps one of
+/// them silently (its `Map` overwrites; the derived message types never see the other), so
+/// `{"type":"message","text":"a","text":"b"}` would be one chat whose text depends on the
+/// parser. A message that says two things is refused instead ("duplicate key"), whichever
+/// field is repeated (`type` and `id` included) and whether or not the two values agree.
+///
+/// ```
+/// use room_protocol::{ClientMessage, WithId};
+/// let err = serde_json::from_str::<WithId<ClientMessage>>(
+///     r#"{"type":"message","text":"a","text":"b"}"#).unwrap_err();
+/// assert!(err.to_string().contains("duplicate key \"text\""), "{err}");
+/// ```
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+/// Builds the `serde_json::Value` as serde_json's own visitor does, checking each object's keys.
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value whose objects name each key once")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        UniqueKeys::deserialize(d).map(|UniqueKeys(value)| value)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(A::Error::custom(format!(
+                    "duplicate key {:?}",
+                    excerpt(&key)
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
     }
 }
 
@@ -831,6 +932,125 @@ mod tests {
         )));
         // A plain ClientMessage still refuses an id it does not expect.
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","id":"x"}"#).is_err());
+    }
+
+    /// Which key of a message to write twice: the `key`th of all its objects' keys (each
+    /// object's own keys, then its values' keys, in order), the copy placed at `position` among
+    /// its object's entries, holding the same value or another one.
+    #[derive(Debug, Clone)]
+    struct Duplicate {
+        key: usize,
+        position: usize,
+        same_value: bool,
+    }
+
+    /// How many keys `value`'s objects hold, at every depth.
+    fn key_count(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.len() + map.values().map(key_count).sum::<usize>()
+            }
+            serde_json::Value::Array(items) => items.iter().map(key_count).sum(),
+            _ => 0,
+        }
+    }
+
+    /// `value` as JSON text, with the key `duplicate` names written twice (when there is one).
+    fn render(value: &serde_json::Value, duplicate: &Duplicate, counted: &mut usize) -> String {
+        use serde_json::Value;
+        let map = match value {
+            Value::Object(map) => map,
+            Value::Array(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|v| render(v, duplicate, counted))
+                    .collect();
+                return format!("[{}]", items.join(","));
+            }
+            other => return other.to_string(),
+        };
+        let own = *counted..*counted + map.len();
+        *counted += map.len();
+        let mut entries: Vec<String> = map
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}:{}",
+                    Value::from(k.as_str()),
+                    render(v, duplicate, counted)
+                )
+            })
+            .collect();
+        if own.contains(&duplicate.key) {
+            let (key, value) = map.iter().nth(duplicate.key - own.start).unwrap();
+            let copy = match duplicate.same_value {
+                true => value.clone(),
+                false => Value::from("something else"),
+            };
+            let at = duplicate.position % (entries.len() + 1);
+            entries.insert(at, format!("{}:{copy}", Value::from(key.as_str())));
+        }
+        format!("{{{}}}", entries.join(","))
+    }
+
+    /// A client message of every kind (with or without a request id) as JSON, and a key of it to
+    /// write twice.
+    fn message_with_a_key_to_repeat()
+    -> impl proptest::strategy::Strategy<Value = (WithId<ClientMessage>, serde_json::Value, Duplicate)>
+    {
+        use proptest::prelude::*;
+        let (client, _) = examples();
+        (
+            proptest::sample::select(client),
+            proptest::option::of("[a-z0-9-]{1,8}"),
+        )
+            .prop_flat_map(|(msg, id)| {
+                let request = WithId { id, msg };
+                let json = serde_json::to_value(&request).unwrap();
+                let keys = key_count(&json);
+                (0..keys, any::<usize>(), any::<bool>()).prop_map(
+                    move |(key, position, same_value)| {
+                        let duplicate = Duplicate {
+                            key,
+                            position,
+                            same_value,
+                        };
+                        (request.clone(), json.clone(), duplicate)
+                    },
+                )
+            })
+    }
+
+    proptest::proptest! {
+        /// Any key written twice, `type` and `id` included, at any depth, wherever the copy
+        /// stands and whatever it holds, makes the message malformed.
+        #[test]
+        fn a_key_written_twice_is_refused((request, json, duplicate) in message_with_a_key_to_repeat()) {
+            let parse = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text);
+            // The same rendering without a copy is the message itself.
+            let none = Duplicate { key: usize::MAX, ..duplicate.clone() };
+            let plain = render(&json, &none, &mut 0);
+            proptest::prop_assert_eq!(parse(&plain).unwrap(), request);
+            let twice = render(&json, &duplicate, &mut 0);
+            match parse(&twice) {
+                Ok(parsed) => proptest::prop_assert!(false, "{twice} was accepted as {parsed:?}"),
+                Err(err) => proptest::prop_assert!(err.to_string().contains("duplicate key"), "{twice}: {err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_in_nested_objects_too() {
+        let refused = |text: &str| serde_json::from_str::<WithId<ClientMessage>>(text).is_err();
+        assert!(refused(r#"{"type":"message","text":"a","text":"b"}"#));
+        assert!(refused(r#"{"type":"leave","type":"leave"}"#));
+        assert!(refused(r#"{"type":"leave","id":"a","id":"a"}"#));
+        assert!(refused(
+            r#"{"type":"sdp","session":"s","description":{"type":"offer","type":"answer","sdp":""}}"#
+        ));
+        assert!(!refused(
+            r#"{"type":"sdp","session":"s","description":{"type":"offer","sdp":""}}"#
+        ));
     }
 
     #[test]
