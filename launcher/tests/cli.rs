@@ -187,8 +187,7 @@ fn demo_log_lines(rust_log: Option<&str>) -> Vec<String> {
     let stderr = demo.stderr.clone();
     assert_eq!(demo.interrupt(), 0);
     std::thread::sleep(Duration::from_millis(200));
-    let lines = stderr.lock().unwrap().clone();
-    lines
+    stderr.lock().unwrap().clone()
 }
 
 #[test]
