@@ -42,9 +42,31 @@ export function createNetwork(hosts) {
   };
 }
 
-/** An executable that starts Chromium inside `host`'s namespace (for Playwright). */
-export function chromiumIn(net, host) {
+/**
+ * An executable that starts Chromium inside `host`'s namespace (for Playwright); with `home`,
+ * Chromium's HOME (where it finds its NSS certificate database, `HOME/.pki/nssdb`).
+ */
+export function chromiumIn(net, host, { home } = {}) {
   const file = path.join(tempDir('gst-room-chromium-'), 'chromium');
-  fs.writeFileSync(file, `#!/bin/sh\nexec ip netns exec ${net.namespace(host)} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  const env = home ? `HOME=${home} ` : '';
+  fs.writeFileSync(file, `#!/bin/sh\n${env}exec ip netns exec ${net.namespace(host)} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
   return file;
+}
+
+/**
+ * Makes `host` a strict firewall's client (tests/strict-firewall.nft, shared with the Rust
+ * tests): all UDP dropped, and TCP to or from any address but `server`'s host.
+ */
+export function allowOnlyTcpToServer(net, host, server) {
+  execFileSync('ip', ['netns', 'exec', net.namespace(host), 'nft', '-D', `SERVER=${net.address(server)}`, '-f', path.join(ROOT, 'tests', 'strict-firewall.nft')]);
+}
+
+/**
+ * What `host`'s allowOnlyTcpToServer() rules counted (packets): {udp_dropped, other_dropped,
+ * tls_handshakes_to_443, plain_turn_allocates_to_443}.
+ */
+export function strictCounts(net, host) {
+  const out = execFileSync('ip', ['netns', 'exec', net.namespace(host), 'nft', '-j', 'list', 'counters', 'table', 'inet', 'strict'], { encoding: 'utf8' });
+  const counters = JSON.parse(out).nftables.filter((e) => e.counter).map((e) => e.counter);
+  return Object.fromEntries(counters.map((c) => [c.name, c.packets]));
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gst_room_tests::coturn::Coturn;
+use gst_room_tests::coturn::{Coturn, TestCa};
 use gst_room_tests::netns::Network;
 
 /// How long a step may take before the test fails (ICE through TURN on a loaded 2-core
@@ -159,8 +159,9 @@ fn reachable(net: &Network, from: &str, to: &str) -> bool {
     String::from_utf8_lossy(&out.stderr).contains("refused")
 }
 
-/// The room server in `host`, handing out TURN credentials for `coturn` when given.
-fn start_server(net: &Network, host: &str, coturn: Option<&Coturn>) -> (Peer, String) {
+/// The room server in `host`, handing out TURN credentials for `coturn` and the TURN URL when
+/// given.
+fn start_server(net: &Network, host: &str, turn: Option<(&Coturn, String)>) -> (Peer, String) {
     let listen = format!("{}:{SERVER_PORT}", net.address(host));
     // Four participants in the NAT test (two publishers, two viewers).
     let mut args = vec![
@@ -169,12 +170,12 @@ fn start_server(net: &Network, host: &str, coturn: Option<&Coturn>) -> (Peer, St
         "--max-participants".into(),
         "4".into(),
     ];
-    if let Some(turn) = coturn {
+    if let Some((coturn, turn_url)) = turn {
         args.extend([
             "--turn-secret".into(),
-            turn.secret.clone(),
+            coturn.secret.clone(),
             "--turn-url".into(),
-            turn.url(),
+            turn_url,
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -351,7 +352,7 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
     assert!(reachable(&net, "a", "srv") && reachable(&net, "b", "srv"));
 
     let coturn = Coturn::start(&net, "srv");
-    let (_server, url) = start_server(&net, "srv", Some(&coturn));
+    let (_server, url) = start_server(&net, "srv", Some((&coturn, coturn.url())));
     // The publisher hides its addresses (relay-only); the viewer has the default policy and
     // no ICE properties: both use the TURN server and credentials the room server handed out.
     let _publisher = Peer::spawn(
@@ -387,6 +388,96 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
         log.contains(":alice") && log.contains("ALLOCATE processed, success"),
         "coturn allocated nothing for alice:\n{log}"
     );
+}
+
+/// Makes `host` a strict firewall's client (tests/strict-firewall.nft): all UDP dropped, and
+/// TCP to or from any address but `server`'s.
+fn allow_only_tcp_to_server(net: &Network, host: &str, server: &str) {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/strict-firewall.nft");
+    let define = format!("SERVER={}", net.address(server));
+    let out = net
+        .command(host, "nft")
+        .args(["-D", &define, "-f", rules])
+        .output()
+        .expect("nft runs (Debian package nftables)");
+    assert!(
+        out.status.success(),
+        "{host}: nft -f {rules}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `host`'s [`allow_only_tcp_to_server`] rules counted.
+#[derive(Debug)]
+#[allow(dead_code)] // Some fields are only there to be printed with the figures.
+struct StrictCounts {
+    udp_dropped: u64,
+    other_dropped: u64,
+    /// TCP segments to port 443 starting a TLS handshake record.
+    tls_handshakes_to_443: u64,
+    /// TCP segments to port 443 starting a TURN Allocate request in the clear.
+    plain_turn_allocates_to_443: u64,
+}
+
+fn strict_counts(net: &Network, host: &str) -> StrictCounts {
+    let out = net
+        .command(host, "nft")
+        .args(["-j", "list", "counters", "table", "inet", "strict"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");
+    let packets = |name: &str| {
+        json["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["counter"]["name"] == name)
+            .and_then(|c| c["counter"]["packets"].as_u64())
+            .unwrap_or_else(|| panic!("{host}: no counter {name}: {json}"))
+    };
+    StrictCounts {
+        udp_dropped: packets("udp_dropped"),
+        other_dropped: packets("other_dropped"),
+        tls_handshakes_to_443: packets("tls_handshakes_to_443"),
+        plain_turn_allocates_to_443: packets("plain_turn_allocates_to_443"),
+    }
+}
+
+#[test]
+fn gst_participants_without_udp_conference_through_turn_over_tls_on_443() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "a", "b"]);
+    for host in ["a", "b"] {
+        allow_only_tcp_to_server(&net, host, "srv");
+    }
+    assert!(!reachable(&net, "a", "b") && !reachable(&net, "b", "a"));
+    assert!(reachable(&net, "a", "srv") && reachable(&net, "b", "srv"));
+
+    // coturn's certificate is signed by the test's CA for srv's address; the room server hands
+    // out only turns:SRV:443?transport=tcp. The participants have the default ICE policy and
+    // no ICE properties: they fall back to the relay by themselves.
+    let ca = TestCa::new(&net.address("srv").to_string());
+    let coturn = Coturn::start_tls(&net, "srv", &ca.cert(), &ca.key());
+    let (_server, url) = start_server(&net, "srv", Some((&coturn, coturn.tls_url())));
+    let _a_pub = Peer::spawn(&net, "a", &["publish", &url, "turns", "apub", "ff0000"]);
+    let _b_pub = Peer::spawn(&net, "b", &["publish", &url, "turns", "bpub", "0000ff"]);
+    let mut a_view = Peer::spawn(&net, "a", &["view", &url, "turns", "aview", "bpub"]);
+    let mut b_view = Peer::spawn(&net, "b", &["view", &url, "turns", "bview", "apub"]);
+    for (viewer, colour) in [(&mut b_view, [255, 0, 0]), (&mut a_view, [0, 0, 255])] {
+        let lines = viewer.wait(
+            "30 frames of the other side's colour and a selected pair",
+            |l| {
+                frames(l).iter().filter(|f| close_to(f.rgb, colour)).count() >= 30
+                    && l.iter().any(|l| l.starts_with("pair "))
+            },
+        );
+        let pair = lines.iter().rfind(|l| l.starts_with("pair ")).unwrap();
+        println!("{pair}");
+        assert!(pair.contains(" relay "), "selected pair: {pair}");
+    }
+    for host in ["a", "b"] {
+        println!("{host}: {:?}", strict_counts(&net, host));
+    }
 }
 
 #[test]
