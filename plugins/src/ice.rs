@@ -9,6 +9,12 @@
 //! relayed candidates only (`ice-transport-policy=relay`): the peer never learns the host's
 //! addresses, and tests can force the TURN path.
 //!
+//! `turns:` (TURN over TLS) is handed to webrtcbin as `turns://`, but libnice (0.1.21, the
+//! GStreamer 1.22 ICE agent) has no TLS for standard TURN: it opens a TCP connection to the
+//! server's port and speaks TURN in the clear, so it never sees or checks a certificate.
+//! coturn's TLS port accepts such connections too, which is how the elements get through
+//! networks that let only TCP to port 443 out; the media stays DTLS-SRTP end to end.
+//!
 //! Applied in `webrtcbin-ready`, which webrtcsink and webrtcsrc emit for every session before
 //! negotiating: by then the participant has joined, so the server's ICE servers (and fresh
 //! TURN credentials after a rejoin) are known.

@@ -181,7 +181,9 @@ impl RoomSettings {
                 .nick("TURN servers")
                 .blurb("TURN servers of the form turn(s)://username:password@host:port[?transport=udp|tcp] \
                         (username and password percent-encoded), used instead of the room server's; \
-                        default empty: the TURN servers and credentials the room server hands out at join")
+                        default empty: the TURN servers and credentials the room server hands out at join. \
+                        turns:// reaches the server over TCP but speaks TURN unencrypted (libnice has no TLS): \
+                        the server's certificate is not checked")
                 .element_spec(&glib::ParamSpecString::builder("turn-server").build())
                 .mutable_ready()
                 .build(),
