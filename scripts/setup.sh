@@ -11,7 +11,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libssl-dev pkg-config chromium nodejs npm redis-server
   iproute2 curl openssl nginx
-  coturn nftables python3-pip
+  coturn nftables python3-pip libnss3-tools
 )
 
 missing=()
