@@ -483,7 +483,9 @@ fn gst_participants_without_udp_conference_through_a_turns_server_on_443() {
     let log = coturn.log().join("\n");
     for user in ["apub", "bpub", "aview", "bview"] {
         assert!(
-            log.contains(&format!(":{user}>: incoming packet ALLOCATE processed, success")),
+            log.contains(&format!(
+                ":{user}>: incoming packet ALLOCATE processed, success"
+            )),
             "coturn allocated nothing for {user}"
         );
     }
