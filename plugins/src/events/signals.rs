@@ -12,10 +12,11 @@ use crate::client::{ChatError, ChatSent, RoomClient};
 /// Threads: every `room-*` signal except `room-session-status` with `playing` / `stopped` is
 /// emitted on a thread of the plugin's runtime (threads named `gst-room`), in the order the
 /// participant saw the events, never with an element lock held. roomsrc's `playing` and
-/// `stopped` come from the thread that adds or ends the player: a blocking-pool thread of the
-/// same runtime, or the application's thread during a state change; roomsink's `publishing`,
-/// `failed` and `unpublished` from the thread that starts or stops webrtcsink's signaller.
-/// A handler may set the element's state: it is not waited for by itself.
+/// `stopped` come from the thread that adds or ends the player, once it has released roomsrc's
+/// locks: a thread of the same runtime, or the application's thread during a state change;
+/// roomsink's `publishing`, `failed` and `unpublished` from the thread that starts or stops
+/// webrtcsink's signaller. A handler may set the element's state (to NULL included): it is not
+/// waited for by itself.
 pub fn event_signals() -> Vec<glib::subclass::Signal> {
     vec![
         /**

@@ -94,8 +94,34 @@ struct State {
     parkings: u64,
 }
 
+/// What a player change tells the application: done by [`RoomSrc::tell`] once the change has
+/// released `changes`, because a handler may do anything — set the pipeline to NULL included,
+/// which stops roomsrc and so takes `changes` again.
+#[derive(Default)]
+#[must_use = "the application is told with RoomSrc::tell"]
+struct Told {
+    /// Pads that ended (EOS pushed, target cleared) and are to be removed.
+    removed_pads: Vec<gst::GhostPad>,
+    /// A participant was taken out of the mix.
+    mix_tiles_changed: bool,
+    /// Players that could not be made: posted as element warnings.
+    warnings: Vec<String>,
+    /// Room events (`room-session-status` playing / stopped): posted and emitted.
+    events: Vec<gst::Structure>,
+}
+
+impl Told {
+    fn merge(&mut self, other: Told) {
+        self.removed_pads.extend(other.removed_pads);
+        self.mix_tiles_changed |= other.mix_tiles_changed;
+        self.warnings.extend(other.warnings);
+        self.events.extend(other.events);
+    }
+}
+
 /// Lock order: `changes` → `settings` → `state` → `mix`; none of them is held while emitting a
-/// signal, and only `changes` while calling into children.
+/// signal, posting or removing a pad (a player change returns those as [`Told`], done once its
+/// lock is released), and only `changes` while calling into children.
 #[derive(Default)]
 pub struct RoomSrc {
     settings: Mutex<Settings>,
@@ -140,6 +166,16 @@ impl RoomSrc {
         if let Some(follower) = follower {
             follower.stop();
         }
+        let (membership, told) = self.end_everything();
+        self.tell(told);
+        if let Some(membership) = membership {
+            membership.stop();
+        }
+    }
+
+    /// Ends every player and parked pad, and takes the membership out of the state: from here
+    /// on a late change sees no client and does nothing.
+    fn end_everything(&self) -> (Option<Membership>, Told) {
         let _changes = self.changes.lock().unwrap();
         let (membership, players, parked) = {
             let mut state = self.state.lock().unwrap();
@@ -149,14 +185,30 @@ impl RoomSrc {
                 std::mem::take(&mut state.parked),
             )
         };
+        let mut told = Told::default();
         for (key, player) in players {
-            self.dispose_player(&key, player);
+            told.merge(self.dispose_player(&key, player));
         }
         for (_, pads) in parked.into_values() {
-            self.end_pads(&pads);
+            told.merge(self.end_pads(pads));
         }
-        if let Some(membership) = membership {
-            membership.stop();
+        (membership, told)
+    }
+
+    /// Tells the application what a player change did; no lock of roomsrc is held.
+    fn tell(&self, told: Told) {
+        let obj = self.obj();
+        for pad in told.removed_pads {
+            let _ = obj.remove_pad(&pad);
+        }
+        if told.mix_tiles_changed {
+            obj.notify("mix-tiles");
+        }
+        for warning in told.warnings {
+            gst::element_imp_warning!(self, gst::CoreError::Failed, ["{}", warning]);
+        }
+        for event in told.events {
+            events::post(obj.upcast_ref(), event);
         }
     }
 
@@ -174,8 +226,17 @@ impl RoomSrc {
                 let Some(element) = this.upgrade() else {
                     return false;
                 };
-                let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
-                for key in ended.unwrap_or_default() {
+                let applying = element.clone();
+                let applied =
+                    tokio::task::spawn_blocking(move || applying.imp().apply(change)).await;
+                let Ok((ended, told)) = applied else {
+                    return true;
+                };
+                // Told from this task rather than the blocking thread: a handler that stops
+                // roomsrc stops this subscription, which does not wait for itself (it would wait
+                // for the blocking thread, which waits for the handler).
+                tokio::task::block_in_place(|| element.imp().tell(told));
+                for key in ended {
                     schedule_replay(this.clone(), key);
                 }
                 true
@@ -184,17 +245,18 @@ impl RoomSrc {
     }
 
     /// Applies a change; returns the players that ended because their session ended (the
-    /// stream may still be published: worth playing again).
-    fn apply(&self, change: Change) -> Vec<PlayerKey> {
+    /// stream may still be published: worth playing again), and what to tell the application.
+    fn apply(&self, change: Change) -> (Vec<PlayerKey>, Told) {
+        let mut told = Told::default();
         match change {
             Change::PlayAll(participants) => {
                 for p in participants {
                     for s in p.streams {
-                        self.add_player(&p.username, &s.stream);
+                        told.merge(self.add_player(&p.username, &s.stream));
                     }
                 }
             }
-            Change::Play(user, stream) => self.add_player(&user, &stream),
+            Change::Play(user, stream) => told.merge(self.add_player(&user, &stream)),
             Change::Stop(matches) => {
                 let _changes = self.changes.lock().unwrap();
                 let ended: Vec<_> = {
@@ -212,13 +274,13 @@ impl RoomSrc {
                 let by_session = matches!(matches, StopMatch::Signaller(_));
                 let mut keys = Vec::new();
                 for (key, player) in ended {
-                    self.end_player(&key, player);
+                    told.merge(self.end_player(&key, player));
                     keys.push(key);
                 }
-                return if by_session { keys } else { Vec::new() };
+                return (if by_session { keys } else { Vec::new() }, told);
             }
         }
-        Vec::new()
+        (Vec::new(), told)
     }
 
     fn wants(&self, user: &str) -> bool {
@@ -226,12 +288,17 @@ impl RoomSrc {
         settings.participant.as_deref().is_none_or(|p| p == user) && user != settings.room.username
     }
 
-    fn add_player(&self, user: &str, stream: &str) {
+    /// Plays `user`'s `stream` unless it already plays or roomsrc has stopped; the
+    /// `playing` status (or a warning) is for the caller to tell once `changes` is released.
+    fn add_player(&self, user: &str, stream: &str) -> Told {
+        let mut told = Told::default();
         let key = (user.to_owned(), stream.to_owned());
         let _changes = self.changes.lock().unwrap();
-        let Some(client) = self.client() else { return };
+        let Some(client) = self.client() else {
+            return told;
+        };
         if !self.wants(user) || self.state.lock().unwrap().players.contains_key(&key) {
-            return;
+            return told;
         }
         match self.make_player(&client, user, stream) {
             Ok(player) => {
@@ -244,19 +311,14 @@ impl RoomSrc {
                         "cannot start the player of {user}/{stream}: {err}"
                     );
                 }
-                events::post(
-                    self.obj().upcast_ref(),
-                    events::session_status("playing", Some(stream), Some(user)),
-                );
+                told.events
+                    .push(events::session_status("playing", Some(stream), Some(user)));
             }
-            Err(err) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::CoreError::Failed,
-                    ["cannot play {}/{}: {}", user, stream, err]
-                );
-            }
+            Err(err) => told
+                .warnings
+                .push(format!("cannot play {user}/{stream}: {err}")),
         }
+        told
     }
 
     /// A viewer signaller's session ended: end its player (from another task, so the
@@ -269,7 +331,12 @@ impl RoomSrc {
                 return;
             };
             let change = Change::Stop(StopMatch::Signaller(signaller));
-            let ended = tokio::task::spawn_blocking(move || element.imp().apply(change)).await;
+            let ended = tokio::task::spawn_blocking(move || {
+                let (ended, told) = element.imp().apply(change);
+                element.imp().tell(told);
+                ended
+            })
+            .await;
             for key in ended.unwrap_or_default() {
                 schedule_replay(this.clone(), key);
             }
@@ -400,7 +467,7 @@ impl RoomSrc {
 
     /// A player's stream went away: with a grace period (and without the mix), its pads stay
     /// (carrying nothing) and get the stream again if it comes back in time; else it ends.
-    fn end_player(&self, key: &PlayerKey, player: Player) {
+    fn end_player(&self, key: &PlayerKey, player: Player) -> Told {
         let grace = self.settings.lock().unwrap().grace_period_ms;
         if grace == 0 || self.mix.lock().unwrap().is_some() || player.pads.is_empty() {
             return self.dispose_player(key, player);
@@ -415,7 +482,7 @@ impl RoomSrc {
         for ghost in &player.pads {
             let _ = ghost.set_target(None::<&gst::Pad>);
         }
-        self.remove_source(key, &player.src);
+        let told = self.remove_source(key, &player.src);
         let parking = {
             let mut state = self.state.lock().unwrap();
             state.parkings += 1;
@@ -428,15 +495,18 @@ impl RoomSrc {
         RUNTIME.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(grace.into())).await;
             if let Some(element) = element.upgrade() {
-                let _ =
-                    tokio::task::spawn_blocking(move || element.imp().expire_parked(&key, parking))
-                        .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let told = element.imp().expire_parked(&key, parking);
+                    element.imp().tell(told);
+                })
+                .await;
             }
         });
+        told
     }
 
     /// The grace period of a parked stream ran out: its pads end.
-    fn expire_parked(&self, key: &PlayerKey, parking: u64) {
+    fn expire_parked(&self, key: &PlayerKey, parking: u64) -> Told {
         // A player change: serialised with the others and with stop (which ends the parked
         // pads itself).
         let _changes = self.changes.lock().unwrap();
@@ -447,15 +517,18 @@ impl RoomSrc {
                 _ => None,
             }
         };
-        if let Some(pads) = pads {
-            gst::info!(
-                CAT,
-                imp = self,
-                "stream {}/{} did not come back",
-                key.0,
-                key.1
-            );
-            self.end_pads(&pads);
+        match pads {
+            Some(pads) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "stream {}/{} did not come back",
+                    key.0,
+                    key.1
+                );
+                self.end_pads(pads)
+            }
+            None => Told::default(),
         }
     }
 
@@ -487,27 +560,35 @@ impl RoomSrc {
         true
     }
 
-    /// EOS on `pads`, then they are removed.
-    fn end_pads(&self, pads: &[gst::GhostPad]) {
-        for ghost in pads {
+    /// EOS on `pads` and their targets cleared; their removal (pad-removed) is told.
+    fn end_pads(&self, pads: Vec<gst::GhostPad>) -> Told {
+        for ghost in &pads {
             ghost.push_event(gst::event::Eos::new());
             let _ = ghost.set_target(None::<&gst::Pad>);
-            let _ = self.obj().remove_pad(ghost);
+        }
+        Told {
+            removed_pads: pads,
+            ..Told::default()
         }
     }
 
-    /// Stops and removes a player's webrtcsrc, and tells the application.
-    fn remove_source(&self, key: &PlayerKey, src: &gst::Element) {
+    /// Stops and removes a player's webrtcsrc; its `stopped` status is told.
+    fn remove_source(&self, key: &PlayerKey, src: &gst::Element) -> Told {
         let _ = src.set_state(gst::State::Null);
         let _ = self.obj().remove(src);
-        events::post(
-            self.obj().upcast_ref(),
-            events::session_status("stopped", Some(&key.1), Some(&key.0)),
-        );
+        Told {
+            events: vec![events::session_status(
+                "stopped",
+                Some(&key.1),
+                Some(&key.0),
+            )],
+            ..Told::default()
+        }
     }
 
-    /// Ends a player: EOS on its pads, pads removed, webrtcsrc stopped and removed.
-    fn dispose_player(&self, key: &PlayerKey, player: Player) {
+    /// Ends a player: EOS on its pads, webrtcsrc stopped and removed; the pads' removal is
+    /// told.
+    fn dispose_player(&self, key: &PlayerKey, player: Player) -> Told {
         gst::info!(CAT, imp = self, "stream {}/{} ended", key.0, key.1);
         // Downstream first: a streaming thread of the webrtcsrc may be blocked downstream (a
         // mixer pad, a prerolling sink while the pipeline changes state); webrtcsrc's own
@@ -520,11 +601,10 @@ impl RoomSrc {
             .as_mut()
             .map(|mix| mix.detach(self.obj().upcast_ref(), key))
             .is_some();
-        if detached {
-            self.obj().notify("mix-tiles");
-        }
-        self.end_pads(&player.pads);
-        self.remove_source(key, &player.src);
+        let mut told = self.end_pads(player.pads);
+        told.mix_tiles_changed = detached;
+        told.merge(self.remove_source(key, &player.src));
+        told
     }
 }
 
@@ -591,8 +671,11 @@ fn schedule_replay(element: glib::WeakRef<super::RoomSrc>, key: PlayerKey) {
                 key.0,
                 key.1
             );
-            let _ =
-                tokio::task::spawn_blocking(move || element.imp().add_player(&key.0, &key.1)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let told = element.imp().add_player(&key.0, &key.1);
+                element.imp().tell(told);
+            })
+            .await;
         }
     });
 }
