@@ -71,6 +71,13 @@ pub async fn run(pipeline: &gst::Pipeline, options: RunOptions) -> anyhow::Resul
                             println!("{}: {line}", src.name());
                         }
                     }
+                    // A room element's warnings say what did not happen and why (a chat
+                    // message refused as `rate-limited`, ...).
+                    gst::MessageView::Warning(w) => {
+                        if let Some(src) = msg.src().filter(|s| is_room_element(s)) {
+                            eprintln!("{}: {}", src.name(), w.error());
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -201,13 +208,20 @@ fn send_chat(pipeline: &gst::Pipeline, line: &str) {
     let Some(sink) = room_elements(pipeline).into_iter().next() else {
         return eprintln!("chat needs a roomsink or roomsrc in the pipeline");
     };
-    let sent = match line.strip_prefix('@').and_then(|rest| rest.split_once(' ')) {
+    // A message that is not sent (refused by the server, or not in a room) comes back as the
+    // element's warning, printed with the reason by `run`.
+    let _sent = match line.strip_prefix('@').and_then(|rest| rest.split_once(' ')) {
         Some((to, text)) => sink.emit_by_name::<bool>("send-message-to", &[&to, &text]),
         None => sink.emit_by_name::<bool>("send-message", &[&line]),
     };
-    if !sent {
-        eprintln!("not in the room yet: message not sent");
-    }
+}
+
+/// roomsink or roomsrc (their warnings are the user's business; webrtcbin's are not).
+fn is_room_element(object: &gst::Object) -> bool {
+    object
+        .downcast_ref::<gst::Element>()
+        .and_then(|e| e.factory())
+        .is_some_and(|f| matches!(f.name().as_str(), "roomsink" | "roomsrc"))
 }
 
 /// Every roomsink and roomsrc in the pipeline.
@@ -216,10 +230,7 @@ fn room_elements(pipeline: &gst::Pipeline) -> Vec<gst::Element> {
         .iterate_recurse()
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.factory()
-                .is_some_and(|f| f.name() == "roomsink" || f.name() == "roomsrc")
-        })
+        .filter(|e| is_room_element(e.upcast_ref()))
         .collect()
 }
 

@@ -207,6 +207,97 @@ fn chat_from_action_signals_arrives_stamped_with_the_sender() {
     stop(&publisher);
 }
 
+/// Reads the bus until `done` holds for the warnings and the `room-message` texts seen so far
+/// (both kinds are read in one pass: popping one kind would discard the other); panics after
+/// [`MEDIA_WAIT`] or on an error.
+fn warnings_and_chat(
+    pipeline: &gst::Pipeline,
+    done: impl Fn(&[String], &[String]) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    let bus = pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + MEDIA_WAIT;
+    let (mut warnings, mut texts) = (Vec::new(), Vec::new());
+    while !done(&warnings, &texts) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "seen so far: {warnings:?} {texts:?}");
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(left.as_millis() as u64),
+            &[
+                gst::MessageType::Warning,
+                gst::MessageType::Element,
+                gst::MessageType::Error,
+            ],
+        ) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            gst::MessageView::Error(e) => panic!("pipeline error: {}", e.error()),
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure()
+                    && s.name() == "room-message"
+                {
+                    texts.push(s.get::<String>("text").unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    (warnings, texts)
+}
+
+#[test]
+fn send_message_reports_the_servers_verdict_with_the_reason() {
+    init();
+    let config = room_signaling::Config {
+        rate_limits: room_signaling::limits::RateLimits {
+            chat: room_signaling::limits::RateLimit::new(1, 2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = TestServer::start(config);
+    let url = server.ws_url();
+    let viewer = Viewer::new(&url, "room=verdict username=viewer").start();
+    wait_for_event(&viewer.pipeline, "room-state", |_| true);
+    let roomsrc = &viewer.roomsrc;
+
+    // Nobody of that name in the room: refused, and the warning says why.
+    assert!(!roomsrc.emit_by_name::<bool>("send-message-to", &[&"nobody", &"hello?"]));
+    let (warnings, _) = warnings_and_chat(&viewer.pipeline, |w, _| !w.is_empty());
+    assert!(
+        warnings[0].starts_with("unknown-participant: "),
+        "{warnings:?}"
+    );
+
+    // Faster than one a second with a burst of two: the server lets some through and refuses
+    // the rest, and each call says which.
+    let verdicts: Vec<bool> = (0..5)
+        .map(|i| roomsrc.emit_by_name::<bool>("send-message", &[&format!("flood {i}")]))
+        .collect();
+    assert!(
+        verdicts.contains(&true) && verdicts.contains(&false),
+        "{verdicts:?}"
+    );
+    let accepted: Vec<String> = (0..5)
+        .filter(|i| verdicts[*i])
+        .map(|i| format!("flood {i}"))
+        .collect();
+    let refusals = verdicts.iter().filter(|v| !**v).count();
+    // A warning per refusal, saying why; what was accepted came back to the room.
+    let (warnings, texts) = warnings_and_chat(&viewer.pipeline, |w, t| {
+        w.len() >= refusals && accepted.iter().all(|a| t.contains(a))
+    });
+    assert!(
+        warnings.iter().all(|w| w.starts_with("rate-limited: ")),
+        "{warnings:?}"
+    );
+    assert!(
+        texts.iter().all(|t| accepted.contains(t)),
+        "only accepted messages reach the room: {texts:?}"
+    );
+}
+
 #[test]
 fn refused_joins_are_element_errors_with_the_reason() {
     init();

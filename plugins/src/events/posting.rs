@@ -5,6 +5,8 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::RoomStatus;
+use room_protocol::ServerMessage;
+
 use crate::client::{Event, RoomClient};
 use crate::subscription::Subscription;
 
@@ -30,8 +32,11 @@ pub fn session_status(status: &str, stream: Option<&str>, peer: Option<&str>) ->
 
 /// The bus message / signal a room event becomes, if it is one for applications.
 pub fn event_structure(event: &Event) -> Option<gst::Structure> {
-    let s = match event {
-        Event::State {
+    let Event::Room(msg) = event else {
+        return None;
+    };
+    let s = match msg {
+        ServerMessage::State {
             room,
             username,
             capacity,
@@ -49,23 +54,25 @@ pub fn event_structure(event: &Event) -> Option<gst::Structure> {
                     .collect::<Vec<_>>(),
             )
             .build(),
-        Event::Joined { username } => gst::Structure::builder("room-joined")
+        ServerMessage::Joined { username } => gst::Structure::builder("room-joined")
             .field("username", username)
             .build(),
-        Event::Left { username } => gst::Structure::builder("room-left")
+        ServerMessage::Left { username } => gst::Structure::builder("room-left")
             .field("username", username)
             .build(),
-        Event::Published { username, stream } => gst::Structure::builder("room-published")
+        ServerMessage::Published { username, stream } => gst::Structure::builder("room-published")
             .field("username", username)
             .field("stream", &stream.stream)
             .field("audio", stream.audio)
             .field("video", stream.video)
             .build(),
-        Event::Unpublished { username, stream } => gst::Structure::builder("room-unpublished")
-            .field("username", username)
-            .field("stream", stream)
-            .build(),
-        Event::Muted {
+        ServerMessage::Unpublished { username, stream } => {
+            gst::Structure::builder("room-unpublished")
+                .field("username", username)
+                .field("stream", stream)
+                .build()
+        }
+        ServerMessage::Muted {
             username,
             stream,
             audio_muted,
@@ -76,7 +83,7 @@ pub fn event_structure(event: &Event) -> Option<gst::Structure> {
             .field("audio-muted", audio_muted)
             .field("video-muted", video_muted)
             .build(),
-        Event::Message { from, to, text, ts } => gst::Structure::builder("room-message")
+        ServerMessage::Message { from, to, text, ts } => gst::Structure::builder("room-message")
             .field("from", from)
             .field_if_some("to", to.as_ref())
             .field("text", text)
@@ -128,19 +135,19 @@ pub fn spawn_poster(element: &gst::Element, client: &RoomClient) -> Subscription
 fn post_event(element: &gst::Element, event: Event) -> bool {
     if let Some(structure) = event_structure(&event) {
         post(element, structure);
-        if matches!(
-            event,
-            Event::State { .. } | Event::Joined { .. } | Event::Left { .. }
-        ) {
+        if let Event::Room(
+            ServerMessage::State { .. } | ServerMessage::Joined { .. } | ServerMessage::Left { .. },
+        ) = event
+        {
             element.notify("participants");
         }
         return true;
     }
     match event {
-        Event::Refused { code, message } => gst::element_warning!(
+        Event::Room(ServerMessage::Error { code, message }) => gst::element_warning!(
             element,
             gst::ResourceError::Write,
-            ("room server refused a message: {}", code),
+            ("room server refused a request: {}", code),
             ["{}", message]
         ),
         Event::Status(status) => {
@@ -154,9 +161,9 @@ fn post_event(element: &gst::Element, event: Event) -> bool {
                 session_status(&nick.unwrap_or_default(), None, None),
             );
         }
-        Event::Fatal { reason, detail } => {
+        Event::Fatal(failure) => {
             element.notify("status");
-            post_fatal(element, &reason, &detail);
+            post_fatal(element, failure.reason(), failure.detail());
             return false;
         }
         _ => {}

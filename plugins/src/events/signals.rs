@@ -106,14 +106,20 @@ pub fn chat_signals(client_of: ClientOf) -> Vec<glib::subclass::Signal> {
          * send-message:
          * @text: the chat text (at most 4 KiB)
          *
-         * Sends a chat message to everyone in the room. It comes back as room-message.
+         * Sends a chat message to everyone in the room and waits (a round trip, at most 5 s)
+         * for the room server's verdict. Accepted, it comes back as room-message. Refused —
+         * by the server (`rate-limited`, `text-too-long`, `unauthorized`, ...), or because
+         * the element is not in a room — the message reaches nobody, the call returns false,
+         * and a warning is posted whose text starts with the reason, e.g. "rate-limited: too
+         * many chat messages: at most 10 per second (bursts of 20)".
          *
          * While the connection to the server is lost and being retried, up to 16 messages are
-         * held and sent after the rejoin (the call returns true); beyond that, or when the
-         * element is not in a room, the message is dropped, a warning is posted, and the call
-         * returns false.
+         * held and sent after the rejoin (the call returns true; a refusal then comes as a
+         * "room server refused a request" warning); beyond that the message is dropped, with
+         * a warning, and the call returns false.
          *
-         * Returns: whether the message was sent or held for the rejoin
+         * Returns: true when the server accepted the message (or it is held for the rejoin),
+         * false when it was refused (the reason is in the posted warning)
          */
         glib::subclass::Signal::builder("send-message")
             .param_types([String::static_type()])
@@ -130,11 +136,13 @@ pub fn chat_signals(client_of: ClientOf) -> Vec<glib::subclass::Signal> {
          * @text: the chat text (at most 4 KiB)
          *
          * Sends a direct chat message to one participant; it comes back as room-message with
-         * `to` set, to the recipient and the sender only.
+         * `to` set, to the recipient and the sender only. A username not in the room is
+         * refused (`unknown-participant`).
          *
-         * Held during a reconnect like send-message.
+         * Verdict, warning and holding during a reconnect as for send-message.
          *
-         * Returns: whether the message was sent or held for the rejoin
+         * Returns: true when the server accepted the message (or it is held for the rejoin),
+         * false when it was refused (the reason is in the posted warning)
          */
         glib::subclass::Signal::builder("send-message-to")
             .param_types([String::static_type(), String::static_type()])
@@ -156,7 +164,7 @@ fn send_chat(
     text: String,
 ) -> bool {
     let refused = match client.map(|c| c.send_chat(to, text)) {
-        Some(Ok(ChatSent::Sent | ChatSent::Held)) => return true,
+        Some(Ok(ChatSent::Accepted | ChatSent::Held)) => return true,
         Some(Err(err)) => err,
         None => ChatError::Gone,
     };

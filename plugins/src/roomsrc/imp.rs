@@ -6,7 +6,7 @@ use std::sync::{LazyLock, Mutex};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use room_protocol::Participant;
+use room_protocol::{Participant, ServerMessage};
 
 use crate::RUNTIME;
 use crate::client::{Event, RoomClient, Status};
@@ -751,13 +751,17 @@ enum Change {
 impl Change {
     fn from_event(event: Event) -> Option<Change> {
         Some(match event {
-            Event::State { participants, .. } => Change::PlayAll(participants),
-            Event::Published { username, stream } => Change::Play(username, stream.stream),
-            Event::Unpublished { username, stream } => {
+            Event::Room(ServerMessage::State { participants, .. }) => Change::PlayAll(participants),
+            Event::Room(ServerMessage::Published { username, stream }) => {
+                Change::Play(username, stream.stream)
+            }
+            Event::Room(ServerMessage::Unpublished { username, stream }) => {
                 Change::Stop(StopMatch::Stream(username, stream))
             }
-            Event::Left { username } => Change::Stop(StopMatch::User(username)),
-            Event::Status(Status::Reconnecting | Status::Failed) | Event::Fatal { .. } => {
+            Event::Room(ServerMessage::Left { username }) => {
+                Change::Stop(StopMatch::User(username))
+            }
+            Event::Status(Status::Reconnecting | Status::Failed) | Event::Fatal(_) => {
                 Change::Stop(StopMatch::All)
             }
             _ => return None,

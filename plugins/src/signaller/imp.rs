@@ -7,7 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gstrswebrtc::signaller::{Signallable, SignallableImpl};
-use room_protocol::{ClientMessage, SdpType, SessionDescription};
+use room_protocol::{ClientMessage, SdpType, ServerMessage, SessionDescription};
 
 use crate::client::{Event, RoomClient};
 use crate::subscription::Subscription;
@@ -102,7 +102,9 @@ impl RoomSignaller {
     /// while emitting.
     fn on_event(&self, event: Event) {
         match event {
-            Event::SessionRequested { session, viewer } => {
+            Event::Session(ServerMessage::SessionRequest {
+                session, viewer, ..
+            }) => {
                 self.state.lock().unwrap().sessions.insert(session.clone());
                 gst::info!(CAT, imp = self, "{viewer} requests a session: {session}");
                 self.emit_status("session-requested", Some(&viewer), None);
@@ -115,11 +117,11 @@ impl RoomSignaller {
                     ],
                 );
             }
-            Event::SessionStarted {
+            Event::Session(ServerMessage::SessionStarted {
                 session,
                 participant,
                 stream,
-            } => {
+            }) => {
                 self.state.lock().unwrap().sessions.insert(session.clone());
                 gst::info!(
                     CAT,
@@ -129,10 +131,10 @@ impl RoomSignaller {
                 self.obj()
                     .emit_by_name::<()>("session-started", &[&session, &participant]);
             }
-            Event::Sdp {
+            Event::Session(ServerMessage::Sdp {
                 session,
                 description,
-            } => match to_webrtc(&description) {
+            }) => match to_webrtc(&description) {
                 Ok(desc) => self
                     .obj()
                     .emit_by_name::<()>("session-description", &[&session, &desc]),
@@ -141,18 +143,18 @@ impl RoomSignaller {
                     self.send(ClientMessage::Stop { session });
                 }
             },
-            Event::Ice {
+            Event::Session(ServerMessage::Ice {
                 session,
                 candidate,
                 sdp_m_line_index,
                 sdp_mid,
-            } => {
+            }) => {
                 self.obj().emit_by_name::<()>(
                     "handle-ice",
                     &[&session, &sdp_m_line_index, &sdp_mid, &candidate],
                 );
             }
-            Event::SessionEnded { session, reason } => {
+            Event::Session(ServerMessage::SessionEnded { session, reason }) => {
                 self.state.lock().unwrap().sessions.remove(&session);
                 gst::info!(CAT, imp = self, "session {session} ended: {reason}");
                 match self.config().0 {
