@@ -721,6 +721,27 @@ fn request_keyframes(element: &gst::Element) {
     }
 }
 
+/// The most time between two regular RTCP reports of a stream's session, and so the most time
+/// a stale limit on its feedback can last (libwebrtc reports video once a second).
+///
+/// A receiver's NACKs and keyframe requests leave in "early" RTCP packets, at most one per
+/// interval computed from the stream's bitrate (RFC 4585), and rtpsession computes that
+/// interval anew only at each regular report. With its default (`rtcp-min-interval` 5 s, a
+/// regular report every 2.5-7.5 s) the one made before any media had arrived (from a default
+/// 64 kbit/s session: ~0.3-0.6 s) held for up to 7.5 s: when 5 % loss began then, feedback left
+/// once every 571 ms instead of every ~26 ms, a NACK came later than the jitterbuffer waits
+/// (`latency`), the loss became a keyframe request, that request waited too, and the keyframes
+/// lost packets no NACK repaired in time — a 1.8 s freeze (tests/tests/network.rs).
+const RTCP_REPORT_INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(1);
+
+/// Lets a stream's session send its feedback (NACKs, keyframe requests, congestion feedback) as
+/// often as its bitrate allows from its second regular report on (see [`RTCP_REPORT_INTERVAL`]).
+fn prompt_feedback(element: &gst::Element) {
+    if element.factory().is_some_and(|f| f.name() == "rtpsession") {
+        element.set_property("rtcp-min-interval", RTCP_REPORT_INTERVAL.nseconds());
+    }
+}
+
 /// Which players a room event ends.
 enum StopMatch {
     Stream(String, String),
@@ -811,7 +832,10 @@ impl ObjectImpl for RoomSrc {
         let obj = self.obj();
         obj.set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
         obj.set_element_flags(gst::ElementFlags::SOURCE);
-        obj.connect_deep_element_added(|_, _, element| request_keyframes(element));
+        obj.connect_deep_element_added(|_, _, element| {
+            request_keyframes(element);
+            prompt_feedback(element);
+        });
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -1012,7 +1036,23 @@ impl BinImpl for RoomSrc {}
 
 #[cfg(test)]
 mod tests {
-    use super::pad_name_part;
+    use super::{RTCP_REPORT_INTERVAL, pad_name_part};
+    use gst::prelude::*;
+
+    #[test]
+    fn the_sessions_of_its_streams_report_at_least_once_a_second() {
+        gst::init().unwrap();
+        let roomsrc = gst::glib::Object::new::<super::super::RoomSrc>();
+        // As webrtcsrc's webrtcbin's rtpbin makes it: a bin further down adds the session.
+        let rtpbin = gst::Bin::new();
+        roomsrc.add(&rtpbin).unwrap();
+        let session = gst::ElementFactory::make("rtpsession").build().unwrap();
+        let default: u64 = session.property("rtcp-min-interval");
+        assert!(default > RTCP_REPORT_INTERVAL.nseconds());
+        rtpbin.add(&session).unwrap();
+        let interval: u64 = session.property("rtcp-min-interval");
+        assert_eq!(interval, RTCP_REPORT_INTERVAL.nseconds());
+    }
 
     #[test]
     fn colliding_usernames_get_distinct_stable_pad_names() {
