@@ -731,7 +731,8 @@ fn request_keyframes(element: &gst::Element) {
 /// 64 kbit/s session: ~0.3-0.6 s) held for up to 7.5 s: when 5 % loss began then, feedback left
 /// once every 571 ms instead of every ~26 ms, a NACK came later than the jitterbuffer waits
 /// (`latency`), the loss became a keyframe request, that request waited too, and the keyframes
-/// lost packets no NACK repaired in time — a 1.8 s freeze (tests/tests/network.rs).
+/// lost packets no NACK repaired in time — a 1.8 s freeze (tests/tests/network.rs; UPSTREAM.md:
+/// "rtpsession's first feedback interval holds for seconds").
 const RTCP_REPORT_INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
 /// Lets a stream's session send its feedback (NACKs, keyframe requests, congestion feedback) as
