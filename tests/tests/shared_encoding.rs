@@ -41,13 +41,16 @@ fn encoders_in(sink: &gst::Element, medium: &str) -> Vec<String> {
 
 /// The shared VP8 encoder inside the roomsink bin.
 fn shared_vp8_encoder(sink: &gst::Element) -> gst::Element {
+    find_shared_vp8_encoder(sink).expect("a shared vp8enc")
+}
+
+fn find_shared_vp8_encoder(sink: &gst::Element) -> Option<gst::Element> {
     sink.downcast_ref::<gst::Bin>()
         .unwrap()
         .iterate_recurse()
         .into_iter()
         .flatten()
         .find(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
-        .expect("a shared vp8enc")
 }
 
 /// The congestion controllers (`rtpgccbwe`) of the viewers' sessions, as webrtcsink makes them.
@@ -594,15 +597,8 @@ fn count_input_buffers(element: &gst::Element) -> Arc<AtomicUsize> {
 fn wait_for_shared_vp8_encoder(sink: &gst::Element) -> gst::Element {
     let deadline = Instant::now() + MEDIA_WAIT;
     loop {
-        let found = sink
-            .downcast_ref::<gst::Bin>()
-            .unwrap()
-            .iterate_recurse()
-            .into_iter()
-            .flatten()
-            .any(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"));
-        if found {
-            return shared_vp8_encoder(sink);
+        if let Some(encoder) = find_shared_vp8_encoder(sink) {
+            return encoder;
         }
         assert!(Instant::now() < deadline, "roomsink made no vp8enc");
         std::thread::sleep(Duration::from_millis(20));
