@@ -357,7 +357,8 @@ impl Presence {
     /// written while not joined (what matters is written with the join).
     fn write(&mut self, r: &mut Reaction, msg: ClientMessage) -> String {
         self.requests += 1;
-        let id = format!("{}-{}", request_kind(&msg), self.requests);
+        // The message's wire type first, so a log line or a refusal reads `message-12`, `publish-3`.
+        let id = format!("{}-{}", msg.kind(), self.requests);
         if self.status == Status::Joined {
             r.send.push(WithId {
                 id: Some(id.clone()),
@@ -595,23 +596,6 @@ fn announce(s: &StreamInfo) -> Vec<ClientMessage> {
         });
     }
     out
-}
-
-/// The first part of a request id: the message's type, so a log line or a refusal reads
-/// `chat-12`, `publish-3`.
-fn request_kind(msg: &ClientMessage) -> &'static str {
-    match msg {
-        ClientMessage::Join { .. } => "join",
-        ClientMessage::Leave {} => "leave",
-        ClientMessage::Publish { .. } => "publish",
-        ClientMessage::Unpublish { .. } => "unpublish",
-        ClientMessage::Mute { .. } => "mute",
-        ClientMessage::Message { .. } => "chat",
-        ClientMessage::Play { .. } => "play",
-        ClientMessage::Sdp { .. } => "sdp",
-        ClientMessage::Ice { .. } => "ice",
-        ClientMessage::Stop { .. } => "stop",
-    }
 }
 
 /// Keeps the list of other participants and their streams in step with room events.

@@ -658,6 +658,24 @@ impl std::fmt::Display for FailReason {
     }
 }
 
+impl ClientMessage {
+    /// The message's `"type"` on the wire, e.g. `message` (clients use it in request ids).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave {} => "leave",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Message { .. } => "message",
+            ClientMessage::Play { .. } => "play",
+            ClientMessage::Sdp { .. } => "sdp",
+            ClientMessage::Ice { .. } => "ice",
+            ClientMessage::Stop { .. } => "stop",
+        }
+    }
+}
+
 /// Checks a room or stream name: 1 to [`MAX_NAME_CHARS`] characters from `A-Z a-z 0-9 _ -`.
 /// These names appear in URLs (`/?room=NAME`) and GStreamer pad names, hence the small alphabet.
 pub fn validate_name(name: &str) -> Result<(), String> {
@@ -1075,23 +1093,8 @@ mod tests {
     }
 
     /// Every variant by name. Exhaustive on purpose: a new variant does not compile until it
-    /// is listed here, and then the test below fails until `examples()` has it.
-    fn client_variant(msg: &ClientMessage) -> &'static str {
-        match msg {
-            ClientMessage::Join { .. } => "join",
-            ClientMessage::Leave {} => "leave",
-            ClientMessage::Publish { .. } => "publish",
-            ClientMessage::Unpublish { .. } => "unpublish",
-            ClientMessage::Mute { .. } => "mute",
-            ClientMessage::Message { .. } => "message",
-            ClientMessage::Play { .. } => "play",
-            ClientMessage::Sdp { .. } => "sdp",
-            ClientMessage::Ice { .. } => "ice",
-            ClientMessage::Stop { .. } => "stop",
-        }
-    }
-
-    /// See [`client_variant`].
+    /// is listed here (and in [`ClientMessage::kind`]), and then the test below fails until
+    /// `examples()` has it.
     fn server_variant(msg: &ServerMessage) -> &'static str {
         match msg {
             ServerMessage::Welcome { .. } => "welcome",
@@ -1146,7 +1149,7 @@ mod tests {
     fn examples_cover_every_variant_under_its_wire_name() {
         // The page's mirror test relies on the fixture naming every type once.
         let (client, server) = examples();
-        let names: Vec<&str> = client.iter().map(client_variant).collect();
+        let names: Vec<&str> = client.iter().map(ClientMessage::kind).collect();
         assert_eq!(
             names, CLIENT_TYPES,
             "one client example per variant, in order"
@@ -1161,7 +1164,7 @@ mod tests {
         // The names are the wire names.
         for msg in &client {
             let json = serde_json::to_value(msg).unwrap();
-            assert_eq!(json["type"], client_variant(msg));
+            assert_eq!(json["type"], msg.kind());
         }
         for msg in &server {
             let json = serde_json::to_value(msg).unwrap();
