@@ -39,6 +39,8 @@
 //! assert_eq!(msg, ClientMessage::Join { room: "demo".into(), username: "alice".into(), token: None });
 //! ```
 
+pub mod speaker;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version the server announces in [`ServerMessage::Welcome`].
