@@ -21,6 +21,7 @@ use std::sync::LazyLock;
 use gst::glib;
 
 pub mod app;
+pub mod audio_level;
 pub mod client;
 pub mod events;
 pub mod ice;

@@ -1,8 +1,8 @@
 //! roomsink's media path: what happens between a request pad and webrtcsink.
 //!
 //! ```text
-//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] ─ queue ─ [scale ─ size] ─ encoder [keyframe gate] ─ webrtcsink
-//! raw, encode-per-viewer: ghost ─ input ─ convert ─ I420/S16 [mute] ─ webrtcsink (encodes per viewer)
+//! raw, shared (default):  ghost ─ input ─ convert ─ I420/S16 [mute] [level] ─ queue ─ [scale ─ size] ─ encoder [keyframe gate] ─ webrtcsink
+//! raw, encode-per-viewer: ghost ─ input ─ convert ─ I420/S16 [mute] [level] ─ webrtcsink (encodes per viewer)
 //! encoded (VP8/H.264/Opus): ghost ─ input [keyframe gate] ─ webrtcsink (payloads only)
 //! ```
 //!
@@ -13,6 +13,10 @@
 //! Without a viewer session, `input` drops every buffer (once the stream is published:
 //! webrtcsink learns the codecs from the first ones): nothing is converted, scaled or encoded
 //! for nobody (`demand.rs`).
+//!
+//! `level` (audio only) puts each buffer's RFC 6464 level on it, which the encoder carries and
+//! every viewer's payloader writes into the `ssrc-audio-level` header extension
+//! (`audio_level.rs`). Already-encoded audio goes without levels.
 //!
 //! `scale ─ size` (video only) makes the picture smaller while the encoder cannot fit the
 //! weakest viewer's link at the input's size (`resolution.rs`).
@@ -215,6 +219,11 @@ fn build_branch(
         blanked = elements
             .last()
             .map(|filter| filter.static_pad("src").unwrap());
+        // Each buffer's level, after the mute (silence measures silent), for the RFC 6464
+        // extension of every viewer's packets (audio_level.rs).
+        if config.medium == Medium::Audio {
+            elements.push(crate::audio_level::meter()?);
+        }
         if !config.per_viewer {
             elements.push(encoder_queue()?);
             if config.medium == Medium::Video {
