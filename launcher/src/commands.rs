@@ -130,6 +130,26 @@ pub struct MixArgs {
     width: u32,
     #[arg(long, default_value_t = 720)]
     height: u32,
+    /// grid: everyone the same size; speaker: whoever speaks large, the others in a strip
+    /// (cuts at most once per 2 s).
+    #[arg(long, value_enum, default_value = "grid")]
+    layout: Layout,
+}
+
+/// `gst-room mix --layout` (roomsrc's `mix-layout`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Layout {
+    Grid,
+    Speaker,
+}
+
+impl Layout {
+    fn nick(self) -> &'static str {
+        match self {
+            Layout::Grid => "grid",
+            Layout::Speaker => "speaker",
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,6 +218,7 @@ pub async fn mix(args: MixArgs) -> anyhow::Result<()> {
     let mut values = args.room.values();
     values.insert("WIDTH".into(), args.width.to_string());
     values.insert("HEIGHT".into(), args.height.to_string());
+    values.insert("LAYOUT".into(), args.layout.nick().into());
     let preset = match (&args.output, &args.rtmp) {
         (Some(output), _) => {
             values.insert("OUTPUT".into(), output.display().to_string());

@@ -14,6 +14,8 @@
 //! | `room-muted` | `username`, `stream`, `audio-muted`, `video-muted` (bool) |
 //! | `room-message` | `from`, `to` (only for direct messages), `text`, `ts` (u64, ms since epoch) |
 //! | `room-failed` | `reason` (`room-full`, `name-taken`, `unauthorized`, `invalid-name`, `unreachable`, ...), `detail` |
+//! | `room-active-speaker` (roomsrc) | `username` (absent when nobody speaks now), `previous` (absent when nobody spoke) |
+//! | `room-audio-levels` (roomsrc, ≤ 10/s) | `levels` (array of `level` structures: `username`, `level` (f64, dBov, −127..0), `speaking` (bool)), `speaker` (absent when nobody) |
 //! | `room-session-status` | `status` (`connecting`, `joined`, `reconnecting`, `failed`, `publishing`, `unpublished`, `session-requested`, `playing`, `stopped`), `stream`, `peer`, `reason` (where relevant: `failed` of a stream has `reason`, e.g. `stream-exists`) |
 //!
 //! The module is split by concern: [`properties`] (the room settings and status both elements

@@ -89,6 +89,33 @@ pub fn event_signals() -> Vec<glib::subclass::Signal> {
     ]
 }
 
+/// roomsrc's signals about who speaks, `(GstElement *element, GstStructure *event)`, emitted
+/// after the bus message of the same name, on a thread of the plugin's runtime, with no lock
+/// of roomsrc held. Fields in the module doc.
+pub fn speaker_signals() -> Vec<glib::subclass::Signal> {
+    vec![
+        /**
+         * GstRoomSrc::room-active-speaker:
+         * @event: `room-active-speaker` {username (absent: nobody speaks now), previous}
+         *
+         * The active speaker changed: someone spoke louder than the others for about
+         * half a second, or the speaker was silent for 1.5 s (or left). Decided by roomsrc
+         * from the levels of the audio it plays (the RFC 6464 levels the publisher sends, or
+         * measured), with the hysteresis of room_protocol::speaker.
+         */
+        event_signal("room-active-speaker"),
+        /**
+         * GstRoomSrc::room-audio-levels:
+         * @event: `room-audio-levels` {levels (array of `level` {username, level (dBov,
+         *   -127.0..0.0), speaking (bool)}), speaker (absent: nobody)}
+         *
+         * Every participant's audio level over the last 400 ms, ten times a second while
+         * roomsrc plays someone's audio.
+         */
+        event_signal("room-audio-levels"),
+    ]
+}
+
 fn event_signal(name: &str) -> glib::subclass::Signal {
     glib::subclass::Signal::builder(name)
         .param_types([gst::Structure::static_type()])

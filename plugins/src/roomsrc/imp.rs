@@ -2,20 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use room_protocol::speaker::{self, Detector};
 use room_protocol::{Participant, ServerMessage};
 
 use crate::RUNTIME;
+use crate::audio_level::{self, LevelSource};
 use crate::client::{Event, RoomClient, Status};
 use crate::events::{self, RoomSettings};
 use crate::membership::{self, Membership};
 use crate::signaller::RoomSignaller;
 use crate::subscription::Subscription;
 
-use super::mix::{Mix, MixFormat};
+use super::mix::{Layout, Mix, MixFormat};
 
 /// Jitterbuffer latency. webrtcbin's 200 ms default suits the internet; conferencing on a LAN
 /// wants the picture sooner, and 50 ms still absorbs ordinary LAN jitter.
@@ -31,6 +34,9 @@ const DEFAULT_MIX: bool = false;
 const DEFAULT_MIX_WIDTH: i32 = 1280;
 const DEFAULT_MIX_HEIGHT: i32 = 720;
 const DEFAULT_MIX_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(30);
+/// How often the active speaker is decided and the levels are posted (`room-audio-levels`
+/// at most ten times a second).
+const SPEAKER_TICK: Duration = Duration::from_millis(100);
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -59,6 +65,7 @@ impl Default for Settings {
                 width: DEFAULT_MIX_WIDTH,
                 height: DEFAULT_MIX_HEIGHT,
                 framerate: DEFAULT_MIX_FRAMERATE,
+                layout: Layout::Grid,
             },
         }
     }
@@ -133,6 +140,11 @@ pub struct RoomSrc {
     /// The mixers, from `mix=true` on (set in NULL only); participants are attached to them
     /// instead of getting pads of their own.
     mix: Mutex<Option<Mix>>,
+    /// Who speaks, from the levels of the audio played (fed by pad probes). Taken alone, never
+    /// with another lock of roomsrc.
+    speaking: Mutex<Detector<String>>,
+    /// The task deciding the speaker and posting levels, while running.
+    speaker_ticks: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RoomSrc {
@@ -156,12 +168,19 @@ impl RoomSrc {
         self.state.lock().unwrap().membership = Some(membership);
         let follower = self.spawn_follower(&client);
         self.state.lock().unwrap().follower = Some(follower);
+        *self.speaking.lock().unwrap() = Detector::new();
+        let ticks = self.spawn_speaker_ticks();
+        *self.speaker_ticks.lock().unwrap() = Some(ticks);
         Ok(())
     }
 
     /// PAUSED→READY (or a failed READY→PAUSED): stop following (awaited), end every player,
     /// and leave — for the participant's last user — before returning.
     fn stop(&self) {
+        // Aborted, not awaited: a handler of its signals may be what stops roomsrc.
+        if let Some(ticks) = self.speaker_ticks.lock().unwrap().take() {
+            ticks.abort();
+        }
         let follower = self.state.lock().unwrap().follower.take();
         if let Some(follower) = follower {
             follower.stop();
@@ -271,6 +290,9 @@ impl RoomSrc {
                         .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
                         .collect()
                 };
+                if let StopMatch::User(user) = &matches {
+                    told.events.extend(self.forget_speaker(user));
+                }
                 let by_session = matches!(matches, StopMatch::Signaller(_));
                 let mut keys = Vec::new();
                 for (key, player) in ended {
@@ -399,6 +421,9 @@ impl RoomSrc {
     /// webrtcsrc's pad-added, before webrtcsrc asks downstream what it takes — linking here is
     /// what makes webrtcsrc decode.
     fn expose(&self, user: &str, stream: &str, pad: &gst::Pad) {
+        if pad.name().starts_with("audio") {
+            self.measure(user, pad);
+        }
         // The mix lock is held while attaching: it serialises changes to the mixers' inputs
         // (the one exception to "no lock while calling into children"), and nothing that
         // attaching calls takes it. It is released before posting or notifying.
@@ -640,6 +665,87 @@ impl RoomSrc {
         }
     }
 
+    /// Feeds the level of every buffer of `user`'s decoded audio `pad` to the speaker
+    /// detector: the publisher's RFC 6464 level when the buffer carries it, else measured.
+    fn measure(&self, user: &str, pad: &gst::Pad) {
+        let this = self.obj().downgrade();
+        let user = user.to_owned();
+        // Where the last level came from, logged when it changes.
+        let source = Mutex::new(None);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some((level, from)) = audio_level::received_level(buffer) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(this) = this.upgrade() else {
+                return gst::PadProbeReturn::Remove;
+            };
+            if source.lock().unwrap().replace(from) != Some(from) {
+                let how = match from {
+                    LevelSource::Extension => "from its RTP header extension (RFC 6464)",
+                    LevelSource::Measured => "measured from the decoded audio",
+                };
+                gst::info!(CAT, obj = this, "audio levels of {user}: {how}");
+            }
+            let now = Instant::now();
+            this.imp()
+                .speaking
+                .lock()
+                .unwrap()
+                .observe(user.clone(), level, now);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// Every [`SPEAKER_TICK`] while running: decides the speaker, lets the mix cut, posts
+    /// the levels.
+    fn spawn_speaker_ticks(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.obj().downgrade();
+        RUNTIME.spawn(async move {
+            let mut ticks = tokio::time::interval(SPEAKER_TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                let Some(element) = this.upgrade() else {
+                    return;
+                };
+                tokio::task::block_in_place(|| element.imp().speaker_tick(Instant::now()));
+            }
+        })
+    }
+
+    fn speaker_tick(&self, now: Instant) {
+        let (change, levels, speaker) = {
+            let mut detector = self.speaking.lock().unwrap();
+            let change = detector.tick(now);
+            let levels = detector.levels(now);
+            (change, levels, detector.speaker().cloned())
+        };
+        if let Some(mix) = self.mix.lock().unwrap().as_mut() {
+            match change.as_ref().and_then(|c| c.speaker.clone()) {
+                Some(user) => mix.set_speaker(user, now),
+                None => mix.cut_if_due(now),
+            }
+        }
+        let obj = self.obj();
+        if let Some(change) = change {
+            gst::info!(CAT, imp = self, "active speaker: {:?}", change.speaker);
+            events::post(obj.upcast_ref(), speaker_event(&change));
+        }
+        if !levels.is_empty() {
+            events::post(obj.upcast_ref(), levels_event(&levels, speaker.as_deref()));
+        }
+    }
+
+    /// `user` left: its levels are forgotten; if it was the speaker, nobody is (the event to
+    /// tell).
+    fn forget_speaker(&self, user: &str) -> Option<gst::Structure> {
+        let change = self.speaking.lock().unwrap().remove(&user.to_owned());
+        change.map(|c| speaker_event(&c))
+    }
+
     /// Number of tiles in the mix (0 without mix).
     pub fn mix_tiles(&self) -> usize {
         self.mix
@@ -678,6 +784,30 @@ fn schedule_replay(element: glib::WeakRef<super::RoomSrc>, key: PlayerKey) {
             .await;
         }
     });
+}
+
+/// The `room-active-speaker` event of a change.
+fn speaker_event(change: &speaker::Change<String>) -> gst::Structure {
+    gst::Structure::builder("room-active-speaker")
+        .field_if_some("username", change.speaker.as_deref())
+        .field_if_some("previous", change.previous.as_deref())
+        .build()
+}
+
+/// The `room-audio-levels` event: everyone's level and whether they speak.
+fn levels_event(levels: &[(String, speaker::Level)], speaker: Option<&str>) -> gst::Structure {
+    let levels = levels.iter().map(|(user, level)| {
+        gst::Structure::builder("level")
+            .field("username", user)
+            .field("level", level.dbov)
+            .field("speaking", level.speaking)
+            .build()
+            .to_send_value()
+    });
+    gst::Structure::builder("room-audio-levels")
+        .field("levels", gst::Array::from_values(levels))
+        .field_if_some("speaker", speaker)
+        .build()
 }
 
 /// webrtcbin can expose a second pad for one SSRC (seen with RED-wrapped first packets) that
@@ -894,6 +1024,13 @@ impl ObjectImpl for RoomSrc {
                     .default_value(DEFAULT_MIX_FRAMERATE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder::<Layout>("mix-layout")
+                    .nick("Mix layout")
+                    .blurb("grid: everyone the same size; speaker: the active speaker (see room-active-speaker) \
+                            large above a strip of the others, cutting to a new speaker at most once per 2 s")
+                    .default_value(Layout::Grid)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("mix-tiles")
                     .nick("Mix tiles")
                     .blurb("Number of participants' videos in the mix now (notifies when it changes)")
@@ -929,6 +1066,7 @@ impl ObjectImpl for RoomSrc {
             "mix-framerate" => {
                 settings.mix_format.framerate = value.get().expect("type checked upstream")
             }
+            "mix-layout" => settings.mix_format.layout = value.get().expect("type checked upstream"),
             _ => unimplemented!(),
         }
     }
@@ -952,18 +1090,21 @@ impl ObjectImpl for RoomSrc {
             "mix-width" => settings.mix_format.width.to_value(),
             "mix-height" => settings.mix_format.height.to_value(),
             "mix-framerate" => settings.mix_format.framerate.to_value(),
+            "mix-layout" => settings.mix_format.layout.to_value(),
             _ => unimplemented!(),
         }
     }
 
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
-            membership::signals(|value| {
+            let mut signals = membership::signals(|value| {
                 value
                     .get::<super::RoomSrc>()
                     .ok()
                     .and_then(|src| src.imp().client())
-            })
+            });
+            signals.extend(events::speaker_signals());
+            signals
         });
         SIGNALS.as_ref()
     }

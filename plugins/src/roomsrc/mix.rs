@@ -11,8 +11,15 @@
 //! The live background sources are what keep both pads flowing while the room is empty, so a
 //! recording or a live sink never stalls. Tiles are ordered by username and keep their aspect
 //! ratio inside their cell (compositor's `sizing-policy`).
+//!
+//! Layouts: `grid` (everyone the same size, [`cell`]) and `speaker` (the active speaker large
+//! above a strip of the others, [`speaker_cell`]; roomsrc tells the mix who speaks, and the
+//! mix cuts to them at most once per [`MIN_CUT_INTERVAL`], see [`Cuts`]).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gst::glib;
 
 use gst::prelude::*;
 
@@ -22,6 +29,62 @@ pub struct MixFormat {
     pub width: i32,
     pub height: i32,
     pub framerate: gst::Fraction,
+    pub layout: Layout,
+}
+
+/// How the tiles are laid out (roomsrc's `mix-layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[enum_type(name = "GstRoomMixLayout")]
+pub enum Layout {
+    /// Everyone the same size.
+    #[default]
+    #[enum_value(name = "Grid: everyone the same size, in username order", nick = "grid")]
+    Grid,
+    /// The active speaker large, the others in a strip below.
+    #[enum_value(
+        name = "Speaker: the active speaker large, the others in a strip below",
+        nick = "speaker"
+    )]
+    Speaker,
+}
+
+/// The speaker layout changes its large tile at most this often: a recording cuts, it does
+/// not flicker between two people who talk over each other.
+pub const MIN_CUT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Which participant the speaker layout shows large, following the active speaker with at
+/// most one cut per [`MIN_CUT_INTERVAL`]. Nobody speaking keeps the last speaker large.
+#[derive(Debug, Default)]
+pub struct Cuts {
+    shown: Option<String>,
+    wanted: Option<String>,
+    last_cut: Option<Instant>,
+}
+
+impl Cuts {
+    /// The active speaker is now `username`.
+    pub fn want(&mut self, username: String) {
+        self.wanted = Some(username);
+    }
+
+    /// Cuts to the wanted speaker if it is not shown and the last cut is old enough; true when
+    /// it did (the layout must be redone).
+    pub fn cut_if_due(&mut self, now: Instant) -> bool {
+        let recent = self
+            .last_cut
+            .is_some_and(|at| now.saturating_duration_since(at) < MIN_CUT_INTERVAL);
+        if self.wanted.is_none() || self.wanted == self.shown || recent {
+            return false;
+        }
+        self.shown = self.wanted.clone();
+        self.last_cut = Some(now);
+        true
+    }
+
+    /// Who is shown large.
+    pub fn shown(&self) -> Option<&str> {
+        self.shown.as_deref()
+    }
 }
 
 /// Extra time the mixers wait for participants' data: decoding and the jitterbuffer make
@@ -67,6 +130,7 @@ pub struct Mix {
     /// Video tiles by (username, stream), in grid order.
     tiles: BTreeMap<(String, String), Input>,
     voices: BTreeMap<(String, String), Input>,
+    cuts: Cuts,
 }
 
 impl Mix {
@@ -117,6 +181,7 @@ impl Mix {
             audiomixer,
             tiles: BTreeMap::new(),
             voices: BTreeMap::new(),
+            cuts: Cuts::default(),
         };
         Ok((
             mix,
@@ -221,15 +286,33 @@ impl Mix {
         self.tiles.len()
     }
 
-    /// Lays the tiles out in a near-square grid, in username order.
+    /// The active speaker changed to `username` (the speaker layout cuts to it when due).
+    pub fn set_speaker(&mut self, username: String, now: Instant) {
+        self.cuts.want(username);
+        self.cut_if_due(now);
+    }
+
+    /// Cuts to the active speaker if the speaker layout may cut now (called regularly).
+    pub fn cut_if_due(&mut self, now: Instant) {
+        if self.cuts.cut_if_due(now) && self.format.layout == Layout::Speaker {
+            self.reflow();
+        }
+    }
+
+    /// Lays the tiles out: a near-square grid in username order, or the speaker large.
     fn reflow(&self) {
+        let count = self.tiles.len();
+        let large = self
+            .tiles
+            .keys()
+            .position(|(user, _)| Some(user.as_str()) == self.cuts.shown())
+            .unwrap_or(0);
+        let (width, height) = (self.format.width, self.format.height);
         for (index, input) in self.tiles.values().enumerate() {
-            let (x, y, w, h) = cell(
-                index,
-                self.tiles.len(),
-                self.format.width,
-                self.format.height,
-            );
+            let (x, y, w, h) = match self.format.layout {
+                Layout::Grid => cell(index, count, width, height),
+                Layout::Speaker => speaker_cell(index, large, count, width, height),
+            };
             let pad = &input.mixer_pad;
             pad.set_property("xpos", x);
             pad.set_property("ypos", y);
@@ -251,6 +334,35 @@ fn video_caps(format: MixFormat) -> gst::Caps {
         .build()
 }
 
+/// Share of the height the speaker layout gives the strip of the others.
+const STRIP_SHARE: i32 = 4;
+/// The strip's tiles are at most this fraction of the width (a strip of two does not stretch).
+const STRIP_MIN_SLOTS: i32 = 4;
+
+/// The rectangle of tile `index` of `count` in the speaker layout, tile `large` being the
+/// speaker: it takes the top (1 − 1/[`STRIP_SHARE`]) of the picture, the others share the strip
+/// below, centred, in their order. Alone, a tile takes the whole picture.
+pub fn speaker_cell(
+    index: usize,
+    large: usize,
+    count: usize,
+    width: i32,
+    height: i32,
+) -> (i32, i32, i32, i32) {
+    if count <= 1 {
+        return (0, 0, width, height);
+    }
+    let strip_h = height / STRIP_SHARE;
+    if index == large {
+        return (0, 0, width, height - strip_h);
+    }
+    let others = (count - 1) as i32;
+    let slot_w = width / others.max(STRIP_MIN_SLOTS);
+    let left = (width - slot_w * others) / 2;
+    let slot = if index < large { index } else { index - 1 } as i32;
+    (left + slot * slot_w, height - strip_h, slot_w, strip_h)
+}
+
 /// The rectangle of tile `index` of `count` in a `width`×`height` grid: ⌈√count⌉ columns.
 pub fn cell(index: usize, count: usize, width: i32, height: i32) -> (i32, i32, i32, i32) {
     let cols = (count as f64).sqrt().ceil().max(1.0) as usize;
@@ -261,7 +373,41 @@ pub fn cell(index: usize, count: usize, width: i32, height: i32) -> (i32, i32, i
 
 #[cfg(test)]
 mod tests {
-    use super::cell;
+    use super::*;
+
+    #[test]
+    fn the_speaker_is_large_above_a_strip_of_the_others() {
+        assert_eq!(speaker_cell(0, 0, 1, 1280, 720), (0, 0, 1280, 720));
+        assert_eq!(speaker_cell(1, 1, 2, 1280, 720), (0, 0, 1280, 540));
+        assert_eq!(speaker_cell(0, 1, 2, 1280, 720), (480, 540, 320, 180));
+        // Five: the four others centred in order, the speaker's slot skipped.
+        assert_eq!(speaker_cell(2, 2, 5, 1280, 720), (0, 0, 1280, 540));
+        let strip: Vec<_> = [0, 1, 3, 4]
+            .iter()
+            .map(|&i| speaker_cell(i, 2, 5, 1280, 720).0)
+            .collect();
+        assert_eq!(strip, [0, 320, 640, 960]);
+    }
+
+    #[test]
+    fn cuts_follow_the_speaker_at_most_once_per_two_seconds() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut cuts = Cuts::default();
+        assert!(!cuts.cut_if_due(at(0)), "nobody to cut to");
+        cuts.want("a".into());
+        assert!(cuts.cut_if_due(at(0)), "the first cut is at once");
+        assert_eq!(cuts.shown(), Some("a"));
+        cuts.want("b".into());
+        assert!(!cuts.cut_if_due(at(1000)));
+        cuts.want("a".into());
+        assert!(!cuts.cut_if_due(at(1500)), "back to the shown one: no cut");
+        cuts.want("b".into());
+        assert!(!cuts.cut_if_due(at(1999)));
+        assert!(cuts.cut_if_due(at(2000)));
+        assert_eq!(cuts.shown(), Some("b"));
+        assert!(!cuts.cut_if_due(at(9000)), "already shown");
+    }
 
     #[test]
     fn grid_is_near_square() {
