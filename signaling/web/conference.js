@@ -26,7 +26,8 @@
 //
 // Test hook: window.room (see the end of this file) exposes a snapshot of the state, the peer
 // connections and inbound RTP statistics per remote participant. Tests otherwise use the DOM:
-// slots are [data-participant="NAME"] with data-status / data-audio-muted / data-video-muted.
+// slots are [data-participant="NAME"] with data-status / data-audio-muted / data-video-muted,
+// and the speaking one has the class `speaking` (data-speaking="true").
 
 import {
   client,
@@ -39,6 +40,7 @@ import {
   parseServerMessage,
   withId,
 } from './protocol.js';
+import { Detector, levelFromAmplitude } from './speaker.js';
 
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -79,6 +81,9 @@ const ui = {
 
 /** Everything the page knows. */
 const S = {
+  /** Who speaks (speaker.js), fed ten times a second with the levels of the played audio. */
+  speaking: new Detector(),
+  speaker: null,
   ws: null,
   /** DISCONNECTED | CONNECTING | ESTABLISHED | FAILED */
   session: 'DISCONNECTED',
@@ -310,6 +315,8 @@ function teardown() {
   stopLocalMedia();
   setPublish('UNPUBLISHED');
   for (const name of [...S.remotes.keys()]) removeRemote(name, true);
+  S.speaking = new Detector();
+  S.speaker = null;
   S.capacity = 0;
   renderFreeSeats();
   updateChatTargets();
@@ -505,6 +512,8 @@ function removeRemote(username, quiet) {
   r.video.srcObject = null;
   r.el.remove();
   S.remotes.delete(username);
+  const change = S.speaking.remove(username);
+  if (change) showSpeaker(change.speaker);
   if (!quiet) {
     renderFreeSeats();
     updateChatTargets();
@@ -999,6 +1008,54 @@ if (params.has('token')) {
   setNotice('A token in the address (?token=) was ignored: it is sent to the server with the page request. Use #token= in links, or the Token field.');
 }
 
+// ---------------------------------------------------------------------------------------------
+// Who is speaking: the tile of the active speaker gets a border.
+//
+// The levels are the RFC 6464 levels of the audio packets each played stream receives
+// (RTCRtpReceiver.getSynchronizationSources().audioLevel: browsers and roomsink send them in the
+// ssrc-audio-level header extension), read every 100 ms — the same levels roomsrc decides
+// from, with the same rule (speaker.js), and no audio processing in the page.
+
+const LEVEL_INTERVAL_MS = 100;
+
+function sampleLevels() {
+  if (!S.joined) return;
+  const now = performance.now();
+  for (const r of S.remotes.values()) {
+    const level = receivedLevel(r);
+    if (level !== null) S.speaking.observe(r.username, level, now);
+  }
+  const change = S.speaking.tick(now);
+  if (change) showSpeaker(change.speaker);
+}
+
+/** The level of the newest audio packet of `r`'s session since the last call, or null. */
+function receivedLevel(r) {
+  const pc = r.session && S.viewSessions.get(r.session)?.pc;
+  if (!pc) return null;
+  for (const receiver of pc.getReceivers()) {
+    if (receiver.track?.kind !== 'audio') continue;
+    const source = receiver.getSynchronizationSources()[0];
+    // A source whose newest packet is the one seen last time sends nothing now.
+    if (!source || source.audioLevel === undefined || source.timestamp === r.levelTimestamp) return null;
+    r.levelTimestamp = source.timestamp;
+    r.level = levelFromAmplitude(source.audioLevel);
+    return r.level;
+  }
+  return null;
+}
+
+function showSpeaker(username) {
+  S.speaker = username;
+  for (const r of S.remotes.values()) {
+    const speaking = r.username === username;
+    r.el.classList.toggle('speaking', speaking);
+    r.el.dataset.speaking = String(speaking);
+  }
+}
+
+setInterval(sampleLevels, LEVEL_INTERVAL_MS);
+
 // Test hook: read-only views of the state, plus inbound RTP statistics per remote participant.
 window.room = {
   get state() {
@@ -1008,6 +1065,7 @@ window.room = {
       room: S.room,
       username: S.username,
       capacity: S.capacity,
+      speaker: S.speaker,
       publish: S.publish.status,
       audioMuted: S.publish.audioMuted,
       videoMuted: S.publish.videoMuted,
@@ -1016,6 +1074,7 @@ window.room = {
         stream: r.stream,
         session: r.session,
         status: r.status,
+        level: r.level ?? null,
         streams: [...r.streams.values()],
       })),
     };
