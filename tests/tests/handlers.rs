@@ -207,6 +207,31 @@ fn null_from_room_session_status_playing_a_real_publisher() {
     stop(&publisher);
 }
 
+/// NULL from inside roomsrc's speaker signals (`room-audio-levels`, `room-active-speaker`),
+/// emitted by its own ticking task, with a gst publisher's tone as the voice.
+fn null_from_speaker_signal(signal: &'static str) {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let room = format!("null-{signal}");
+    let mut observer = rt.block_on(Client::join(&url, &room, "observer"));
+    let publisher = start(&publisher_line(&url, &room, "bot", [200, 0, 0], ""));
+    let (pipeline, result) = viewer_stopping_itself(&url, &room, signal, |_| true);
+    returned_and_left(signal, &pipeline, &result, &rt, &mut observer);
+    stop(&publisher);
+}
+
+#[test]
+fn null_from_room_audio_levels() {
+    null_from_speaker_signal("room-audio-levels");
+}
+
+#[test]
+fn null_from_room_active_speaker() {
+    null_from_speaker_signal("room-active-speaker");
+}
+
 #[test]
 fn null_from_room_muted() {
     case(
