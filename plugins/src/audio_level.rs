@@ -140,7 +140,11 @@ mod tests {
                 let bytes = packet.map_readable().unwrap().to_vec();
                 let mut copy = gst::Buffer::from_mut_slice(bytes);
                 packet
-                    .copy_into(copy.make_mut(), gst::BufferCopyFlags::TIMESTAMPS | gst::BufferCopyFlags::FLAGS, ..)
+                    .copy_into(
+                        copy.make_mut(),
+                        gst::BufferCopyFlags::TIMESTAMPS | gst::BufferCopyFlags::FLAGS,
+                        ..,
+                    )
                     .unwrap();
                 info.data = Some(gst::PadProbeData::Buffer(copy));
                 gst::PadProbeReturn::Ok

@@ -155,7 +155,11 @@ fn the_speaker_follows_alternating_voices_and_is_shown_large() {
         "a speaker while both were silent"
     );
 
-    let turns = [("alice", &alice, &bob, RED, BLUE), ("bob", &bob, &alice, BLUE, RED)].repeat(2);
+    let turns = [
+        ("alice", &alice, &bob, RED, BLUE),
+        ("bob", &bob, &alice, BLUE, RED),
+    ]
+    .repeat(2);
     let mut starts = Vec::new();
     let mut pictures = Vec::new();
     for (name, talking, quiet, colour, other) in &turns {
@@ -187,10 +191,16 @@ fn the_speaker_follows_alternating_voices_and_is_shown_large() {
     }
     println!("room-active-speaker after each turn began: {since_turn:?}");
     for (i, after) in since_turn[..4].iter().enumerate() {
-        assert!(*after <= REACTION, "turn {i}: the change came {after:?} later");
+        assert!(
+            *after <= REACTION,
+            "turn {i}: the change came {after:?} later"
+        );
     }
     // Silence: nobody after 1.5 s.
-    assert!(since_turn[4] >= Duration::from_millis(1400) && since_turn[4] <= Duration::from_millis(2500));
+    assert!(
+        since_turn[4] >= Duration::from_millis(1400)
+            && since_turn[4] <= Duration::from_millis(2500)
+    );
     assert_eq!(heard.signals, heard.speakers.len(), "a signal per message");
 
     // Levels: at most ten a second, the talker speaking.

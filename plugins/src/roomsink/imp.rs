@@ -414,16 +414,15 @@ impl ObjectImpl for RoomSink {
         );
         demand::follow_sessions(&self.webrtcsink, self.demand.clone());
         // Every viewer's audio packets carry their level (RFC 6464), as browsers' do.
-        self.webrtcsink
-            .connect("payloader-setup", false, |args| {
-                let input = args[2].get::<String>().expect("signal arg");
-                let payloader = args[3].get::<gst::Element>().expect("signal arg");
-                if input.starts_with("audio") {
-                    crate::audio_level::add_extension(&payloader);
-                }
-                // Not "entirely configured": webrtcsink's own setup runs too.
-                Some(false.to_value())
-            });
+        self.webrtcsink.connect("payloader-setup", false, |args| {
+            let input = args[2].get::<String>().expect("signal arg");
+            let payloader = args[3].get::<gst::Element>().expect("signal arg");
+            if input.starts_with("audio") {
+                crate::audio_level::add_extension(&payloader);
+            }
+            // Not "entirely configured": webrtcsink's own setup runs too.
+            Some(false.to_value())
+        });
     }
 
     fn properties() -> &'static [glib::ParamSpec] {

@@ -1066,7 +1066,9 @@ impl ObjectImpl for RoomSrc {
             "mix-framerate" => {
                 settings.mix_format.framerate = value.get().expect("type checked upstream")
             }
-            "mix-layout" => settings.mix_format.layout = value.get().expect("type checked upstream"),
+            "mix-layout" => {
+                settings.mix_format.layout = value.get().expect("type checked upstream")
+            }
             _ => unimplemented!(),
         }
     }

@@ -38,7 +38,10 @@ pub struct MixFormat {
 pub enum Layout {
     /// Everyone the same size.
     #[default]
-    #[enum_value(name = "Grid: everyone the same size, in username order", nick = "grid")]
+    #[enum_value(
+        name = "Grid: everyone the same size, in username order",
+        nick = "grid"
+    )]
     Grid,
     /// The active speaker large, the others in a strip below.
     #[enum_value(
