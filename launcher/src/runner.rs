@@ -187,6 +187,10 @@ pub fn describe_event(s: &gst::StructureRef) -> Option<String> {
             Err(_) => format!("message from {}: {}", get("from"), get("text")),
         },
         "room-failed" => format!("failed: {}: {}", get("reason"), get("detail")),
+        "room-active-speaker" => match s.get::<String>("username") {
+            Ok(username) => format!("speaking: {username}"),
+            Err(_) => "speaking: nobody".to_owned(),
+        },
         "room-session-status" => {
             let target = match (s.get::<String>("peer").ok(), s.get::<String>("stream").ok()) {
                 (Some(peer), Some(stream)) => format!(" {peer}/{stream}"),
@@ -282,4 +286,24 @@ fn status_line(pipeline: &gst::Pipeline, counters: &PadCounters) -> String {
         parts.push(format!("{pad} {frames} fps"));
     }
     format!("[status] {}", parts.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_event;
+
+    #[test]
+    fn the_active_speaker_is_a_line_and_the_levels_are_not() {
+        gst::init().unwrap();
+        let speaker = gst::Structure::builder("room-active-speaker")
+            .field("username", "alice")
+            .build();
+        assert_eq!(describe_event(&speaker).as_deref(), Some("speaking: alice"));
+        let nobody = gst::Structure::builder("room-active-speaker")
+            .field("previous", "alice")
+            .build();
+        assert_eq!(describe_event(&nobody).as_deref(), Some("speaking: nobody"));
+        let levels = gst::Structure::new_empty("room-audio-levels");
+        assert_eq!(describe_event(&levels), None, "ten a second: not printed");
+    }
 }
