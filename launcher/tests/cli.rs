@@ -420,7 +420,8 @@ fn mix_records_two_publishers_to_a_file_that_plays() {
     let b = start(&publisher_line(&url, "rec", "bob", [30, 30, 200], ""));
     let dir = std::env::temp_dir().join(format!("gst-room-rec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for file in ["room.webm", "room.mp4"] {
+    // The MP4 in the speaker layout (mix-layout=speaker through the preset).
+    for (file, layout) in [("room.webm", "grid"), ("room.mp4", "speaker")] {
         let output = dir.join(file);
         let mut recorder = Command::new(BIN)
             .args([
@@ -436,6 +437,8 @@ fn mix_records_two_publishers_to_a_file_that_plays() {
                 "320",
                 "--height",
                 "240",
+                "--layout",
+                layout,
             ])
             .arg("--output")
             .arg(&output)
