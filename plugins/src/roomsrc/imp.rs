@@ -290,7 +290,9 @@ impl RoomSrc {
                         .filter_map(|k| state.players.remove(&k).map(|p| (k, p)))
                         .collect()
                 };
-                if let StopMatch::User(user) = &matches {
+                // Their audio is gone: so is their turn (a stream still playing adds them back
+                // with its next level).
+                if let StopMatch::User(user) | StopMatch::Stream(user, _) = &matches {
                     told.events.extend(self.forget_speaker(user));
                 }
                 let by_session = matches!(matches, StopMatch::Signaller(_));
@@ -739,8 +741,8 @@ impl RoomSrc {
         }
     }
 
-    /// `user` left: its levels are forgotten; if it was the speaker, nobody is (the event to
-    /// tell).
+    /// `user` left or unpublished: its levels are forgotten; if it was the speaker, nobody is
+    /// (the event to tell).
     fn forget_speaker(&self, user: &str) -> Option<gst::Structure> {
         let change = self.speaking.lock().unwrap().remove(&user.to_owned());
         change.map(|c| speaker_event(&c))

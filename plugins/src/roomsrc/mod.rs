@@ -19,6 +19,12 @@
 //! gst-launch-1.0 -e roomsrc mix=true name=r room=demo r.video ! videoconvert ! vp8enc ! webmmux name=m ! \
 //!     filesink location=room.webm  r.audio ! audioconvert ! opusenc ! m.
 //! ```
+//!
+//! `mix-layout=speaker` shows the active speaker large above a strip of the others.
+//!
+//! Who is speaking: roomsrc decides it from the RFC 6464 levels of the audio it plays
+//! (`crate::audio_level`, the rule in `room_protocol::speaker`) and posts `room-active-speaker`
+//! on changes and `room-audio-levels` ten times a second (bus messages and signals).
 
 use gst::glib;
 use gst::prelude::*;
