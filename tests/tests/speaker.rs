@@ -235,3 +235,45 @@ fn the_speaker_follows_alternating_voices_and_is_shown_large() {
     stop(&bob);
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// A publisher that sends no RFC 6464 levels (roomsink given already-encoded Opus: nothing
+/// measured it before the encoder) is measured by roomsrc from the decoded audio.
+#[test]
+fn levels_without_the_header_extension_are_measured_from_the_decoded_audio() {
+    init();
+    let server = TestServer::default_config();
+    let url = server.ws_url();
+    let (pipeline, heard) = viewer(&url, "encoded");
+    let publisher = start(&format!(
+        "roomsink name=sink server-url={url} room=encoded username=carol \
+         audiotestsrc is-live=true wave=sine volume={LOUD} ! opusenc ! sink."
+    ));
+    let deadline = Instant::now() + MEDIA_WAIT;
+    loop {
+        fail_on_error(&pipeline);
+        let speaks = heard
+            .lock()
+            .unwrap()
+            .speakers
+            .last()
+            .map(|(_, s)| s.clone());
+        if speaks == Some(Some("carol".to_owned())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "carol never became the speaker");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let heard_levels = heard.lock().unwrap().levels.last().unwrap().1.clone();
+    let array = heard_levels.get::<gst::Array>("levels").unwrap();
+    let carol = array
+        .iter()
+        .next()
+        .unwrap()
+        .get::<gst::Structure>()
+        .unwrap();
+    let level = carol.get::<f64>("level").unwrap();
+    // A sine at half scale: −9 dBov (RMS), measured here as the extension would carry it.
+    assert!((-11.0..=-7.0).contains(&level), "carol at {level} dBov");
+    stop(&publisher);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
