@@ -1,0 +1,904 @@
+//! The engine task: one UDP socket, every session's str0m `Rtc`, the [`Routes`] and
+//! [`Demux`] state machines, and the commands from [`crate::Sfu`] handles.
+//!
+//! One loop: wait for a datagram, a command, the earliest session/route deadline or
+//! cancellation; hand the input to the session it belongs to; then drain the outputs of every
+//! session that has work (transmits go straight to the socket, events become route decisions,
+//! frames written to viewers make those viewers drain in turn) until none has.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::crypto::{CryptoProvider, from_feature_flags};
+use str0m::format::{Codec, CodecConfig, CodecExtra, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::demux::{Demux, DropReason, Kind, Route};
+use crate::routes::{Action, Routes};
+use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
+
+/// A connected session whose ICE stays disconnected this long fails.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// How often the per-second figures roll over.
+const STATS_PERIOD: Duration = Duration::from_secs(1);
+/// Largest datagram read (anything longer is truncated by the kernel and then malformed).
+const RECV_BUFFER: usize = 2048;
+/// The H264 profile a viewer is offered before its stream's ingest is known: constrained
+/// baseline 3.1, packetization-mode 1, what webrtcsink, webrtcsrc and Chromium all do.
+const H264_PROFILE: u32 = 0x42e01f;
+
+pub(crate) enum Command {
+    Publish {
+        session: String,
+        stream: StreamKey,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Subscribe {
+        session: String,
+        stream: StreamKey,
+        audio: bool,
+        video: bool,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        session: String,
+        answer: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidate {
+        session: String,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Close {
+        session: String,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The addresses the server's candidates carry: `configured`, else the bound address, else
+/// (bound to the unspecified address) every local address of its family.
+pub(crate) fn advertised_addresses(configured: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
+    let port = bound.port();
+    if !configured.is_empty() {
+        return configured.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    }
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut local: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    local.sort_by_key(|a| a.ip().is_loopback());
+    local.dedup();
+    if local.is_empty() {
+        let loopback = if bound.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+        local.push(SocketAddr::new(loopback, port));
+    }
+    local
+}
+
+/// The local candidate a datagram from `source` arrived on. The socket may be bound to the
+/// unspecified address (no per-datagram destination), and str0m only answers checks that
+/// arrive on one of its candidates, so this picks the advertised address a peer at `source`
+/// would use: loopback for loopback peers, else the first of the same family.
+fn destination_for(source: SocketAddr, candidates: &[SocketAddr]) -> SocketAddr {
+    let same_family = |a: &&SocketAddr| a.is_ipv4() == source.is_ipv4();
+    candidates
+        .iter()
+        .filter(same_family)
+        .find(|a| a.ip().is_loopback() == source.ip().is_loopback())
+        .or_else(|| candidates.iter().find(same_family))
+        .or_else(|| candidates.first())
+        .copied()
+        .unwrap_or(source)
+}
+
+/// The codecs a publisher may use: VP8, H264 (packetization-mode 1 in the usual profiles), Opus.
+fn ingest_codecs() -> CodecConfig {
+    let mut config = CodecConfig::empty();
+    config.enable_opus(true, false);
+    config.enable_vp8(true);
+    config.enable_h264(true);
+    // Packetization-mode 0 (single NAL units) is not forwarded as frames; keep mode 1 only.
+    let params = config
+        .params()
+        .iter()
+        .filter(|p| {
+            let spec = p.spec();
+            spec.codec != Codec::H264 || spec.format.packetization_mode == Some(1)
+        })
+        .copied()
+        .collect();
+    CodecConfig::new_from_payload_params(params)
+}
+
+/// The codecs offered to a viewer: those the stream's ingest negotiated per kind, else the
+/// default set (Opus; VP8 and H264 42e01f mode 1).
+fn viewer_codecs(ingest: Option<&StreamCodecs>) -> CodecConfig {
+    let mut params: Vec<PayloadParams> = Vec::new();
+    match ingest.map(|c| &c.audio).filter(|a| !a.is_empty()) {
+        Some(audio) => params.extend(audio.iter().copied()),
+        None => {
+            let mut config = CodecConfig::empty();
+            config.enable_opus(true, false);
+            params.extend(config.params().iter().copied());
+        }
+    }
+    match ingest.map(|c| &c.video).filter(|v| !v.is_empty()) {
+        Some(video) => params.extend(video.iter().copied()),
+        None => {
+            let mut config = CodecConfig::empty();
+            config.enable_vp8(true);
+            config.add_h264(108.into(), Some(109.into()), true, H264_PROFILE);
+            params.extend(config.params().iter().copied());
+        }
+    }
+    CodecConfig::new_from_payload_params(params)
+}
+
+/// What an ingest negotiated, per kind (what its viewers are offered).
+#[derive(Debug, Default, Clone)]
+struct StreamCodecs {
+    audio: Vec<PayloadParams>,
+    video: Vec<PayloadParams>,
+}
+
+fn is_keyframe(data: &MediaData) -> bool {
+    match &data.codec_extra {
+        CodecExtra::Vp8(extra) => extra.is_keyframe,
+        CodecExtra::H264(extra) => extra.is_keyframe,
+        // Not a codec this SFU negotiates: never hold a viewer back waiting for it.
+        _ => true,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ingest,
+    Viewer,
+}
+
+struct Peer {
+    name: String,
+    role: Role,
+    stream: StreamKey,
+    rtc: Rtc,
+    created: Instant,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    /// The server's offer to a viewer, until its answer.
+    pending: Option<SdpPendingOffer>,
+    next_timeout: Instant,
+}
+
+/// One frame to write to one viewer's m-line.
+struct Write {
+    viewer: String,
+    mid: Mid,
+    data: Arc<MediaData>,
+}
+
+pub(crate) struct Engine {
+    socket: Arc<UdpSocket>,
+    candidates: Vec<SocketAddr>,
+    limits: SfuLimits,
+    events: mpsc::Sender<SfuEvent>,
+    shared_stats: Arc<Mutex<SfuStats>>,
+    crypto: Arc<CryptoProvider>,
+    peers: HashMap<u64, Peer>,
+    ids: HashMap<String, u64>,
+    next_id: u64,
+    demux: Demux<u64>,
+    routes: Routes,
+    codecs: HashMap<StreamKey, StreamCodecs>,
+    /// Sessions with outputs to drain.
+    dirty: VecDeque<u64>,
+    writes: VecDeque<Write>,
+    stats: SfuStats,
+    period_start: Instant,
+    period_frames: u64,
+    period_sent: u64,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        candidates: Vec<SocketAddr>,
+        limits: SfuLimits,
+        events: mpsc::Sender<SfuEvent>,
+        shared_stats: Arc<Mutex<SfuStats>>,
+    ) -> Self {
+        Self {
+            socket: Arc::new(socket),
+            candidates,
+            limits,
+            events,
+            shared_stats,
+            crypto: Arc::new(from_feature_flags()),
+            peers: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            demux: Demux::new(),
+            routes: Routes::new(),
+            codecs: HashMap::new(),
+            dirty: VecDeque::new(),
+            writes: VecDeque::new(),
+            stats: SfuStats::default(),
+            period_start: Instant::now(),
+            period_frames: 0,
+            period_sent: 0,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+    ) {
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command, Instant::now()),
+                    None => break,
+                },
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((len, source)) => self.datagram(&buf[..len], source, Instant::now()),
+                    // ICMP errors of earlier sends surface here on some systems: not fatal.
+                    Err(error) => debug!(%error, "media port receive error"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.on_time(Instant::now());
+            self.publish_stats();
+        }
+        let sessions = self.peers.len();
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.close_peer(id, Instant::now());
+        }
+        info!(sessions, "SFU stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let mut deadline = self.period_start + STATS_PERIOD;
+        for peer in self.peers.values() {
+            deadline = deadline.min(peer.next_timeout);
+            if !peer.connected {
+                deadline = deadline.min(peer.created + self.limits.connect_timeout);
+            }
+            if let Some(since) = peer.disconnected_since {
+                deadline = deadline.min(since + DISCONNECT_GRACE);
+            }
+        }
+        if let Some(route_deadline) = self.routes.next_deadline() {
+            deadline = deadline.min(route_deadline);
+        }
+        deadline.max(now)
+    }
+
+    // ---- commands ----
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Publish {
+                session,
+                stream,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(session, stream, &offer, now));
+            }
+            Command::Subscribe {
+                session,
+                stream,
+                audio,
+                video,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(session, stream, audio, video, now));
+            }
+            Command::Answer {
+                session,
+                answer,
+                reply,
+            } => {
+                let _ = reply.send(self.answer(&session, &answer));
+            }
+            Command::Candidate {
+                session,
+                candidate,
+                reply,
+            } => {
+                let _ = reply.send(self.remote_candidate(&session, &candidate));
+            }
+            Command::Close { session, reply } => {
+                if let Some(id) = self.ids.get(&session).copied() {
+                    info!(session, "media session closed");
+                    self.close_peer(id, now);
+                }
+                let _ = reply.send(());
+            }
+        }
+        self.drain_all(now);
+    }
+
+    fn check_new_session(&self, session: &str, sdp: Option<&str>) -> Result<(), SfuError> {
+        if self.ids.contains_key(session) || self.routes.contains(session) {
+            return Err(SfuError::SessionExists(session.to_owned()));
+        }
+        if self.peers.len() >= self.limits.max_sessions {
+            return Err(SfuError::Limit(format!(
+                "{} media sessions",
+                self.limits.max_sessions
+            )));
+        }
+        if sdp.is_some_and(|s| s.len() > self.limits.max_sdp_bytes) {
+            return Err(SfuError::BadSdp(format!(
+                "longer than {} bytes",
+                self.limits.max_sdp_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_rtc(&self, codecs: CodecConfig, now: Instant) -> (Rtc, String) {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut config = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .set_crypto_provider(self.crypto.clone())
+            .set_send_buffer_audio(self.limits.send_buffer_audio.max(1))
+            .set_send_buffer_video(self.limits.send_buffer_video.max(1));
+        *config.codec_config() = codecs;
+        let mut rtc = config.build(now);
+        for candidate in &self.candidates {
+            match Candidate::host(*candidate, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(error) => warn!(%candidate, %error, "unusable media address"),
+            }
+        }
+        (rtc, ufrag)
+    }
+
+    fn add_peer(&mut self, name: String, role: Role, stream: StreamKey, rtc: Rtc, ufrag: &str, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.demux.add_session(id, ufrag);
+        self.ids.insert(name.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                name,
+                role,
+                stream,
+                rtc,
+                created: now,
+                connected: false,
+                disconnected_since: None,
+                pending: None,
+                next_timeout: now,
+            },
+        );
+        self.dirty.push_back(id);
+        id
+    }
+
+    fn publish(
+        &mut self,
+        session: String,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        self.check_new_session(&session, Some(offer))?;
+        let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+        if m_lines > self.limits.max_tracks_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{m_lines} m-lines, at most {} per stream",
+                self.limits.max_tracks_per_stream
+            )));
+        }
+        let mids = offered_mids(offer);
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let (mut rtc, ufrag) = self.new_rtc(ingest_codecs(), now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let negotiated = negotiated_codecs(&rtc, &mids);
+        self.routes
+            .add_ingest(&session, &stream)
+            .map_err(|_| SfuError::SessionExists(session.clone()))?;
+        info!(session, ?stream, "ingest session created");
+        self.codecs.insert(stream.clone(), negotiated);
+        self.add_peer(session, Role::Ingest, stream, rtc, &ufrag, now);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn subscribe(
+        &mut self,
+        session: String,
+        stream: StreamKey,
+        audio: bool,
+        video: bool,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        self.check_new_session(&session, None)?;
+        if !audio && !video {
+            return Err(SfuError::BadSdp("neither audio nor video asked".into()));
+        }
+        if self.routes.viewer_count(&stream) >= self.limits.max_viewers_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{} viewers per stream",
+                self.limits.max_viewers_per_stream
+            )));
+        }
+        let (mut rtc, ufrag) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
+        let mut change = rtc.sdp_api();
+        let audio_mid =
+            audio.then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid =
+            video.then(|| change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let Some((offer, pending)) = change.apply() else {
+            return Err(SfuError::BadSdp("no m-line to offer".into()));
+        };
+        self.routes
+            .add_viewer(&session, &stream, audio_mid, video_mid)
+            .map_err(|_| SfuError::SessionExists(session.clone()))?;
+        info!(session, ?stream, audio, video, "viewer session created");
+        let id = self.add_peer(session, Role::Viewer, stream, rtc, &ufrag, now);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pending = Some(pending);
+        }
+        Ok(offer.to_sdp_string())
+    }
+
+    fn answer(&mut self, session: &str, answer: &str) -> Result<(), SfuError> {
+        if answer.len() > self.limits.max_sdp_bytes {
+            return Err(SfuError::BadSdp(format!(
+                "longer than {} bytes",
+                self.limits.max_sdp_bytes
+            )));
+        }
+        let id = *self.ids.get(session).ok_or(SfuError::UnknownSession)?;
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownSession)?;
+        let parsed =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let pending = peer
+            .pending
+            .take()
+            .ok_or_else(|| SfuError::BadSdp("no offer of the server waits for an answer".into()))?;
+        // A refused answer consumed the pending offer: the session cannot be negotiated again.
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, parsed)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        self.dirty.push_back(id);
+        Ok(())
+    }
+
+    fn remote_candidate(&mut self, session: &str, candidate: &str) -> Result<(), SfuError> {
+        let id = *self.ids.get(session).ok_or(SfuError::UnknownSession)?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return Err(SfuError::BadCandidate("end of candidates".into()));
+        }
+        if line.len() > self.limits.max_sdp_bytes / 16 {
+            return Err(SfuError::BadCandidate("too long".into()));
+        }
+        let parsed =
+            Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownSession)?;
+        peer.rtc.add_remote_candidate(parsed);
+        self.dirty.push_back(id);
+        Ok(())
+    }
+
+    // ---- datagrams ----
+
+    fn datagram(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) {
+        self.stats.datagrams_received += 1;
+        let (id, kind) = match self.demux.route(datagram, source) {
+            Route::Session(id, kind) => (id, kind),
+            Route::Drop(reason) => {
+                self.count_drop(reason);
+                return;
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.stats.dropped.unknown_address += 1;
+            return;
+        };
+        let Ok(contents) = DatagramRecv::try_from(datagram) else {
+            self.stats.dropped.malformed += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: destination_for(source, &self.candidates),
+                contents,
+            },
+        );
+        if !peer.rtc.accepts(&input) {
+            self.stats.dropped.rejected += 1;
+            return;
+        }
+        if kind == Kind::Stun {
+            // accepts() verified the check's integrity against this session's password.
+            self.demux.learn(source, id);
+        }
+        if let Err(error) = peer.rtc.handle_input(input) {
+            self.stats.dropped.session_error += 1;
+            debug!(session = peer.name, %error, "datagram refused by the session");
+        }
+        self.dirty.push_back(id);
+        self.drain_all(now);
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        let dropped = &mut self.stats.dropped;
+        match reason {
+            DropReason::Malformed => dropped.malformed += 1,
+            DropReason::UnknownUfrag => dropped.unknown_ufrag += 1,
+            DropReason::UnknownAddress => dropped.unknown_address += 1,
+        }
+    }
+
+    // ---- time ----
+
+    fn on_time(&mut self, now: Instant) {
+        let mut failures = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if peer.next_timeout <= now {
+                if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(session = peer.name, %error, "session timeout handling failed");
+                }
+                self.dirty.push_back(*id);
+            }
+            if !peer.connected && now >= peer.created + self.limits.connect_timeout {
+                failures.push((
+                    *id,
+                    format!(
+                        "not connected within {} s",
+                        self.limits.connect_timeout.as_secs()
+                    ),
+                ));
+            } else if peer
+                .disconnected_since
+                .is_some_and(|since| now >= since + DISCONNECT_GRACE)
+            {
+                failures.push((*id, "ICE disconnected".to_owned()));
+            }
+        }
+        for (id, reason) in failures {
+            self.fail(id, reason, now);
+        }
+        for action in self.routes.poll(now) {
+            self.act(action);
+        }
+        self.drain_all(now);
+        if now >= self.period_start + STATS_PERIOD {
+            self.roll_period(now);
+        }
+    }
+
+    fn roll_period(&mut self, now: Instant) {
+        let frames = self.routes.counters().forwarded - self.stats.dropped_frames.codec_mismatch
+            - self.stats.dropped_frames.write_failed;
+        self.stats.frames_forwarded_per_second = frames.saturating_sub(self.period_frames);
+        self.stats.datagrams_sent_per_second =
+            self.stats.datagrams_sent.saturating_sub(self.period_sent);
+        self.period_frames = frames;
+        self.period_sent = self.stats.datagrams_sent;
+        self.period_start = now;
+        debug!(
+            sessions = self.peers.len(),
+            frames_per_second = self.stats.frames_forwarded_per_second,
+            datagrams_per_second = self.stats.datagrams_sent_per_second,
+            dropped = ?self.stats.dropped,
+            "SFU figures"
+        );
+    }
+
+    // ---- outputs ----
+
+    /// Drains every dirty session and carries out the frame writes this causes.
+    fn drain_all(&mut self, now: Instant) {
+        loop {
+            if let Some(id) = self.dirty.pop_front() {
+                self.drain(id, now);
+            } else if let Some(write) = self.writes.pop_front() {
+                self.write(write);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn drain(&mut self, id: u64, now: Instant) {
+        let mut events = Vec::new();
+        let mut failure = None;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        loop {
+            if !peer.rtc.is_alive() {
+                failure = Some("closed".to_owned());
+                break;
+            }
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(transmit)) => {
+                    match self.socket.try_send_to(&transmit.contents, transmit.destination) {
+                        Ok(_) => self.stats.datagrams_sent += 1,
+                        Err(_) => self.stats.dropped.send_failed += 1,
+                    }
+                }
+                Ok(Output::Event(event)) => events.push(event),
+                Err(error) => {
+                    failure = Some(format!("session error: {error}"));
+                    break;
+                }
+            }
+        }
+        for event in events {
+            self.event(id, event, now);
+        }
+        if let Some(reason) = failure {
+            self.fail(id, reason, now);
+        }
+    }
+
+    fn event(&mut self, id: u64, event: Event, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match event {
+            Event::Connected => {
+                peer.connected = true;
+                peer.disconnected_since = None;
+                let session = peer.name.clone();
+                info!(session, role = ?peer.role, "media session connected");
+                self.emit(SfuEvent::Connected {
+                    session: session.clone(),
+                });
+                for action in self.routes.connected(&session, now) {
+                    self.act(action);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                if state == IceConnectionState::Disconnected && peer.connected {
+                    peer.disconnected_since.get_or_insert(now);
+                } else if matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                ) {
+                    peer.disconnected_since = None;
+                }
+            }
+            Event::MediaAdded(added) if peer.role == Role::Ingest => {
+                self.routes.ingest_track(&peer.name, added.mid, added.kind);
+            }
+            Event::MediaData(data) if peer.role == Role::Ingest => {
+                let forward = self.routes.media(
+                    &peer.name,
+                    data.mid,
+                    is_keyframe(&data),
+                    data.contiguous,
+                    now,
+                );
+                let data = Arc::new(data);
+                for (viewer, mid) in forward.targets {
+                    self.writes.push_back(Write {
+                        viewer,
+                        mid,
+                        data: data.clone(),
+                    });
+                }
+                for action in forward.actions {
+                    self.act(action);
+                }
+            }
+            Event::KeyframeRequest(request) if peer.role == Role::Viewer => {
+                let session = peer.name.clone();
+                for action in self.routes.keyframe_request(&session, request.mid, now) {
+                    self.act(action);
+                }
+            }
+            Event::Closed => {
+                let reason = "peer closed".to_owned();
+                self.fail(id, reason, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::RequestKeyframe { session, mid } => {
+                let Some(id) = self.ids.get(&session).copied() else {
+                    return;
+                };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                let Some(mut writer) = peer.rtc.writer(mid) else {
+                    return;
+                };
+                let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                    KeyframeRequestKind::Pli
+                } else {
+                    KeyframeRequestKind::Fir
+                };
+                match writer.request_keyframe(None, kind) {
+                    Ok(()) => debug!(session, ?kind, "keyframe requested"),
+                    Err(error) => debug!(session, %error, "keyframe request failed"),
+                }
+                self.dirty.push_back(id);
+            }
+        }
+    }
+
+    fn write(&mut self, write: Write) {
+        let Some(id) = self.ids.get(&write.viewer).copied() else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(writer) = peer.rtc.writer(write.mid) else {
+            self.stats.dropped_frames.write_failed += 1;
+            return;
+        };
+        let data = &write.data;
+        // The viewer's payload type for the ingest's codec, among those it accepted.
+        let pt = writer
+            .match_params(data.params)
+            .filter(|pt| writer.payload_params().any(|p| p.pt() == *pt));
+        let Some(pt) = pt else {
+            self.stats.dropped_frames.codec_mismatch += 1;
+            return;
+        };
+        if let Err(error) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            self.stats.dropped_frames.write_failed += 1;
+            debug!(session = write.viewer, %error, "frame write failed");
+        }
+        self.dirty.push_back(id);
+    }
+
+    // ---- session ends ----
+
+    fn emit(&mut self, event: SfuEvent) {
+        if self.events.try_send(event).is_err() {
+            self.stats.events_dropped += 1;
+            warn!("SFU event channel full or closed: event dropped");
+        }
+    }
+
+    fn fail(&mut self, id: u64, reason: String, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let session = peer.name.clone();
+        info!(session, reason, "media session failed");
+        self.close_peer(id, now);
+        self.emit(SfuEvent::Failed { session, reason });
+    }
+
+    fn close_peer(&mut self, id: u64, now: Instant) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        // Tell the peer (RTCP BYE, DTLS close_notify) as far as str0m has it ready now.
+        if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
+            let _ = peer.rtc.handle_input(Input::Timeout(now));
+            while let Ok(Output::Transmit(transmit)) = peer.rtc.poll_output() {
+                let _ = self
+                    .socket
+                    .try_send_to(&transmit.contents, transmit.destination);
+            }
+        }
+        self.ids.remove(&peer.name);
+        self.demux.remove_session(id);
+        self.routes.remove(&peer.name);
+        if peer.role == Role::Ingest
+            && !self
+                .peers
+                .values()
+                .any(|p| p.role == Role::Ingest && p.stream == peer.stream)
+        {
+            self.codecs.remove(&peer.stream);
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        let (ingest, viewers) = self.routes.session_counts();
+        let counters = self.routes.counters();
+        let stats = &mut self.stats;
+        stats.sessions = self.peers.len();
+        stats.ingest_sessions = ingest;
+        stats.viewer_sessions = viewers;
+        stats.connected_sessions = self.peers.values().filter(|p| p.connected).count();
+        stats.frames_forwarded = counters.forwarded
+            - stats.dropped_frames.codec_mismatch
+            - stats.dropped_frames.write_failed;
+        stats.dropped_frames.superseded = counters.dropped_superseded;
+        stats.dropped_frames.extra_track = counters.dropped_extra_track;
+        stats.dropped_frames.waiting_keyframe = counters.dropped_waiting_keyframe;
+        stats.keyframe_requests_sent = counters.keyframe_requests_sent;
+        stats.keyframe_requests_coalesced = counters.keyframe_requests_coalesced;
+        let snapshot = stats.clone();
+        *self
+            .shared_stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+    }
+}
+
+/// The payload types an ingest's answer accepted, per kind.
+fn negotiated_codecs(rtc: &Rtc, mids: &[Mid]) -> StreamCodecs {
+    let mut codecs = StreamCodecs::default();
+    let config = rtc.codec_config();
+    for mid in mids {
+        let Some(media) = rtc.media(*mid) else {
+            continue;
+        };
+        let list = match media.kind() {
+            MediaKind::Audio => &mut codecs.audio,
+            MediaKind::Video => &mut codecs.video,
+        };
+        for pt in media.remote_pts() {
+            if let Some(params) = config.params().iter().find(|p| p.pt() == *pt)
+                && !list.iter().any(|p| p.pt() == *pt)
+            {
+                list.push(*params);
+            }
+        }
+    }
+    codecs
+}
+
+/// The `a=mid:` values of an SDP.
+fn offered_mids(sdp: &str) -> Vec<Mid> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a=mid:"))
+        .map(Mid::from)
+        .collect()
+}
