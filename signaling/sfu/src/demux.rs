@@ -163,19 +163,11 @@ mod tests {
 
     /// A STUN binding request as a peer sends it to the server: USERNAME "server:peer".
     fn binding_request(username: &str) -> Vec<u8> {
-        let message = StunMessage::binding_request(
-            username,
-            TransId::new(),
-            true,
-            0,
-            0x6e00_1eff,
-            false,
-        );
+        let message =
+            StunMessage::binding_request(username, TransId::new(), true, 0, 0x6e00_1eff, false);
         let mut buf = vec![0u8; 1500];
         let hmac = |_key: &[u8], _payloads: &[&[u8]]| [0u8; 20];
-        let n = message
-            .to_bytes(Some(b"password"), &mut buf, hmac)
-            .unwrap();
+        let n = message.to_bytes(Some(b"password"), &mut buf, hmac).unwrap();
         buf.truncate(n);
         buf
     }
@@ -192,7 +184,10 @@ mod tests {
         demux.add_session(1u64, "srv1");
         demux.add_session(2u64, "srv2");
         let request = binding_request("srv2:peer");
-        assert_eq!(demux.route(&request, addr(1)), Route::Session(2, Kind::Stun));
+        assert_eq!(
+            demux.route(&request, addr(1)),
+            Route::Session(2, Kind::Stun)
+        );
         assert_eq!(
             demux.route(&rtp_packet(), addr(1)),
             Route::Drop(DropReason::UnknownAddress)
@@ -215,9 +210,15 @@ mod tests {
         demux.add_session(2u64, "b");
         demux.learn(addr(1), 1);
         demux.learn(addr(1), 2);
-        assert_eq!(demux.route(&rtp_packet(), addr(1)), Route::Session(2, Kind::RtpOrRtcp));
+        assert_eq!(
+            demux.route(&rtp_packet(), addr(1)),
+            Route::Session(2, Kind::RtpOrRtcp)
+        );
         demux.remove_session(1);
-        assert_eq!(demux.route(&rtp_packet(), addr(1)), Route::Session(2, Kind::RtpOrRtcp));
+        assert_eq!(
+            demux.route(&rtp_packet(), addr(1)),
+            Route::Session(2, Kind::RtpOrRtcp)
+        );
         demux.remove_session(2);
         assert_eq!(demux.address_count(), 0);
         assert_eq!(
@@ -233,7 +234,10 @@ mod tests {
             demux.learn(addr(port), 7u64);
         }
         assert_eq!(demux.address_count(), MAX_ADDRESSES_PER_SESSION);
-        assert_eq!(demux.route(&rtp_packet(), addr(19)), Route::Session(7, Kind::RtpOrRtcp));
+        assert_eq!(
+            demux.route(&rtp_packet(), addr(19)),
+            Route::Session(7, Kind::RtpOrRtcp)
+        );
         assert_eq!(
             demux.route(&rtp_packet(), addr(0)),
             Route::Drop(DropReason::UnknownAddress)

@@ -71,7 +71,10 @@ pub(crate) enum Command {
 pub(crate) fn advertised_addresses(configured: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
     let port = bound.port();
     if !configured.is_empty() {
-        return configured.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        return configured
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
     }
     if !bound.ip().is_unspecified() {
         return vec![bound];
@@ -305,6 +308,8 @@ impl Engine {
     // ---- commands ----
 
     fn command(&mut self, command: Command, now: Instant) {
+        // Replies go out after the effects are drained and the figures published, so a caller
+        // sees its call reflected in `Sfu::stats`.
         match command {
             Command::Publish {
                 session,
@@ -312,7 +317,9 @@ impl Engine {
                 offer,
                 reply,
             } => {
-                let _ = reply.send(self.publish(session, stream, &offer, now));
+                let result = self.publish(session, stream, &offer, now);
+                self.settle(now);
+                let _ = reply.send(result);
             }
             Command::Subscribe {
                 session,
@@ -321,31 +328,42 @@ impl Engine {
                 video,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(session, stream, audio, video, now));
+                let result = self.subscribe(session, stream, audio, video, now);
+                self.settle(now);
+                let _ = reply.send(result);
             }
             Command::Answer {
                 session,
                 answer,
                 reply,
             } => {
-                let _ = reply.send(self.answer(&session, &answer));
+                let result = self.answer(&session, &answer);
+                self.settle(now);
+                let _ = reply.send(result);
             }
             Command::Candidate {
                 session,
                 candidate,
                 reply,
             } => {
-                let _ = reply.send(self.remote_candidate(&session, &candidate));
+                let result = self.remote_candidate(&session, &candidate);
+                self.settle(now);
+                let _ = reply.send(result);
             }
             Command::Close { session, reply } => {
                 if let Some(id) = self.ids.get(&session).copied() {
                     info!(session, "media session closed");
                     self.close_peer(id, now);
                 }
+                self.settle(now);
                 let _ = reply.send(());
             }
         }
+    }
+
+    fn settle(&mut self, now: Instant) {
         self.drain_all(now);
+        self.publish_stats();
     }
 
     fn check_new_session(&self, session: &str, sdp: Option<&str>) -> Result<(), SfuError> {
@@ -389,7 +407,15 @@ impl Engine {
         (rtc, ufrag)
     }
 
-    fn add_peer(&mut self, name: String, role: Role, stream: StreamKey, rtc: Rtc, ufrag: &str, now: Instant) -> u64 {
+    fn add_peer(
+        &mut self,
+        name: String,
+        role: Role,
+        stream: StreamKey,
+        rtc: Rtc,
+        ufrag: &str,
+        now: Instant,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.demux.add_session(id, ufrag);
@@ -465,10 +491,10 @@ impl Engine {
         }
         let (mut rtc, ufrag) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
         let mut change = rtc.sdp_api();
-        let audio_mid =
-            audio.then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid =
-            video.then(|| change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let audio_mid = audio
+            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = video
+            .then(|| change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let Some((offer, pending)) = change.apply() else {
             return Err(SfuError::BadSdp("no m-line to offer".into()));
         };
@@ -617,7 +643,8 @@ impl Engine {
     }
 
     fn roll_period(&mut self, now: Instant) {
-        let frames = self.routes.counters().forwarded - self.stats.dropped_frames.codec_mismatch
+        let frames = self.routes.counters().forwarded
+            - self.stats.dropped_frames.codec_mismatch
             - self.stats.dropped_frames.write_failed;
         self.stats.frames_forwarded_per_second = frames.saturating_sub(self.period_frames);
         self.stats.datagrams_sent_per_second =
@@ -666,7 +693,10 @@ impl Engine {
                     break;
                 }
                 Ok(Output::Transmit(transmit)) => {
-                    match self.socket.try_send_to(&transmit.contents, transmit.destination) {
+                    match self
+                        .socket
+                        .try_send_to(&transmit.contents, transmit.destination)
+                    {
                         Ok(_) => self.stats.datagrams_sent += 1,
                         Err(_) => self.stats.dropped.send_failed += 1,
                     }

@@ -221,7 +221,8 @@ impl Sfu {
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(SfuStats::default()));
         tracing::info!(%local_addr, ?advertised, "SFU media port bound");
-        let engine = engine::Engine::new(socket, advertised, config.limits, event_tx, stats.clone());
+        let engine =
+            engine::Engine::new(socket, advertised, config.limits, event_tx, stats.clone());
         let task = tokio::spawn(engine.run(command_rx, cancel));
         let sfu = Sfu {
             commands,

@@ -377,7 +377,10 @@ impl Routes {
 
     /// When [`Routes::poll`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.streams.values().filter_map(StreamRoute::deadline).min()
+        self.streams
+            .values()
+            .filter_map(StreamRoute::deadline)
+            .min()
     }
 
     /// A session ends (closed or failed). Its viewers keep their sessions when it was the
@@ -486,7 +489,10 @@ mod tests {
     fn a_new_viewer_waits_for_a_keyframe_and_one_is_requested() {
         let t0 = Instant::now();
         let mut routes = with_ingest(t0);
-        assert_eq!(add_connected_viewer(&mut routes, "v1", t0), vec![request("in", "v0")]);
+        assert_eq!(
+            add_connected_viewer(&mut routes, "v1", t0),
+            vec![request("in", "v0")]
+        );
         let delta = routes.media("in", mid("v0"), false, true, t0);
         assert!(delta.targets.is_empty());
         assert_eq!(routes.counters().dropped_waiting_keyframe, 1);
@@ -539,7 +545,11 @@ mod tests {
         add_connected_viewer(&mut routes, "v1", t0);
         let later = t0 + KEYFRAME_RETRY;
         assert!(routes.keyframe_request("v1", mid("a1"), later).is_empty());
-        assert!(routes.keyframe_request("nobody", mid("v1"), later).is_empty());
+        assert!(
+            routes
+                .keyframe_request("nobody", mid("v1"), later)
+                .is_empty()
+        );
         assert!(routes.keyframe_request("in", mid("v0"), later).is_empty());
     }
 
@@ -558,7 +568,10 @@ mod tests {
     fn viewers_before_the_ingest_get_a_keyframe_request_when_it_connects() {
         let t0 = Instant::now();
         let mut routes = Routes::new();
-        assert!(add_connected_viewer(&mut routes, "v1", t0).is_empty(), "no ingest yet");
+        assert!(
+            add_connected_viewer(&mut routes, "v1", t0).is_empty(),
+            "no ingest yet"
+        );
         assert_eq!(routes.next_deadline(), None);
         routes.add_ingest("in", &key("cam")).unwrap();
         routes.ingest_track("in", mid("v0"), MediaKind::Video);
@@ -575,17 +588,30 @@ mod tests {
         routes.ingest_track("in2", mid("0"), MediaKind::Audio);
         routes.ingest_track("in2", mid("1"), MediaKind::Video);
         // The old ingest's frames are dropped; the viewer keeps its session.
-        assert!(routes.media("in", mid("v0"), true, true, t0).targets.is_empty());
+        assert!(
+            routes
+                .media("in", mid("v0"), true, true, t0)
+                .targets
+                .is_empty()
+        );
         assert_eq!(routes.counters().dropped_superseded, 1);
         assert_eq!(routes.connected("in2", t0), vec![request("in2", "1")]);
-        assert!(routes.media("in2", mid("1"), false, true, t0).targets.is_empty());
+        assert!(
+            routes
+                .media("in2", mid("1"), false, true, t0)
+                .targets
+                .is_empty()
+        );
         assert_eq!(
             routes.media("in2", mid("1"), true, true, t0).targets,
             vec![("v1".to_string(), mid("v1"))]
         );
         // Closing the replaced ingest does not touch the current one.
         routes.remove("in");
-        assert_eq!(targets(&routes.media("in2", mid("0"), false, true, t0)), vec!["v1"]);
+        assert_eq!(
+            targets(&routes.media("in2", mid("0"), false, true, t0)),
+            vec!["v1"]
+        );
         assert_eq!(routes.session_counts(), (1, 1));
     }
 
@@ -607,7 +633,12 @@ mod tests {
         let mut routes = with_ingest(t0);
         routes.ingest_track("in", mid("v9"), MediaKind::Video);
         add_connected_viewer(&mut routes, "v1", t0);
-        assert!(routes.media("in", mid("v9"), true, true, t0).targets.is_empty());
+        assert!(
+            routes
+                .media("in", mid("v9"), true, true, t0)
+                .targets
+                .is_empty()
+        );
         assert_eq!(routes.counters().dropped_extra_track, 1);
     }
 
@@ -619,8 +650,16 @@ mod tests {
             .add_viewer("v1", &key("cam"), Some(mid("a1")), None)
             .unwrap();
         assert!(routes.connected("v1", t0).is_empty());
-        assert!(routes.media("in", mid("v0"), true, true, t0).targets.is_empty());
-        assert_eq!(targets(&routes.media("in", mid("a0"), false, true, t0)), vec!["v1"]);
+        assert!(
+            routes
+                .media("in", mid("v0"), true, true, t0)
+                .targets
+                .is_empty()
+        );
+        assert_eq!(
+            targets(&routes.media("in", mid("a0"), false, true, t0)),
+            vec!["v1"]
+        );
     }
 
     #[test]
@@ -637,7 +676,12 @@ mod tests {
         routes.remove("in");
         assert_eq!(routes.session_counts(), (0, 0));
         assert!(routes.streams.is_empty());
-        assert!(routes.media("in", mid("a0"), false, true, t0).targets.is_empty());
+        assert!(
+            routes
+                .media("in", mid("a0"), false, true, t0)
+                .targets
+                .is_empty()
+        );
     }
 
     #[test]
@@ -649,7 +693,10 @@ mod tests {
             .add_viewer("other", &key("screen"), Some(mid("a1")), None)
             .unwrap();
         routes.connected("other", t0);
-        assert_eq!(targets(&routes.media("in", mid("a0"), false, true, t0)), vec!["v1"]);
+        assert_eq!(
+            targets(&routes.media("in", mid("a0"), false, true, t0)),
+            vec!["v1"]
+        );
         assert_eq!(routes.viewer_count(&key("screen")), 1);
     }
 }
