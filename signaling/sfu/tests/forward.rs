@@ -272,8 +272,8 @@ async fn send_media(publisher: &Client, duration: Duration, gop: usize) {
     let end = Instant::now() + duration;
     let mut n = 0usize;
     while Instant::now() < end {
-        if n % 3 == 0 {
-            publisher.write(MediaKind::Video, n % (3 * gop) == 0);
+        if n.is_multiple_of(3) {
+            publisher.write(MediaKind::Video, n.is_multiple_of(3 * gop));
         }
         publisher.write(MediaKind::Audio, false);
         n += 1;
