@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::{CryptoProvider, from_feature_flags};
 use str0m::format::{Codec, CodecConfig, CodecExtra, PayloadParams};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::demux::{Demux, DropReason, Kind, Route};
-use crate::routes::{Action, Routes};
+use crate::routes::{Action, Routes, Timeline};
 use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// A connected session whose ICE stays disconnected this long fails.
@@ -192,14 +192,20 @@ struct Peer {
     /// The server's offer to a viewer, until its answer.
     pending: Option<SdpPendingOffer>,
     next_timeout: Instant,
+    /// A viewer's media timeline per m-line (continuous across re-publishes).
+    timelines: HashMap<Mid, Timeline>,
 }
 
-/// One frame to write to one viewer's m-line.
+/// One frame from ingest `source` to write to one viewer's m-line.
 struct Write {
+    source: String,
     viewer: String,
     mid: Mid,
     data: Arc<MediaData>,
 }
+
+/// Between the last frame of one ingest and the first of its replacement on a viewer's track.
+const SOURCE_SWITCH_GAP: Duration = Duration::from_millis(20);
 
 pub(crate) struct Engine {
     socket: Arc<UdpSocket>,
@@ -432,6 +438,7 @@ impl Engine {
                 disconnected_since: None,
                 pending: None,
                 next_timeout: now,
+                timelines: HashMap::new(),
             },
         );
         self.dirty.push_back(id);
@@ -744,7 +751,13 @@ impl Engine {
                 }
             }
             Event::MediaAdded(added) if peer.role == Role::Ingest => {
-                self.routes.ingest_track(&peer.name, added.mid, added.kind);
+                let session = peer.name.clone();
+                for action in self
+                    .routes
+                    .ingest_track(&session, added.mid, added.kind, now)
+                {
+                    self.act(action);
+                }
             }
             Event::MediaData(data) if peer.role == Role::Ingest => {
                 let forward = self.routes.media(
@@ -754,9 +767,21 @@ impl Engine {
                     data.contiguous,
                     now,
                 );
+                if self.routes.is_current_ingest(&peer.name) {
+                    let codecs = self.codecs.entry(peer.stream.clone()).or_default();
+                    let used = match data.params.spec().codec.is_audio() {
+                        true => &mut codecs.audio,
+                        false => &mut codecs.video,
+                    };
+                    // Viewers subscribing from now on are offered the codec in use only.
+                    if used.len() != 1 || used[0].pt() != data.params.pt() {
+                        *used = vec![data.params];
+                    }
+                }
                 let data = Arc::new(data);
                 for (viewer, mid) in forward.targets {
                     self.writes.push_back(Write {
+                        source: peer.name.clone(),
                         viewer,
                         mid,
                         data: data.clone(),
@@ -826,7 +851,15 @@ impl Engine {
             self.stats.dropped_frames.codec_mismatch += 1;
             return;
         };
-        if let Err(error) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+        let frequency = data.time.frequency();
+        let gap = SOURCE_SWITCH_GAP.as_micros() as u64 * u64::from(frequency.get()) / 1_000_000;
+        let ticks =
+            peer.timelines
+                .entry(write.mid)
+                .or_default()
+                .map(&write.source, data.time.numer(), gap);
+        let time = MediaTime::new(ticks, frequency);
+        if let Err(error) = writer.write(pt, data.network_time, time, data.data.clone()) {
             self.stats.dropped_frames.write_failed += 1;
             debug!(session = write.viewer, %error, "frame write failed");
         }

@@ -187,6 +187,17 @@ impl Routes {
         (ingests, self.sessions.len() - ingests)
     }
 
+    /// Whether `session` is the current ingest of its stream (not replaced by a re-publish).
+    pub fn is_current_ingest(&self, session: &str) -> bool {
+        let Some(Role::Ingest(key)) = self.sessions.get(session) else {
+            return false;
+        };
+        self.streams
+            .get(key)
+            .and_then(|s| s.ingest.as_ref())
+            .is_some_and(|i| i.session == session)
+    }
+
     pub fn contains(&self, session: &str) -> bool {
         self.sessions.contains_key(session)
     }
@@ -214,18 +225,40 @@ impl Routes {
         Ok(())
     }
 
-    /// A track the publisher of ingest `session` sends (an m-line of its offer).
-    pub fn ingest_track(&mut self, session: &str, mid: Mid, kind: MediaKind) {
-        let Some(ingest) = self.current_ingest_mut(session) else {
-            return;
+    /// A track the publisher of ingest `session` sends (an m-line of its offer). str0m may
+    /// report it after the session connected: a video track then asks for the keyframe that
+    /// waiting viewers need.
+    pub fn ingest_track(
+        &mut self,
+        session: &str,
+        mid: Mid,
+        kind: MediaKind,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(Role::Ingest(key)) = self.sessions.get(session) else {
+            return Vec::new();
+        };
+        let Some(route) = self.streams.get_mut(key) else {
+            return Vec::new();
+        };
+        let Some(ingest) = route.ingest.as_mut().filter(|i| i.session == session) else {
+            return Vec::new();
         };
         let slot = match kind {
             MediaKind::Audio => &mut ingest.audio,
             MediaKind::Video => &mut ingest.video,
         };
-        if slot.is_none() {
-            *slot = Some(mid);
+        if slot.is_some() {
+            return Vec::new();
         }
+        *slot = Some(mid);
+        if kind == MediaKind::Video && route.any_viewer_waiting() {
+            return route
+                .want_keyframe(now, &mut self.counters)
+                .into_iter()
+                .collect();
+        }
+        Vec::new()
     }
 
     /// A viewer session of `stream` with its audio and video m-lines.
@@ -412,16 +445,31 @@ impl Routes {
         self.sessions.insert(session.to_owned(), role);
         Ok(())
     }
+}
 
-    fn current_ingest_mut(&mut self, session: &str) -> Option<&mut Ingest> {
-        let Some(Role::Ingest(key)) = self.sessions.get(session) else {
-            return None;
-        };
-        self.streams
-            .get_mut(key)?
-            .ingest
-            .as_mut()
-            .filter(|i| i.session == session)
+/// Keeps a viewer track's media timeline continuous when its source ingest changes (a
+/// re-publish starts its own clock): frames of a new source are shifted to follow the last
+/// forwarded one by `gap` ticks, so receivers see no jump back or far ahead in one SSRC.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    source: Option<String>,
+    offset: i128,
+    last_out: Option<u64>,
+}
+
+impl Timeline {
+    /// The output time, in the track's clock ticks, of a frame at `ticks` from ingest `source`.
+    pub fn map(&mut self, source: &str, ticks: u64, gap: u64) -> u64 {
+        if self.source.as_deref() != Some(source) {
+            self.offset = match self.last_out {
+                Some(last) => i128::from(last) + i128::from(gap) - i128::from(ticks),
+                None => 0,
+            };
+            self.source = Some(source.to_owned());
+        }
+        let out = (i128::from(ticks) + self.offset).clamp(0, i128::from(u64::MAX)) as u64;
+        self.last_out = Some(out);
+        out
     }
 }
 
@@ -452,8 +500,8 @@ mod tests {
     fn with_ingest(t0: Instant) -> Routes {
         let mut routes = Routes::new();
         routes.add_ingest("in", &key("cam")).unwrap();
-        routes.ingest_track("in", mid("a0"), MediaKind::Audio);
-        routes.ingest_track("in", mid("v0"), MediaKind::Video);
+        routes.ingest_track("in", mid("a0"), MediaKind::Audio, t0);
+        routes.ingest_track("in", mid("v0"), MediaKind::Video, t0);
         assert!(routes.connected("in", t0).is_empty(), "no viewer waits yet");
         routes
     }
@@ -574,8 +622,34 @@ mod tests {
         );
         assert_eq!(routes.next_deadline(), None);
         routes.add_ingest("in", &key("cam")).unwrap();
-        routes.ingest_track("in", mid("v0"), MediaKind::Video);
+        routes.ingest_track("in", mid("v0"), MediaKind::Video, t0);
         assert_eq!(routes.connected("in", t0), vec![request("in", "v0")]);
+    }
+
+    #[test]
+    fn a_video_track_reported_after_the_connection_asks_for_the_keyframe() {
+        let t0 = Instant::now();
+        let mut routes = Routes::new();
+        add_connected_viewer(&mut routes, "v1", t0);
+        routes.add_ingest("in", &key("cam")).unwrap();
+        assert!(
+            routes.connected("in", t0).is_empty(),
+            "no video track known yet"
+        );
+        assert!(
+            routes
+                .ingest_track("in", mid("a0"), MediaKind::Audio, t0)
+                .is_empty()
+        );
+        assert_eq!(
+            routes.ingest_track("in", mid("v0"), MediaKind::Video, t0),
+            vec![request("in", "v0")]
+        );
+        assert!(
+            routes
+                .ingest_track("in", mid("v9"), MediaKind::Video, t0)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -585,8 +659,8 @@ mod tests {
         add_connected_viewer(&mut routes, "v1", t0);
         routes.media("in", mid("v0"), true, true, t0);
         routes.add_ingest("in2", &key("cam")).unwrap();
-        routes.ingest_track("in2", mid("0"), MediaKind::Audio);
-        routes.ingest_track("in2", mid("1"), MediaKind::Video);
+        routes.ingest_track("in2", mid("0"), MediaKind::Audio, t0);
+        routes.ingest_track("in2", mid("1"), MediaKind::Video, t0);
         // The old ingest's frames are dropped; the viewer keeps its session.
         assert!(
             routes
@@ -631,7 +705,7 @@ mod tests {
     fn a_second_video_track_is_dropped_and_counted() {
         let t0 = Instant::now();
         let mut routes = with_ingest(t0);
-        routes.ingest_track("in", mid("v9"), MediaKind::Video);
+        routes.ingest_track("in", mid("v9"), MediaKind::Video, t0);
         add_connected_viewer(&mut routes, "v1", t0);
         assert!(
             routes
@@ -682,6 +756,21 @@ mod tests {
                 .targets
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_timeline_is_continuous_across_sources() {
+        let mut timeline = Timeline::default();
+        // The first source passes unchanged.
+        assert_eq!(timeline.map("in", 900_000, 3000), 900_000);
+        assert_eq!(timeline.map("in", 903_000, 3000), 903_000);
+        // A re-publish starting its clock near zero follows on, one gap later...
+        assert_eq!(timeline.map("in2", 10, 3000), 906_000);
+        assert_eq!(timeline.map("in2", 3010, 3000), 909_000);
+        // ...and so does one far ahead.
+        assert_eq!(timeline.map("in3", u64::MAX / 2, 3000), 912_000);
+        // Reordered frames of the same source keep their spacing (clamped at zero).
+        assert_eq!(timeline.map("in3", u64::MAX / 2 - 3000, 3000), 909_000);
     }
 
     #[test]

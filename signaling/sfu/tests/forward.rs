@@ -27,10 +27,19 @@ struct Seen {
     audio_frames: usize,
     /// Keyframe requests received (as a publisher).
     keyframe_requests: usize,
+    /// The next video frame written is a keyframe (a request came in, as an encoder does).
+    keyframe_wanted: bool,
     /// The first video frame received was a keyframe.
     first_video_was_keyframe: Option<bool>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
+    /// The byte a publisher fills its frames with (tells publishers apart at a viewer).
+    fill: u8,
+    /// Per fill byte seen at a viewer: whether its first frame was a keyframe.
+    first_keyframe_by_fill: Vec<(u8, bool)>,
+    /// A received video frame's time was before the previous one's.
+    video_time_went_back: bool,
+    last_video_time: Option<u64>,
 }
 
 enum Command {
@@ -67,7 +76,7 @@ async fn new_rtc() -> (Rtc, UdpSocket) {
 }
 
 /// A publisher of audio and video to the SFU's ingest session `session`.
-async fn publisher(sfu: &Sfu, session: &str, stream: StreamKey) -> Client {
+async fn publisher(sfu: &Sfu, session: &str, stream: StreamKey, fill: u8) -> Client {
     let (mut rtc, socket) = new_rtc().await;
     let mut change = rtc.sdp_api();
     let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -81,7 +90,7 @@ async fn publisher(sfu: &Sfu, session: &str, stream: StreamKey) -> Client {
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
-    spawn_client(rtc, socket, Some(audio), Some(video))
+    spawn_client(rtc, socket, Some(audio), Some(video), fill)
 }
 
 /// A viewer of `stream` in session `session`.
@@ -99,14 +108,21 @@ async fn viewer(sfu: &Sfu, session: &str, stream: StreamKey) -> Client {
     sfu.answer(session, &answer.to_sdp_string())
         .await
         .expect("answer");
-    spawn_client(rtc, socket, None, None)
+    spawn_client(rtc, socket, None, None, 0)
 }
 
-fn spawn_client(rtc: Rtc, socket: UdpSocket, audio: Option<Mid>, video: Option<Mid>) -> Client {
+fn spawn_client(
+    rtc: Rtc,
+    socket: UdpSocket,
+    audio: Option<Mid>,
+    video: Option<Mid>,
+    fill: u8,
+) -> Client {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Seen {
         audio_mid: audio,
         video_mid: video,
+        fill,
         ..Seen::default()
     }));
     tokio::spawn(run_client(rtc, socket, command_rx, seen.clone()));
@@ -114,13 +130,13 @@ fn spawn_client(rtc: Rtc, socket: UdpSocket, audio: Option<Mid>, video: Option<M
 }
 
 /// A VP8 frame: a frame tag whose P bit says key or delta, a key frame's start code and size.
-fn vp8_frame(keyframe: bool) -> Vec<u8> {
+fn vp8_frame(keyframe: bool, fill: u8) -> Vec<u8> {
     let mut frame = if keyframe {
         vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
     } else {
         vec![0x11, 0x02, 0x00]
     };
-    frame.extend(std::iter::repeat_n(0x5a, 300));
+    frame.extend(std::iter::repeat_n(fill, 300));
     frame
 }
 
@@ -182,13 +198,15 @@ fn write(
     n: u64,
 ) {
     let (mid, codec, frequency, data) = {
-        let seen = seen.lock().unwrap();
+        let mut seen = seen.lock().unwrap();
+        let keyframe =
+            keyframe || (kind == MediaKind::Video && std::mem::take(&mut seen.keyframe_wanted));
         match kind {
             MediaKind::Video => (
                 seen.video_mid,
                 Codec::Vp8,
                 Frequency::NINETY_KHZ,
-                vp8_frame(keyframe),
+                vp8_frame(keyframe, seen.fill),
             ),
             MediaKind::Audio => (
                 seen.audio_mid,
@@ -231,18 +249,39 @@ fn record(rtc: &mut Rtc, event: Event, seen: &Mutex<Seen>) {
                 Some(MediaKind::Video) => {
                     let keyframe = matches!(data.codec_extra, CodecExtra::Vp8(e) if e.is_keyframe);
                     seen.first_video_was_keyframe.get_or_insert(keyframe);
+                    let fill = data.data.last().copied().unwrap_or(0);
+                    if !seen.first_keyframe_by_fill.iter().any(|(f, _)| *f == fill) {
+                        seen.first_keyframe_by_fill.push((fill, keyframe));
+                    }
+                    let time = data.time.numer();
+                    if seen.last_video_time.is_some_and(|last| time < last) {
+                        seen.video_time_went_back = true;
+                    }
+                    seen.last_video_time = Some(time);
                     seen.video_frames += 1;
                     seen.video_keyframes += usize::from(keyframe);
                 }
                 None => {}
             }
         }
-        Event::KeyframeRequest(_) => seen.keyframe_requests += 1,
+        Event::KeyframeRequest(_) => {
+            seen.keyframe_requests += 1;
+            seen.keyframe_wanted = true;
+        }
         _ => {}
     }
 }
 
+/// Logs with RUST_LOG (e.g. `room_sfu=debug`), once per test binary.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 async fn start_sfu() -> (Sfu, mpsc::Receiver<SfuEvent>, CancellationToken) {
+    init_logs();
     let cancel = CancellationToken::new();
     let config = SfuConfig::new("127.0.0.1:0".parse::<SocketAddr>().unwrap());
     let (sfu, events, _task) = Sfu::start(config, cancel.clone()).await.expect("start");
@@ -266,14 +305,14 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Publishes ~30 fps video (a keyframe every `gop` frames, the first one a keyframe) and 50 fps
-/// audio for `duration`.
+/// Publishes ~30 fps video (a keyframe every `gop` frames, the first one too unless
+/// `gop` is 0: then keyframes only on request) and 50 fps audio for `duration`.
 async fn send_media(publisher: &Client, duration: Duration, gop: usize) {
     let end = Instant::now() + duration;
     let mut n = 0usize;
     while Instant::now() < end {
         if n.is_multiple_of(3) {
-            publisher.write(MediaKind::Video, n.is_multiple_of(3 * gop));
+            publisher.write(MediaKind::Video, gop > 0 && n.is_multiple_of(3 * gop));
         }
         publisher.write(MediaKind::Audio, false);
         n += 1;
@@ -286,7 +325,7 @@ async fn a_publisher_reaches_two_viewers_and_their_keyframe_requests_arrive_coal
     let (sfu, mut events, cancel) = start_sfu().await;
     // The viewers subscribe before the publisher exists: forwarding starts when media arrives.
     let first = viewer(&sfu, "viewer-1", key()).await;
-    let publisher = publisher(&sfu, "ingest", key()).await;
+    let publisher = publisher(&sfu, "ingest", key(), 0x5a).await;
     let second = viewer(&sfu, "viewer-2", key()).await;
     wait_for("three connections", || {
         publisher.seen().connected && first.seen().connected && second.seen().connected
@@ -360,7 +399,7 @@ async fn a_publisher_reaches_two_viewers_and_their_keyframe_requests_arrive_coal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_media_port_is_counted_and_sessions_go_on() {
     let (sfu, _events, cancel) = start_sfu().await;
-    let publisher = publisher(&sfu, "ingest", key()).await;
+    let publisher = publisher(&sfu, "ingest", key(), 0x5a).await;
     let viewer = viewer(&sfu, "viewer", key()).await;
     wait_for("connections", || {
         publisher.seen().connected && viewer.seen().connected
@@ -459,4 +498,80 @@ async fn bad_input_is_refused_and_changes_nothing() {
     sfu.close("v").await;
     assert_eq!(sfu.stats().sessions, 0);
     cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republish_reaches_the_same_viewer_from_a_keyframe_on_a_continuous_timeline() {
+    let (sfu, _events, cancel) = start_sfu().await;
+    let old = publisher(&sfu, "ingest-1", key(), 0x11).await;
+    wait_for("the first ingest", || old.seen().connected).await;
+    send_media(&old, Duration::from_millis(300), 1000).await;
+    // A viewer subscribing once the ingest's codec is known is offered that codec only.
+    let offer = sfu.subscribe("viewer", key(), true, true).await.unwrap();
+    assert!(offer.contains("VP8") && !offer.contains("H264"), "{offer}");
+    sfu.close("viewer").await;
+    let viewer = viewer(&sfu, "viewer", key()).await;
+    wait_for("the viewer", || viewer.seen().connected).await;
+    send_media(&old, Duration::from_secs(1), 1000).await;
+    wait_for("the first ingest's video", || {
+        viewer.seen().video_frames >= 5
+    })
+    .await;
+
+    // The publisher comes back in a new session (its clock starts anew, far behind).
+    let new = publisher(&sfu, "ingest-2", key(), 0x22).await;
+    wait_for("the second ingest", || new.seen().connected).await;
+    sfu.close("ingest-1").await;
+    // Delta frames only, until the SFU asks for a keyframe on the viewer's behalf.
+    let mut waited = Duration::ZERO;
+    while viewer.seen().first_keyframe_by_fill.len() < 2 {
+        assert!(
+            waited < PATIENCE,
+            "no frame of the new ingest: {:?}",
+            viewer.seen()
+        );
+        send_media(&new, Duration::from_millis(200), 0).await;
+        waited += Duration::from_millis(200);
+    }
+    let seen = viewer.seen();
+    assert_eq!(
+        seen.first_keyframe_by_fill,
+        [(0x11, true), (0x22, true)],
+        "{seen:?}"
+    );
+    assert!(!seen.video_time_went_back, "{seen:?}");
+    assert!(
+        new.seen().keyframe_requests >= 1,
+        "the new ingest was asked for a keyframe"
+    );
+    assert_eq!(sfu.stats().sessions, 2, "the new ingest and the viewer");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_session_that_never_connects_fails() {
+    let cancel = CancellationToken::new();
+    let mut config = SfuConfig::new("127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    config.limits.connect_timeout = Duration::from_secs(1);
+    let (sfu, mut events, task) = Sfu::start(config, cancel.clone()).await.unwrap();
+    sfu.subscribe("lonely", key(), true, true).await.unwrap();
+    let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap();
+    assert_eq!(
+        event,
+        Some(SfuEvent::Failed {
+            session: "lonely".into(),
+            reason: "not connected within 1 s".into()
+        })
+    );
+    assert_eq!(sfu.stats().sessions, 0);
+    assert!(matches!(
+        sfu.answer("lonely", "v=0").await,
+        Err(room_sfu::SfuError::UnknownSession)
+    ));
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(matches!(
+        sfu.subscribe("late", key(), true, true).await,
+        Err(room_sfu::SfuError::Stopped)
+    ));
 }
