@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::{CryptoProvider, from_feature_flags};
 use str0m::format::{Codec, CodecConfig, CodecExtra, PayloadParams};
+use str0m::ice::{StunMessage, TransId};
+use str0m::media::Pt;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +31,13 @@ use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// A connected session whose ICE stays disconnected this long fails.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// str0m's ICE-lite agent drops a candidate pair without a binding request for 15 s, but
+/// libnice (webrtcbin) sends binding indications, not requests, once connected. Traffic that a
+/// session accepted from its peer's address counts as consent: after this long without a
+/// binding request, the engine hands str0m one in the peer's name (see [`Engine::refresh_consent`]).
+const CONSENT_REFRESH: Duration = Duration::from_secs(8);
+/// SSRCs an ingest m-line can be mapped to by payload type (see [`Engine::map_unsignalled_ssrc`]).
+const MAX_UNSIGNALLED_SSRCS: usize = 8;
 /// How often the per-second figures roll over.
 const STATS_PERIOD: Duration = Duration::from_secs(1);
 /// Largest datagram read (anything longer is truncated by the kernel and then malformed).
@@ -194,6 +204,16 @@ struct Peer {
     next_timeout: Instant,
     /// A viewer's media timeline per m-line (continuous across re-publishes).
     timelines: HashMap<Mid, Timeline>,
+    /// The server's ICE credentials for this session.
+    local_creds: IceCreds,
+    /// The peer's ICE ufrag, from its first verified check.
+    remote_ufrag: Option<String>,
+    /// When the peer's last binding request (real or on its behalf) reached str0m.
+    last_consent: Instant,
+    /// An ingest's payload types → its m-line, for RTP whose SSRC the offer did not announce.
+    pt_mids: HashMap<Pt, Mid>,
+    /// SSRCs known to str0m (announced or mapped), to skip the lookup.
+    known_ssrcs: Vec<Ssrc>,
 }
 
 /// One frame from ingest `source` to write to one viewer's m-line.
@@ -391,12 +411,11 @@ impl Engine {
         Ok(())
     }
 
-    fn new_rtc(&self, codecs: CodecConfig, now: Instant) -> (Rtc, String) {
+    fn new_rtc(&self, codecs: CodecConfig, now: Instant) -> (Rtc, IceCreds) {
         let creds = IceCreds::new();
-        let ufrag = creds.ufrag.clone();
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
-            .set_local_ice_credentials(creds)
+            .set_local_ice_credentials(creds.clone())
             .set_crypto_provider(self.crypto.clone())
             .set_send_buffer_audio(self.limits.send_buffer_audio.max(1))
             .set_send_buffer_video(self.limits.send_buffer_video.max(1));
@@ -410,7 +429,7 @@ impl Engine {
                 Err(error) => warn!(%candidate, %error, "unusable media address"),
             }
         }
-        (rtc, ufrag)
+        (rtc, creds)
     }
 
     fn add_peer(
@@ -419,12 +438,12 @@ impl Engine {
         role: Role,
         stream: StreamKey,
         rtc: Rtc,
-        ufrag: &str,
+        creds: IceCreds,
         now: Instant,
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.demux.add_session(id, ufrag);
+        self.demux.add_session(id, &creds.ufrag);
         self.ids.insert(name.clone(), id);
         self.peers.insert(
             id,
@@ -439,6 +458,11 @@ impl Engine {
                 pending: None,
                 next_timeout: now,
                 timelines: HashMap::new(),
+                local_creds: creds,
+                remote_ufrag: None,
+                last_consent: now,
+                pt_mids: HashMap::new(),
+                known_ssrcs: Vec::new(),
             },
         );
         self.dirty.push_back(id);
@@ -463,18 +487,22 @@ impl Engine {
         let mids = offered_mids(offer);
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        let (mut rtc, ufrag) = self.new_rtc(ingest_codecs(), now);
+        let (mut rtc, creds) = self.new_rtc(ingest_codecs(), now);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let negotiated = negotiated_codecs(&rtc, &mids);
+        let pt_mids = payload_type_mids(&rtc, &mids);
         self.routes
             .add_ingest(&session, &stream)
             .map_err(|_| SfuError::SessionExists(session.clone()))?;
         info!(session, ?stream, "ingest session created");
         self.codecs.insert(stream.clone(), negotiated);
-        self.add_peer(session, Role::Ingest, stream, rtc, &ufrag, now);
+        let id = self.add_peer(session, Role::Ingest, stream, rtc, creds, now);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pt_mids = pt_mids;
+        }
         Ok(answer.to_sdp_string())
     }
 
@@ -496,7 +524,7 @@ impl Engine {
                 self.limits.max_viewers_per_stream
             )));
         }
-        let (mut rtc, ufrag) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
+        let (mut rtc, creds) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
         let mut change = rtc.sdp_api();
         let audio_mid = audio
             .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
@@ -509,7 +537,7 @@ impl Engine {
             .add_viewer(&session, &stream, audio_mid, video_mid)
             .map_err(|_| SfuError::SessionExists(session.clone()))?;
         info!(session, ?stream, audio, video, "viewer session created");
-        let id = self.add_peer(session, Role::Viewer, stream, rtc, &ufrag, now);
+        let id = self.add_peer(session, Role::Viewer, stream, rtc, creds, now);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.pending = Some(pending);
         }
@@ -590,16 +618,69 @@ impl Engine {
             self.stats.dropped.rejected += 1;
             return;
         }
-        if kind == Kind::Stun {
-            // accepts() verified the check's integrity against this session's password.
-            self.demux.learn(source, id);
+        match kind {
+            Kind::Stun => {
+                if let Some(remote) = binding_request_remote_ufrag(datagram) {
+                    // accepts() verified the check's integrity against this session's password.
+                    self.demux.learn(source, id);
+                    peer.remote_ufrag.get_or_insert_with(|| remote.to_owned());
+                    peer.last_consent = now;
+                }
+            }
+            Kind::RtpOrRtcp if peer.role == Role::Ingest => map_unsignalled_ssrc(peer, datagram),
+            _ => {}
         }
         if let Err(error) = peer.rtc.handle_input(input) {
             self.stats.dropped.session_error += 1;
             debug!(session = peer.name, %error, "datagram refused by the session");
         }
+        if kind != Kind::Stun {
+            self.refresh_consent(id, source, now);
+        }
         self.dirty.push_back(id);
         self.drain_all(now);
+    }
+
+    /// Keeps a session whose peer sends traffic but no binding requests (libnice) alive in
+    /// str0m's ICE-lite agent: a binding request in the peer's name, as from `source`, with the
+    /// credentials of the session (the server's password, which a real request carries too).
+    /// str0m's answer to it goes to the peer, which ignores an unknown transaction.
+    fn refresh_consent(&mut self, id: u64, source: SocketAddr, now: Instant) {
+        let hmac = self.crypto.sha1_hmac_provider;
+        let destination = destination_for(source, &self.candidates);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.connected || now.saturating_duration_since(peer.last_consent) < CONSENT_REFRESH {
+            return;
+        }
+        let Some(remote) = peer.remote_ufrag.as_deref() else {
+            return;
+        };
+        let username = format!("{}:{remote}", peer.local_creds.ufrag);
+        let request = StunMessage::binding_request(&username, TransId::new(), true, 0, 1, false);
+        let mut buf = vec![0u8; 512];
+        let sign = |key: &[u8], payloads: &[&[u8]]| hmac.sha1_hmac(key, payloads);
+        let Ok(len) = request.to_bytes(Some(peer.local_creds.pass.as_bytes()), &mut buf, sign)
+        else {
+            return;
+        };
+        let Ok(contents) = DatagramRecv::try_from(&buf[..len]) else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        peer.last_consent = now;
+        if let Err(error) = peer.rtc.handle_input(input) {
+            debug!(session = peer.name, %error, "consent refresh refused");
+        }
     }
 
     fn count_drop(&mut self, reason: DropReason) {
@@ -956,6 +1037,98 @@ fn negotiated_codecs(rtc: &Rtc, mids: &[Mid]) -> StreamCodecs {
         }
     }
     codecs
+}
+
+/// The remote ufrag of a STUN binding request (USERNAME "local:remote").
+fn binding_request_remote_ufrag(datagram: &[u8]) -> Option<&str> {
+    let message = StunMessage::parse(datagram).ok()?;
+    if !message.is_binding_request() {
+        return None;
+    }
+    let (_local, remote) = message.username()?.split_once(':')?;
+    Some(remote)
+}
+
+/// An ingest's payload types (and their retransmission types) → m-line, where a payload type
+/// belongs to one m-line only.
+fn payload_type_mids(rtc: &Rtc, mids: &[Mid]) -> HashMap<Pt, Mid> {
+    let mut map: HashMap<Pt, Option<Mid>> = HashMap::new();
+    let config = rtc.codec_config();
+    for mid in mids {
+        let Some(media) = rtc.media(*mid) else {
+            continue;
+        };
+        for pt in media.remote_pts() {
+            let resend = config
+                .params()
+                .iter()
+                .find(|p| p.pt() == *pt)
+                .and_then(|p| p.resend());
+            for pt in std::iter::once(*pt).chain(resend) {
+                map.entry(pt)
+                    .and_modify(|m| {
+                        if *m != Some(*mid) {
+                            *m = None;
+                        }
+                    })
+                    .or_insert(Some(*mid));
+            }
+        }
+    }
+    map.into_iter()
+        .filter_map(|(pt, mid)| Some((pt, mid?)))
+        .collect()
+}
+
+/// str0m routes incoming RTP by the SSRCs an offer announces (`a=ssrc`) or by the RTP `mid`
+/// header extension; a webrtcbin offer may have neither for a track (no `a=ssrc` when its caps
+/// carry no ssrc, no mid extension). Such RTP is mapped here by payload type to the one m-line
+/// that negotiated it, once per m-line (a second SSRC of a payload type that already has a
+/// stream is left to str0m, which drops it).
+fn map_unsignalled_ssrc(peer: &mut Peer, datagram: &[u8]) {
+    // RTP, not RTCP (packet types 192..=223 where the marker bit and payload type are).
+    let Some(&second) = datagram.get(1) else {
+        return;
+    };
+    if (192..=223).contains(&second) || datagram.len() < 12 {
+        return;
+    }
+    let ssrc = Ssrc::from(u32::from_be_bytes([
+        datagram[8],
+        datagram[9],
+        datagram[10],
+        datagram[11],
+    ]));
+    if peer.known_ssrcs.contains(&ssrc) || peer.known_ssrcs.len() >= MAX_UNSIGNALLED_SSRCS {
+        return;
+    }
+    let pt = Pt::from(second & 0x7f);
+    let Some(mid) = peer.pt_mids.get(&pt).copied() else {
+        return;
+    };
+    let mut api = peer.rtc.direct_api();
+    if api.stream_rx(&ssrc).is_some() {
+        peer.known_ssrcs.push(ssrc);
+        return;
+    }
+    let is_main = peer
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .any(|p| p.pt() == pt);
+    let mut api = peer.rtc.direct_api();
+    match api.stream_rx_by_mid(mid, None).map(|s| s.ssrc()) {
+        None if is_main => {
+            api.expect_stream_rx(ssrc, None, mid, None);
+        }
+        Some(main) if !is_main => {
+            api.expect_stream_rx(main, Some(ssrc), mid, None);
+        }
+        _ => return,
+    }
+    debug!(session = peer.name, ?ssrc, %mid, "unannounced SSRC mapped by payload type");
+    peer.known_ssrcs.push(ssrc);
 }
 
 /// The `a=mid:` values of an SDP.
