@@ -35,6 +35,8 @@ struct Seen {
     video_mid: Option<Mid>,
     /// The byte a publisher fills its frames with (tells publishers apart at a viewer).
     fill: u8,
+    /// A publisher sends H264 (else VP8).
+    h264: bool,
     /// Per fill byte seen at a viewer: whether its first frame was a keyframe.
     first_keyframe_by_fill: Vec<(u8, bool)>,
     /// A received video frame's time was before the previous one's.
@@ -67,9 +69,25 @@ impl Client {
     }
 }
 
-async fn new_rtc() -> (Rtc, UdpSocket) {
+/// Which video codec a test client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Video {
+    /// str0m's defaults (VP8, H264, VP9, AV1, H265 and Opus); VP8 is what a publisher sends.
+    Any,
+    /// H264 (and Opus) only.
+    H264,
+}
+
+async fn new_rtc(video: Video) -> (Rtc, UdpSocket) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut rtc = Rtc::builder().build(Instant::now());
+    let mut config = Rtc::builder();
+    if video == Video::H264 {
+        config = config
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true);
+    }
+    let mut rtc = config.build(Instant::now());
     let candidate = Candidate::host(socket.local_addr().unwrap(), "udp").unwrap();
     rtc.add_local_candidate(candidate);
     (rtc, socket)
@@ -77,10 +95,20 @@ async fn new_rtc() -> (Rtc, UdpSocket) {
 
 /// A publisher of audio and video to the SFU's ingest session `session`.
 async fn publisher(sfu: &Sfu, session: &str, stream: StreamKey, fill: u8) -> Client {
-    let (mut rtc, socket) = new_rtc().await;
+    publisher_of(sfu, session, stream, fill, Video::Any).await
+}
+
+async fn publisher_of(
+    sfu: &Sfu,
+    session: &str,
+    stream: StreamKey,
+    fill: u8,
+    video: Video,
+) -> Client {
+    let (mut rtc, socket) = new_rtc(video).await;
     let mut change = rtc.sdp_api();
     let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let video_mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, pending) = change.apply().unwrap();
     let answer = sfu
         .publish(session, stream, &offer.to_sdp_string())
@@ -90,12 +118,16 @@ async fn publisher(sfu: &Sfu, session: &str, stream: StreamKey, fill: u8) -> Cli
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
-    spawn_client(rtc, socket, Some(audio), Some(video), fill)
+    spawn_client(rtc, socket, Some(audio), Some(video_mid), fill)
 }
 
 /// A viewer of `stream` in session `session`.
 async fn viewer(sfu: &Sfu, session: &str, stream: StreamKey) -> Client {
-    let (mut rtc, socket) = new_rtc().await;
+    viewer_of(sfu, session, stream, Video::Any).await
+}
+
+async fn viewer_of(sfu: &Sfu, session: &str, stream: StreamKey, video: Video) -> Client {
+    let (mut rtc, socket) = new_rtc(video).await;
     let offer = sfu
         .subscribe(session, stream, true, true)
         .await
@@ -136,6 +168,20 @@ fn vp8_frame(keyframe: bool, fill: u8) -> Vec<u8> {
     } else {
         vec![0x11, 0x02, 0x00]
     };
+    frame.extend(std::iter::repeat_n(fill, 300));
+    frame
+}
+
+/// An H264 access unit in Annex B: SPS, PPS and an IDR slice, or a non-IDR slice.
+fn h264_frame(keyframe: bool, fill: u8) -> Vec<u8> {
+    let mut frame = Vec::new();
+    if keyframe {
+        frame.extend([0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40]);
+        frame.extend([0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+        frame.extend([0, 0, 0, 1, 0x65, 0x88, 0x84]);
+    } else {
+        frame.extend([0, 0, 0, 1, 0x41, 0x9a, 0x02]);
+    }
     frame.extend(std::iter::repeat_n(fill, 300));
     frame
 }
@@ -202,6 +248,12 @@ fn write(
         let keyframe =
             keyframe || (kind == MediaKind::Video && std::mem::take(&mut seen.keyframe_wanted));
         match kind {
+            MediaKind::Video if seen.h264 => (
+                seen.video_mid,
+                Codec::H264,
+                Frequency::NINETY_KHZ,
+                h264_frame(keyframe, seen.fill),
+            ),
             MediaKind::Video => (
                 seen.video_mid,
                 Codec::Vp8,
@@ -247,7 +299,11 @@ fn record(rtc: &mut Rtc, event: Event, seen: &Mutex<Seen>) {
             match media {
                 Some(MediaKind::Audio) => seen.audio_frames += 1,
                 Some(MediaKind::Video) => {
-                    let keyframe = matches!(data.codec_extra, CodecExtra::Vp8(e) if e.is_keyframe);
+                    let keyframe = match data.codec_extra {
+                        CodecExtra::Vp8(e) => e.is_keyframe,
+                        CodecExtra::H264(e) => e.is_keyframe,
+                        _ => false,
+                    };
                     seen.first_video_was_keyframe.get_or_insert(keyframe);
                     let fill = data.data.last().copied().unwrap_or(0);
                     if !seen.first_keyframe_by_fill.iter().any(|(f, _)| *f == fill) {
@@ -574,4 +630,50 @@ async fn a_session_that_never_connects_fails() {
         sfu.subscribe("late", key(), true, true).await,
         Err(room_sfu::SfuError::Stopped)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_and_offered_to_later_viewers() {
+    let (sfu, _events, cancel) = start_sfu().await;
+    let publisher = publisher_of(&sfu, "ingest", key(), 0x33, Video::H264).await;
+    publisher.seen.lock().unwrap().h264 = true;
+    wait_for("the ingest", || publisher.seen().connected).await;
+    send_media(&publisher, Duration::from_millis(300), 1000).await;
+    let offer = sfu.subscribe("probe", key(), true, true).await.unwrap();
+    assert!(offer.contains("H264") && !offer.contains("VP8"), "{offer}");
+    sfu.close("probe").await;
+
+    let viewer = viewer(&sfu, "viewer", key()).await;
+    wait_for("the viewer", || viewer.seen().connected).await;
+    let mut waited = Duration::ZERO;
+    while viewer.seen().video_frames < 10 {
+        assert!(waited < PATIENCE, "{:?} {:?}", viewer.seen(), sfu.stats());
+        send_media(&publisher, Duration::from_millis(200), 0).await;
+        waited += Duration::from_millis(200);
+    }
+    let seen = viewer.seen();
+    assert_eq!(seen.first_keyframe_by_fill, [(0x33, true)], "{seen:?}");
+    assert_eq!(sfu.stats().dropped_frames.codec_mismatch, 0);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_the_ingests_codec_gets_audio_only_and_the_drops_are_counted() {
+    let (sfu, _events, cancel) = start_sfu().await;
+    // Subscribed before the ingest exists: offered VP8 and H264, answers H264 only.
+    let viewer = viewer_of(&sfu, "viewer", key(), Video::H264).await;
+    let publisher = publisher(&sfu, "ingest", key(), 0x44).await;
+    wait_for("connections", || {
+        publisher.seen().connected && viewer.seen().connected
+    })
+    .await;
+    let mut waited = Duration::ZERO;
+    while viewer.seen().audio_frames < 20 || sfu.stats().dropped_frames.codec_mismatch < 5 {
+        assert!(waited < PATIENCE, "{:?} {:?}", viewer.seen(), sfu.stats());
+        send_media(&publisher, Duration::from_millis(200), 3).await;
+        waited += Duration::from_millis(200);
+    }
+    assert_eq!(viewer.seen().video_frames, 0);
+    assert_eq!(sfu.stats().connected_sessions, 2);
+    cancel.cancel();
 }
