@@ -6,7 +6,8 @@
 //! session that has work (transmits go straight to the socket, events become route decisions,
 //! frames written to viewers make those viewers drain in turn) until none has.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +41,11 @@ const CONSENT_REFRESH: Duration = Duration::from_secs(8);
 const MAX_UNSIGNALLED_SSRCS: usize = 8;
 /// How often the per-second figures roll over.
 const STATS_PERIOD: Duration = Duration::from_secs(1);
+/// How stale the figures `Sfu::stats` reads may be (they are also refreshed after every
+/// command and before every event).
+const STATS_SNAPSHOT: Duration = Duration::from_millis(100);
+/// Datagrams read per wake beyond the first.
+const RECV_BATCH: usize = 64;
 /// Largest datagram read (anything longer is truncated by the kernel and then malformed).
 const RECV_BUFFER: usize = 2048;
 /// The H264 profile a viewer is offered before its stream's ingest is known: constrained
@@ -240,11 +246,16 @@ pub(crate) struct Engine {
     demux: Demux<u64>,
     routes: Routes,
     codecs: HashMap<StreamKey, StreamCodecs>,
+    /// When sessions need a look (str0m timeouts, connect timeout, disconnect grace); entries
+    /// may be stale (the session's time moved or it is gone): a look at the wrong time is
+    /// harmless, so nothing is removed early and every wake costs only the sessions due.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Sessions with outputs to drain.
     dirty: VecDeque<u64>,
     writes: VecDeque<Write>,
     stats: SfuStats,
     period_start: Instant,
+    last_published: Instant,
     period_frames: u64,
     period_sent: u64,
 }
@@ -270,10 +281,12 @@ impl Engine {
             demux: Demux::new(),
             routes: Routes::new(),
             codecs: HashMap::new(),
+            timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
             writes: VecDeque::new(),
             stats: SfuStats::default(),
             period_start: Instant::now(),
+            last_published: Instant::now(),
             period_frames: 0,
             period_sent: 0,
         }
@@ -296,14 +309,26 @@ impl Engine {
                     None => break,
                 },
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((len, source)) => self.datagram(&buf[..len], source, Instant::now()),
+                    Ok((len, source)) => {
+                        self.datagram(&buf[..len], source, Instant::now());
+                        // What else is queued, without another turn of the loop each.
+                        for _ in 0..RECV_BATCH {
+                            let Ok((len, source)) = socket.try_recv_from(&mut buf) else {
+                                break;
+                            };
+                            self.datagram(&buf[..len], source, Instant::now());
+                        }
+                    }
                     // ICMP errors of earlier sends surface here on some systems: not fatal.
                     Err(error) => debug!(%error, "media port receive error"),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
-            self.on_time(Instant::now());
-            self.publish_stats();
+            let now = Instant::now();
+            self.on_time(now);
+            if now >= self.last_published + STATS_SNAPSHOT {
+                self.publish_stats();
+            }
         }
         let sessions = self.peers.len();
         let ids: Vec<u64> = self.peers.keys().copied().collect();
@@ -314,21 +339,18 @@ impl Engine {
     }
 
     fn next_deadline(&self) -> Instant {
-        let now = Instant::now();
         let mut deadline = self.period_start + STATS_PERIOD;
-        for peer in self.peers.values() {
-            deadline = deadline.min(peer.next_timeout);
-            if !peer.connected {
-                deadline = deadline.min(peer.created + self.limits.connect_timeout);
-            }
-            if let Some(since) = peer.disconnected_since {
-                deadline = deadline.min(since + DISCONNECT_GRACE);
-            }
+        if let Some(Reverse((at, _))) = self.timers.peek() {
+            deadline = deadline.min(*at);
         }
         if let Some(route_deadline) = self.routes.next_deadline() {
             deadline = deadline.min(route_deadline);
         }
-        deadline.max(now)
+        deadline.max(Instant::now())
+    }
+
+    fn schedule(&mut self, at: Instant, id: u64) {
+        self.timers.push(Reverse((at, id)));
     }
 
     // ---- commands ----
@@ -465,6 +487,7 @@ impl Engine {
                 known_ssrcs: Vec::new(),
             },
         );
+        self.schedule(now + self.limits.connect_timeout, id);
         self.dirty.push_back(id);
         id
     }
@@ -695,38 +718,56 @@ impl Engine {
     // ---- time ----
 
     fn on_time(&mut self, now: Instant) {
-        let mut failures = Vec::new();
-        for (id, peer) in &mut self.peers {
-            if peer.next_timeout <= now {
-                if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    debug!(session = peer.name, %error, "session timeout handling failed");
-                }
-                self.dirty.push_back(*id);
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
             }
-            if !peer.connected && now >= peer.created + self.limits.connect_timeout {
-                failures.push((
-                    *id,
-                    format!(
-                        "not connected within {} s",
-                        self.limits.connect_timeout.as_secs()
-                    ),
-                ));
-            } else if peer
-                .disconnected_since
-                .is_some_and(|since| now >= since + DISCONNECT_GRACE)
-            {
-                failures.push((*id, "ICE disconnected".to_owned()));
+            self.timers.pop();
+            if !due.contains(&id) {
+                due.push(id);
             }
         }
-        for (id, reason) in failures {
-            self.fail(id, reason, now);
+        for id in due {
+            self.look_at(id, now);
         }
-        for action in self.routes.poll(now) {
-            self.act(action);
+        if self.routes.next_deadline().is_some_and(|d| d <= now) {
+            for action in self.routes.poll(now) {
+                self.act(action);
+            }
         }
         self.drain_all(now);
         if now >= self.period_start + STATS_PERIOD {
             self.roll_period(now);
+        }
+    }
+
+    /// A session's timer went off: str0m's timeout, the connect timeout, the disconnect grace.
+    fn look_at(&mut self, id: u64, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.next_timeout <= now {
+            if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
+                debug!(session = peer.name, %error, "session timeout handling failed");
+            }
+            self.dirty.push_back(id);
+        }
+        let failure = if !peer.connected && now >= peer.created + self.limits.connect_timeout {
+            Some(format!(
+                "not connected within {} s",
+                self.limits.connect_timeout.as_secs()
+            ))
+        } else if peer
+            .disconnected_since
+            .is_some_and(|since| now >= since + DISCONNECT_GRACE)
+        {
+            Some("ICE disconnected".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = failure {
+            self.fail(id, reason, now);
         }
     }
 
@@ -777,6 +818,9 @@ impl Engine {
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    if t != peer.next_timeout || t <= now {
+                        self.timers.push(Reverse((t, id)));
+                    }
                     peer.next_timeout = t;
                     break;
                 }
@@ -823,7 +867,10 @@ impl Engine {
             }
             Event::IceConnectionStateChange(state) => {
                 if state == IceConnectionState::Disconnected && peer.connected {
-                    peer.disconnected_since.get_or_insert(now);
+                    if peer.disconnected_since.is_none() {
+                        peer.disconnected_since = Some(now);
+                        self.timers.push(Reverse((now + DISCONNECT_GRACE, id)));
+                    }
                 } else if matches!(
                     state,
                     IceConnectionState::Connected | IceConnectionState::Completed
@@ -963,6 +1010,8 @@ impl Engine {
         let session = peer.name.clone();
         info!(session, reason, "media session failed");
         self.close_peer(id, now);
+        // The figures first: whoever handles the event sees the session gone from them too.
+        self.publish_stats();
         self.emit(SfuEvent::Failed { session, reason });
     }
 
@@ -1009,6 +1058,7 @@ impl Engine {
         stats.keyframe_requests_sent = counters.keyframe_requests_sent;
         stats.keyframe_requests_coalesced = counters.keyframe_requests_coalesced;
         let snapshot = stats.clone();
+        self.last_published = Instant::now();
         *self
             .shared_stats
             .lock()

@@ -126,7 +126,21 @@ impl StreamRoute {
 
     /// A keyframe is wanted now: send a request unless one went out less than
     /// [`KEYFRAME_INTERVAL`] ago (then it is sent by [`Routes::poll`] when the interval ends).
-    fn want_keyframe(&mut self, now: Instant, counters: &mut RouteCounters) -> Option<Action> {
+    /// `earliest` (the routes' next deadline) moves up to this stream's new one.
+    fn want_keyframe(
+        &mut self,
+        now: Instant,
+        counters: &mut RouteCounters,
+        earliest: &mut Option<Instant>,
+    ) -> Option<Action> {
+        let action = self.request_keyframe(now, counters);
+        if let Some(deadline) = self.deadline() {
+            *earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+        }
+        action
+    }
+
+    fn request_keyframe(&mut self, now: Instant, counters: &mut RouteCounters) -> Option<Action> {
         let Some((session, mid)) = self.keyframe_target() else {
             // Asked again when the ingest connects.
             return None;
@@ -166,6 +180,8 @@ pub struct Routes {
     sessions: HashMap<String, Role>,
     streams: HashMap<StreamKey, StreamRoute>,
     counters: RouteCounters,
+    /// No stream's deadline is before this (it may be early: `poll` recomputes it).
+    earliest: Option<Instant>,
 }
 
 impl Routes {
@@ -254,7 +270,7 @@ impl Routes {
         *slot = Some(mid);
         if kind == MediaKind::Video && route.any_viewer_waiting() {
             return route
-                .want_keyframe(now, &mut self.counters)
+                .want_keyframe(now, &mut self.counters, &mut self.earliest)
                 .into_iter()
                 .collect();
         }
@@ -301,7 +317,11 @@ impl Routes {
                 };
                 ingest.connected = true;
                 if route.any_viewer_waiting() {
-                    actions.extend(route.want_keyframe(now, &mut self.counters));
+                    actions.extend(route.want_keyframe(
+                        now,
+                        &mut self.counters,
+                        &mut self.earliest,
+                    ));
                 }
             }
             Role::Viewer(key) => {
@@ -314,7 +334,11 @@ impl Routes {
                 viewer.connected = true;
                 viewer.waiting_keyframe = viewer.video.is_some();
                 if viewer.waiting_keyframe {
-                    actions.extend(route.want_keyframe(now, &mut self.counters));
+                    actions.extend(route.want_keyframe(
+                        now,
+                        &mut self.counters,
+                        &mut self.earliest,
+                    ));
                 }
             }
         }
@@ -369,9 +393,11 @@ impl Routes {
         }
         self.counters.forwarded += forward.targets.len() as u64;
         if kind == MediaKind::Video && !contiguous && !keyframe {
-            forward
-                .actions
-                .extend(route.want_keyframe(now, &mut self.counters));
+            forward.actions.extend(route.want_keyframe(
+                now,
+                &mut self.counters,
+                &mut self.earliest,
+            ));
         }
         forward
     }
@@ -392,7 +418,7 @@ impl Routes {
             return Vec::new();
         }
         route
-            .want_keyframe(now, &mut self.counters)
+            .want_keyframe(now, &mut self.counters, &mut self.earliest)
             .into_iter()
             .collect()
     }
@@ -400,20 +426,24 @@ impl Routes {
     /// Coalesced and repeated keyframe requests that are due.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        let mut earliest = None;
         for route in self.streams.values_mut() {
             if route.deadline().is_some_and(|d| d <= now) {
-                actions.extend(route.want_keyframe(now, &mut self.counters));
+                actions.extend(route.want_keyframe(now, &mut self.counters, &mut earliest));
             }
         }
+        self.earliest = self
+            .streams
+            .values()
+            .filter_map(StreamRoute::deadline)
+            .min();
         actions
     }
 
-    /// When [`Routes::poll`] has something to do.
+    /// When [`Routes::poll`] may have something to do (never later than that, possibly
+    /// earlier).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.streams
-            .values()
-            .filter_map(StreamRoute::deadline)
-            .min()
+        self.earliest
     }
 
     /// A session ends (closed or failed). Its viewers keep their sessions when it was the
@@ -608,7 +638,11 @@ mod tests {
         add_connected_viewer(&mut routes, "v1", t0);
         assert_eq!(routes.next_deadline(), Some(t0 + KEYFRAME_RETRY));
         assert_eq!(routes.poll(t0 + KEYFRAME_RETRY), vec![request("in", "v0")]);
-        routes.media("in", mid("v0"), true, true, t0 + KEYFRAME_RETRY);
+        let t1 = t0 + KEYFRAME_RETRY;
+        routes.media("in", mid("v0"), true, true, t1);
+        // The keyframe came: the deadline may still be noted (early), a poll finds nothing.
+        let noted = routes.next_deadline().unwrap();
+        assert!(routes.poll(noted.max(t1)).is_empty());
         assert_eq!(routes.next_deadline(), None);
     }
 
