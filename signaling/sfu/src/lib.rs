@@ -26,10 +26,32 @@
 //! trickled candidates from its side (its candidates are in its SDP). Anything unknown or
 //! malformed is dropped and counted in [`SfuStats`], never a panic (see [`demux`]).
 //!
+//! The socket may be bound to the unspecified address: a datagram is then taken to have arrived
+//! on the advertised address of its sender's family (loopback for loopback senders), and replies
+//! leave with the source address the kernel picks. On a host with several routes to its peers,
+//! bind the public interface's address or set the advertised address.
+//!
+//! # Interoperability (found with GStreamer's webrtcbin)
+//! - Peers must present an ECDSA DTLS certificate: str0m's DTLS has no RSA (webrtcbin's default
+//!   certificate is RSA; roomsink installs an ECDSA one).
+//! - libnice keeps a connection alive with binding indications, not requests, and str0m's
+//!   ICE-lite agent gives a candidate pair up after 15 s without a request: traffic a session
+//!   accepted from its peer's address counts as consent, and the engine hands str0m a binding
+//!   request in the peer's name (with the session's own credentials) after 8 s without one.
+//! - str0m routes RTP by announced SSRCs (`a=ssrc`) or the RTP `mid` extension; a webrtcbin
+//!   offer can have neither for a track, so the first unannounced SSRC of a payload type that
+//!   only one m-line negotiated is mapped to that m-line.
+//!
+//! # Tracing
+//! INFO when a session is created, connected, closed or failed; DEBUG once a second with the
+//! figures, and for keyframe requests. Nothing per packet above TRACE.
+//!
 //! # Limits
 //! [`SfuLimits`]: sessions, m-lines per published stream, viewers per stream, SDP size, per
 //! session send buffers (packets kept for retransmission), and the connect timeout after which
-//! a session that never connected is reported [`SfuEvent::Failed`] and closed.
+//! a session that never connected is reported [`SfuEvent::Failed`] and closed. Learned
+//! addresses per session are bounded ([`demux::MAX_ADDRESSES_PER_SESSION`]), commands and events
+//! go through bounded channels (an event that finds the channel full is dropped and counted).
 
 pub mod demux;
 mod engine;
