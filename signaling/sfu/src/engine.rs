@@ -385,7 +385,7 @@ impl Engine {
                 answer,
                 reply,
             } => {
-                let result = self.answer(&session, &answer);
+                let result = self.answer(&session, &answer, now);
                 self.settle(now);
                 let _ = reply.send(result);
             }
@@ -567,7 +567,7 @@ impl Engine {
         Ok(offer.to_sdp_string())
     }
 
-    fn answer(&mut self, session: &str, answer: &str) -> Result<(), SfuError> {
+    fn answer(&mut self, session: &str, answer: &str, now: Instant) -> Result<(), SfuError> {
         if answer.len() > self.limits.max_sdp_bytes {
             return Err(SfuError::BadSdp(format!(
                 "longer than {} bytes",
@@ -582,11 +582,13 @@ impl Engine {
             .pending
             .take()
             .ok_or_else(|| SfuError::BadSdp("no offer of the server waits for an answer".into()))?;
-        // A refused answer consumed the pending offer: the session cannot be negotiated again.
-        peer.rtc
-            .sdp_api()
-            .accept_answer(pending, parsed)
-            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        if let Err(error) = peer.rtc.sdp_api().accept_answer(pending, parsed) {
+            // The refused answer spent the server's offer: the session cannot be negotiated
+            // any more, so it ends now rather than at its connect timeout.
+            info!(session, %error, "viewer's answer refused: media session closed");
+            self.close_peer(id, now);
+            return Err(SfuError::BadSdp(format!("{error} (session closed)")));
+        }
         self.dirty.push_back(id);
         Ok(())
     }
@@ -1187,4 +1189,67 @@ fn offered_mids(sdp: &str) -> Vec<Mid> {
         .filter_map(|line| line.trim_end().strip_prefix("a=mid:"))
         .map(Mid::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn advertised_addresses_follow_the_configuration_then_the_bound_address() {
+        let bound = addr("0.0.0.0:7882");
+        let configured = [IpAddr::from([203, 0, 113, 7])];
+        assert_eq!(
+            advertised_addresses(&configured, bound),
+            [addr("203.0.113.7:7882")]
+        );
+        assert_eq!(
+            advertised_addresses(&[], addr("192.0.2.9:7000")),
+            [addr("192.0.2.9:7000")]
+        );
+        let local = advertised_addresses(&[], bound);
+        assert!(
+            local.iter().all(|a| a.is_ipv4() && a.port() == 7882),
+            "{local:?}"
+        );
+        assert!(local.contains(&addr("127.0.0.1:7882")), "{local:?}");
+        assert!(
+            local.last().unwrap().ip().is_loopback(),
+            "loopback last: {local:?}"
+        );
+    }
+
+    #[test]
+    fn a_datagram_arrives_on_the_candidate_its_sender_would_use() {
+        let candidates = [
+            addr("192.0.2.2:7882"),
+            addr("127.0.0.1:7882"),
+            addr("[fd00::2]:7882"),
+        ];
+        assert_eq!(
+            destination_for(addr("127.0.0.1:5000"), &candidates),
+            candidates[1]
+        );
+        assert_eq!(
+            destination_for(addr("198.51.100.4:5000"), &candidates),
+            candidates[0]
+        );
+        assert_eq!(
+            destination_for(addr("[2001:db8::1]:5000"), &candidates),
+            candidates[2]
+        );
+        // Only a public address advertised (behind NAT): loopback senders too.
+        let public = [addr("203.0.113.7:7882")];
+        assert_eq!(destination_for(addr("127.0.0.1:5000"), &public), public[0]);
+    }
+
+    #[test]
+    fn the_mids_of_an_sdp() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n";
+        assert_eq!(offered_mids(sdp), [Mid::from("video0"), Mid::from("1")]);
+    }
 }
