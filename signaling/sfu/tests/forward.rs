@@ -45,8 +45,16 @@ struct Seen {
 }
 
 enum Command {
-    Write { kind: MediaKind, keyframe: bool },
+    Write {
+        kind: MediaKind,
+        keyframe: bool,
+    },
     RequestKeyframe,
+    /// Send these datagrams to `to` from the client's own socket (its established address).
+    SendRaw {
+        to: SocketAddr,
+        datagrams: Vec<Vec<u8>>,
+    },
 }
 
 /// A str0m peer on its own loopback socket, run by its own task.
@@ -213,6 +221,12 @@ async fn run_client(
                 Some(Command::Write { kind, keyframe }) => {
                     frames_written += 1;
                     write(&mut rtc, &seen, kind, keyframe, start, frames_written);
+                }
+                Some(Command::SendRaw { to, datagrams }) => {
+                    for datagram in datagrams {
+                        let _ = socket.send_to(&datagram, to).await;
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Some(Command::RequestKeyframe) => {
                     let mid = seen.lock().unwrap().video_mid;
@@ -449,6 +463,73 @@ async fn a_publisher_reaches_two_viewers_and_their_keyframe_requests_arrive_coal
     })
     .await;
     assert_eq!(sfu.stats().viewer_sessions, 1);
+    cancel.cancel();
+}
+
+/// `count` random datagrams, cycling through the first-byte ranges of STUN, DTLS, RTP/RTCP
+/// and none of them, of random lengths (so also truncated headers).
+fn garbage(count: usize, mut seed: u64) -> Vec<Vec<u8>> {
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    (0..count)
+        .map(|i| {
+            let len = (next() % 200) as usize;
+            let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if let Some(first) = datagram.first_mut() {
+                *first = match i % 4 {
+                    0 => *first % 4,
+                    1 => 20 + *first % 44,
+                    2 => 128 + *first % 64,
+                    _ => *first,
+                };
+            }
+            datagram
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_a_sessions_own_address_does_not_end_it() {
+    let (sfu, mut events, cancel) = start_sfu().await;
+    let publisher = publisher(&sfu, "ingest", key(), 0x5a).await;
+    let viewer = viewer(&sfu, "viewer", key()).await;
+    wait_for("connections", || {
+        publisher.seen().connected && viewer.seen().connected
+    })
+    .await;
+    send_media(&publisher, Duration::from_millis(500), 10).await;
+    wait_for("video", || viewer.seen().video_frames > 0).await;
+    let before = sfu.stats().datagrams_received;
+    for (i, client) in [&publisher, &viewer].into_iter().enumerate() {
+        let _ = client.commands.send(Command::SendRaw {
+            to: sfu.local_addr(),
+            datagrams: garbage(1000, 0x9e37_79b9_7f4a_7c15 + i as u64),
+        });
+    }
+    let mut waited = Duration::ZERO;
+    while sfu.stats().datagrams_received < before + 1500 {
+        assert!(waited < PATIENCE, "{:?}", sfu.stats());
+        send_media(&publisher, Duration::from_millis(100), 10).await;
+        waited += Duration::from_millis(100);
+    }
+    let frames = viewer.seen().video_frames;
+    send_media(&publisher, Duration::from_secs(1), 10).await;
+    wait_for("video after the garbage", || {
+        viewer.seen().video_frames > frames + 10
+    })
+    .await;
+    let stats = sfu.stats();
+    println!("after 2000 garbage datagrams from the peers' own addresses: {stats:?}");
+    assert_eq!(stats.connected_sessions, 2, "{stats:?}");
+    // Truncated headers are dropped before str0m; the rest str0m discards itself.
+    assert!(stats.dropped.malformed > 0, "{stats:?}");
+    while let Ok(event) = events.try_recv() {
+        assert!(matches!(event, SfuEvent::Connected { .. }), "{event:?}");
+    }
     cancel.cancel();
 }
 
