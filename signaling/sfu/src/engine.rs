@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -508,13 +509,8 @@ impl Engine {
             )));
         }
         let mids = offered_mids(offer);
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let (mut rtc, creds) = self.new_rtc(ingest_codecs(), now);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer = answer_offer(&mut rtc, offer)?;
         let negotiated = negotiated_codecs(&rtc, &mids);
         let pt_mids = payload_type_mids(&rtc, &mids);
         self.routes
@@ -526,7 +522,7 @@ impl Engine {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.pt_mids = pt_mids;
         }
-        Ok(answer.to_sdp_string())
+        Ok(answer)
     }
 
     fn subscribe(
@@ -582,7 +578,14 @@ impl Engine {
             .pending
             .take()
             .ok_or_else(|| SfuError::BadSdp("no offer of the server waits for an answer".into()))?;
-        if let Err(error) = peer.rtc.sdp_api().accept_answer(pending, parsed) {
+        let accepted = catch_unwind(AssertUnwindSafe(|| {
+            peer.rtc
+                .sdp_api()
+                .accept_answer(pending, parsed)
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("the SDP library panicked".to_owned()));
+        if let Err(error) = accepted {
             // The refused answer spent the server's offer: the session cannot be negotiated
             // any more, so it ends now rather than at its connect timeout.
             info!(session, %error, "viewer's answer refused: media session closed");
@@ -603,8 +606,9 @@ impl Engine {
         if line.len() > self.limits.max_sdp_bytes / 16 {
             return Err(SfuError::BadCandidate("too long".into()));
         }
-        let parsed =
-            Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        let parsed = catch_unwind(|| Candidate::from_sdp_string(line))
+            .map_err(|_| SfuError::BadCandidate("unparsable".into()))?
+            .map_err(|e| SfuError::BadCandidate(e.to_string()))?;
         let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownSession)?;
         peer.rtc.add_remote_candidate(parsed);
         self.dirty.push_back(id);
@@ -1043,17 +1047,25 @@ impl Engine {
         }
     }
 
+    /// Frames the routes sent to viewers minus those the viewers' sessions did not take.
+    fn frames_written(&self) -> u64 {
+        self.routes
+            .counters()
+            .forwarded
+            .saturating_sub(self.stats.dropped_frames.codec_mismatch)
+            .saturating_sub(self.stats.dropped_frames.write_failed)
+    }
+
     fn publish_stats(&mut self) {
         let (ingest, viewers) = self.routes.session_counts();
         let counters = self.routes.counters();
+        let frames_written = self.frames_written();
         let stats = &mut self.stats;
         stats.sessions = self.peers.len();
         stats.ingest_sessions = ingest;
         stats.viewer_sessions = viewers;
         stats.connected_sessions = self.peers.values().filter(|p| p.connected).count();
-        stats.frames_forwarded = counters.forwarded
-            - stats.dropped_frames.codec_mismatch
-            - stats.dropped_frames.write_failed;
+        stats.frames_forwarded = frames_written;
         stats.dropped_frames.superseded = counters.dropped_superseded;
         stats.dropped_frames.extra_track = counters.dropped_extra_track;
         stats.dropped_frames.waiting_keyframe = counters.dropped_waiting_keyframe;
@@ -1089,6 +1101,21 @@ fn negotiated_codecs(rtc: &Rtc, mids: &[Mid]) -> StreamCodecs {
         }
     }
     codecs
+}
+
+/// The SDP answer of a new ingest session's `rtc` to a publisher's `offer`. str0m's SDP code
+/// runs behind `catch_unwind`: an offer that made it panic must not take the engine task (and
+/// every other session) down with it.
+fn answer_offer(rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
+    let answered = catch_unwind(AssertUnwindSafe(|| {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        rtc.sdp_api()
+            .accept_offer(offer)
+            .map(|answer| answer.to_sdp_string())
+            .map_err(|e| SfuError::BadSdp(e.to_string()))
+    }));
+    answered.unwrap_or_else(|_| Err(SfuError::BadSdp("the SDP library panicked".into())))
 }
 
 /// The remote ufrag of a STUN binding request (USERNAME "local:remote").
@@ -1194,6 +1221,100 @@ fn offered_mids(sdp: &str) -> Vec<Mid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// An offer as webrtcbin (GStreamer 1.22) makes it: VP8 without `a=ssrc`, Opus bundled.
+    const WEBRTCBIN_OFFER: &str = "v=0\r
+o=- 8961080853241700331 0 IN IP4 0.0.0.0\r
+s=-\r
+t=0 0\r
+a=ice-options:trickle\r
+a=group:BUNDLE video0 audio1\r
+m=video 9 UDP/TLS/RTP/SAVPF 96\r
+c=IN IP4 0.0.0.0\r
+a=setup:actpass\r
+a=ice-ufrag:TnnmOQT+MRGMOvWjj3l7fJ1/PepkxtC3\r
+a=ice-pwd:dQ6FDL/7TBMyxLG3O5MpBDOCSATlV9f7\r
+a=rtcp-mux\r
+a=rtcp-rsize\r
+a=sendonly\r
+a=rtpmap:96 VP8/90000\r
+a=rtcp-fb:96 nack pli\r
+a=rtcp-fb:96 ccm fir\r
+a=rtcp-fb:96 transport-cc\r
+a=mid:video0\r
+a=fingerprint:sha-256 4F:B2:F1:9A:70:B7:16:62:9C:12:2D:46:F0:AA:96:4A:51:96:89:73:C5:82:BC:8B:0A:E3:88:AD:F4:AC:03:B1\r
+a=rtcp-mux-only\r
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r
+c=IN IP4 0.0.0.0\r
+a=setup:actpass\r
+a=ice-ufrag:TnnmOQT+MRGMOvWjj3l7fJ1/PepkxtC3\r
+a=ice-pwd:dQ6FDL/7TBMyxLG3O5MpBDOCSATlV9f7\r
+a=bundle-only\r
+a=rtcp-mux\r
+a=rtcp-rsize\r
+a=sendonly\r
+a=rtpmap:111 OPUS/48000/2\r
+a=rtcp-fb:111 transport-cc\r
+a=fmtp:111 sprop-stereo=0;sprop-maxcapturerate=48000\r
+a=ssrc:2708481156 msid:user932020743@host-4ffe569 webrtctransceiver1\r
+a=ssrc:2708481156 cname:user932020743@host-4ffe569\r
+a=mid:audio1\r
+a=fingerprint:sha-256 4F:B2:F1:9A:70:B7:16:62:9C:12:2D:46:F0:AA:96:4A:51:96:89:73:C5:82:BC:8B:0A:E3:88:AD:F4:AC:03:B1\r
+a=rtcp-mux-only\r
+";
+
+    fn ingest_rtc() -> Rtc {
+        let mut config = RtcConfig::new().set_ice_lite(true);
+        *config.codec_config() = ingest_codecs();
+        config.build(Instant::now())
+    }
+
+    #[test]
+    fn a_webrtcbin_offer_is_answered_with_its_codecs_and_payload_types_mapped() {
+        let mut rtc = ingest_rtc();
+        let answer = answer_offer(&mut rtc, WEBRTCBIN_OFFER).unwrap();
+        assert!(
+            answer.contains("a=ice-lite") && answer.contains("VP8/90000"),
+            "{answer}"
+        );
+        let mids = offered_mids(WEBRTCBIN_OFFER);
+        let codecs = negotiated_codecs(&rtc, &mids);
+        assert_eq!(codecs.video.len(), 1);
+        assert_eq!(codecs.video[0].spec().codec, Codec::Vp8);
+        assert_eq!(codecs.audio[0].spec().codec, Codec::Opus);
+        let pts = payload_type_mids(&rtc, &mids);
+        assert_eq!(pts.get(&Pt::from(96)), Some(&Mid::from("video0")));
+        assert_eq!(pts.get(&Pt::from(111)), Some(&Mid::from("audio1")));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// Offers with lines dropped, cut short or replaced by noise are answered or refused,
+        /// never a panic (which would end every session of the engine).
+        #[test]
+        fn mangled_offers_are_answered_or_refused(
+            drop_line in 0usize..40,
+            cut in 0usize..2000,
+            noise_line in 0usize..40,
+            noise in "[ -~]{0,40}",
+        ) {
+            let mut lines: Vec<String> = WEBRTCBIN_OFFER.lines().map(str::to_owned).collect();
+            if drop_line < lines.len() {
+                lines.remove(drop_line);
+            }
+            if noise_line < lines.len() {
+                lines[noise_line] = noise;
+            }
+            let mut offer = lines.join("\n");
+            offer.truncate(cut.max(1).min(offer.len()));
+            while !offer.is_char_boundary(offer.len()) {
+                offer.pop();
+            }
+            let mut rtc = ingest_rtc();
+            let _ = answer_offer(&mut rtc, &offer);
+        }
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
