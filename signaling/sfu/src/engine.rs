@@ -221,6 +221,30 @@ struct Peer {
     pt_mids: HashMap<Pt, Mid>,
     /// SSRCs known to str0m (announced or mapped), to skip the lookup.
     known_ssrcs: Vec<Ssrc>,
+    /// str0m panicked in this session: it is closed and fails.
+    broken: bool,
+}
+
+impl Peer {
+    /// After a panic inside str0m the session's state is not to be trusted: stop it (the next
+    /// drain reports it failed).
+    fn break_down(&mut self) {
+        warn!(
+            session = self.name,
+            "the WebRTC library panicked: media session ended"
+        );
+        self.broken = true;
+        self.rtc.disconnect();
+    }
+}
+
+/// The failure reason of a session whose str0m panicked.
+const INTERNAL_ERROR: &str = "internal error in the WebRTC library";
+
+/// Runs `f`, one call into str0m for one session, catching a panic: a packet or timer that
+/// trips str0m ends that session, not the engine task with every other session in it.
+fn guard<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
 /// One frame from ingest `source` to write to one viewer's m-line.
@@ -486,6 +510,7 @@ impl Engine {
                 last_consent: now,
                 pt_mids: HashMap::new(),
                 known_ssrcs: Vec::new(),
+                broken: false,
             },
         );
         self.schedule(now + self.limits.connect_timeout, id);
@@ -659,9 +684,13 @@ impl Engine {
             Kind::RtpOrRtcp if peer.role == Role::Ingest => map_unsignalled_ssrc(peer, datagram),
             _ => {}
         }
-        if let Err(error) = peer.rtc.handle_input(input) {
-            self.stats.dropped.session_error += 1;
-            debug!(session = peer.name, %error, "datagram refused by the session");
+        match guard(|| peer.rtc.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                self.stats.dropped.session_error += 1;
+                debug!(session = peer.name, %error, "datagram refused by the session");
+            }
+            None => peer.break_down(),
         }
         if kind != Kind::Stun {
             self.refresh_consent(id, source, now);
@@ -707,8 +736,10 @@ impl Engine {
             },
         );
         peer.last_consent = now;
-        if let Err(error) = peer.rtc.handle_input(input) {
-            debug!(session = peer.name, %error, "consent refresh refused");
+        match guard(|| peer.rtc.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => debug!(session = peer.name, %error, "consent refresh refused"),
+            None => peer.break_down(),
         }
     }
 
@@ -754,8 +785,12 @@ impl Engine {
             return;
         };
         if peer.next_timeout <= now {
-            if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
-                debug!(session = peer.name, %error, "session timeout handling failed");
+            match guard(|| peer.rtc.handle_input(Input::Timeout(now))) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    debug!(session = peer.name, %error, "session timeout handling failed")
+                }
+                None => peer.break_down(),
             }
             self.dirty.push_back(id);
         }
@@ -819,10 +854,22 @@ impl Engine {
         };
         loop {
             if !peer.rtc.is_alive() {
-                failure = Some("closed".to_owned());
+                failure = Some(
+                    if peer.broken {
+                        INTERNAL_ERROR
+                    } else {
+                        "closed"
+                    }
+                    .to_owned(),
+                );
                 break;
             }
-            match peer.rtc.poll_output() {
+            let Some(output) = guard(|| peer.rtc.poll_output()) else {
+                peer.break_down();
+                failure = Some(INTERNAL_ERROR.to_owned());
+                break;
+            };
+            match output {
                 Ok(Output::Timeout(t)) => {
                     if t != peer.next_timeout || t <= now {
                         self.timers.push(Reverse((t, id)));
@@ -993,9 +1040,13 @@ impl Engine {
                 .or_default()
                 .map(&write.source, data.time.numer(), gap);
         let time = MediaTime::new(ticks, frequency);
-        if let Err(error) = writer.write(pt, data.network_time, time, data.data.clone()) {
-            self.stats.dropped_frames.write_failed += 1;
-            debug!(session = write.viewer, %error, "frame write failed");
+        match guard(|| writer.write(pt, data.network_time, time, data.data.clone())) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                self.stats.dropped_frames.write_failed += 1;
+                debug!(session = write.viewer, %error, "frame write failed");
+            }
+            None => peer.break_down(),
         }
         self.dirty.push_back(id);
     }
@@ -1026,14 +1077,15 @@ impl Engine {
             return;
         };
         // Tell the peer (RTCP BYE, DTLS close_notify) as far as str0m has it ready now.
-        if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
-            let _ = peer.rtc.handle_input(Input::Timeout(now));
-            while let Ok(Output::Transmit(transmit)) = peer.rtc.poll_output() {
-                let _ = self
-                    .socket
-                    .try_send_to(&transmit.contents, transmit.destination);
+        let socket = &self.socket;
+        guard(|| {
+            if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+                while let Ok(Output::Transmit(transmit)) = peer.rtc.poll_output() {
+                    let _ = socket.try_send_to(&transmit.contents, transmit.destination);
+                }
             }
-        }
+        });
         self.ids.remove(&peer.name);
         self.demux.remove_session(id);
         self.routes.remove(&peer.name);

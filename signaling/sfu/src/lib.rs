@@ -42,6 +42,11 @@
 //!   offer can have neither for a track, so the first unannounced SSRC of a payload type that
 //!   only one m-line negotiated is mapped to that m-line.
 //!
+//! # Failure isolation
+//! Every call into str0m for one session (input, output, writes, SDP) runs behind
+//! `catch_unwind`: if a packet or an SDP trips a panic in the library, that session fails
+//! ("internal error in the WebRTC library") and the others go on.
+//!
 //! # Tracing
 //! INFO when a session is created, connected, closed or failed; DEBUG once a second with the
 //! figures, and for keyframe requests. Nothing per packet above TRACE.
