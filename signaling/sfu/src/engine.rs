@@ -85,7 +85,12 @@ pub(crate) enum Command {
 
 /// The addresses the server's candidates carry: `configured`, else the bound address, else
 /// (bound to the unspecified address) every local address of its family.
-pub(crate) fn advertised_addresses(configured: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
+/// `dual_stack`: bound to `[::]` without IPV6_V6ONLY, the socket takes IPv4 too.
+pub(crate) fn advertised_addresses(
+    configured: &[IpAddr],
+    bound: SocketAddr,
+    dual_stack: bool,
+) -> Vec<SocketAddr> {
     let port = bound.port();
     if !configured.is_empty() {
         return configured
@@ -100,11 +105,12 @@ pub(crate) fn advertised_addresses(configured: &[IpAddr], bound: SocketAddr) -> 
         .unwrap_or_default()
         .into_iter()
         .map(|interface| interface.ip())
-        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .filter(|ip| dual_stack || ip.is_ipv4() == bound.is_ipv4())
         .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .map(|ip| SocketAddr::new(ip, port))
         .collect();
-    local.sort_by_key(|a| a.ip().is_loopback());
+    // IPv4 first (what most peers reach), loopback last.
+    local.sort_by_key(|a| (a.ip().is_loopback(), a.is_ipv6()));
     local.dedup();
     if local.is_empty() {
         let loopback = if bound.is_ipv4() {
@@ -115,6 +121,29 @@ pub(crate) fn advertised_addresses(configured: &[IpAddr], bound: SocketAddr) -> 
         local.push(SocketAddr::new(loopback, port));
     }
     local
+}
+
+/// An IPv4 peer as a dual-stack socket reports it (`::ffff:a.b.c.d`) → its IPv4 address, as
+/// the peer's candidates and str0m know it.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Where to send to `destination` from a socket bound to `local`: IPv4 peers of an IPv6
+/// (dual-stack) socket by their mapped address.
+fn send_address(destination: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (destination, local) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => destination,
+    }
 }
 
 /// The local candidate a datagram from `source` arrived on. The socket may be bound to the
@@ -260,6 +289,7 @@ const SOURCE_SWITCH_GAP: Duration = Duration::from_millis(20);
 
 pub(crate) struct Engine {
     socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
     candidates: Vec<SocketAddr>,
     limits: SfuLimits,
     events: mpsc::Sender<SfuEvent>,
@@ -293,8 +323,12 @@ impl Engine {
         events: mpsc::Sender<SfuEvent>,
         shared_stats: Arc<Mutex<SfuStats>>,
     ) -> Self {
+        let local_addr = socket
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         Self {
             socket: Arc::new(socket),
+            local_addr,
             candidates,
             limits,
             events,
@@ -644,6 +678,7 @@ impl Engine {
 
     fn datagram(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) {
         self.stats.datagrams_received += 1;
+        let source = unmapped(source);
         let (id, kind) = match self.demux.route(datagram, source) {
             Route::Session(id, kind) => (id, kind),
             Route::Drop(reason) => {
@@ -878,10 +913,8 @@ impl Engine {
                     break;
                 }
                 Ok(Output::Transmit(transmit)) => {
-                    match self
-                        .socket
-                        .try_send_to(&transmit.contents, transmit.destination)
-                    {
+                    let to = send_address(transmit.destination, self.local_addr);
+                    match self.socket.try_send_to(&transmit.contents, to) {
                         Ok(_) => self.stats.datagrams_sent += 1,
                         Err(_) => self.stats.dropped.send_failed += 1,
                     }
@@ -1077,12 +1110,13 @@ impl Engine {
             return;
         };
         // Tell the peer (RTCP BYE, DTLS close_notify) as far as str0m has it ready now.
-        let socket = &self.socket;
+        let (socket, local) = (&self.socket, self.local_addr);
         guard(|| {
             if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
                 let _ = peer.rtc.handle_input(Input::Timeout(now));
                 while let Ok(Output::Transmit(transmit)) = peer.rtc.poll_output() {
-                    let _ = socket.try_send_to(&transmit.contents, transmit.destination);
+                    let to = send_address(transmit.destination, local);
+                    let _ = socket.try_send_to(&transmit.contents, to);
                 }
             }
         });
@@ -1377,14 +1411,14 @@ a=rtcp-mux-only\r
         let bound = addr("0.0.0.0:7882");
         let configured = [IpAddr::from([203, 0, 113, 7])];
         assert_eq!(
-            advertised_addresses(&configured, bound),
+            advertised_addresses(&configured, bound, false),
             [addr("203.0.113.7:7882")]
         );
         assert_eq!(
-            advertised_addresses(&[], addr("192.0.2.9:7000")),
+            advertised_addresses(&[], addr("192.0.2.9:7000"), false),
             [addr("192.0.2.9:7000")]
         );
-        let local = advertised_addresses(&[], bound);
+        let local = advertised_addresses(&[], bound, false);
         assert!(
             local.iter().all(|a| a.is_ipv4() && a.port() == 7882),
             "{local:?}"
@@ -1393,6 +1427,29 @@ a=rtcp-mux-only\r
         assert!(
             local.last().unwrap().ip().is_loopback(),
             "loopback last: {local:?}"
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_socket_advertises_both_families_and_speaks_ipv4_mapped() {
+        let local = advertised_addresses(&[], addr("[::]:7882"), true);
+        assert!(local.contains(&addr("127.0.0.1:7882")), "{local:?}");
+        assert!(local.first().unwrap().is_ipv4(), "IPv4 first: {local:?}");
+        assert_eq!(
+            unmapped(addr("[::ffff:192.0.2.1]:5000")),
+            addr("192.0.2.1:5000")
+        );
+        assert_eq!(
+            unmapped(addr("[2001:db8::1]:5000")),
+            addr("[2001:db8::1]:5000")
+        );
+        assert_eq!(
+            send_address(addr("192.0.2.1:5000"), addr("[::]:7882")),
+            addr("[::ffff:192.0.2.1]:5000")
+        );
+        assert_eq!(
+            send_address(addr("192.0.2.1:5000"), addr("0.0.0.0:7882")),
+            addr("192.0.2.1:5000")
         );
     }
 

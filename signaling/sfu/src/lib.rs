@@ -29,7 +29,9 @@
 //! The socket may be bound to the unspecified address: a datagram is then taken to have arrived
 //! on the advertised address of its sender's family (loopback for loopback senders), and replies
 //! leave with the source address the kernel picks. On a host with several routes to its peers,
-//! bind the public interface's address or set the advertised address.
+//! bind the public interface's address or set the advertised address. Bound to `[::]` (and the
+//! system does not make IPv6 sockets IPv6-only) the port serves IPv4 peers too, and both
+//! families' addresses are advertised.
 //!
 //! # Interoperability (found with GStreamer's webrtcbin)
 //! - Peers must present an ECDSA DTLS certificate: str0m's DTLS has no RSA (webrtcbin's default
@@ -78,7 +80,8 @@ pub struct SfuConfig {
     /// The UDP address of the media port, e.g. `0.0.0.0:7882`; port 0 picks a free one.
     pub bind: SocketAddr,
     /// Addresses put in the server's ICE candidates (with the bound port). Empty: the bound
-    /// address, or every local address (loopback included) when bound to the unspecified address.
+    /// address, or every local address (loopback included) of the bound family when bound to
+    /// the unspecified address (both families for a dual-stack `[::]`).
     pub advertised: Vec<IpAddr>,
     pub limits: SfuLimits,
 }
@@ -221,6 +224,14 @@ pub struct SfuStats {
     pub events_dropped: u64,
 }
 
+/// Whether new IPv6 sockets refuse IPv4 (the system's IPV6_V6ONLY default, which a socket bound
+/// without setting the flag has; std has no getter for a UDP socket's own flag).
+fn system_makes_ipv6_only() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+}
+
 /// Commands queued to the engine task before callers wait.
 const COMMAND_QUEUE: usize = 256;
 /// Events queued for the server before new ones are dropped (and counted).
@@ -241,9 +252,14 @@ impl Sfu {
         config: SfuConfig,
         cancel: CancellationToken,
     ) -> Result<(Sfu, mpsc::Receiver<SfuEvent>, JoinHandle<()>), SfuError> {
-        let socket = tokio::net::UdpSocket::bind(config.bind).await?;
+        let socket = std::net::UdpSocket::bind(config.bind)?;
+        // Bound to `[::]` the socket also takes IPv4 unless the system makes it IPv6-only.
+        let dual_stack = config.bind.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            && !system_makes_ipv6_only();
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
         let local_addr = socket.local_addr()?;
-        let advertised = engine::advertised_addresses(&config.advertised, local_addr);
+        let advertised = engine::advertised_addresses(&config.advertised, local_addr, dual_stack);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(SfuStats::default()));

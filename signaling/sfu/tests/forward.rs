@@ -351,9 +351,13 @@ fn init_logs() {
 }
 
 async fn start_sfu() -> (Sfu, mpsc::Receiver<SfuEvent>, CancellationToken) {
+    start_sfu_on("127.0.0.1:0").await
+}
+
+async fn start_sfu_on(bind: &str) -> (Sfu, mpsc::Receiver<SfuEvent>, CancellationToken) {
     init_logs();
     let cancel = CancellationToken::new();
-    let config = SfuConfig::new("127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    let config = SfuConfig::new(bind.parse::<SocketAddr>().unwrap());
     let (sfu, events, _task) = Sfu::start(config, cancel.clone()).await.expect("start");
     (sfu, events, cancel)
 }
@@ -756,5 +760,22 @@ async fn a_viewer_without_the_ingests_codec_gets_audio_only_and_the_drops_are_co
     }
     assert_eq!(viewer.seen().video_frames, 0);
     assert_eq!(sfu.stats().connected_sessions, 2);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_bound_to_every_ipv6_address_serves_ipv4_peers() {
+    let (sfu, _events, cancel) = start_sfu_on("[::]:0").await;
+    let viewer = viewer(&sfu, "viewer", key()).await;
+    let publisher = publisher(&sfu, "ingest", key(), 0x66).await;
+    wait_for("connections", || {
+        publisher.seen().connected && viewer.seen().connected
+    })
+    .await;
+    send_media(&publisher, Duration::from_millis(500), 10).await;
+    wait_for("video over IPv4 to [::]", || {
+        viewer.seen().video_frames >= 5
+    })
+    .await;
     cancel.cancel();
 }
