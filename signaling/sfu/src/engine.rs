@@ -604,10 +604,26 @@ impl Engine {
         }
         let (mut rtc, creds) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
         let mut change = rtc.sdp_api();
-        let audio_mid = audio
-            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid = video
-            .then(|| change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        // One msid stream for both tracks: browsers then put them in one MediaStream.
+        let msid = msid_stream_id(&stream);
+        let audio_mid = audio.then(|| {
+            change.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(msid.clone()),
+                None,
+                None,
+            )
+        });
+        let video_mid = video.then(|| {
+            change.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(msid.clone()),
+                None,
+                None,
+            )
+        });
         let Some((offer, pending)) = change.apply() else {
             return Err(SfuError::BadSdp("no m-line to offer".into()));
         };
@@ -1204,6 +1220,22 @@ fn answer_offer(rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
     answered.unwrap_or_else(|_| Err(SfuError::BadSdp("the SDP library panicked".into())))
 }
 
+/// The msid stream id of a viewer's tracks: the participant and stream names, reduced to
+/// characters an SDP token may hold (and bounded), so tests and logs can tell streams apart.
+fn msid_stream_id(stream: &StreamKey) -> String {
+    let name = format!("{}-{}", stream.participant, stream.stream);
+    let token: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if token.is_empty() {
+        "stream".to_owned()
+    } else {
+        token
+    }
+}
+
 /// The remote ufrag of a STUN binding request (USERNAME "local:remote").
 fn binding_request_remote_ufrag(datagram: &[u8]) -> Option<&str> {
     let message = StunMessage::parse(datagram).ok()?;
@@ -1475,6 +1507,21 @@ a=rtcp-mux-only\r
         // Only a public address advertised (behind NAT): loopback senders too.
         let public = [addr("203.0.113.7:7882")];
         assert_eq!(destination_for(addr("127.0.0.1:5000"), &public), public[0]);
+    }
+
+    #[test]
+    fn msid_stream_ids_are_sdp_tokens() {
+        let key = |participant: &str, stream: &str| StreamKey {
+            room: "r".into(),
+            participant: participant.into(),
+            stream: stream.into(),
+        };
+        assert_eq!(msid_stream_id(&key("alice", "camera")), "alice-camera");
+        assert_eq!(
+            msid_stream_id(&key("al ice:😀", "cam\r\na=x")),
+            "alice-camax"
+        );
+        assert_eq!(msid_stream_id(&key(&"x".repeat(100), "y")).len(), 64);
     }
 
     #[test]

@@ -616,6 +616,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         "{offer}"
     );
     assert!(offer.contains("VP8") && offer.contains("H264"), "{offer}");
+    assert!(offer.contains("a=msid:alice-camera "), "{offer}");
     assert!(matches!(
         sfu.subscribe("v", key(), true, true).await,
         Err(room_sfu::SfuError::SessionExists(_))
