@@ -8,14 +8,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::crypto::{CryptoProvider, from_feature_flags};
-use str0m::format::{Codec, CodecConfig, CodecExtra, PayloadParams};
+use str0m::format::{CodecConfig, CodecExtra};
 use str0m::ice::{StunMessage, TransId};
 use str0m::media::Pt;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
@@ -27,8 +27,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::addresses::{destination_for, send_address, unmapped};
 use crate::demux::{Demux, DropReason, Kind, Route};
 use crate::routes::{Action, Routes, Timeline};
+use crate::sdp::{
+    StreamCodecs, answer_offer, ingest_codecs, msid_stream_id, negotiated_codecs, offered_mids,
+    payload_type_mids, viewer_codecs,
+};
 use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// A connected session whose ICE stays disconnected this long fails.
@@ -38,7 +43,7 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 /// session accepted from its peer's address counts as consent: after this long without a
 /// binding request, the engine hands str0m one in the peer's name (see [`Engine::refresh_consent`]).
 const CONSENT_REFRESH: Duration = Duration::from_secs(8);
-/// SSRCs an ingest m-line can be mapped to by payload type (see [`Engine::map_unsignalled_ssrc`]).
+/// SSRCs an ingest m-line can be mapped to by payload type (see [`map_unsignalled_ssrc`]).
 const MAX_UNSIGNALLED_SSRCS: usize = 8;
 /// How often the per-second figures roll over.
 const STATS_PERIOD: Duration = Duration::from_secs(1);
@@ -49,9 +54,6 @@ const STATS_SNAPSHOT: Duration = Duration::from_millis(100);
 const RECV_BATCH: usize = 64;
 /// Largest datagram read (anything longer is truncated by the kernel and then malformed).
 const RECV_BUFFER: usize = 2048;
-/// The H264 profile a viewer is offered before its stream's ingest is known: constrained
-/// baseline 3.1, packetization-mode 1, what webrtcsink, webrtcsrc and Chromium all do.
-const H264_PROFILE: u32 = 0x42e01f;
 
 pub(crate) enum Command {
     Publish {
@@ -81,135 +83,6 @@ pub(crate) enum Command {
         session: String,
         reply: oneshot::Sender<()>,
     },
-}
-
-/// The addresses the server's candidates carry: `configured`, else the bound address, else
-/// (bound to the unspecified address) every local address of its family.
-/// `dual_stack`: bound to `[::]` without IPV6_V6ONLY, the socket takes IPv4 too.
-pub(crate) fn advertised_addresses(
-    configured: &[IpAddr],
-    bound: SocketAddr,
-    dual_stack: bool,
-) -> Vec<SocketAddr> {
-    let port = bound.port();
-    if !configured.is_empty() {
-        return configured
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, port))
-            .collect();
-    }
-    if !bound.ip().is_unspecified() {
-        return vec![bound];
-    }
-    let mut local: Vec<SocketAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|interface| interface.ip())
-        .filter(|ip| dual_stack || ip.is_ipv4() == bound.is_ipv4())
-        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect();
-    // IPv4 first (what most peers reach), loopback last.
-    local.sort_by_key(|a| (a.ip().is_loopback(), a.is_ipv6()));
-    local.dedup();
-    if local.is_empty() {
-        let loopback = if bound.is_ipv4() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            IpAddr::V6(Ipv6Addr::LOCALHOST)
-        };
-        local.push(SocketAddr::new(loopback, port));
-    }
-    local
-}
-
-/// An IPv4 peer as a dual-stack socket reports it (`::ffff:a.b.c.d`) → its IPv4 address, as
-/// the peer's candidates and str0m know it.
-fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
-
-/// Where to send to `destination` from a socket bound to `local`: IPv4 peers of an IPv6
-/// (dual-stack) socket by their mapped address.
-fn send_address(destination: SocketAddr, local: SocketAddr) -> SocketAddr {
-    match (destination, local) {
-        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
-            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
-        _ => destination,
-    }
-}
-
-/// The local candidate a datagram from `source` arrived on. The socket may be bound to the
-/// unspecified address (no per-datagram destination), and str0m only answers checks that
-/// arrive on one of its candidates, so this picks the advertised address a peer at `source`
-/// would use: loopback for loopback peers, else the first of the same family.
-fn destination_for(source: SocketAddr, candidates: &[SocketAddr]) -> SocketAddr {
-    let same_family = |a: &&SocketAddr| a.is_ipv4() == source.is_ipv4();
-    candidates
-        .iter()
-        .filter(same_family)
-        .find(|a| a.ip().is_loopback() == source.ip().is_loopback())
-        .or_else(|| candidates.iter().find(same_family))
-        .or_else(|| candidates.first())
-        .copied()
-        .unwrap_or(source)
-}
-
-/// The codecs a publisher may use: VP8, H264 (packetization-mode 1 in the usual profiles), Opus.
-fn ingest_codecs() -> CodecConfig {
-    let mut config = CodecConfig::empty();
-    config.enable_opus(true, false);
-    config.enable_vp8(true);
-    config.enable_h264(true);
-    // Packetization-mode 0 (single NAL units) is not forwarded as frames; keep mode 1 only.
-    let params = config
-        .params()
-        .iter()
-        .filter(|p| {
-            let spec = p.spec();
-            spec.codec != Codec::H264 || spec.format.packetization_mode == Some(1)
-        })
-        .copied()
-        .collect();
-    CodecConfig::new_from_payload_params(params)
-}
-
-/// The codecs offered to a viewer: those the stream's ingest negotiated per kind, else the
-/// default set (Opus; VP8 and H264 42e01f mode 1).
-fn viewer_codecs(ingest: Option<&StreamCodecs>) -> CodecConfig {
-    let mut params: Vec<PayloadParams> = Vec::new();
-    match ingest.map(|c| &c.audio).filter(|a| !a.is_empty()) {
-        Some(audio) => params.extend(audio.iter().copied()),
-        None => {
-            let mut config = CodecConfig::empty();
-            config.enable_opus(true, false);
-            params.extend(config.params().iter().copied());
-        }
-    }
-    match ingest.map(|c| &c.video).filter(|v| !v.is_empty()) {
-        Some(video) => params.extend(video.iter().copied()),
-        None => {
-            let mut config = CodecConfig::empty();
-            config.enable_vp8(true);
-            config.add_h264(108.into(), Some(109.into()), true, H264_PROFILE);
-            params.extend(config.params().iter().copied());
-        }
-    }
-    CodecConfig::new_from_payload_params(params)
-}
-
-/// What an ingest negotiated, per kind (what its viewers are offered).
-#[derive(Debug, Default, Clone)]
-struct StreamCodecs {
-    audio: Vec<PayloadParams>,
-    video: Vec<PayloadParams>,
 }
 
 fn is_keyframe(data: &MediaData) -> bool {
@@ -1182,60 +1055,6 @@ impl Engine {
     }
 }
 
-/// The payload types an ingest's answer accepted, per kind.
-fn negotiated_codecs(rtc: &Rtc, mids: &[Mid]) -> StreamCodecs {
-    let mut codecs = StreamCodecs::default();
-    let config = rtc.codec_config();
-    for mid in mids {
-        let Some(media) = rtc.media(*mid) else {
-            continue;
-        };
-        let list = match media.kind() {
-            MediaKind::Audio => &mut codecs.audio,
-            MediaKind::Video => &mut codecs.video,
-        };
-        for pt in media.remote_pts() {
-            if let Some(params) = config.params().iter().find(|p| p.pt() == *pt)
-                && !list.iter().any(|p| p.pt() == *pt)
-            {
-                list.push(*params);
-            }
-        }
-    }
-    codecs
-}
-
-/// The SDP answer of a new ingest session's `rtc` to a publisher's `offer`. str0m's SDP code
-/// runs behind `catch_unwind`: an offer that made it panic must not take the engine task (and
-/// every other session) down with it.
-fn answer_offer(rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
-    let answered = catch_unwind(AssertUnwindSafe(|| {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        rtc.sdp_api()
-            .accept_offer(offer)
-            .map(|answer| answer.to_sdp_string())
-            .map_err(|e| SfuError::BadSdp(e.to_string()))
-    }));
-    answered.unwrap_or_else(|_| Err(SfuError::BadSdp("the SDP library panicked".into())))
-}
-
-/// The msid stream id of a viewer's tracks: the participant and stream names, reduced to
-/// characters an SDP token may hold (and bounded), so tests and logs can tell streams apart.
-fn msid_stream_id(stream: &StreamKey) -> String {
-    let name = format!("{}-{}", stream.participant, stream.stream);
-    let token: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(64)
-        .collect();
-    if token.is_empty() {
-        "stream".to_owned()
-    } else {
-        token
-    }
-}
-
 /// The remote ufrag of a STUN binding request (USERNAME "local:remote").
 fn binding_request_remote_ufrag(datagram: &[u8]) -> Option<&str> {
     let message = StunMessage::parse(datagram).ok()?;
@@ -1244,37 +1063,6 @@ fn binding_request_remote_ufrag(datagram: &[u8]) -> Option<&str> {
     }
     let (_local, remote) = message.username()?.split_once(':')?;
     Some(remote)
-}
-
-/// An ingest's payload types (and their retransmission types) → m-line, where a payload type
-/// belongs to one m-line only.
-fn payload_type_mids(rtc: &Rtc, mids: &[Mid]) -> HashMap<Pt, Mid> {
-    let mut map: HashMap<Pt, Option<Mid>> = HashMap::new();
-    let config = rtc.codec_config();
-    for mid in mids {
-        let Some(media) = rtc.media(*mid) else {
-            continue;
-        };
-        for pt in media.remote_pts() {
-            let resend = config
-                .params()
-                .iter()
-                .find(|p| p.pt() == *pt)
-                .and_then(|p| p.resend());
-            for pt in std::iter::once(*pt).chain(resend) {
-                map.entry(pt)
-                    .and_modify(|m| {
-                        if *m != Some(*mid) {
-                            *m = None;
-                        }
-                    })
-                    .or_insert(Some(*mid));
-            }
-        }
-    }
-    map.into_iter()
-        .filter_map(|(pt, mid)| Some((pt, mid?)))
-        .collect()
 }
 
 /// str0m routes incoming RTP by the SSRCs an offer announces (`a=ssrc`) or by the RTP `mid`
@@ -1326,207 +1114,4 @@ fn map_unsignalled_ssrc(peer: &mut Peer, datagram: &[u8]) {
     }
     debug!(session = peer.name, ?ssrc, %mid, "unannounced SSRC mapped by payload type");
     peer.known_ssrcs.push(ssrc);
-}
-
-/// The `a=mid:` values of an SDP.
-fn offered_mids(sdp: &str) -> Vec<Mid> {
-    sdp.lines()
-        .filter_map(|line| line.trim_end().strip_prefix("a=mid:"))
-        .map(Mid::from)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// An offer as webrtcbin (GStreamer 1.22) makes it: VP8 without `a=ssrc`, Opus bundled.
-    const WEBRTCBIN_OFFER: &str = "v=0\r
-o=- 8961080853241700331 0 IN IP4 0.0.0.0\r
-s=-\r
-t=0 0\r
-a=ice-options:trickle\r
-a=group:BUNDLE video0 audio1\r
-m=video 9 UDP/TLS/RTP/SAVPF 96\r
-c=IN IP4 0.0.0.0\r
-a=setup:actpass\r
-a=ice-ufrag:TnnmOQT+MRGMOvWjj3l7fJ1/PepkxtC3\r
-a=ice-pwd:dQ6FDL/7TBMyxLG3O5MpBDOCSATlV9f7\r
-a=rtcp-mux\r
-a=rtcp-rsize\r
-a=sendonly\r
-a=rtpmap:96 VP8/90000\r
-a=rtcp-fb:96 nack pli\r
-a=rtcp-fb:96 ccm fir\r
-a=rtcp-fb:96 transport-cc\r
-a=mid:video0\r
-a=fingerprint:sha-256 4F:B2:F1:9A:70:B7:16:62:9C:12:2D:46:F0:AA:96:4A:51:96:89:73:C5:82:BC:8B:0A:E3:88:AD:F4:AC:03:B1\r
-a=rtcp-mux-only\r
-m=audio 0 UDP/TLS/RTP/SAVPF 111\r
-c=IN IP4 0.0.0.0\r
-a=setup:actpass\r
-a=ice-ufrag:TnnmOQT+MRGMOvWjj3l7fJ1/PepkxtC3\r
-a=ice-pwd:dQ6FDL/7TBMyxLG3O5MpBDOCSATlV9f7\r
-a=bundle-only\r
-a=rtcp-mux\r
-a=rtcp-rsize\r
-a=sendonly\r
-a=rtpmap:111 OPUS/48000/2\r
-a=rtcp-fb:111 transport-cc\r
-a=fmtp:111 sprop-stereo=0;sprop-maxcapturerate=48000\r
-a=ssrc:2708481156 msid:user932020743@host-4ffe569 webrtctransceiver1\r
-a=ssrc:2708481156 cname:user932020743@host-4ffe569\r
-a=mid:audio1\r
-a=fingerprint:sha-256 4F:B2:F1:9A:70:B7:16:62:9C:12:2D:46:F0:AA:96:4A:51:96:89:73:C5:82:BC:8B:0A:E3:88:AD:F4:AC:03:B1\r
-a=rtcp-mux-only\r
-";
-
-    fn ingest_rtc() -> Rtc {
-        let mut config = RtcConfig::new().set_ice_lite(true);
-        *config.codec_config() = ingest_codecs();
-        config.build(Instant::now())
-    }
-
-    #[test]
-    fn a_webrtcbin_offer_is_answered_with_its_codecs_and_payload_types_mapped() {
-        let mut rtc = ingest_rtc();
-        let answer = answer_offer(&mut rtc, WEBRTCBIN_OFFER).unwrap();
-        assert!(
-            answer.contains("a=ice-lite") && answer.contains("VP8/90000"),
-            "{answer}"
-        );
-        let mids = offered_mids(WEBRTCBIN_OFFER);
-        let codecs = negotiated_codecs(&rtc, &mids);
-        assert_eq!(codecs.video.len(), 1);
-        assert_eq!(codecs.video[0].spec().codec, Codec::Vp8);
-        assert_eq!(codecs.audio[0].spec().codec, Codec::Opus);
-        let pts = payload_type_mids(&rtc, &mids);
-        assert_eq!(pts.get(&Pt::from(96)), Some(&Mid::from("video0")));
-        assert_eq!(pts.get(&Pt::from(111)), Some(&Mid::from("audio1")));
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
-        /// Offers with lines dropped, cut short or replaced by noise are answered or refused,
-        /// never a panic (which would end every session of the engine).
-        #[test]
-        fn mangled_offers_are_answered_or_refused(
-            drop_line in 0usize..40,
-            cut in 0usize..2000,
-            noise_line in 0usize..40,
-            noise in "[ -~]{0,40}",
-        ) {
-            let mut lines: Vec<String> = WEBRTCBIN_OFFER.lines().map(str::to_owned).collect();
-            if drop_line < lines.len() {
-                lines.remove(drop_line);
-            }
-            if noise_line < lines.len() {
-                lines[noise_line] = noise;
-            }
-            let mut offer = lines.join("\n");
-            offer.truncate(cut.max(1).min(offer.len()));
-            while !offer.is_char_boundary(offer.len()) {
-                offer.pop();
-            }
-            let mut rtc = ingest_rtc();
-            let _ = answer_offer(&mut rtc, &offer);
-        }
-    }
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn advertised_addresses_follow_the_configuration_then_the_bound_address() {
-        let bound = addr("0.0.0.0:7882");
-        let configured = [IpAddr::from([203, 0, 113, 7])];
-        assert_eq!(
-            advertised_addresses(&configured, bound, false),
-            [addr("203.0.113.7:7882")]
-        );
-        assert_eq!(
-            advertised_addresses(&[], addr("192.0.2.9:7000"), false),
-            [addr("192.0.2.9:7000")]
-        );
-        let local = advertised_addresses(&[], bound, false);
-        assert!(
-            local.iter().all(|a| a.is_ipv4() && a.port() == 7882),
-            "{local:?}"
-        );
-        assert!(local.contains(&addr("127.0.0.1:7882")), "{local:?}");
-        assert!(
-            local.last().unwrap().ip().is_loopback(),
-            "loopback last: {local:?}"
-        );
-    }
-
-    #[test]
-    fn a_dual_stack_socket_advertises_both_families_and_speaks_ipv4_mapped() {
-        let local = advertised_addresses(&[], addr("[::]:7882"), true);
-        assert!(local.contains(&addr("127.0.0.1:7882")), "{local:?}");
-        assert!(local.first().unwrap().is_ipv4(), "IPv4 first: {local:?}");
-        assert_eq!(
-            unmapped(addr("[::ffff:192.0.2.1]:5000")),
-            addr("192.0.2.1:5000")
-        );
-        assert_eq!(
-            unmapped(addr("[2001:db8::1]:5000")),
-            addr("[2001:db8::1]:5000")
-        );
-        assert_eq!(
-            send_address(addr("192.0.2.1:5000"), addr("[::]:7882")),
-            addr("[::ffff:192.0.2.1]:5000")
-        );
-        assert_eq!(
-            send_address(addr("192.0.2.1:5000"), addr("0.0.0.0:7882")),
-            addr("192.0.2.1:5000")
-        );
-    }
-
-    #[test]
-    fn a_datagram_arrives_on_the_candidate_its_sender_would_use() {
-        let candidates = [
-            addr("192.0.2.2:7882"),
-            addr("127.0.0.1:7882"),
-            addr("[fd00::2]:7882"),
-        ];
-        assert_eq!(
-            destination_for(addr("127.0.0.1:5000"), &candidates),
-            candidates[1]
-        );
-        assert_eq!(
-            destination_for(addr("198.51.100.4:5000"), &candidates),
-            candidates[0]
-        );
-        assert_eq!(
-            destination_for(addr("[2001:db8::1]:5000"), &candidates),
-            candidates[2]
-        );
-        // Only a public address advertised (behind NAT): loopback senders too.
-        let public = [addr("203.0.113.7:7882")];
-        assert_eq!(destination_for(addr("127.0.0.1:5000"), &public), public[0]);
-    }
-
-    #[test]
-    fn msid_stream_ids_are_sdp_tokens() {
-        let key = |participant: &str, stream: &str| StreamKey {
-            room: "r".into(),
-            participant: participant.into(),
-            stream: stream.into(),
-        };
-        assert_eq!(msid_stream_id(&key("alice", "camera")), "alice-camera");
-        assert_eq!(
-            msid_stream_id(&key("al ice:😀", "cam\r\na=x")),
-            "alice-camax"
-        );
-        assert_eq!(msid_stream_id(&key(&"x".repeat(100), "y")).len(), 64);
-    }
-
-    #[test]
-    fn the_mids_of_an_sdp() {
-        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n";
-        assert_eq!(offered_mids(sdp), [Mid::from("video0"), Mid::from("1")]);
-    }
 }

@@ -60,9 +60,11 @@
 //! addresses per session are bounded ([`demux::MAX_ADDRESSES_PER_SESSION`]), commands and events
 //! go through bounded channels (an event that finds the channel full is dropped and counted).
 
+mod addresses;
 pub mod demux;
 mod engine;
 pub mod routes;
+mod sdp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -259,7 +261,8 @@ impl Sfu {
         socket.set_nonblocking(true)?;
         let socket = tokio::net::UdpSocket::from_std(socket)?;
         let local_addr = socket.local_addr()?;
-        let advertised = engine::advertised_addresses(&config.advertised, local_addr, dual_stack);
+        let advertised =
+            addresses::advertised_addresses(&config.advertised, local_addr, dual_stack);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(SfuStats::default()));
