@@ -12,6 +12,11 @@
 //! passed through. Keyframe requests of any number of viewers reach the publisher coalesced
 //! (at most one per 250 ms per stream, see [`routes`]).
 //!
+//! # Modules
+//! [`routes`] (the forwarding decisions) and [`demux`] (which session a datagram belongs to) are
+//! pure state machines, tested without sockets; `sdp` (codecs, negotiated payload types) and
+//! `addresses` (candidates, dual-stack) are pure helpers; `engine` is the I/O task around them.
+//!
 //! # Tasks
 //! [`Sfu::start`] binds one UDP socket and spawns one tokio task that owns it and every
 //! session's `Rtc`; the cheap [`Sfu`] handle talks to it through a bounded command channel and
