@@ -32,7 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::auth::{Grants, Refusal};
 use crate::cluster::outbound::OutboundQueue;
 use crate::cluster::rules::{Action, Actions, Routing};
-use crate::rooms::{PeerId, RoomRules, RoomSummary};
+use crate::rooms::{MediaCommand, PeerId, RoomRules, RoomSummary};
 
 /// Shared by the HTTP handlers and every connection task (in an `Arc`).
 #[derive(Debug)]
@@ -50,6 +50,8 @@ struct HubState {
     queues: HashMap<PeerId, Queue>,
     /// To Redis, with other nodes (`--redis`); `None` on a single node.
     outbound: Option<Arc<OutboundQueue>>,
+    /// To the media engine's task (`--media sfu`, see `crate::media`); `None` in mesh mode.
+    media: Option<mpsc::Sender<MediaCommand>>,
 }
 
 /// A connection's outgoing queue and how far its writer has got with it.
@@ -127,6 +129,7 @@ impl Hub {
                 routing: Routing::new(rules),
                 queues: HashMap::new(),
                 outbound: None,
+                media: None,
             }),
         }
     }
@@ -234,6 +237,11 @@ impl Hub {
         state.outbound = Some(outbound);
     }
 
+    /// The rules' media commands go to `commands` from now on (`crate::media`'s task).
+    pub(crate) fn attach_media(&self, commands: mpsc::Sender<MediaCommand>) {
+        self.state.lock().unwrap().media = Some(commands);
+    }
+
     /// Applies one input to the routing and carries out the actions it returns, under one
     /// lock (as every method of the hub does).
     pub(crate) fn update(&self, input: impl FnOnce(&mut Routing) -> Actions) {
@@ -263,6 +271,7 @@ impl HubState {
         let mut queued = Queued::default();
         while !actions.is_empty() {
             let mut dropped = Vec::new();
+            let mut overloaded = Vec::new();
             for action in actions.drain(..) {
                 match action {
                     Action::Send { peer, msg, id } => {
@@ -293,10 +302,26 @@ impl HubState {
                             outbound.send(item);
                         }
                     }
+                    // Queued in the rules' order, without waiting: the engine is called by
+                    // its own task, never under this lock.
+                    Action::Media(command) => {
+                        let Some(media) = &self.media else {
+                            continue;
+                        };
+                        let session = command.session().to_owned();
+                        if media.try_send(command).is_err() {
+                            tracing::warn!(session, "media queue full: refusing the session");
+                            overloaded.push(session);
+                        }
+                    }
                 }
             }
             for peer in dropped {
                 actions.extend(self.routing.disconnect(peer));
+            }
+            for session in overloaded {
+                let reason = "the media server is overloaded";
+                actions.extend(self.routing.media_failed(&session, reason));
             }
         }
         queued

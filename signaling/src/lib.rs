@@ -1,5 +1,6 @@
 //! The gst-room server: rooms, participants, chat, and the relay that lets two participants set
-//! up a WebRTC session. It carries no media.
+//! up a WebRTC session. It carries no media, unless asked to (`--media sfu`: then it is one end
+//! of every session and forwards each stream to its viewers).
 //!
 //! - [`room_protocol`] (re-exported as [`protocol`]): the messages, defined once.
 //! - `rooms`: the room rules as a state machine without I/O (capacity, names, streams, sessions).
@@ -18,6 +19,8 @@
 //!   the hub), the cluster's tasks talk to Redis.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
+//! - `media`: media through the server (`--media sfu`): the media engine and the tasks that
+//!   tie it to the room rules.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
@@ -29,8 +32,11 @@ pub mod connection;
 pub mod frames;
 pub mod hub;
 pub mod limits;
+pub mod media;
 pub mod rooms;
 pub mod server;
+// TEMPORARY (until the gst-room-sfu crate is merged): its agreed signatures.
+mod sfu_contract;
 pub mod tls;
 pub mod turn;
 pub mod web_guard;
@@ -128,6 +134,8 @@ pub struct Config {
     /// Serve rooms together with the other nodes on this Redis (`--redis`); `None`: alone, in
     /// memory.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// Media peer to peer (the default) or through the server (`--media sfu`).
+    pub media: media::MediaConfig,
 }
 
 impl Default for Config {
@@ -158,6 +166,7 @@ impl Default for Config {
             outgoing_queue: 256,
             tls: None,
             cluster: None,
+            media: media::MediaConfig::Mesh,
         }
     }
 }

@@ -12,6 +12,23 @@
 //!
 //! Keeping sockets out of this file lets the rules be tested by pushing messages and reading
 //! replies (see the tests at the bottom), and keeps each rule in one place.
+//!
+//! # Media through the server (`--media sfu`)
+//!
+//! With [`MediaMode::Sfu`] the server is one end of every session, and the rules also say what
+//! the media engine must do: each call may queue [`MediaCommand`]s, which the caller takes
+//! with [`Rooms::take_media`] and hands to the engine in order. What the engine answers comes
+//! back as inputs too ([`Rooms::media_description`], [`Rooms::media_failed`]). The sessions:
+//! - a stream's *ingest*: publisher → server, asked for right after `publish` (and again on a
+//!   `play` when the stream has none, e.g. after the previous one failed); its `viewer` is
+//!   [`SERVER_VIEWER`]. The publisher offers, the engine answers.
+//! - a *forwarded* session: server → viewer, made by `play`: the viewer gets `session-started`
+//!   and then the engine's offer; it answers.
+//!
+//! Clients see the same messages as in a mesh room. An ingest that ends while its stream is
+//! published (its publisher stopped it, or the engine lost it) ends the stream's forwarded
+//! sessions with it, as a publisher's failed session does in a mesh room: the viewers play
+//! again, and that play asks the publisher for a new ingest.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +37,7 @@ use crate::auth::{Grants, Refusal};
 use crate::turn::TurnRest;
 use room_protocol::{
     ClientMessage, ErrorCode, FailReason, IceServer, MAX_CHAT_BYTES, PROTOCOL_VERSION, Participant,
-    SdpType, ServerMessage, SessionDescription, StreamInfo, excerpt, validate_name,
+    SERVER_VIEWER, SdpType, ServerMessage, SessionDescription, StreamInfo, excerpt, validate_name,
     validate_username,
 };
 
@@ -41,8 +58,72 @@ pub struct RoomRules {
     /// join (after `ice_servers`).
     pub turn: Option<TurnRest>,
     /// Most streams one participant publishes at a time; more get `error too-many-streams`.
-    /// It also bounds the size of `state` a newcomer receives.
+    /// It also bounds the size of `state` a newcomer receives, and, in SFU rooms, how many
+    /// streams of one participant the server carries.
     pub max_streams: usize,
+    /// Whether media goes peer to peer or through the server.
+    pub media: MediaMode,
+}
+
+/// Where media goes (`--media`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaMode {
+    /// Peer to peer: each viewer's session is with the publisher; the server carries no media.
+    #[default]
+    Mesh,
+    /// Through the server: each stream is published once to the server (its ingest session),
+    /// and each viewer's session is with the server, which forwards the stream.
+    Sfu,
+}
+
+/// A published stream, as the media engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    /// The room it is published in.
+    pub room: String,
+    /// Its publisher's username.
+    pub participant: String,
+    /// The stream name.
+    pub stream: String,
+}
+
+/// What the media engine must do (SFU rooms), in the order the rules queue it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// The publisher's offer for the ingest `session` of `stream`: answer it (the answer comes
+    /// back through [`Rooms::media_description`]).
+    Publish {
+        session: String,
+        stream: StreamRef,
+        offer: String,
+    },
+    /// A viewer's session of `stream`, with its audio and/or video: make the server's offer
+    /// (back through [`Rooms::media_description`]).
+    Subscribe {
+        session: String,
+        stream: StreamRef,
+        audio: bool,
+        video: bool,
+    },
+    /// The viewer's answer to the server's offer.
+    Answer { session: String, answer: String },
+    /// An ICE candidate of the session's client end.
+    Candidate { session: String, candidate: String },
+    /// The session is over: free it.
+    Close { session: String },
+}
+
+impl MediaCommand {
+    /// The session it is about.
+    pub fn session(&self) -> &str {
+        match self {
+            MediaCommand::Publish { session, .. }
+            | MediaCommand::Subscribe { session, .. }
+            | MediaCommand::Answer { session, .. }
+            | MediaCommand::Candidate { session, .. }
+            | MediaCommand::Close { session } => session,
+        }
+    }
 }
 
 /// One line of the operators' `/rooms` listing.
@@ -70,6 +151,8 @@ pub struct Rooms {
     /// Source of session ids; ids are never reused, so a late message for an ended session
     /// cannot reach a new one.
     next_session: u64,
+    /// What the media engine must do, queued by the inputs since the last [`Rooms::take_media`].
+    media: Vec<MediaCommand>,
 }
 
 #[derive(Debug, Default)]
@@ -93,11 +176,45 @@ struct Room {
     members: Vec<PeerId>,
 }
 
+/// A WebRTC session: a stream of `publisher` sent to `viewer`. One end may be the server
+/// (SFU rooms): an ingest has no viewer, a forwarded session's sending end is the server.
 #[derive(Debug, Clone)]
 struct Session {
     publisher: PeerId,
-    viewer: PeerId,
+    /// The watching participant; `None` for an ingest (the server takes the stream).
+    viewer: Option<PeerId>,
+    /// The server sends the stream (it forwards the publisher's ingest): the publisher is not
+    /// an end of this session.
+    forwarded: bool,
     stream: String,
+}
+
+impl Session {
+    /// The participants at its ends: both in a mesh session, one when the server is the other.
+    fn client_ends(&self) -> Vec<PeerId> {
+        match (self.viewer, self.forwarded) {
+            (None, _) => vec![self.publisher],
+            (Some(viewer), true) => vec![viewer],
+            (Some(viewer), false) => vec![viewer, self.publisher],
+        }
+    }
+
+    /// Whether the server is one of its ends.
+    fn with_server(&self) -> bool {
+        self.viewer.is_none() || self.forwarded
+    }
+
+    /// Whether it is the ingest of `publisher`'s `stream`.
+    fn is_ingest_of(&self, publisher: PeerId, stream: &str) -> bool {
+        self.viewer.is_none() && self.publisher == publisher && self.stream == stream
+    }
+}
+
+/// The other end of a session, seen from one of its participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Peer(PeerId),
+    Server,
 }
 
 impl Rooms {
@@ -109,7 +226,14 @@ impl Rooms {
             rooms: HashMap::new(),
             sessions: HashMap::new(),
             next_session: 1,
+            media: Vec::new(),
         }
+    }
+
+    /// What the media engine must do, in order, since the last call (always empty in mesh
+    /// rooms).
+    pub fn take_media(&mut self) -> Vec<MediaCommand> {
+        std::mem::take(&mut self.media)
     }
 
     /// Numbers the next sessions from `first` on. Nodes sharing rooms (`--redis`) each start
@@ -205,8 +329,8 @@ impl Rooms {
                 candidate,
                 sdp_m_line_index,
                 sdp_mid,
-            } => self.session_peer(peer, &session).map(|other| {
-                vec![(
+            } => self.session_peer(peer, &session).map(|other| match other {
+                End::Peer(other) => vec![(
                     other,
                     ServerMessage::Ice {
                         session,
@@ -214,7 +338,12 @@ impl Rooms {
                         sdp_m_line_index,
                         sdp_mid,
                     },
-                )]
+                )],
+                End::Server => {
+                    self.media
+                        .push(MediaCommand::Candidate { session, candidate });
+                    Vec::new()
+                }
             }),
             ClientMessage::Stop { session } => self.stop(peer, &session),
         };
@@ -324,7 +453,7 @@ impl Rooms {
             return Vec::new();
         };
         let mut out = self.end_sessions(
-            |s| s.publisher == peer || s.viewer == peer,
+            |s| s.publisher == peer || s.viewer == Some(peer),
             "participant left",
         );
         let others = self.remove_member(&member.room, peer);
@@ -396,13 +525,43 @@ impl Rooms {
         };
         let username = member.username.clone();
         self.member_mut(peer).streams.push(info.clone());
-        Ok(self.to_others(
+        let mut out = self.to_others(
             peer,
             ServerMessage::Published {
                 username,
-                stream: info,
+                stream: info.clone(),
             },
-        ))
+        );
+        if self.rules.media == MediaMode::Sfu {
+            out.extend(self.open_ingest(peer, &info.stream));
+        }
+        Ok(out)
+    }
+
+    /// Asks `publisher` for the ingest session of its `stream` (SFU rooms).
+    fn open_ingest(&mut self, publisher: PeerId, stream: &str) -> Outbox {
+        let session = self.new_session(Session {
+            publisher,
+            viewer: None,
+            forwarded: false,
+            stream: stream.to_owned(),
+        });
+        vec![(
+            publisher,
+            ServerMessage::SessionRequest {
+                session,
+                stream: stream.to_owned(),
+                viewer: SERVER_VIEWER.to_owned(),
+            },
+        )]
+    }
+
+    /// Records a new session under a new id.
+    fn new_session(&mut self, session: Session) -> String {
+        let id = format!("s{}", self.next_session);
+        self.next_session += 1;
+        self.sessions.insert(id.clone(), session);
+        id
     }
 
     fn unpublish(&mut self, peer: PeerId, stream: &str) -> Reply {
@@ -494,26 +653,23 @@ impl Rooms {
         })?;
         // One session per viewer and stream: each session costs the publisher a peer connection
         // (and an encoder), so a repeated play must not ask for another one.
-        if let Some((id, _)) = self
-            .sessions
-            .iter()
-            .find(|(_, s)| s.publisher == publisher && s.viewer == viewer && s.stream == stream)
-        {
+        if let Some((id, _)) = self.sessions.iter().find(|(_, s)| {
+            s.publisher == publisher && s.viewer == Some(viewer) && s.stream == stream
+        }) {
             return Err((
                 ErrorCode::AlreadyPlaying,
                 format!("you already play {participant}/{stream} in session {id}"),
             ));
         }
-        let session = format!("s{}", self.next_session);
-        self.next_session += 1;
-        self.sessions.insert(
-            session.clone(),
-            Session {
-                publisher,
-                viewer,
-                stream: stream.to_owned(),
-            },
-        );
+        if self.rules.media == MediaMode::Sfu {
+            return Ok(self.play_forwarded(publisher, viewer, stream));
+        }
+        let session = self.new_session(Session {
+            publisher,
+            viewer: Some(viewer),
+            forwarded: false,
+            stream: stream.to_owned(),
+        });
         Ok(vec![
             (
                 viewer,
@@ -532,6 +688,49 @@ impl Rooms {
                 },
             ),
         ])
+    }
+
+    /// `viewer` plays `publisher`'s `stream` through the server: `session-started`, then the
+    /// engine's offer. A stream without an ingest (its last one ended) gets one first.
+    fn play_forwarded(&mut self, publisher: PeerId, viewer: PeerId, stream: &str) -> Outbox {
+        let (participant, info, room) = {
+            let member = self.member(publisher).expect("checked by find_in_room");
+            let info = member.streams.iter().find(|s| s.stream == stream).cloned();
+            let info = info.expect("checked by own_stream");
+            (member.username.clone(), info, member.room.clone())
+        };
+        let mut out = Outbox::new();
+        if !self.sessions.values().any(|s| s.is_ingest_of(publisher, stream)) {
+            out.extend(self.open_ingest(publisher, stream));
+        }
+        let session = self.new_session(Session {
+            publisher,
+            viewer: Some(viewer),
+            forwarded: true,
+            stream: stream.to_owned(),
+        });
+        self.media.push(MediaCommand::Subscribe {
+            session: session.clone(),
+            stream: StreamRef {
+                room,
+                participant: participant.clone(),
+                stream: stream.to_owned(),
+            },
+            audio: info.audio,
+            video: info.video,
+        });
+        out.insert(
+            0,
+            (
+                viewer,
+                ServerMessage::SessionStarted {
+                    session,
+                    participant,
+                    stream: stream.to_owned(),
+                },
+            ),
+        );
+        out
     }
 
     fn relay_sdp(
@@ -561,6 +760,28 @@ impl Rooms {
         if !description.sdp.starts_with("v=0") {
             return Err((ErrorCode::BadSdp, "an SDP starts with \"v=0\"".into()));
         }
+        let other = match other {
+            End::Peer(other) => other,
+            End::Server => {
+                let sdp = description.sdp;
+                self.media.push(match is_publisher {
+                    true => {
+                        let stream = self.stream_ref(&self.sessions[&session]);
+                        let offer = sdp;
+                        MediaCommand::Publish {
+                            session,
+                            stream,
+                            offer,
+                        }
+                    }
+                    false => MediaCommand::Answer {
+                        session,
+                        answer: sdp,
+                    },
+                });
+                return Ok(Vec::new());
+            }
+        };
         Ok(vec![(
             other,
             ServerMessage::Sdp {
@@ -570,20 +791,89 @@ impl Rooms {
         )])
     }
 
+    /// The stream a session carries, as the media engine knows it.
+    fn stream_ref(&self, session: &Session) -> StreamRef {
+        let member = self.member(session.publisher);
+        StreamRef {
+            room: member.map(|m| m.room.clone()).unwrap_or_default(),
+            participant: member.map(|m| m.username.clone()).unwrap_or_default(),
+            stream: session.stream.clone(),
+        }
+    }
+
     fn stop(&mut self, peer: PeerId, session: &str) -> Reply {
         let other = self.session_peer(peer, session)?;
-        self.sessions.remove(session);
         let reason = format!(
             "stopped by {}",
             self.username(peer).map(String::as_str).unwrap_or("peer")
         );
-        Ok(vec![(
-            other,
-            ServerMessage::SessionEnded {
-                session: session.to_owned(),
-                reason,
+        let ended = self.sessions.remove(session).expect("checked by session_peer");
+        match other {
+            End::Peer(other) => Ok(vec![(
+                other,
+                ServerMessage::SessionEnded {
+                    session: session.to_owned(),
+                    reason,
+                },
+            )]),
+            End::Server => {
+                self.media.push(MediaCommand::Close {
+                    session: session.to_owned(),
+                });
+                // A stopped ingest takes its stream's forwarded sessions with it.
+                Ok(match ended.viewer {
+                    None => self.end_forwarded(ended.publisher, &ended.stream, &reason),
+                    Some(_) => Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Ends the sessions that forward `publisher`'s `stream` (its ingest ended).
+    fn end_forwarded(&mut self, publisher: PeerId, stream: &str, reason: &str) -> Outbox {
+        let reason = format!("the publisher's media ended ({reason})");
+        self.end_sessions(
+            |s| s.forwarded && s.publisher == publisher && s.stream == stream,
+            &reason,
+        )
+    }
+
+    /// The media engine's description for `session`: its answer to an ingest's offer, or its
+    /// offer for a viewer. Goes to the session's participant; nothing for a session that has
+    /// ended meanwhile.
+    pub fn media_description(&mut self, session: &str, sdp: String) -> Outbox {
+        let Some(s) = self.sessions.get(session).filter(|s| s.with_server()) else {
+            return Vec::new();
+        };
+        let (to, kind) = match s.viewer {
+            None => (s.publisher, SdpType::Answer),
+            Some(viewer) => (viewer, SdpType::Offer),
+        };
+        let description = SessionDescription { kind, sdp };
+        let session = session.to_owned();
+        vec![(
+            to,
+            ServerMessage::Sdp {
+                session,
+                description,
             },
-        )])
+        )]
+    }
+
+    /// The media engine lost or refused `session` (`reason`): it ends for its participant,
+    /// and an ingest takes its stream's forwarded sessions with it. Nothing for a session that
+    /// has ended already.
+    pub fn media_failed(&mut self, session: &str, reason: &str) -> Outbox {
+        let Some(failed) = self.sessions.get(session).filter(|s| s.with_server()) else {
+            return Vec::new();
+        };
+        let failed = failed.clone();
+        let ended = self.sessions.remove(session).into_iter();
+        let mut out = self.tell_ended(ended.map(|s| (session.to_owned(), s)).collect(), reason);
+        if failed.viewer.is_none() {
+            out.extend(self.end_forwarded(failed.publisher, &failed.stream, reason));
+        }
+        out
     }
 
     /// Removes the matching sessions and tells both ends.
@@ -598,24 +888,34 @@ impl Rooms {
             }
         });
         ended.sort_by(|a, b| a.0.cmp(&b.0));
-        ended
-            .into_iter()
-            .flat_map(|(id, s)| {
-                let msg = ServerMessage::SessionEnded {
-                    session: id,
-                    reason: reason.to_owned(),
-                };
-                [(s.viewer, msg.clone()), (s.publisher, msg)]
-            })
-            .collect()
+        self.tell_ended(ended, reason)
+    }
+
+    /// `session-ended` to the participants of sessions just removed; the media engine frees
+    /// those it is an end of.
+    fn tell_ended(&mut self, ended: Vec<(String, Session)>, reason: &str) -> Outbox {
+        let mut out = Outbox::new();
+        for (id, s) in ended {
+            let msg = ServerMessage::SessionEnded {
+                session: id.clone(),
+                reason: reason.to_owned(),
+            };
+            out.extend(s.client_ends().into_iter().map(|p| (p, msg.clone())));
+            if s.with_server() {
+                self.media.push(MediaCommand::Close { session: id });
+            }
+        }
+        out
     }
 
     /// The other end of `session`, if `peer` is one of its ends.
-    fn session_peer(&self, peer: PeerId, session: &str) -> Result<PeerId, (ErrorCode, String)> {
-        match self.sessions.get(session) {
-            Some(s) if s.publisher == peer => Ok(s.viewer),
-            Some(s) if s.viewer == peer => Ok(s.publisher),
-            _ => Err((
+    fn session_peer(&self, peer: PeerId, session: &str) -> Result<End, (ErrorCode, String)> {
+        let s = self.sessions.get(session);
+        match s.filter(|s| s.client_ends().contains(&peer)) {
+            Some(s) if s.with_server() => Ok(End::Server),
+            Some(s) if s.publisher == peer => Ok(End::Peer(s.viewer.expect("a mesh session"))),
+            Some(s) => Ok(End::Peer(s.publisher)),
+            None => Err((
                 ErrorCode::UnknownSession,
                 format!("no session {} of yours", excerpt(session)),
             )),
@@ -828,6 +1128,7 @@ mod tests {
             ice_servers: Vec::new(),
             turn: None,
             max_streams: 4,
+            media: Default::default(),
         })
     }
 
@@ -1005,6 +1306,7 @@ mod tests {
             capacity: 3,
             ice_servers: vec![stun.clone()],
             max_streams: 4,
+            media: Default::default(),
             turn: Some(TurnRest {
                 secret: "north".into(),
                 urls: vec!["turn:t.example:3478".into()],
@@ -1125,6 +1427,7 @@ mod tests {
             ice_servers: vec![turn.clone()],
             turn: None,
             max_streams: 4,
+            media: Default::default(),
         });
         assert!(matches!(&r.connect(1)[0].1, ServerMessage::Welcome { .. }));
         let out = r.join(
@@ -1470,6 +1773,321 @@ mod tests {
             },
         );
         assert_eq!(types(&chat), [(1, "message".into()), (2, "message".into())]);
+    }
+}
+
+#[cfg(test)]
+mod sfu_tests {
+    //! The rules of SFU rooms: the server is one end of every session.
+    use super::*;
+
+    fn sfu_rooms() -> Rooms {
+        Rooms::new(RoomRules {
+            capacity: 4,
+            ice_servers: Vec::new(),
+            turn: None,
+            max_streams: 4,
+            media: MediaMode::Sfu,
+        })
+    }
+
+    /// 1 = ann (publishes "main"), 2 = bob, 3 = cid in room "a"; the ingest is s1.
+    fn room_with_a_stream() -> Rooms {
+        let mut r = sfu_rooms();
+        for (peer, name) in [(1, "ann"), (2, "bob"), (3, "cid")] {
+            r.connect(peer);
+            r.join(peer, "a".into(), name.into(), Ok(Grants::PARTICIPANT), SystemTime::now());
+        }
+        let out = r.handle(1, publish("main"));
+        assert_eq!(
+            out[2],
+            (
+                1,
+                ServerMessage::SessionRequest {
+                    session: "s1".into(),
+                    stream: "main".into(),
+                    viewer: SERVER_VIEWER.into(),
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(r.take_media().is_empty());
+        r
+    }
+
+    fn publish(stream: &str) -> ClientMessage {
+        ClientMessage::Publish {
+            stream: stream.into(),
+            audio: true,
+            video: false,
+        }
+    }
+
+    fn play(r: &mut Rooms, viewer: PeerId) -> Outbox {
+        r.handle(
+            viewer,
+            ClientMessage::Play {
+                participant: "ann".into(),
+                stream: "main".into(),
+            },
+        )
+    }
+
+    fn sdp(session: &str, kind: SdpType, sdp: &str) -> ClientMessage {
+        ClientMessage::Sdp {
+            session: session.into(),
+            description: SessionDescription {
+                kind,
+                sdp: sdp.into(),
+            },
+        }
+    }
+
+    fn stop(session: &str) -> ClientMessage {
+        ClientMessage::Stop {
+            session: session.into(),
+        }
+    }
+
+    fn main_of_ann() -> StreamRef {
+        StreamRef {
+            room: "a".into(),
+            participant: "ann".into(),
+            stream: "main".into(),
+        }
+    }
+
+    fn close(session: &str) -> MediaCommand {
+        MediaCommand::Close {
+            session: session.into(),
+        }
+    }
+
+    fn ended(out: &Outbox) -> Vec<(PeerId, String)> {
+        out.iter()
+            .filter_map(|(p, m)| match m {
+                ServerMessage::SessionEnded { session, .. } => Some((*p, session.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_publishers_offer_goes_to_the_engine_and_its_answer_back() {
+        let mut r = room_with_a_stream();
+        assert!(r.handle(1, sdp("s1", SdpType::Offer, "v=0 offer")).is_empty());
+        let ice = ClientMessage::Ice {
+            session: "s1".into(),
+            candidate: "candidate:1 1 UDP 1 10.0.0.1 5000 typ host".into(),
+            sdp_m_line_index: 0,
+            sdp_mid: None,
+        };
+        assert!(r.handle(1, ice).is_empty());
+        assert_eq!(
+            r.take_media(),
+            [
+                MediaCommand::Publish {
+                    session: "s1".into(),
+                    stream: main_of_ann(),
+                    offer: "v=0 offer".into(),
+                },
+                MediaCommand::Candidate {
+                    session: "s1".into(),
+                    candidate: "candidate:1 1 UDP 1 10.0.0.1 5000 typ host".into(),
+                }
+            ]
+        );
+        let out = r.media_description("s1", "v=0 answer".into());
+        assert_eq!(
+            out,
+            [(
+                1,
+                ServerMessage::Sdp {
+                    session: "s1".into(),
+                    description: SessionDescription {
+                        kind: SdpType::Answer,
+                        sdp: "v=0 answer".into()
+                    }
+                }
+            )]
+        );
+        // The publisher offers; an answer from it is refused.
+        let out = r.handle(1, sdp("s1", SdpType::Answer, "v=0"));
+        assert!(matches!(
+            out[..],
+            [(1, ServerMessage::Error { code: ErrorCode::BadSdp, .. })]
+        ));
+    }
+
+    #[test]
+    fn a_viewer_gets_the_engines_offer_and_its_answer_goes_to_the_engine() {
+        let mut r = room_with_a_stream();
+        let out = play(&mut r, 2);
+        assert_eq!(
+            out,
+            [(
+                2,
+                ServerMessage::SessionStarted {
+                    session: "s2".into(),
+                    participant: "ann".into(),
+                    stream: "main".into()
+                }
+            )],
+            "the publisher hears nothing of it"
+        );
+        assert_eq!(
+            r.take_media(),
+            [MediaCommand::Subscribe {
+                session: "s2".into(),
+                stream: main_of_ann(),
+                audio: true,
+                video: false,
+            }]
+        );
+        let out = r.media_description("s2", "v=0 offer".into());
+        assert!(matches!(
+            &out[..],
+            [(2, ServerMessage::Sdp { description, .. })] if description.kind == SdpType::Offer
+        ));
+        assert!(r.handle(2, sdp("s2", SdpType::Answer, "v=0 answer")).is_empty());
+        assert_eq!(
+            r.take_media(),
+            [MediaCommand::Answer {
+                session: "s2".into(),
+                answer: "v=0 answer".into()
+            }]
+        );
+        // The viewer answers; the publisher and the others are no end of this session.
+        assert!(matches!(
+            r.handle(2, sdp("s2", SdpType::Offer, "v=0"))[..],
+            [(2, ServerMessage::Error { code: ErrorCode::BadSdp, .. })]
+        ));
+        for peer in [1, 3] {
+            assert!(matches!(
+                r.handle(peer, stop("s2"))[..],
+                [(_, ServerMessage::Error { code: ErrorCode::UnknownSession, .. })]
+            ));
+        }
+        assert!(matches!(
+            play(&mut r, 2)[..],
+            [(2, ServerMessage::Error { code: ErrorCode::AlreadyPlaying, .. })]
+        ));
+        assert!(r.take_media().is_empty());
+    }
+
+    #[test]
+    fn a_viewers_stop_frees_its_session_in_the_engine_only() {
+        let mut r = room_with_a_stream();
+        play(&mut r, 2);
+        r.take_media();
+        assert!(r.handle(2, stop("s2")).is_empty());
+        assert_eq!(r.take_media(), [close("s2")]);
+        // Ended: the engine's late offer goes nowhere.
+        assert!(r.media_description("s2", "v=0".into()).is_empty());
+    }
+
+    #[test]
+    fn an_ingest_ending_ends_its_viewers_and_the_next_play_asks_for_a_new_one() {
+        let mut r = room_with_a_stream();
+        play(&mut r, 2);
+        play(&mut r, 3);
+        r.take_media();
+        // The publisher stops its ingest (its side of the connection failed).
+        let out = r.handle(1, stop("s1"));
+        assert_eq!(ended(&out), [(2, "s2".into()), (3, "s3".into())]);
+        assert_eq!(r.take_media(), [close("s1"), close("s2"), close("s3")]);
+        // The viewers play again: the first one's play asks the publisher for a new ingest.
+        let out = play(&mut r, 2);
+        assert_eq!(
+            out.iter().map(|(p, m)| (*p, m.clone())).collect::<Vec<_>>(),
+            [
+                (
+                    2,
+                    ServerMessage::SessionStarted {
+                        session: "s5".into(),
+                        participant: "ann".into(),
+                        stream: "main".into()
+                    }
+                ),
+                (
+                    1,
+                    ServerMessage::SessionRequest {
+                        session: "s4".into(),
+                        stream: "main".into(),
+                        viewer: SERVER_VIEWER.into()
+                    }
+                )
+            ]
+        );
+        assert_eq!(play(&mut r, 3).len(), 1, "one ingest per stream");
+        // The engine losing the ingest does the same, and tells the publisher.
+        r.take_media();
+        let out = r.media_failed("s4", "media lost: ICE timed out");
+        assert_eq!(
+            ended(&out),
+            [(1, "s4".into()), (2, "s5".into()), (3, "s6".into())]
+        );
+        assert!(out.iter().all(|(_, m)| matches!(m,
+            ServerMessage::SessionEnded { reason, .. } if reason.contains("ICE timed out"))));
+        assert_eq!(r.take_media(), [close("s4"), close("s5"), close("s6")]);
+        assert!(r.media_failed("s4", "again").is_empty());
+    }
+
+    #[test]
+    fn a_lost_viewer_session_ends_alone() {
+        let mut r = room_with_a_stream();
+        play(&mut r, 2);
+        play(&mut r, 3);
+        r.take_media();
+        let out = r.media_failed("s3", "media refused: too many sessions");
+        assert_eq!(ended(&out), [(3, "s3".into())]);
+        assert_eq!(r.take_media(), [close("s3")]);
+    }
+
+    #[test]
+    fn unpublish_and_leave_end_the_sessions_at_their_participants_and_in_the_engine() {
+        let mut r = room_with_a_stream();
+        play(&mut r, 2);
+        play(&mut r, 3);
+        r.take_media();
+        // A viewer leaving frees its session.
+        let out = r.handle(3, ClientMessage::Leave {});
+        assert_eq!(ended(&out), [(3, "s3".into())]);
+        assert_eq!(r.take_media(), [close("s3")]);
+        // Unpublish: the ingest and the forwarded sessions, then the room hears of it.
+        let out = r.handle(
+            1,
+            ClientMessage::Unpublish {
+                stream: "main".into(),
+            },
+        );
+        assert_eq!(ended(&out), [(1, "s1".into()), (2, "s2".into())]);
+        assert!(matches!(out.last(), Some((2, ServerMessage::Unpublished { .. }))));
+        assert_eq!(r.take_media(), [close("s1"), close("s2")]);
+        // The publisher dropping with a stream and a viewer: everything goes, in order.
+        r.handle(1, publish("main"));
+        play(&mut r, 2);
+        r.take_media();
+        let out = r.disconnect(1);
+        assert_eq!(ended(&out), [(2, "s5".into())]);
+        assert_eq!(r.take_media(), [close("s4"), close("s5")]);
+    }
+
+    #[test]
+    fn mesh_rooms_give_the_engine_nothing() {
+        let mut r = Rooms::new(RoomRules {
+            media: MediaMode::Mesh,
+            ..sfu_rooms().rules
+        });
+        for (peer, name) in [(1, "ann"), (2, "bob")] {
+            r.connect(peer);
+            r.join(peer, "a".into(), name.into(), Ok(Grants::PARTICIPANT), SystemTime::now());
+        }
+        assert_eq!(r.handle(1, publish("main")).len(), 1);
+        play(&mut r, 2);
+        r.handle(1, sdp("s1", SdpType::Offer, "v=0"));
+        r.handle(2, ClientMessage::Leave {});
+        assert!(r.take_media().is_empty());
     }
 }
 

@@ -44,7 +44,8 @@ use crate::cluster::Cluster;
 use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
 use crate::frames::MessageWatch;
 use crate::hub::Hub;
-use crate::rooms::RoomRules;
+use crate::media::{Media, MediaConfig};
+use crate::rooms::{MediaMode, RoomRules};
 use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
 
@@ -66,6 +67,8 @@ struct App {
     tasks: TaskTracker,
     /// The other nodes (`--redis`), if any.
     cluster: Option<Arc<Cluster>>,
+    /// The media engine (`--media sfu`), if any.
+    media: Option<Media>,
 }
 
 /// Serves until `shutdown` completes, then closes every connection and returns.
@@ -79,10 +82,20 @@ pub async fn run(
         ice_servers: config.ice_servers.clone(),
         turn: config.turn.clone(),
         max_streams: config.max_streams,
+        media: match config.media {
+            MediaConfig::Mesh => MediaMode::Mesh,
+            MediaConfig::Sfu(_) => MediaMode::Sfu,
+        },
     };
     let hub = Arc::new(Hub::new(rules));
     let shutdown_all = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let media = match &config.media {
+        MediaConfig::Mesh => None,
+        MediaConfig::Sfu(settings) => {
+            Some(Media::start(hub.clone(), settings, shutdown_all.clone(), &tasks).await?)
+        }
+    };
     let cluster = match &config.cluster {
         Some(cluster) => Some(
             Cluster::start(
@@ -102,6 +115,7 @@ pub async fn run(
     let app = App {
         hub,
         cluster,
+        media,
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
         access: Arc::new(Access::new(&config)),
         origins: Arc::new(OriginRule::new(
@@ -344,11 +358,15 @@ async fn rooms(
     }
 }
 
-/// `ok`; with `--redis`, also whether Redis answers (503 while it does not: joins are refused).
+/// `ok`; with `--redis`, also whether Redis answers (503 while it does not: joins are refused);
+/// with `--media sfu`, the media port, sessions and forwarding rate.
 async fn health(State(app): State<App>) -> Response {
+    let media = app.media.as_ref().map(Media::health).unwrap_or_default();
     match &app.cluster {
-        None => "ok\n".into_response(),
-        Some(cluster) if cluster.is_available() => "ok\nredis: connected\n".into_response(),
+        None => format!("ok\n{media}").into_response(),
+        Some(cluster) if cluster.is_available() => {
+            format!("ok\nredis: connected\n{media}").into_response()
+        }
         Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis: unavailable\n").into_response(),
     }
 }

@@ -58,6 +58,10 @@ pub const MAX_USERNAME_CHARS: usize = 32;
 pub const MAX_ECHO_CHARS: usize = 64;
 /// The longest request id, in characters (see [`WithId`]).
 pub const MAX_REQUEST_ID_CHARS: usize = 64;
+/// The `viewer` of a [`ServerMessage::SessionRequest`] whose far end is the server (the
+/// ingest of a stream it forwards, `--media sfu`). [`validate_username`] refuses it (`@`), so no
+/// participant can be mistaken for it.
+pub const SERVER_VIEWER: &str = "@server";
 
 /// A message with its optional request id: on the wire, the message's own object with one more
 /// key, `"id"`, absent when `None`. Clients send `WithId<ClientMessage>`; the server echoes the
@@ -384,12 +388,19 @@ pub enum ServerMessage {
     },
     /// To a publisher: a viewer wants `stream`; create a peer connection for `session` and
     /// send an offer.
+    ///
+    /// On a server that carries media (`--media sfu`) each published stream also gets one
+    /// session whose far end is the server itself (its *ingest*: the server forwards the
+    /// stream to every viewer), asked for right after `publish`; its `viewer` is
+    /// [`SERVER_VIEWER`], a name no participant can have. The publisher treats it as any other
+    /// session: it offers, the server answers; the server sends no `ice` (its candidates are
+    /// in its answer).
     SessionRequest {
         /// The new session id.
         session: String,
         /// The own stream to send.
         stream: String,
-        /// The viewer's username.
+        /// The viewer's username, or [`SERVER_VIEWER`] when the server takes the stream.
         viewer: String,
     },
     /// To a viewer: the session created for its `play` request; an offer follows.
@@ -896,6 +907,11 @@ pub fn id_examples() -> (WithId<ClientMessage>, WithId<ServerMessage>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_participant_can_take_the_servers_viewer_name() {
+        assert!(validate_username(SERVER_VIEWER).is_err());
+    }
 
     #[test]
     fn error_codes_and_fail_reasons_print_their_wire_names() {

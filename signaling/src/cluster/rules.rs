@@ -25,7 +25,7 @@ use room_protocol::{ClientMessage, FailReason, ServerMessage, validate_name, val
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Grants, Refusal};
-use crate::rooms::{MemberRecord, Outbox, PeerId, RoomRules, RoomSummary, Rooms};
+use crate::rooms::{MediaCommand, MemberRecord, Outbox, PeerId, RoomRules, RoomSummary, Rooms};
 
 /// What the caller of [`Routing`] must do, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,9 @@ pub enum Action {
     Close { peer: PeerId },
     /// Write to Redis, through the node's one ordered writer.
     Remote(Outbound),
+    /// Hand to this node's media engine (`--media sfu`; the rules of a room run on its owner,
+    /// so its media goes through the owner's engine), in order.
+    Media(MediaCommand),
 }
 
 /// The actions of one input.
@@ -352,6 +355,22 @@ impl Routing {
     pub fn answer(&mut self, peer: PeerId, msg: ServerMessage, id: Option<String>) -> Actions {
         let answered = id.map(|id| (peer, id));
         self.deliver_answering(vec![(peer, msg)], answered.as_ref());
+        self.take()
+    }
+
+    // ----- The media engine's answers (`--media sfu`) -----
+
+    /// The media engine's description (answer or offer) for `session`, for its participant.
+    pub fn media_description(&mut self, session: &str, sdp: String) -> Actions {
+        let out = self.rooms.media_description(session, sdp);
+        self.deliver(out);
+        self.take()
+    }
+
+    /// The media engine lost or refused `session`: it ends (see [`Rooms::media_failed`]).
+    pub fn media_failed(&mut self, session: &str, reason: &str) -> Actions {
+        let out = self.rooms.media_failed(session, reason);
+        self.deliver(out);
         self.take()
     }
 
@@ -770,8 +789,11 @@ impl Routing {
 
     // ----- Inside -----
 
-    /// Hands out what the current input produced.
+    /// Hands out what the current input produced: its messages and Redis items, then what
+    /// the media engine must do (an independent, ordered queue of its own).
     fn take(&mut self) -> Actions {
+        let media = self.rooms.take_media().into_iter().map(Action::Media);
+        self.actions.extend(media);
         std::mem::take(&mut self.actions)
     }
 

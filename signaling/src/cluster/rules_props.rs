@@ -37,6 +37,7 @@ fn rules() -> RoomRules {
         ice_servers: Vec::new(),
         turn: None,
         max_streams: 4,
+        media: Default::default(),
     }
 }
 
@@ -390,6 +391,8 @@ impl Cluster {
                         self.received.entry(p).or_default().push(msg);
                     }
                 }
+                // Mesh rooms: the rules never ask for the media engine.
+                Action::Media(command) => panic!("a media command in a mesh room: {command:?}"),
                 Action::Close { peer } => {
                     let p = self
                         .connections

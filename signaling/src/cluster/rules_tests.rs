@@ -18,6 +18,7 @@ fn rules() -> RoomRules {
         ice_servers: Vec::new(),
         turn: None,
         max_streams: 4,
+        media: Default::default(),
     }
 }
 
@@ -46,6 +47,7 @@ fn describe(actions: &Actions) -> Vec<String> {
                 None => format!("send {peer} {}", kind(msg)),
             },
             Action::Close { peer } => format!("close {peer}"),
+            Action::Media(command) => format!("media {command:?}"),
             Action::Remote(Outbound::Push { node, envelope }) => {
                 format!("push {node} {}", describe_envelope(envelope))
             }
