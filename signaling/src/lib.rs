@@ -35,8 +35,6 @@ pub mod limits;
 pub mod media;
 pub mod rooms;
 pub mod server;
-// TEMPORARY (until the gst-room-sfu crate is merged): its agreed signatures.
-mod sfu_contract;
 pub mod tls;
 pub mod turn;
 pub mod web_guard;

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::rooms::{MediaCommand, StreamRef};
-use crate::sfu_contract::{Sfu, SfuConfig, SfuEvent, SfuLimits, StreamKey};
+use room_sfu::{Sfu, SfuConfig, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// The default UDP port of the media engine (`--media-port`).
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
@@ -46,39 +46,8 @@ pub struct SfuSettings {
     /// The UDP address the engine binds (`--media-port` on the listen address).
     pub bind: SocketAddr,
     /// The addresses peers send media to (its ICE candidates, `--media-ip`). Empty: the bound
-    /// address, or each interface address for a wildcard (see [`SfuSettings::advertised`]).
+    /// address, or every local address when bound to a wildcard.
     pub advertised: Vec<IpAddr>,
-}
-
-impl SfuSettings {
-    /// The addresses the engine announces: the configured ones, else the bound address, else
-    /// (a wildcard) every non-loopback interface address of its family (IPv4 and IPv6 for
-    /// `[::]`), else loopback.
-    pub fn advertised(&self) -> Vec<IpAddr> {
-        if !self.advertised.is_empty() {
-            return self.advertised.clone();
-        }
-        let bound = self.bind.ip();
-        if !bound.is_unspecified() {
-            return vec![bound];
-        }
-        let mut found: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.ip())
-            .filter(|ip| !ip.is_loopback() && (bound.is_ipv6() || ip.is_ipv4()))
-            .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
-            .collect();
-        found.sort();
-        found.dedup();
-        if found.is_empty() {
-            found.push(match bound {
-                IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
-                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            });
-        }
-        found
-    }
 }
 
 /// The running media engine, for `/healthz` and the log.
@@ -86,7 +55,6 @@ impl SfuSettings {
 pub struct Media {
     sfu: Sfu,
     addr: SocketAddr,
-    advertised: Vec<IpAddr>,
 }
 
 impl Media {
@@ -98,10 +66,9 @@ impl Media {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> std::io::Result<Media> {
-        let advertised = settings.advertised();
         let config = SfuConfig {
             bind: settings.bind,
-            advertised: advertised.clone(),
+            advertised: settings.advertised.clone(),
             limits: SfuLimits::default(),
         };
         let (sfu, events, engine) = Sfu::start(config, shutdown.clone())
@@ -121,16 +88,8 @@ impl Media {
         tasks.spawn(async move {
             let _ = engine.await;
         });
-        let ips: Vec<String> = advertised.iter().map(IpAddr::to_string).collect();
-        tracing::info!(
-            "media through the server: udp {addr}, announced as {} (open this UDP port)",
-            ips.join(", ")
-        );
-        Ok(Media {
-            sfu,
-            addr,
-            advertised,
-        })
+        tracing::info!("media through the server on udp {addr} (open this UDP port)");
+        Ok(Media { sfu, addr })
     }
 
     /// The engine's UDP address.
@@ -141,16 +100,22 @@ impl Media {
     /// Lines for `/healthz`: the media port, the sessions, the forwarding rate.
     pub fn health(&self) -> String {
         let stats = self.sfu.stats();
-        let ips: Vec<String> = self.advertised.iter().map(IpAddr::to_string).collect();
         format!(
-            "media: sfu udp {} ({})\nmedia sessions: {}\nmedia packets forwarded/s: {:.0}\nmedia datagrams dropped: {}\n",
+            "media: sfu udp {}\nmedia sessions: {} ({} connected)\nmedia frames forwarded/s: {}\nmedia datagrams sent/s: {}\nmedia datagrams dropped: {}\n",
             self.addr.port(),
-            ips.join(", "),
             stats.sessions,
-            stats.packets_forwarded_per_second,
-            stats.dropped_datagrams
+            stats.connected_sessions,
+            stats.frames_forwarded_per_second,
+            stats.datagrams_sent_per_second,
+            dropped(&stats)
         )
     }
+}
+
+/// Datagrams the engine dropped, for every reason.
+fn dropped(stats: &SfuStats) -> u64 {
+    let d = stats.dropped;
+    d.malformed + d.unknown_ufrag + d.unknown_address + d.rejected + d.session_error + d.send_failed
 }
 
 fn key(stream: StreamRef) -> StreamKey {
@@ -179,10 +144,14 @@ async fn carry_out(sfu: Sfu, mut queue: mpsc::Receiver<MediaCommand>, hub: Arc<H
                 .await
                 .map(Some),
             MediaCommand::Answer { answer, .. } => sfu.answer(&session, &answer).await.map(|_| None),
-            MediaCommand::Candidate { candidate, .. } => sfu
-                .remote_candidate(&session, &candidate)
-                .await
-                .map(|_| None),
+            // A candidate the engine cannot use (end-of-candidates, an mDNS name) leaves the
+            // session as it is: it still has the others, and the peer's checks.
+            MediaCommand::Candidate { candidate, .. } => {
+                if let Err(err) = sfu.remote_candidate(&session, &candidate).await {
+                    tracing::debug!(session, "candidate {candidate:?} not used: {err}");
+                }
+                Ok(None)
+            }
             MediaCommand::Close { .. } => {
                 sfu.close(&session).await;
                 Ok(None)
@@ -226,10 +195,12 @@ async fn log_figures(sfu: Sfu, shutdown: CancellationToken) {
         let stats = sfu.stats();
         if stats.sessions > 0 || last_sessions > 0 {
             tracing::info!(
-                "media: {} sessions, {:.0} packets/s forwarded, {} datagrams dropped",
+                "media: {} sessions ({} connected), {} frames/s forwarded, {} datagrams/s sent, {} datagrams dropped",
                 stats.sessions,
-                stats.packets_forwarded_per_second,
-                stats.dropped_datagrams
+                stats.connected_sessions,
+                stats.frames_forwarded_per_second,
+                stats.datagrams_sent_per_second,
+                dropped(&stats)
             );
         }
         last_sessions = stats.sessions;
