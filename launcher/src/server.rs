@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use room_signaling::cluster::ClusterConfig;
+use room_signaling::media::{DEFAULT_MEDIA_PORT, MediaConfig, SfuSettings};
 use room_signaling::protocol::IceServer;
 use room_signaling::tls::{self, TlsFiles};
 use room_signaling::{
@@ -125,6 +126,21 @@ pub struct ServerArgs {
     /// Most streams one participant publishes at a time (more: error too-many-streams).
     #[arg(long, default_value_t = DEFAULT_MAX_STREAMS, value_parser = at_least_one)]
     pub max_streams: usize,
+    /// Where media goes: mesh (peer to peer; the server carries none, each publisher uploads
+    /// every stream once per viewer) or sfu (through the server: each publisher uploads each
+    /// stream once, the server forwards it to every viewer, all on one UDP port, --media-port).
+    #[arg(long, value_enum, default_value_t = MediaArg::Mesh)]
+    pub media: MediaArg,
+    /// The UDP port of all media with --media sfu (on the --listen address): the one port to
+    /// open in a firewall besides the HTTP one.
+    #[arg(long, default_value_t = DEFAULT_MEDIA_PORT)]
+    pub media_port: u16,
+    /// An address peers send media to with --media sfu (repeatable), e.g. the public address
+    /// of a server behind NAT. Default: the --public-url host when it is an IP address or
+    /// resolves to one, else the addresses of the invite links (the listen address, or each
+    /// interface address for 0.0.0.0 / [::]).
+    #[arg(long = "media-ip", value_name = "IP")]
+    pub media_ips: Vec<IpAddr>,
     /// Chat messages per participant: RATE[:BURST] (per second; the burst defaults to 2×RATE).
     #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().chat)]
     pub chat_limit: RateLimit,
@@ -137,6 +153,15 @@ pub struct ServerArgs {
     /// Messages of any kind per participant: RATE[:BURST].
     #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().messages)]
     pub message_limit: RateLimit,
+}
+
+/// `--media`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaArg {
+    /// Peer to peer: the server carries no media.
+    Mesh,
+    /// Through the server (SFU).
+    Sfu,
 }
 
 fn at_least_one(arg: &str) -> Result<usize, String> {
@@ -210,6 +235,9 @@ impl std::fmt::Debug for ServerArgs {
             .field("play_limit", &self.play_limit)
             .field("room_event_limit", &self.room_event_limit)
             .field("message_limit", &self.message_limit)
+            .field("media", &self.media)
+            .field("media_port", &self.media_port)
+            .field("media_ips", &self.media_ips)
             .field("redis", &redacted(&self.redis))
             .field("node_id", &self.node_id)
             .field("advertise_url", &self.advertise_url)
@@ -249,6 +277,13 @@ impl ServerArgs {
         if let Some(dir) = &self.web_dir {
             config.web_dir = dir.clone();
         }
+        config.media = match self.media {
+            MediaArg::Mesh => MediaConfig::Mesh,
+            MediaArg::Sfu => MediaConfig::Sfu(SfuSettings {
+                bind: SocketAddr::new(self.listen.ip(), self.media_port),
+                advertised: self.media_addresses(),
+            }),
+        };
         config.cluster = self.redis.as_ref().map(|url| ClusterConfig {
             redis_url: url.clone(),
             node_id: self
@@ -265,6 +300,40 @@ impl ServerArgs {
 }
 
 impl ServerArgs {
+    /// The addresses the media server announces (`--media-ip`, see its help).
+    fn media_addresses(&self) -> Vec<IpAddr> {
+        if !self.media_ips.is_empty() {
+            return self.media_ips.clone();
+        }
+        let public_host = self
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
+        if let Some(host) = public_host {
+            match host.parse::<IpAddr>() {
+                Ok(ip) => return vec![ip],
+                Err(_) => {
+                    // Resolved once, at start: media goes to an address, not a name.
+                    let resolved: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(
+                        host.as_str(),
+                        self.media_port,
+                    ))
+                    .map(|addrs| addrs.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+                    if !resolved.is_empty() {
+                        return resolved;
+                    }
+                    eprintln!(
+                        "WARNING: --public-url host {host} does not resolve: media is announced on \
+                         the listen addresses; give --media-ip"
+                    );
+                }
+            }
+        }
+        invite::reachable_addresses(self.listen.ip(), &invite::interface_addresses())
+    }
+
     /// `--allow-origin` plus the origin of `--public-url`: behind a reverse proxy the page's own
     /// origin is the public one, and the proxy passes that name on as `Host`.
     fn allowed_origins_with_public_url(&self) -> Vec<String> {
@@ -334,6 +403,17 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Started> {
     }
     let mut config = args.config()?;
     config.tls = files;
+    if let MediaConfig::Sfu(media) = &config.media {
+        let ips: Vec<String> = media.advertised.iter().map(IpAddr::to_string).collect();
+        println!(
+            "media through the server: udp {} (open this UDP port), announced as {}",
+            media.bind,
+            match ips.is_empty() {
+                true => "every local address".to_owned(),
+                false => ips.join(", "),
+            }
+        );
+    }
     Ok(Started {
         listener,
         config,
