@@ -22,6 +22,7 @@ use gst::glib;
 
 pub mod app;
 pub mod audio_level;
+mod certificate;
 pub mod client;
 pub mod events;
 pub mod ice;

@@ -82,7 +82,7 @@ impl Media {
         let addr = sfu.local_addr();
         let (commands, queue) = mpsc::channel(QUEUE);
         hub.attach_media(commands);
-        tasks.spawn(carry_out(sfu.clone(), queue, hub.clone()));
+        tasks.spawn(carry_out(sfu.clone(), queue, hub.clone(), shutdown.clone()));
         tasks.spawn(follow_events(events, hub));
         tasks.spawn(log_figures(sfu.clone(), shutdown));
         tasks.spawn(async move {
@@ -126,9 +126,20 @@ fn key(stream: StreamRef) -> StreamKey {
     }
 }
 
-/// Calls the engine for each command, in order, and gives its answers to the rules.
-async fn carry_out(sfu: Sfu, mut queue: mpsc::Receiver<MediaCommand>, hub: Arc<Hub>) {
-    while let Some(command) = queue.recv().await {
+/// Calls the engine for each command, in order, and gives its answers to the rules, until
+/// `shutdown` (the hub, which holds the queue's sender, outlives this task).
+async fn carry_out(
+    sfu: Sfu,
+    mut queue: mpsc::Receiver<MediaCommand>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            command = queue.recv() => command,
+        };
+        let Some(command) = command else { return };
         let session = command.session().to_owned();
         let described = match command {
             MediaCommand::Publish { stream, offer, .. } => {

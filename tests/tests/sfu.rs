@@ -15,12 +15,18 @@ use room_signaling::media::{MediaConfig, SfuSettings};
 const RED: Rgb = [230, 20, 20];
 const TOLERANCE: u8 = 40;
 
-/// A server that carries media, on a free UDP port of 127.0.0.1.
+/// A server that carries media, on a free UDP port of every address (libnice pairs no
+/// candidate of the machine's interface with a loopback one).
 fn sfu_server() -> TestServer {
+    // The server's log, with RUST_LOG=room_signaling=debug,room_sfu=debug.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     TestServer::start(room_signaling::Config {
         max_participants: 8,
         media: MediaConfig::Sfu(SfuSettings {
-            bind: "127.0.0.1:0".parse().unwrap(),
+            bind: "0.0.0.0:0".parse().unwrap(),
             advertised: Vec::new(),
         }),
         ..Default::default()

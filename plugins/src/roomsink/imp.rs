@@ -14,7 +14,7 @@ use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
 
 use super::bitrate;
-use super::certificate::{self, DtlsCertificate};
+use crate::certificate::{self, DtlsCertificate};
 use super::demand;
 use super::encode;
 

@@ -16,7 +16,6 @@ use gst::glib;
 use gst::prelude::*;
 
 mod bitrate;
-mod certificate;
 mod congestion;
 mod demand;
 mod encode;

@@ -1,7 +1,7 @@
 //! The subclass behind [`super::RoomSrc`].
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -12,6 +12,7 @@ use room_protocol::{Participant, ServerMessage};
 
 use crate::RUNTIME;
 use crate::audio_level::{self, LevelSource};
+use crate::certificate::{self, DtlsCertificate};
 use crate::client::{Event, RoomClient, Status};
 use crate::events::{self, RoomSettings};
 use crate::membership::{self, Membership};
@@ -145,9 +146,18 @@ pub struct RoomSrc {
     speaking: Mutex<Detector<String>>,
     /// The task deciding the speaker and posting levels, while running.
     speaker_ticks: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The DTLS certificate every session presents (made for the first one).
+    certificate: std::sync::OnceLock<Arc<DtlsCertificate>>,
 }
 
 impl RoomSrc {
+    /// The element's ECDSA DTLS certificate (see `crate::certificate`).
+    fn certificate(&self) -> Arc<DtlsCertificate> {
+        self.certificate
+            .get_or_init(|| Arc::new(certificate::generate().expect("an ECDSA P-256 key pair")))
+            .clone()
+    }
+
     fn client(&self) -> Option<RoomClient> {
         let state = self.state.lock().unwrap();
         state.membership.as_ref().map(|m| m.client().clone())
@@ -379,10 +389,13 @@ impl RoomSrc {
         };
         gst::debug!(CAT, imp = self, "{user}/{stream} ICE: {ice:?}");
         let signaller = RoomSignaller::viewer(client, user, stream);
+        let certificate = self.certificate();
+        signaller.present_fingerprint(&certificate.fingerprint);
         signaller.connect("webrtcbin-ready", false, move |args| {
             let webrtcbin = args[2].get::<gst::Element>().expect("signal arg");
             webrtcbin.set_property("latency", latency);
             ice.apply(&webrtcbin);
+            certificate::use_for_webrtcbin(&webrtcbin, &certificate);
             webrtcbin.connect_pad_added(sink_unused_pad);
             None
         });

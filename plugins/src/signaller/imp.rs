@@ -40,6 +40,8 @@ pub struct RoomSignaller {
     /// participant in the room: the element's release does the leaving.
     config: Mutex<Option<(Role, RoomClient)>>,
     state: Mutex<State>,
+    /// The fingerprint the descriptions sent must carry, when the element set one.
+    fingerprint: Mutex<Option<String>>,
 }
 
 /// What exists between start and stop.
@@ -54,6 +56,10 @@ struct State {
 impl RoomSignaller {
     pub fn configure(&self, role: Role, client: &RoomClient) {
         *self.config.lock().unwrap() = Some((role, client.clone()));
+    }
+
+    pub fn present_fingerprint(&self, fingerprint: &str) {
+        *self.fingerprint.lock().unwrap() = Some(fingerprint.to_owned());
     }
 
     pub fn set_media(&self, audio: bool, video: bool) {
@@ -244,6 +250,11 @@ impl SignallableImpl for RoomSignaller {
                     .obj()
                     .emit_by_name::<()>("error", &[&format!("cannot write SDP: {err}")]);
             }
+        };
+        let fingerprint = self.fingerprint.lock().unwrap().clone();
+        let text = match fingerprint {
+            Some(fingerprint) => crate::certificate::with_fingerprint_text(&text, &fingerprint),
+            None => text.to_string(),
         };
         let description = SessionDescription { kind, sdp: text };
         self.send(ClientMessage::Sdp {

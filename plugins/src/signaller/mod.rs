@@ -57,6 +57,12 @@ impl RoomSignaller {
         self.imp().set_media(audio, video);
     }
 
+    /// The SHA-256 fingerprint of the DTLS certificate this end's webrtcbin presents: its
+    /// descriptions carry it (GStreamer 1.22 writes a wrong one, see `crate::certificate`).
+    pub fn present_fingerprint(&self, fingerprint: &str) {
+        self.imp().present_fingerprint(fingerprint);
+    }
+
     /// Ids of the sessions this signaller is an end of.
     pub fn sessions(&self) -> Vec<String> {
         self.imp().sessions()

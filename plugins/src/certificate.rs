@@ -1,14 +1,18 @@
-//! One DTLS certificate per roomsink: ECDSA P-256, made once when the element is created and
-//! presented by every viewer's session.
+//! One DTLS certificate per element (roomsink, roomsrc): ECDSA P-256, made once when the
+//! element is created and presented by every session of it.
 //!
 //! Without it each session's webrtcbin uses GStreamer's generated RSA certificate, and peers
 //! that offer only ECDHE-ECDSA cipher suites (aiortc) fail the handshake with "no shared
-//! cipher" while GStreamer is the DTLS server. ECDSA also makes each handshake cheaper.
+//! cipher" while GStreamer is the DTLS server; a server that carries media (`--media sfu`, its
+//! DTLS stack signs with ECDSA only) asks the viewer for an ECDSA certificate and refuses the
+//! handshake without one ("no client certificate received"). ECDSA also makes each handshake
+//! cheaper.
 //!
-//! webrtcsink builds each session in a pipeline of its own (`consumer-pipeline-created`); the
-//! certificate goes to the `dtlssrtpdec` of that pipeline's webrtcbin as its `pem` (certificate
-//! then key) when the transport is added, before the offer is made, and the offer's
-//! `a=fingerprint` is corrected on its way out (see [`correct_fingerprints`]).
+//! webrtcsink builds each session in a pipeline of its own (`consumer-pipeline-created`);
+//! webrtcsrc hands out each session's webrtcbin (`webrtcbin-ready`). The certificate goes to
+//! the webrtcbin's `dtlssrtpdec` as its `pem` (certificate then key) when the transport is
+//! added, before any description is made, and the `a=fingerprint` of the descriptions is
+//! corrected on their way out (see [`correct_fingerprints`], [`with_fingerprint_text`]).
 
 use gst::glib;
 use gst::prelude::*;
@@ -57,6 +61,20 @@ pub fn use_for_sessions(webrtcsink: &gst::Element, certificate: &DtlsCertificate
         pipeline.connect_deep_element_added(move |_, _, element| set_pem_within(element, &pem_));
         None
     });
+}
+
+/// Makes the webrtcbin of a viewer's session (webrtcsrc's `webrtcbin-ready`) present
+/// `certificate`; the session's signaller corrects its answer's fingerprint
+/// ([`with_fingerprint_text`]).
+pub fn use_for_webrtcbin(webrtcbin: &gst::Element, certificate: &DtlsCertificate) {
+    set_pem_within(webrtcbin, &certificate.pem);
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    let pem = certificate.pem.clone();
+    bin.connect_element_added(move |_, element| set_pem_within(element, &pem));
+    let pem = certificate.pem.clone();
+    bin.connect_deep_element_added(move |_, _, element| set_pem_within(element, &pem));
 }
 
 fn set_pem_within(element: &gst::Element, pem: &str) {
@@ -139,8 +157,15 @@ fn with_fingerprint(
     fingerprint: &str,
 ) -> Option<gst_webrtc::WebRTCSessionDescription> {
     let text = desc.sdp().as_text().ok()?;
-    let munged: String = text
-        .split_inclusive('\n')
+    let munged = with_fingerprint_text(&text, fingerprint);
+    let sdp = gst_sdp::SDPMessage::parse_buffer(munged.as_bytes()).ok()?;
+    Some(gst_webrtc::WebRTCSessionDescription::new(desc.type_(), sdp))
+}
+
+/// `sdp` with every `a=fingerprint` line giving `fingerprint` (SHA-256), the certificate's real
+/// one (see [`correct_fingerprints`] for why).
+pub fn with_fingerprint_text(sdp: &str, fingerprint: &str) -> String {
+    sdp.split_inclusive('\n')
         .map(|line| {
             if line.starts_with("a=fingerprint:") {
                 format!("a=fingerprint:sha-256 {fingerprint}\r\n")
@@ -148,7 +173,5 @@ fn with_fingerprint(
                 line.to_string()
             }
         })
-        .collect();
-    let sdp = gst_sdp::SDPMessage::parse_buffer(munged.as_bytes()).ok()?;
-    Some(gst_webrtc::WebRTCSessionDescription::new(desc.type_(), sdp))
+        .collect()
 }
