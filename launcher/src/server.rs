@@ -131,14 +131,15 @@ pub struct ServerArgs {
     /// stream once, the server forwards it to every viewer, all on one UDP port, --media-port).
     #[arg(long, value_enum, default_value_t = MediaArg::Mesh)]
     pub media: MediaArg,
-    /// The UDP port of all media with --media sfu (on the --listen address): the one port to
-    /// open in a firewall besides the HTTP one.
+    /// The UDP port of all media with --media sfu (on the --listen address; on every address
+    /// for a loopback --listen, as peers on this machine send from its other addresses): the
+    /// one port to open in a firewall besides the HTTP one.
     #[arg(long, default_value_t = DEFAULT_MEDIA_PORT)]
     pub media_port: u16,
     /// An address peers send media to with --media sfu (repeatable), e.g. the public address
     /// of a server behind NAT. Default: the --public-url host when it is an IP address or
     /// resolves to one, else the addresses of the invite links (the listen address, or each
-    /// interface address for 0.0.0.0 / [::]).
+    /// interface address for 0.0.0.0 / [::]); for a loopback --listen, every local address.
     #[arg(long = "media-ip", value_name = "IP")]
     pub media_ips: Vec<IpAddr>,
     /// Chat messages per participant: RATE[:BURST] (per second; the burst defaults to 2×RATE).
@@ -153,6 +154,18 @@ pub struct ServerArgs {
     /// Messages of any kind per participant: RATE[:BURST].
     #[arg(long, value_name = "RATE[:BURST]", default_value_t = RateLimits::default().messages)]
     pub message_limit: RateLimit,
+}
+
+/// The address the media port binds: the listen address, except for a loopback one: WebRTC
+/// stacks (libnice, Chromium) gather no loopback candidates, so media of this machine's
+/// participants arrives from its other addresses; the port then listens on all of them (IPv4
+/// and IPv6 alike for `::1`).
+fn media_bind_ip(listen: IpAddr) -> IpAddr {
+    match listen {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::from([0, 0, 0, 0]),
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        other => other,
+    }
 }
 
 /// `--media`.
@@ -280,7 +293,7 @@ impl ServerArgs {
         config.media = match self.media {
             MediaArg::Mesh => MediaConfig::Mesh,
             MediaArg::Sfu => MediaConfig::Sfu(SfuSettings {
-                bind: SocketAddr::new(self.listen.ip(), self.media_port),
+                bind: SocketAddr::new(media_bind_ip(self.listen.ip()), self.media_port),
                 advertised: self.media_addresses(),
             }),
         };
@@ -300,7 +313,9 @@ impl ServerArgs {
 }
 
 impl ServerArgs {
-    /// The addresses the media server announces (`--media-ip`, see its help).
+    /// The addresses the media server announces (`--media-ip`, see its help); empty for a
+    /// loopback server: the media server then announces every local address (see
+    /// [`media_bind_ip`]).
     fn media_addresses(&self) -> Vec<IpAddr> {
         if !self.media_ips.is_empty() {
             return self.media_ips.clone();
@@ -330,6 +345,9 @@ impl ServerArgs {
                     );
                 }
             }
+        }
+        if self.listen.ip().is_loopback() {
+            return Vec::new();
         }
         invite::reachable_addresses(self.listen.ip(), &invite::interface_addresses())
     }
