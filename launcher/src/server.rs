@@ -330,12 +330,10 @@ impl ServerArgs {
                 Ok(ip) => return vec![ip],
                 Err(_) => {
                     // Resolved once, at start: media goes to an address, not a name.
-                    let resolved: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(
-                        host.as_str(),
-                        self.media_port,
-                    ))
-                    .map(|addrs| addrs.map(|a| a.ip()).collect())
-                    .unwrap_or_default();
+                    let resolved: Vec<IpAddr> =
+                        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), self.media_port))
+                            .map(|addrs| addrs.map(|a| a.ip()).collect())
+                            .unwrap_or_default();
                     if !resolved.is_empty() {
                         return resolved;
                     }

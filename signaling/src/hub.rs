@@ -6,7 +6,10 @@
 //! messages go — and carries out the [`Action`]s it returns while still holding the lock, so
 //! every participant sees room events in the same order the rules produced them. The cluster's
 //! tasks (`crate::cluster`) feed it what they read from Redis the same way ([`Hub::update`]);
-//! the hub hands what the routing sends to other nodes to the cluster's writer queue.
+//! the hub hands what the routing sends to other nodes to the cluster's writer queue, and what
+//! it asks of the media engine (`--media sfu`) to the media task's queue (`crate::media`): both
+//! filled under the lock without waiting, in the rules' order, and emptied by their tasks
+//! outside it — the engine is never called, let alone awaited, while the lock is held.
 //!
 //! The lock is a std `Mutex`: nothing awaits while holding it (delivery is `try_send`), and the
 //! critical sections are short. A connection whose queue is full is a reader that cannot keep

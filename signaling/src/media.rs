@@ -71,14 +71,12 @@ impl Media {
             advertised: settings.advertised.clone(),
             limits: SfuLimits::default(),
         };
-        let (sfu, events, engine) = Sfu::start(config, shutdown.clone())
-            .await
-            .map_err(|e| {
-                std::io::Error::other(format!(
-                    "cannot start the media server on udp {}: {e}",
-                    settings.bind
-                ))
-            })?;
+        let (sfu, events, engine) = Sfu::start(config, shutdown.clone()).await.map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot start the media server on udp {}: {e}",
+                settings.bind
+            ))
+        })?;
         let addr = sfu.local_addr();
         let (commands, queue) = mpsc::channel(QUEUE);
         hub.attach_media(commands);
@@ -154,7 +152,9 @@ async fn carry_out(
                 .subscribe(&session, key(stream), audio, video)
                 .await
                 .map(Some),
-            MediaCommand::Answer { answer, .. } => sfu.answer(&session, &answer).await.map(|_| None),
+            MediaCommand::Answer { answer, .. } => {
+                sfu.answer(&session, &answer).await.map(|_| None)
+            }
             // A candidate the engine cannot use (end-of-candidates, an mDNS name) leaves the
             // session as it is: it still has the others, and the peer's checks.
             MediaCommand::Candidate { candidate, .. } => {

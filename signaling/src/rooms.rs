@@ -700,7 +700,11 @@ impl Rooms {
             (member.username.clone(), info, member.room.clone())
         };
         let mut out = Outbox::new();
-        if !self.sessions.values().any(|s| s.is_ingest_of(publisher, stream)) {
+        if !self
+            .sessions
+            .values()
+            .any(|s| s.is_ingest_of(publisher, stream))
+        {
             out.extend(self.open_ingest(publisher, stream));
         }
         let session = self.new_session(Session {
@@ -807,7 +811,10 @@ impl Rooms {
             "stopped by {}",
             self.username(peer).map(String::as_str).unwrap_or("peer")
         );
-        let ended = self.sessions.remove(session).expect("checked by session_peer");
+        let ended = self
+            .sessions
+            .remove(session)
+            .expect("checked by session_peer");
         match other {
             End::Peer(other) => Ok(vec![(
                 other,
@@ -1796,7 +1803,13 @@ mod sfu_tests {
         let mut r = sfu_rooms();
         for (peer, name) in [(1, "ann"), (2, "bob"), (3, "cid")] {
             r.connect(peer);
-            r.join(peer, "a".into(), name.into(), Ok(Grants::PARTICIPANT), SystemTime::now());
+            r.join(
+                peer,
+                "a".into(),
+                name.into(),
+                Ok(Grants::PARTICIPANT),
+                SystemTime::now(),
+            );
         }
         let out = r.handle(1, publish("main"));
         assert_eq!(
@@ -1875,7 +1888,10 @@ mod sfu_tests {
     #[test]
     fn the_publishers_offer_goes_to_the_engine_and_its_answer_back() {
         let mut r = room_with_a_stream();
-        assert!(r.handle(1, sdp("s1", SdpType::Offer, "v=0 offer")).is_empty());
+        assert!(
+            r.handle(1, sdp("s1", SdpType::Offer, "v=0 offer"))
+                .is_empty()
+        );
         let ice = ClientMessage::Ice {
             session: "s1".into(),
             candidate: "candidate:1 1 UDP 1 10.0.0.1 5000 typ host".into(),
@@ -1915,7 +1931,13 @@ mod sfu_tests {
         let out = r.handle(1, sdp("s1", SdpType::Answer, "v=0"));
         assert!(matches!(
             out[..],
-            [(1, ServerMessage::Error { code: ErrorCode::BadSdp, .. })]
+            [(
+                1,
+                ServerMessage::Error {
+                    code: ErrorCode::BadSdp,
+                    ..
+                }
+            )]
         ));
     }
 
@@ -1949,7 +1971,10 @@ mod sfu_tests {
             &out[..],
             [(2, ServerMessage::Sdp { description, .. })] if description.kind == SdpType::Offer
         ));
-        assert!(r.handle(2, sdp("s2", SdpType::Answer, "v=0 answer")).is_empty());
+        assert!(
+            r.handle(2, sdp("s2", SdpType::Answer, "v=0 answer"))
+                .is_empty()
+        );
         assert_eq!(
             r.take_media(),
             [MediaCommand::Answer {
@@ -1960,17 +1985,35 @@ mod sfu_tests {
         // The viewer answers; the publisher and the others are no end of this session.
         assert!(matches!(
             r.handle(2, sdp("s2", SdpType::Offer, "v=0"))[..],
-            [(2, ServerMessage::Error { code: ErrorCode::BadSdp, .. })]
+            [(
+                2,
+                ServerMessage::Error {
+                    code: ErrorCode::BadSdp,
+                    ..
+                }
+            )]
         ));
         for peer in [1, 3] {
             assert!(matches!(
                 r.handle(peer, stop("s2"))[..],
-                [(_, ServerMessage::Error { code: ErrorCode::UnknownSession, .. })]
+                [(
+                    _,
+                    ServerMessage::Error {
+                        code: ErrorCode::UnknownSession,
+                        ..
+                    }
+                )]
             ));
         }
         assert!(matches!(
             play(&mut r, 2)[..],
-            [(2, ServerMessage::Error { code: ErrorCode::AlreadyPlaying, .. })]
+            [(
+                2,
+                ServerMessage::Error {
+                    code: ErrorCode::AlreadyPlaying,
+                    ..
+                }
+            )]
         ));
         assert!(r.take_media().is_empty());
     }
@@ -2062,7 +2105,10 @@ mod sfu_tests {
             },
         );
         assert_eq!(ended(&out), [(1, "s1".into()), (2, "s2".into())]);
-        assert!(matches!(out.last(), Some((2, ServerMessage::Unpublished { .. }))));
+        assert!(matches!(
+            out.last(),
+            Some((2, ServerMessage::Unpublished { .. }))
+        ));
         assert_eq!(r.take_media(), [close("s1"), close("s2")]);
         // The publisher dropping with a stream and a viewer: everything goes, in order.
         r.handle(1, publish("main"));
@@ -2081,7 +2127,13 @@ mod sfu_tests {
         });
         for (peer, name) in [(1, "ann"), (2, "bob")] {
             r.connect(peer);
-            r.join(peer, "a".into(), name.into(), Ok(Grants::PARTICIPANT), SystemTime::now());
+            r.join(
+                peer,
+                "a".into(),
+                name.into(),
+                Ok(Grants::PARTICIPANT),
+                SystemTime::now(),
+            );
         }
         assert_eq!(r.handle(1, publish("main")).len(), 1);
         play(&mut r, 2);

@@ -23,14 +23,18 @@ fn sfu_server() -> TestServer {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    TestServer::start(room_signaling::Config {
+    TestServer::start(sfu_server_config())
+}
+
+fn sfu_server_config() -> room_signaling::Config {
+    room_signaling::Config {
         max_participants: 8,
         media: MediaConfig::Sfu(SfuSettings {
             bind: "0.0.0.0:0".parse().unwrap(),
             advertised: Vec::new(),
         }),
         ..Default::default()
-    })
+    }
 }
 
 fn shows(viewer: &Viewer, pad: &str, colour: Rgb) -> Seen {
@@ -80,7 +84,9 @@ fn count_sessions(sink: &gst::Element) -> Arc<AtomicUsize> {
 fn viewers_of_bot(url: &str, room: &str, names: &[&str]) -> Vec<Viewer> {
     names
         .iter()
-        .map(|name| Viewer::new(url, &format!("room={room} username={name} participant=bot")).start())
+        .map(|name| {
+            Viewer::new(url, &format!("room={room} username={name} participant=bot")).start()
+        })
         .collect()
 }
 
@@ -197,10 +203,14 @@ async fn stop_unpublish_and_leave_end_sessions_as_in_a_mesh_room() {
 
     // Publish: the others hear of it, the publisher is asked for its ingest.
     let ingest = publish_to_the_server(&mut ann, "main").await;
-    bob.recv_until("published", |m| matches!(m, ServerMessage::Published { .. }))
-        .await;
-    cid.recv_until("published", |m| matches!(m, ServerMessage::Published { .. }))
-        .await;
+    bob.recv_until("published", |m| {
+        matches!(m, ServerMessage::Published { .. })
+    })
+    .await;
+    cid.recv_until("published", |m| {
+        matches!(m, ServerMessage::Published { .. })
+    })
+    .await;
     let bobs = play_through_the_server(&mut bob, "main").await;
     let cids = play_through_the_server(&mut cid, "main").await;
     // The viewers' sessions are the server's: the publisher hears nothing of them.
@@ -231,22 +241,31 @@ async fn stop_unpublish_and_leave_end_sessions_as_in_a_mesh_room() {
 
     // Publish again; the publisher leaves: sessions end, `unpublished`, then `left`.
     let _ingest = publish_to_the_server(&mut ann, "main").await;
-    bob.recv_until("published", |m| matches!(m, ServerMessage::Published { .. }))
-        .await;
-    cid.recv_until("published", |m| matches!(m, ServerMessage::Published { .. }))
-        .await;
+    bob.recv_until("published", |m| {
+        matches!(m, ServerMessage::Published { .. })
+    })
+    .await;
+    cid.recv_until("published", |m| {
+        matches!(m, ServerMessage::Published { .. })
+    })
+    .await;
     let bobs = play_through_the_server(&mut bob, "main").await;
     ann.send(&ClientMessage::Leave {}).await;
     assert_eq!(ended_until(&mut bob, is_unpublished).await, [bobs]);
     let left = bob.recv().await;
-    assert!(matches!(&left, ServerMessage::Left { username } if username == "ann"), "{left:?}");
+    assert!(
+        matches!(&left, ServerMessage::Left { username } if username == "ann"),
+        "{left:?}"
+    );
     assert!(ended_until(&mut cid, is_unpublished).await.is_empty());
 
     // A viewer leaving ends its own session: the server has nothing to tell anyone but `left`.
     let mut dan = Client::join(&url, "ends", "dan").await;
     let _ingest = publish_to_the_server(&mut dan, "cam").await;
-    bob.recv_until("published", |m| matches!(m, ServerMessage::Published { .. }))
-        .await;
+    bob.recv_until("published", |m| {
+        matches!(m, ServerMessage::Published { .. })
+    })
+    .await;
     let session = bob.play_session("dan", "cam").await;
     bob.recv_until("offer", |m| matches!(m, ServerMessage::Sdp { .. }))
         .await;
@@ -257,5 +276,44 @@ async fn stop_unpublish_and_leave_end_sessions_as_in_a_mesh_room() {
         "{ended:?}"
     );
     let left = dan.recv().await;
-    assert!(matches!(&left, ServerMessage::Left { username } if username == "bob"), "{left:?}");
+    assert!(
+        matches!(&left, ServerMessage::Left { username } if username == "bob"),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn after_a_server_restart_the_elements_rejoin_and_media_resumes_through_the_new_server() {
+    init();
+    let mut server = sfu_server();
+    let url = server.ws_url();
+    let addr = server.addr;
+    let publisher = start(&publisher_line(&url, "back", "bot", RED, ""));
+    let viewer = Viewer::new(&url, "room=back username=viewer participant=bot").start();
+    shows(&viewer, "video_bot", RED);
+
+    server.stop();
+    wait_for_event(&viewer.pipeline, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("reconnecting")
+    });
+    // The same address again, with a new media engine (another UDP port): both participants
+    // rejoin, bot re-publishes (a new ingest), the viewer plays it through the new engine.
+    let _server = TestServer::start_on(addr, sfu_server_config());
+    wait_for_event(&viewer.pipeline, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("joined")
+    });
+    let back = Instant::now();
+    let before = viewer.seen().frames.get("video_bot").copied().unwrap_or(0);
+    viewer.wait("frames after the rejoin", |s| {
+        s.frames.get("video_bot").copied().unwrap_or(0) >= before + 10
+    });
+    let took = back.elapsed();
+    eprintln!(
+        "restart (sfu): 10 new frames {:.2} s after the viewer rejoined",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    shows(&viewer, "video_bot", RED);
+    fail_on_error(&publisher);
+    stop(&publisher);
 }

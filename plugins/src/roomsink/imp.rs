@@ -14,9 +14,9 @@ use crate::mute::Medium;
 use crate::signaller::RoomSignaller;
 
 use super::bitrate;
-use crate::certificate::{self, DtlsCertificate};
 use super::demand;
 use super::encode;
+use crate::certificate::{self, DtlsCertificate};
 
 const DEFAULT_STREAM: &str = "main";
 const DEFAULT_MUTE_AUDIO: bool = false;

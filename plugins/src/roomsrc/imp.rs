@@ -1191,7 +1191,44 @@ impl ElementImpl for RoomSrc {
     }
 }
 
-impl BinImpl for RoomSrc {}
+impl BinImpl for RoomSrc {
+    /// An error inside one player (its webrtcsrc) ends that player, not the pipeline: it is
+    /// reported as a warning and the stream is played again if still published, as when its
+    /// session ends. A server that carries media (`--media sfu`) closes a session's DTLS
+    /// (close_notify) when it ends it or stops, and webrtcbin 1.22 turns that into a flow error
+    /// of its transport, which would otherwise stop a gst-launch viewer.
+    fn handle_message(&self, msg: gst::Message) {
+        if let gst::MessageView::Error(err) = msg.view()
+            && let Some(signaller) = self.player_of(msg.src())
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                [
+                    "a player failed, playing again if still published: {} ({:?})",
+                    err.error(),
+                    err.debug()
+                ]
+            );
+            self.on_session_ended(signaller);
+            return;
+        }
+        self.parent_handle_message(msg)
+    }
+}
+
+impl RoomSrc {
+    /// The signaller of the player whose webrtcsrc is `src` or contains it.
+    fn player_of(&self, src: Option<&gst::Object>) -> Option<RoomSignaller> {
+        let src = src?;
+        let state = self.state.lock().unwrap();
+        state
+            .players
+            .values()
+            .find(|p| src == p.src.upcast_ref::<gst::Object>() || src.has_as_ancestor(&p.src))
+            .map(|p| p.signaller.clone())
+    }
+}
 
 #[cfg(test)]
 mod tests {
