@@ -317,3 +317,43 @@ fn after_a_server_restart_the_elements_rejoin_and_media_resumes_through_the_new_
     fail_on_error(&publisher);
     stop(&publisher);
 }
+
+/// The `media sessions: N` figure of a server's `/healthz`.
+async fn media_sessions(addr: &str) -> usize {
+    let (_, body) = http_get(addr, "/healthz").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("media sessions: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no media sessions in {body:?}"))
+}
+
+/// Two nodes on one Redis: the room is owned by node 1, where the publisher joins first; the
+/// viewer connects to node 2, yet its media session is with node 1's engine, as the ingest is.
+#[test]
+fn with_two_nodes_the_media_goes_through_the_rooms_owner() {
+    use gst_room_tests::cluster::{Node, RedisServer};
+    init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime.block_on(RedisServer::start());
+    let nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .map(|id| Node::start(id, &redis, sfu_server_config()))
+        .collect();
+    let publisher = start(&publisher_line(&nodes[0].ws_url(), "owned", "bot", RED, ""));
+    wait_for_event(&publisher, "room-session-status", |s| {
+        s.get::<&str>("status") == Ok("joined")
+    });
+    let viewer = Viewer::new(
+        &nodes[1].ws_url(),
+        "room=owned username=viewer participant=bot",
+    )
+    .start();
+    shows(&viewer, "video_bot", RED);
+    let owner = runtime.block_on(media_sessions(&nodes[0].addr.to_string()));
+    let edge = runtime.block_on(media_sessions(&nodes[1].addr.to_string()));
+    eprintln!("media sessions: owner {owner}, the viewer's node {edge}");
+    assert_eq!((owner, edge), (2, 0));
+    stop(&viewer.pipeline);
+    stop(&publisher);
+}
