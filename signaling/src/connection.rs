@@ -121,7 +121,12 @@ pub async fn serve<S>(
     tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
     let (mut sink, mut frames) = socket.split();
-    let mut ping = tokio::time::interval(config.ping_interval);
+    // The first ping one interval from now, not at once: the peer has just spoken (its
+    // handshake), and a ping in the middle of every join costs both ends a frame each way.
+    // A tick that comes late (a busy runtime) is not made up for with a burst of pings.
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let limiters = Limiters::new(config.rate_limits);
     gate.deadline = Some(Instant::now() + config.join_timeout);
