@@ -12,7 +12,10 @@
 //!    `--concurrency` handshakes at a time; seat 0 of every room first, then seats 1 and 2.
 //!    Anchor: connect, welcome, `setPeerStatus` (producer for seat 0; the others register
 //!    without a role, as webrtcsrc does with a producer id) — the stock server has no rooms and
-//!    no join reply, so its join ends at the welcome;
+//!    no join reply, so its join ends at the welcome. The CPU time the servers and the load
+//!    generator itself spent in this phase is reported per join: both share the machine's
+//!    cores, so a load generator that costs as much as the server caps the join rate of both
+//!    sides alike;
 //! 2. seat 0 publishes; memory: server RSS after minus before, divided by N (/proc/PID/status);
 //! 3. chat (ours only: the stock server has none): `--rate` messages a second, rooms and
 //!    senders in turn, each stamped with its send time; fan-out latency is measured at the
@@ -38,20 +41,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use async_tungstenite::tokio::client_async;
+use async_tungstenite::tokio::client_async_with_config;
 use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::StreamExt;
 use room_protocol::{ClientMessage, SdpType, ServerMessage, SessionDescription};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Child, Figure, Summary, median, ms, process_rss};
+use super::{Child, Figure, Summary, median, ms, process_cpu, process_rss};
 
 /// Prefix of the load generator's result line.
 const RESULT: &str = "result ";
 /// Participants per room (the room server's default capacity).
 const ROOM_SIZE: usize = 3;
+/// The load generator's read buffer per connection. tungstenite's default (128 KiB) is zeroed
+/// on every read, and a fresh one faults its pages in on the first: with it the load
+/// generator spent a third of its CPU in `memset` and page faults and cost more per join than
+/// the server it measures (both share the machine). The largest message it reads is an SDP of
+/// ~1.5 KB; a larger frame still grows the buffer.
+const READ_BUFFER: usize = 4 * 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
@@ -139,6 +149,9 @@ struct LoadResult {
     joined: usize,
     join_seconds: f64,
     join_ms: Vec<f64>,
+    /// CPU seconds the servers, and this load generator, used during the join phase.
+    join_cpu_servers: f64,
+    join_cpu_load: f64,
     rss_before: u64,
     rss_after: u64,
     chat_sent: usize,
@@ -379,6 +392,8 @@ impl LoadResult {
             all.joined += r.joined;
             all.join_seconds = all.join_seconds.max(r.join_seconds);
             all.join_ms.extend(r.join_ms);
+            all.join_cpu_servers += r.join_cpu_servers;
+            all.join_cpu_load += r.join_cpu_load;
             all.rss_before = all.rss_before.min(r.rss_before);
             all.rss_after = all.rss_after.max(r.rss_after);
             all.chat_sent += r.chat_sent;
@@ -409,6 +424,9 @@ fn figures(ours: &[LoadResult], anchor: &[LoadResult]) -> Vec<Figure> {
         (r.rss_after as f64 - r.rss_before as f64) / 1024.0 / r.joined.max(1) as f64
     };
     let held = |r: &LoadResult| r.held as f64;
+    let per_join = |cpu: f64, r: &LoadResult| cpu * 1e6 / r.joined.max(1) as f64;
+    let server_cpu = |r: &LoadResult| per_join(r.join_cpu_servers, r);
+    let load_cpu = |r: &LoadResult| per_join(r.join_cpu_load, r);
 
     let mut figures = Vec::new();
     let mut per_run_figure = |name: &str, unit: &'static str, f: &dyn Fn(&LoadResult) -> f64| {
@@ -421,6 +439,8 @@ fn figures(ours: &[LoadResult], anchor: &[LoadResult]) -> Vec<Figure> {
         }
     };
     per_run_figure("join_rate", "joins/s", &join_rate);
+    per_run_figure("join_cpu_server", "µs/join", &server_cpu);
+    per_run_figure("join_cpu_load_generator", "µs/join", &load_cpu);
     per_run_figure("memory_per_participant", "KiB", &memory);
     per_run_figure("connections_held", "connections", &held);
     let mut sampled = |name: &str, f: &dyn Fn(&LoadResult) -> &Vec<f64>, with_anchor: bool| {
@@ -504,6 +524,11 @@ fn seat_of(username: &str) -> Option<usize> {
     username.strip_prefix('p')?.parse().ok()
 }
 
+/// CPU time used so far by all the servers.
+fn total_cpu(pids: &[u32]) -> anyhow::Result<Duration> {
+    pids.iter().map(|pid| process_cpu(*pid)).sum()
+}
+
 /// Resident memory of all the servers.
 fn total_rss(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|pid| process_rss(*pid)).sum()
@@ -548,6 +573,8 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
 
     // 1. Joins: publishers first (the anchor's viewers need their producer's id).
+    let me = std::process::id();
+    let cpu_before = (total_cpu(&args.server_pid)?, process_cpu(me)?);
     let started = Instant::now();
     let mut seats: Vec<[Option<Peer>; ROOM_SIZE]> =
         (0..rooms).map(|_| [None, None, None]).collect();
@@ -582,6 +609,8 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     result.join_seconds = started.elapsed().as_secs_f64();
+    result.join_cpu_servers = (total_cpu(&args.server_pid)? - cpu_before.0).as_secs_f64();
+    result.join_cpu_load = (process_cpu(me)? - cpu_before.1).as_secs_f64();
     result.joined = result.join_ms.len();
 
     // 2. Publish, settle, memory.
@@ -701,7 +730,8 @@ async fn join(
         .await
         .context("connecting")?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = client_async(url, tcp)
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (ws, _) = client_async_with_config(url, tcp, Some(config))
         .await
         .context("WebSocket handshake")?;
     let (mut sink, mut stream) = ws.split();
