@@ -81,6 +81,13 @@ fn server_bench_prints_figures_with_anchor() {
     for name in ["join_rate", "session_request_latency", "sdp_relay_latency"] {
         assert!(positive(&figure(&figures, name)["anchor"]), "{name} anchor");
     }
+    // CPU per join, of both sides (30 joins may take less than the clock tick /proc counts in).
+    for name in ["join_cpu_server", "join_cpu_load_generator"] {
+        let figure = figure(&figures, name);
+        for side in ["median", "anchor"] {
+            assert!(figure[side].as_f64().is_some_and(|v| v >= 0.0), "{figure}");
+        }
+    }
 }
 
 #[test]
