@@ -6,9 +6,10 @@
 # is kept in target/repeat-tests/.
 #
 #   bash scripts/repeat-tests.sh [--runs N] [--load] [BINARY ...]
-#   bash scripts/repeat-tests.sh --runs 10 --load mix cli
+#   bash scripts/repeat-tests.sh --runs 10 --load mix cli browser/unlinked
 #
-# Without binaries: every integration test binary of the workspace.
+# Without binaries: every integration test binary of the workspace. `browser` is the Chromium
+# suite (tests/browser, as scripts/test.sh runs it), `browser/NAME` its file NAME.test.mjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=10 load=0 targets=()
@@ -32,12 +33,19 @@ if ((load)); then
   for _ in $(seq "$(nproc)"); do (while :; do :; done) & hogs+=($!); done
   trap 'kill "${hogs[@]}" 2>/dev/null' EXIT
 fi
+run_binary() {
+  case "$1" in
+    browser) (cd tests/browser && timeout --signal=KILL 900 node --test --test-concurrency=1) ;;
+    browser/*) (cd tests/browser && timeout --signal=KILL 900 node --test "${1#browser/}.test.mjs") ;;
+    *) timeout --signal=KILL 900 cargo test --locked -q --workspace --test "$1" -- --test-threads=2 ;;
+  esac
+}
 failed=0
 for binary in "${targets[@]}"; do
   for run in $(seq "$runs"); do
-    out="target/repeat-tests/$binary-$run.log"
+    out="target/repeat-tests/${binary//\//-}-$run.log"
     start=$(date +%s)
-    if timeout --signal=KILL 900 cargo test --locked -q --workspace --test "$binary" -- --test-threads=2 >"$out" 2>&1; then
+    if run_binary "$binary" >"$out" 2>&1; then
       echo "$binary run $run ok $(($(date +%s) - start)) s"
       rm -f "$out"
     else

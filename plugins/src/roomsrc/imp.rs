@@ -477,18 +477,9 @@ impl RoomSrc {
                 return gst::warning!(CAT, imp = self, "cannot ghost {}: {err}", pad.name());
             }
         };
-        // An application may link only some pads (say, only video): buffers for an unlinked pad
-        // are dropped, not refused, or webrtcsrc would fail the whole pipeline with not-linked.
-        ghost.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            |pad, _| {
-                if pad.is_linked() {
-                    gst::PadProbeReturn::Ok
-                } else {
-                    gst::PadProbeReturn::Drop
-                }
-            },
-        );
+        // An application may link only some pads (say, only video).
+        drop_when_unlinked(ghost.upcast_ref());
+        drop_when_unlinked(pad);
         let _ = ghost.set_active(true);
         if let Some(player) = self
             .state
@@ -594,6 +585,7 @@ impl RoomSrc {
             ghost
         };
         gst::info!(CAT, imp = self, "stream {user}/{stream} is back on {name}");
+        drop_when_unlinked(pad);
         if let Err(err) = ghost.set_target(Some(pad)) {
             gst::warning!(CAT, imp = self, "cannot resume {name}: {err}");
         }
@@ -825,9 +817,29 @@ fn levels_event(levels: &[(String, speaker::Level)], speaker: Option<&str>) -> g
         .build()
 }
 
-/// webrtcbin can expose a second pad for one SSRC (seen with RED-wrapped first packets) that
-/// webrtcsrc leaves unlinked; its data would stop the whole pipeline with not-linked. Runs after
-/// webrtcsrc's own pad-added handler, so a pad still unlinked here is one it does not use.
+/// Buffers pushed on `pad` while it is unlinked are dropped instead of refused: webrtcsrc passes
+/// a refusal (not-linked) upstream into the path all streams of a session share (unless another
+/// of its pads still takes data), and there it stops the whole pipeline. Put on each ghost pad
+/// (the application may leave it unlinked) and on its target, webrtcsrc's pad, which is
+/// unlinked from the moment a parked ghost lets go of it until webrtcsrc has stopped
+/// ([`RoomSrc::end_player`]).
+fn drop_when_unlinked(pad: &gst::Pad) {
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        |pad, _| {
+            if pad.is_linked() {
+                gst::PadProbeReturn::Ok
+            } else {
+                gst::PadProbeReturn::Drop
+            }
+        },
+    );
+}
+
+/// webrtcbin can expose a second pad for one SSRC (seen with RED-wrapped first packets, which
+/// the viewer signaller's `remove_fec` now prevents) that webrtcsrc leaves unlinked; its data
+/// would stop the whole pipeline with not-linked. Runs after webrtcsrc's own pad-added handler,
+/// so a pad still unlinked here is one it does not use.
 fn sink_unused_pad(webrtcbin: &gst::Element, pad: &gst::Pad) {
     if pad.direction() != gst::PadDirection::Src || pad.is_linked() {
         return;

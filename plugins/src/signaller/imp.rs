@@ -178,17 +178,86 @@ impl RoomSignaller {
     }
 }
 
-/// Parses SDP text into what webrtcbin takes. Going through text is also what avoids the
-/// GStreamer 1.22.0 crash with descriptions passed between elements (UPSTREAM.md: "GStreamer
-/// 1.22.0 crash with session descriptions passed between elements").
+/// Parses SDP text into what webrtcbin takes; an offer (only a viewer gets one) loses its FEC
+/// first ([`remove_fec`]). Going through text is also what avoids the GStreamer 1.22.0 crash
+/// with descriptions passed between elements (UPSTREAM.md: "GStreamer 1.22.0 crash with
+/// session descriptions passed between elements").
 fn to_webrtc(desc: &SessionDescription) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
-    let sdp = gst_sdp::SDPMessage::parse_buffer(desc.sdp.as_bytes())
+    let mut sdp = gst_sdp::SDPMessage::parse_buffer(desc.sdp.as_bytes())
         .map_err(|_| "unparsable SDP".to_owned())?;
     let kind = match desc.kind {
-        SdpType::Offer => gst_webrtc::WebRTCSDPType::Offer,
+        SdpType::Offer => {
+            remove_fec(&mut sdp);
+            gst_webrtc::WebRTCSDPType::Offer
+        }
         SdpType::Answer => gst_webrtc::WebRTCSDPType::Answer,
     };
     Ok(gst_webrtc::WebRTCSessionDescription::new(kind, sdp))
+}
+
+/// Encodings that wrap or protect another payload instead of carrying media of their own.
+const FEC_ENCODINGS: [&str; 3] = ["red", "ulpfec", "flexfec-03"];
+
+/// Takes RED, ULPFEC and FlexFEC (and the RTX of those) out of a publisher's offer, so that
+/// webrtcsrc's answer does not accept them and the publisher sends plain media (NACK/RTX
+/// remain). webrtcsrc 0.15.4 asks for RED/ULPFEC on every transceiver, and GStreamer 1.22's
+/// webrtcbin can put a browser's first RED-wrapped packets on a pad of their own
+/// (`encoding-name=RED`), which webrtcsrc takes as the stream: decodebin3 cannot decode it
+/// and its unlinked output fails the whole pipeline with not-linked, or the video never
+/// decodes (UPSTREAM.md: "webrtcsrc negotiates RED/ULPFEC that webrtcbin 1.22 cannot unwrap in
+/// time").
+pub(crate) fn remove_fec(sdp: &mut gst_sdp::SDPMessageRef) {
+    for media in sdp.medias_mut() {
+        let dropped = fec_payload_types(media);
+        if dropped.is_empty() {
+            continue;
+        }
+        for idx in (0..media.formats_len()).rev() {
+            if media.format(idx).is_some_and(|pt| dropped.contains(pt)) {
+                let _ = media.remove_format(idx);
+            }
+        }
+        for idx in (0..media.attributes_len()).rev() {
+            let about_dropped = media.attribute(idx).is_some_and(|a| {
+                matches!(a.key(), "rtpmap" | "fmtp" | "rtcp-fb")
+                    && a.value()
+                        .and_then(|v| v.split_whitespace().next())
+                        .is_some_and(|pt| dropped.contains(pt))
+            });
+            if about_dropped {
+                let _ = media.remove_attribute(idx);
+            }
+        }
+    }
+}
+
+/// The payload types of `media` with an encoding of [`FEC_ENCODINGS`], and the RTX payload
+/// types that retransmit them (`a=fmtp:<rtx> apt=<fec>`).
+fn fec_payload_types(media: &gst_sdp::SDPMediaRef) -> BTreeSet<String> {
+    let mut fec: BTreeSet<String> = media
+        .attributes()
+        .filter(|a| a.key() == "rtpmap")
+        .filter_map(|a| {
+            let (pt, encoding) = a.value()?.split_once(' ')?;
+            let name = encoding.split('/').next()?;
+            FEC_ENCODINGS
+                .contains(&name.to_ascii_lowercase().as_str())
+                .then(|| pt.to_owned())
+        })
+        .collect();
+    let rtx_of_fec: Vec<String> = media
+        .attributes()
+        .filter(|a| a.key() == "fmtp")
+        .filter_map(|a| {
+            let (pt, params) = a.value()?.split_once(' ')?;
+            let apt = params
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("apt="))?;
+            fec.contains(apt).then(|| pt.to_owned())
+        })
+        .collect();
+    fec.extend(rtx_of_fec);
+    fec
 }
 
 impl SignallableImpl for RoomSignaller {
@@ -341,5 +410,121 @@ impl ObjectImpl for RoomSignaller {
             ]
         });
         SIGNALS.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_fec;
+
+    /// The parts of a Chromium 156 offer that matter here (its m-lines' payload types and their
+    /// attributes in its order).
+    const CHROMIUM_OFFER: &str = "v=0\r\n\
+        o=- 1 2 IN IP4 127.0.0.1\r\n\
+        s=-\r\n\
+        t=0 0\r\n\
+        a=group:BUNDLE 0 1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n\
+        c=IN IP4 0.0.0.0\r\n\
+        a=mid:0\r\n\
+        a=rtpmap:111 opus/48000/2\r\n\
+        a=rtcp-fb:111 transport-cc\r\n\
+        a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+        a=rtpmap:63 red/48000/2\r\n\
+        a=fmtp:63 111/111\r\n\
+        a=rtpmap:9 G722/8000\r\n\
+        a=rtpmap:0 PCMU/8000\r\n\
+        a=rtpmap:8 PCMA/8000\r\n\
+        a=rtpmap:13 CN/8000\r\n\
+        a=rtpmap:110 telephone-event/48000\r\n\
+        a=rtpmap:126 telephone-event/8000\r\n\
+        a=ssrc:1 cname:x\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 118 119 120\r\n\
+        c=IN IP4 0.0.0.0\r\n\
+        a=mid:1\r\n\
+        a=rtpmap:96 VP8/90000\r\n\
+        a=rtcp-fb:96 nack\r\n\
+        a=rtcp-fb:96 nack pli\r\n\
+        a=rtpmap:97 rtx/90000\r\n\
+        a=fmtp:97 apt=96\r\n\
+        a=rtpmap:98 VP9/90000\r\n\
+        a=fmtp:98 profile-id=0\r\n\
+        a=rtpmap:99 rtx/90000\r\n\
+        a=fmtp:99 apt=98\r\n\
+        a=rtpmap:118 red/90000\r\n\
+        a=rtpmap:119 rtx/90000\r\n\
+        a=fmtp:119 apt=118\r\n\
+        a=rtpmap:120 ulpfec/90000\r\n\
+        a=ssrc-group:FID 2 3\r\n\
+        a=ssrc:2 cname:x\r\n\
+        a=ssrc:3 cname:x\r\n";
+
+    fn media_lines(sdp: &gst_sdp::SDPMessage, idx: u32) -> (Vec<String>, Vec<String>) {
+        let media = sdp.media(idx).unwrap();
+        let formats = media.formats().map(str::to_owned).collect();
+        let attributes = media
+            .attributes()
+            .map(|a| format!("{}:{}", a.key(), a.value().unwrap_or_default()))
+            .collect();
+        (formats, attributes)
+    }
+
+    #[test]
+    fn an_offer_loses_red_ulpfec_and_their_rtx_and_keeps_everything_else() {
+        gst::init().unwrap();
+        let mut sdp = gst_sdp::SDPMessage::parse_buffer(CHROMIUM_OFFER.as_bytes()).unwrap();
+        remove_fec(&mut sdp);
+
+        let (formats, attributes) = media_lines(&sdp, 0);
+        assert_eq!(formats, ["111", "9", "0", "8", "13", "110", "126"]);
+        assert!(
+            !attributes.iter().any(|a| a.contains(":63 ")),
+            "{attributes:?}"
+        );
+        assert!(attributes.contains(&"fmtp:111 minptime=10;useinbandfec=1".to_owned()));
+        assert!(attributes.contains(&"rtcp-fb:111 transport-cc".to_owned()));
+
+        let (formats, attributes) = media_lines(&sdp, 1);
+        assert_eq!(formats, ["96", "97", "98", "99"]);
+        for pt in ["118", "119", "120"] {
+            assert!(
+                !attributes.iter().any(|a| a.contains(&format!(":{pt} "))),
+                "{pt} left in {attributes:?}"
+            );
+        }
+        for kept in [
+            "rtpmap:96 VP8/90000",
+            "rtcp-fb:96 nack pli",
+            "fmtp:97 apt=96",
+            "fmtp:99 apt=98",
+            "ssrc-group:FID 2 3",
+            "mid:1",
+        ] {
+            assert!(
+                attributes.contains(&kept.to_owned()),
+                "{kept} lost: {attributes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_offer_without_fec_is_unchanged() {
+        gst::init().unwrap();
+        let plain = CHROMIUM_OFFER
+            .replace(" 63 9", " 9")
+            .replace(" 118 119 120", "")
+            .lines()
+            .filter(|l| {
+                !l.contains(":63 ")
+                    && !l.contains(":118 ")
+                    && !l.contains(":119 ")
+                    && !l.contains(":120 ")
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>();
+        let before = gst_sdp::SDPMessage::parse_buffer(plain.as_bytes()).unwrap();
+        let mut after = before.clone();
+        remove_fec(&mut after);
+        assert_eq!(after.as_text().unwrap(), before.as_text().unwrap());
     }
 }
