@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod coturn;
 pub mod media;
 pub mod netns;
+pub mod netpeer;
 
 use std::time::Duration;
 

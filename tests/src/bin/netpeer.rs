@@ -5,11 +5,14 @@
 //!
 //! ```text
 //! netpeer server ADDR [--turn-secret S --turn-url URL] [--max-participants N]
-//!                                                        "listening ADDR"
+//!                [--media sfu --media-port PORT]         "listening ADDR"; with `--media sfu`
+//!     media goes through the server, its engine on udp ADDR's address and PORT
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
 //!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
 //!     which gives the encoder real work and congestion control something to adapt) or
-//!     `moving640` (the same at 640x480), plus a tone;
+//!     `moving640` (the same at 640x480) or `moving-vp8` (the 320x240 one encoded before
+//!     roomsink, by a vp8enc at a constant 500 kbit/s: no congestion control changes its rate),
+//!     plus a tone;
 //!     "bitrate MS BPS" (each video encoder's target bitrate, set by congestion control, once a
 //!     second)
 //! netpeer view URL ROOM USER PUBLISHER [roomsrc props]   "frame MS R G B W H" per decoded video
@@ -57,6 +60,10 @@ fn main() {
             };
             let video = match *source {
                 "moving" => moving(320, 240),
+                "moving-vp8" => format!(
+                    "{} ! vp8enc deadline=1 end-usage=cbr target-bitrate=500000",
+                    moving(320, 240)
+                ),
                 "moving640" => moving(640, 480),
                 colour => format!(
                     "videotestsrc is-live=true pattern=solid-color foreground-color={} ! \
@@ -87,8 +94,12 @@ fn parse_colour(hex: &str) -> media::Rgb {
 fn server(addr: &str, flags: &[&str]) {
     let mut config = room_signaling::Config::default();
     let (mut secret, mut urls) = (None, Vec::new());
+    let (mut sfu, mut media_port) = (false, room_signaling::media::DEFAULT_MEDIA_PORT);
     for pair in flags.chunks(2) {
         match pair {
+            ["--media", "sfu"] => sfu = true,
+            ["--media", "mesh"] => sfu = false,
+            ["--media-port", p] => media_port = p.parse().unwrap(),
             ["--turn-secret", s] => secret = Some(s.to_string()),
             ["--turn-url", u] => urls.push(u.to_string()),
             ["--max-participants", n] => config.max_participants = n.parse().unwrap(),
@@ -101,6 +112,14 @@ fn server(addr: &str, flags: &[&str]) {
             urls,
             ttl: room_signaling::turn::DEFAULT_TURN_TTL,
         });
+    }
+    if sfu {
+        let ip = addr.parse::<std::net::SocketAddr>().unwrap().ip();
+        config.media =
+            room_signaling::media::MediaConfig::Sfu(room_signaling::media::SfuSettings {
+                bind: std::net::SocketAddr::new(ip, media_port),
+                advertised: Vec::new(),
+            });
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
