@@ -284,13 +284,3 @@ pub fn frames_per_second(lines: &[String], from: u64, seconds: u64) -> Vec<usize
         })
         .collect()
 }
-
-/// The publisher's video encoder target bitrates (kbit/s), in order (`bitrate` lines).
-pub fn encoder_targets_kbps(publisher: &Peer) -> Vec<u64> {
-    publisher
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("bitrate "))
-        .filter_map(|l| Some(l.split(' ').nth(1)?.parse::<u64>().ok()? / 1000))
-        .collect()
-}
