@@ -18,8 +18,9 @@
 //! `addresses` (candidates, dual-stack) are pure helpers; `engine` is the I/O task around them.
 //!
 //! # Tasks
-//! [`Sfu::start`] binds one UDP socket and spawns one tokio task that owns it and every
-//! session's `Rtc`; the cheap [`Sfu`] handle talks to it through a bounded command channel and
+//! [`Sfu::start`] binds one UDP socket and starts one thread, `sfu-engine`, with a tokio
+//! runtime of its own, whose one task owns the socket and every session's `Rtc` (on the
+//! server's runtime a busy engine starved the WebSockets); the cheap [`Sfu`] handle talks to it through a bounded command channel and
 //! reads [`SfuStats`] from a snapshot the task refreshes. Session events ([`SfuEvent`]) come out
 //! of a bounded channel. The task ends when the cancellation token fires or every handle is
 //! dropped.
@@ -264,7 +265,18 @@ impl Sfu {
         let dual_stack = config.bind.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
             && !system_makes_ipv6_only();
         socket.set_nonblocking(true)?;
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        // The engine gets a thread and a runtime of its own. While datagrams keep arriving its
+        // loop stays busy (each turn finds the socket ready again), and on the server's runtime
+        // that starved the WebSockets for seconds: no frame or pong read, every participant
+        // dropped as silent. Media load must never stall signaling.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("sfu-engine")
+            .build()?;
+        let socket = {
+            let _in_engine_runtime = runtime.enter();
+            tokio::net::UdpSocket::from_std(socket)?
+        };
         let local_addr = socket.local_addr()?;
         let advertised =
             addresses::advertised_addresses(&config.advertised, local_addr, dual_stack);
@@ -274,7 +286,17 @@ impl Sfu {
         tracing::info!(%local_addr, ?advertised, "SFU media port bound");
         let engine =
             engine::Engine::new(socket, advertised, config.limits, event_tx, stats.clone());
-        let task = tokio::spawn(engine.run(command_rx, cancel));
+        let (ended, engine_ended) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sfu-engine".into())
+            .spawn(move || {
+                runtime.block_on(engine.run(command_rx, cancel));
+                let _ = ended.send(());
+            })?;
+        // Resolves when the engine's thread ends (also if it panicked: the sender is dropped).
+        let task = tokio::spawn(async move {
+            let _ = engine_ended.await;
+        });
         let sfu = Sfu {
             commands,
             local_addr,
