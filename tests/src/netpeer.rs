@@ -239,6 +239,11 @@ pub struct Window {
     pub fps: f64,
     /// Longest time without a new decoded frame (window edges count), ms.
     pub longest_freeze_ms: u64,
+    pub audio_buffers: usize,
+    /// Longest time without a decoded audio buffer, ms.
+    pub longest_audio_gap_ms: u64,
+    /// RTP bitrate received over the window, kbit/s.
+    pub kbps: f64,
 }
 
 fn longest_gap(times: &[u64], from: u64, to: u64) -> u64 {
@@ -251,16 +256,30 @@ fn longest_gap(times: &[u64], from: u64, to: u64) -> u64 {
 /// What the viewer whose output is `lines` decoded from `from` to `to` (its clock, ms).
 pub fn window(lines: &[String], from: u64, to: u64) -> Window {
     let frame_times: Vec<u64> = frames(lines).iter().map(|f| f.ms).collect();
-    let seconds = (to - from) as f64 / 1000.0;
-    let frames = frame_times
+    let audio = times(lines, "audio ");
+    let in_window = |t: &&u64| (from..=to).contains(*t);
+    let received: Vec<(u64, u64)> = lines
         .iter()
-        .filter(|t| (from..=to).contains(*t))
-        .count();
+        .filter_map(|l| {
+            let mut v = l.strip_prefix("received ")?.split(' ');
+            Some((v.next()?.parse().ok()?, v.next()?.parse().ok()?))
+        })
+        .filter(|(t, _)| (from..=to).contains(t))
+        .collect();
+    let kbps = match (received.first(), received.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 * 8.0 / (b.0 - a.0) as f64,
+        _ => 0.0,
+    };
+    let seconds = (to - from) as f64 / 1000.0;
+    let frames = frame_times.iter().filter(in_window).count();
     Window {
         seconds,
         frames,
         fps: frames as f64 / seconds,
         longest_freeze_ms: longest_gap(&frame_times, from, to),
+        audio_buffers: audio.iter().filter(in_window).count(),
+        longest_audio_gap_ms: longest_gap(&audio, from, to),
+        kbps,
     }
 }
 

@@ -7,17 +7,15 @@
 //! Needs root, coturn and nftables (CI runs as root; scripts/setup.sh installs both). Run with
 //! `cargo test -p gst-room-tests --test network`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gst_room_tests::coturn::{Coturn, TestCa};
 use gst_room_tests::netns::Network;
+use gst_room_tests::netpeer::{
+    Peer, Window, close_to, frames, frames_per_second, nft, sh, times, viewer_now, window,
+};
 
-/// How long a step may take before the test fails (ICE through TURN on a loaded 2-core
-/// machine, debug build).
-const WAIT: Duration = Duration::from_secs(40);
 /// The room server's port in its namespace.
 const SERVER_PORT: u16 = 8443;
 
@@ -30,121 +28,9 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A `netpeer` process in one namespace; killed on drop.
-struct Peer {
-    name: String,
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Peer {
-    fn spawn(net: &Network, host: &str, args: &[&str]) -> Peer {
-        let mut child = net
-            .command(host, env!("CARGO_BIN_EXE_netpeer"))
-            .args(args)
-            // Quiet unless asked (NETPEER_GST_DEBUG=webrtcsink:5 … to see what a peer does).
-            .env(
-                "GST_DEBUG",
-                std::env::var("NETPEER_GST_DEBUG").unwrap_or_else(|_| "0".into()),
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("netpeer runs");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let record = lines.clone();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                record.lock().unwrap().push(line);
-            }
-        });
-        Peer {
-            name: format!("{host}: netpeer {}", args[0]),
-            child,
-            lines,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until `done` holds for its output; panics after [`WAIT`], or when it printed an
-    /// error or exited.
-    fn wait(&mut self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let lines = self.lines();
-            if let Some(error) = lines.iter().find(|l| l.starts_with("error")) {
-                panic!("{}: {error}", self.name);
-            }
-            if done(&lines) {
-                return lines;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before {what}: {}",
-                    self.name,
-                    tail(&lines)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: timed out waiting for {what}: {}",
-                self.name,
-                tail(&lines)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(lines: &[String]) -> String {
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-/// Runs a command inside `host`, panicking when it fails.
-fn sh(net: &Network, host: &str, script: &str) {
-    let out = net
-        .command(host, "sh")
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{host}: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Loads an nftables ruleset inside `host`.
-fn nft(net: &Network, host: &str, ruleset: &str) {
-    let mut child = net
-        .command(host, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nft runs (Debian package nftables)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{host}: nft: {}\n{ruleset}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A `netpeer` process (this test binary's build of it) in `host`'s namespace.
+fn spawn(net: &Network, host: &str, args: &[&str]) -> Peer {
+    Peer::spawn(net, host, env!("CARGO_BIN_EXE_netpeer"), args)
 }
 
 /// Whether `from` gets an answer from `to` within a second: a TCP connect to a closed port is
@@ -179,109 +65,11 @@ fn start_server(net: &Network, host: &str, turn: Option<(&Coturn, String)>) -> (
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = Peer::spawn(net, host, &args);
+    let mut server = spawn(net, host, &args);
     server.wait("the server to listen", |l| {
         l.iter().any(|l| l.starts_with("listening"))
     });
     (server, format!("ws://{listen}/ws"))
-}
-
-/// A decoded frame as the viewer reported it: its clock in ms, the centre colour and the width.
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    ms: u64,
-    rgb: [u8; 3],
-    width: u64,
-}
-
-fn frames(lines: &[String]) -> Vec<Frame> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("frame "))
-        .map(|l| {
-            let v: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
-            Frame {
-                ms: v[0],
-                rgb: [v[1] as u8, v[2] as u8, v[3] as u8],
-                width: v[4],
-            }
-        })
-        .collect()
-}
-
-/// Timestamps (ms) of lines starting with `prefix`.
-fn times(lines: &[String], prefix: &str) -> Vec<u64> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect()
-}
-
-fn close_to(a: [u8; 3], b: [u8; 3]) -> bool {
-    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
-}
-
-/// The viewer's latest clock reading (ms): the time of its last line.
-fn viewer_now(viewer: &Peer) -> u64 {
-    viewer
-        .lines()
-        .iter()
-        .rev()
-        .find_map(|l| l.split(' ').nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// What the viewer decoded between two of its clock readings.
-#[derive(Debug)]
-#[allow(dead_code)] // Some fields are only there to be printed with the figures.
-struct Window {
-    seconds: f64,
-    frames: usize,
-    fps: f64,
-    /// Longest time without a new decoded frame (window edges count), ms.
-    longest_freeze_ms: u64,
-    audio_buffers: usize,
-    /// Longest time without a decoded audio buffer, ms.
-    longest_audio_gap_ms: u64,
-    /// RTP bitrate received over the window, kbit/s.
-    kbps: f64,
-}
-
-fn longest_gap(times: &[u64], from: u64, to: u64) -> u64 {
-    let mut points = vec![from];
-    points.extend(times.iter().copied().filter(|t| (from..=to).contains(t)));
-    points.push(to);
-    points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
-}
-
-fn window(lines: &[String], from: u64, to: u64) -> Window {
-    let frame_times: Vec<u64> = frames(lines).iter().map(|f| f.ms).collect();
-    let audio = times(lines, "audio ");
-    let in_window = |t: &&u64| (from..=to).contains(*t);
-    let received: Vec<(u64, u64)> = lines
-        .iter()
-        .filter_map(|l| {
-            let mut v = l.strip_prefix("received ")?.split(' ');
-            Some((v.next()?.parse().ok()?, v.next()?.parse().ok()?))
-        })
-        .filter(|(t, _)| (from..=to).contains(t))
-        .collect();
-    let kbps = match (received.first(), received.last()) {
-        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 * 8.0 / (b.0 - a.0) as f64,
-        _ => 0.0,
-    };
-    let seconds = (to - from) as f64 / 1000.0;
-    let frames = frame_times.iter().filter(in_window).count();
-    Window {
-        seconds,
-        frames,
-        fps: frames as f64 / seconds,
-        longest_freeze_ms: longest_gap(&frame_times, from, to),
-        audio_buffers: audio.iter().filter(in_window).count(),
-        longest_audio_gap_ms: longest_gap(&audio, from, to),
-        kbps,
-    }
 }
 
 /// Waits `fault` long while the viewer keeps reporting, and returns what it decoded meanwhile
@@ -322,10 +110,10 @@ fn conference(
     viewer_props: &[&str],
 ) -> (Peer, Peer, Peer) {
     let (server, url) = start_server(net, "srv", None);
-    let publisher = Peer::spawn(net, publisher, &["publish", &url, "net", "alice", source]);
+    let publisher = spawn(net, publisher, &["publish", &url, "net", "alice", source]);
     let mut args = vec!["view", &url, "net", "bob", "alice"];
     args.extend(viewer_props);
-    let mut viewer = Peer::spawn(net, viewer, &args);
+    let mut viewer = spawn(net, viewer, &args);
     viewer.wait("30 frames", |l| frames(l).len() >= 30);
     (server, publisher, viewer)
 }
@@ -355,7 +143,7 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
     let (_server, url) = start_server(&net, "srv", Some((&coturn, coturn.url())));
     // The publisher hides its addresses (relay-only); the viewer has the default policy and
     // no ICE properties: both use the TURN server and credentials the room server handed out.
-    let _publisher = Peer::spawn(
+    let _publisher = spawn(
         &net,
         "a",
         &[
@@ -367,7 +155,7 @@ fn media_flows_through_turn_when_participants_cannot_reach_each_other() {
             "relay-only=true",
         ],
     );
-    let mut viewer = Peer::spawn(&net, "b", &["view", &url, "turn", "bob", "alice"]);
+    let mut viewer = spawn(&net, "b", &["view", &url, "turn", "bob", "alice"]);
     let lines = viewer.wait("30 red frames and a selected pair", |l| {
         frames(l)
             .iter()
@@ -460,10 +248,10 @@ fn gst_participants_without_udp_conference_through_a_turns_server_on_443() {
     let ca = TestCa::new(&srv.to_string());
     let coturn = Coturn::start_tls(&net, "srv", &ca.cert(), &ca.key());
     let (_server, url) = start_server(&net, "srv", Some((&coturn, coturn.tls_url())));
-    let _a_pub = Peer::spawn(&net, "a", &["publish", &url, "turns", "apub", "ff0000"]);
-    let _b_pub = Peer::spawn(&net, "b", &["publish", &url, "turns", "bpub", "0000ff"]);
-    let mut a_view = Peer::spawn(&net, "a", &["view", &url, "turns", "aview", "bpub"]);
-    let mut b_view = Peer::spawn(&net, "b", &["view", &url, "turns", "bview", "apub"]);
+    let _a_pub = spawn(&net, "a", &["publish", &url, "turns", "apub", "ff0000"]);
+    let _b_pub = spawn(&net, "b", &["publish", &url, "turns", "bpub", "0000ff"]);
+    let mut a_view = spawn(&net, "a", &["view", &url, "turns", "aview", "bpub"]);
+    let mut b_view = spawn(&net, "b", &["view", &url, "turns", "bview", "apub"]);
     for (viewer, colour) in [(&mut b_view, [255, 0, 0]), (&mut a_view, [0, 0, 255])] {
         let lines = viewer.wait(
             "30 frames of the other side's colour and a selected pair",
@@ -698,10 +486,10 @@ fn a_publisher_behind_nat_still_conferences() {
 
     let (_server, url) = start_server(&net, "srv", None);
     // Both ways: home publishes red and plays lan's blue.
-    let _home_pub = Peer::spawn(&net, "home", &["publish", &url, "nat", "home", "ff0000"]);
-    let _lan_pub = Peer::spawn(&net, "lan", &["publish", &url, "nat", "lan", "0000ff"]);
-    let mut lan_view = Peer::spawn(&net, "lan", &["view", &url, "nat", "lanview", "home"]);
-    let mut home_view = Peer::spawn(&net, "home", &["view", &url, "nat", "homeview", "lan"]);
+    let _home_pub = spawn(&net, "home", &["publish", &url, "nat", "home", "ff0000"]);
+    let _lan_pub = spawn(&net, "lan", &["publish", &url, "nat", "lan", "0000ff"]);
+    let mut lan_view = spawn(&net, "lan", &["view", &url, "nat", "lanview", "home"]);
+    let mut home_view = spawn(&net, "home", &["view", &url, "nat", "homeview", "lan"]);
     for (viewer, colour) in [(&mut lan_view, [255, 0, 0]), (&mut home_view, [0, 0, 255])] {
         viewer.wait(
             "30 frames of the other side's colour and a selected pair",
@@ -781,9 +569,9 @@ fn a_viewer_on_a_slow_downlink_does_not_freeze_another_viewer() {
          }",
     );
     let (_server, url) = start_server(&net, "srv", None);
-    let _publisher = Peer::spawn(&net, "pub", &["publish", &url, "net", "alice", "moving"]);
-    let mut fast = Peer::spawn(&net, "fast", &["view", &url, "net", "bob", "alice"]);
-    let mut slow = Peer::spawn(&net, "slow", &["view", &url, "net", "carol", "alice"]);
+    let _publisher = spawn(&net, "pub", &["publish", &url, "net", "alice", "moving"]);
+    let mut fast = spawn(&net, "fast", &["view", &url, "net", "bob", "alice"]);
+    let mut slow = spawn(&net, "slow", &["view", &url, "net", "carol", "alice"]);
     fast.wait("30 frames", |l| frames(l).len() >= 30);
     slow.wait("30 frames", |l| frames(l).len() >= 30);
     // As on a capped uplink, the first seconds find the slow link's rate; checked after that.
@@ -813,7 +601,6 @@ fn a_viewer_on_a_slow_downlink_does_not_freeze_another_viewer() {
     assert!(slow_window.fps >= 5.0, "slow viewer: {slow_window:?}");
 }
 
-/// Decoded frames in each of the `seconds` seconds from `from` (viewer clock, ms).
 /// The picture widths the viewer decoded from `from` on, in order, each run of one width once,
 /// with the time its first frame came (ms after `from`).
 fn widths_since(lines: &[String], from: u64) -> Vec<(u64, u64)> {
@@ -824,14 +611,4 @@ fn widths_since(lines: &[String], from: u64) -> Vec<(u64, u64)> {
         .collect();
     widths.dedup_by_key(|(width, _)| *width);
     widths
-}
-
-fn frames_per_second(lines: &[String], from: u64, seconds: u64) -> Vec<usize> {
-    let frames = frames(lines);
-    (0..seconds)
-        .map(|i| {
-            let second = from + i * 1000..from + (i + 1) * 1000;
-            frames.iter().filter(|f| second.contains(&f.ms)).count()
-        })
-        .collect()
 }
