@@ -96,8 +96,38 @@ pub fn received_level(buffer: &gst::BufferRef) -> Option<(u8, LevelSource)> {
     level_of_buffer(buffer).map(|level| (level, LevelSource::Measured))
 }
 
+/// `sdp` without the extension's `vad=on` attribute, which GStreamer 1.22 always writes
+/// (`rtphdrextclientaudiolevel`'s `vad` is read-only, true) and which means what its absence
+/// means (RFC 6464 §4: "on" is the default). Peers that parse `a=extmap:` as exactly id and URI
+/// (aiortc: "too many values to unpack") refused the whole offer over it; browsers write none.
+pub fn without_default_vad(sdp: &str) -> String {
+    let attribute = format!(" {URI} vad=on");
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("a=extmap:") && line.trim_end().ends_with(&attribute) {
+                line.replacen(&attribute, &format!(" {URI}"), 1)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_default_vad_attribute_is_left_out_and_nothing_else_changes() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                     a=extmap:1 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                     a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n\
+                     a=extmap:3 urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=off\r\n";
+        let expected = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                        a=extmap:1 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                        a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+                        a=extmap:3 urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=off\r\n";
+        assert_eq!(super::without_default_vad(offer), expected);
+    }
+
     use super::*;
 
     #[test]

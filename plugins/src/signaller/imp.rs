@@ -325,6 +325,7 @@ impl SignallableImpl for RoomSignaller {
             Some(fingerprint) => crate::certificate::with_fingerprint_text(&text, &fingerprint),
             None => text.to_string(),
         };
+        let text = crate::audio_level::without_default_vad(&text);
         let description = SessionDescription { kind, sdp: text };
         self.send(ClientMessage::Sdp {
             session: session_id.into(),
