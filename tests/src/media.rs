@@ -312,6 +312,31 @@ pub fn fail_on_error(pipeline: &gst::Pipeline) {
     }
 }
 
+/// How far a decoded solid colour may be from the source's at 320x240 VP8 (encoding noise).
+pub const COLOUR_TOLERANCE: u8 = 40;
+
+/// Waits until `viewer` has decoded 5 frames on `pad` and the latest is `colour` (within
+/// [`COLOUR_TOLERANCE`]).
+pub fn shows(viewer: &Viewer, pad: &str, colour: Rgb) -> Seen {
+    viewer.wait(&format!("{pad} showing {colour:?}"), |s| {
+        s.frames.get(pad).copied().unwrap_or(0) >= 5
+            && s.colour
+                .get(pad)
+                .is_some_and(|c| close_to(*c, colour, COLOUR_TOLERANCE))
+    })
+}
+
+/// A publisher pipeline, not started yet (so that signal handlers go on first), and its
+/// roomsink, named `sink` in `line`.
+pub fn publisher(line: &str) -> (gst::Pipeline, gst::Element) {
+    let pipeline = gst::parse::launch(line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    (pipeline, sink)
+}
+
 /// Waits for an element message named `name` whose structure satisfies `matches`; other
 /// messages are dropped. Panics on a pipeline error or after [`MEDIA_WAIT`].
 pub fn wait_for_event(

@@ -13,7 +13,6 @@ use room_protocol::{ClientMessage, SERVER_VIEWER, SdpType, ServerMessage};
 use room_signaling::media::{MediaConfig, SfuSettings};
 
 const RED: Rgb = [230, 20, 20];
-const TOLERANCE: u8 = 40;
 
 /// A server that carries media, on a free UDP port of every address (libnice pairs no
 /// candidate of the machine's interface with a loopback one).
@@ -35,25 +34,6 @@ fn sfu_server_config() -> room_signaling::Config {
         }),
         ..Default::default()
     }
-}
-
-fn shows(viewer: &Viewer, pad: &str, colour: Rgb) -> Seen {
-    viewer.wait(&format!("{pad} showing {colour:?}"), |s| {
-        s.frames.get(pad).copied().unwrap_or(0) >= 5
-            && s.colour
-                .get(pad)
-                .is_some_and(|c| close_to(*c, colour, TOLERANCE))
-    })
-}
-
-/// A publisher pipeline, not started, and its roomsink.
-fn publisher(line: &str) -> (gst::Pipeline, gst::Element) {
-    let pipeline = gst::parse::launch(line)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline.by_name("sink").unwrap();
-    (pipeline, sink)
 }
 
 /// Counts the WebRTC sessions (webrtcbins) webrtcsink makes inside the roomsink bin: each

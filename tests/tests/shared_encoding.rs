@@ -13,7 +13,6 @@ use gst_room_tests::media::*;
 const RED: Rgb = [230, 20, 20];
 const GREEN: Rgb = [20, 200, 40];
 const BLACK: Rgb = [0, 0, 0];
-const TOLERANCE: u8 = 40;
 
 /// A server whose rooms hold a publisher and several viewers.
 fn server() -> TestServer {
@@ -97,25 +96,6 @@ fn count_session_encoders(sink: &gst::Element) -> Arc<AtomicUsize> {
 
 fn frames(viewer: &Viewer, pad: &str) -> usize {
     viewer.seen().frames.get(pad).copied().unwrap_or(0)
-}
-
-fn shows(viewer: &Viewer, pad: &str, colour: Rgb) -> Seen {
-    viewer.wait(&format!("{pad} showing {colour:?}"), |s| {
-        s.frames.get(pad).copied().unwrap_or(0) >= 5
-            && s.colour
-                .get(pad)
-                .is_some_and(|c| close_to(*c, colour, TOLERANCE))
-    })
-}
-
-/// A publisher pipeline that does not start yet, so that signal handlers go on first.
-fn publisher(line: &str) -> (gst::Pipeline, gst::Element) {
-    let pipeline = gst::parse::launch(line)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline.by_name("sink").unwrap();
-    (pipeline, sink)
 }
 
 fn play(pipeline: &gst::Pipeline) {
