@@ -312,6 +312,15 @@ pub fn fail_on_error(pipeline: &gst::Pipeline) {
     }
 }
 
+/// The `webrtcsink` inside a roomsink (its sessions' signals are there).
+pub fn webrtcsink_of(roomsink: &gst::Element) -> gst::Element {
+    roomsink
+        .downcast_ref::<gst::Bin>()
+        .expect("roomsink is a bin")
+        .by_name("webrtcsink")
+        .expect("roomsink holds a webrtcsink")
+}
+
 /// How far a decoded solid colour may be from the source's at 320x240 VP8 (encoding noise).
 pub const COLOUR_TOLERANCE: u8 = 40;
 

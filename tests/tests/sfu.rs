@@ -41,11 +41,7 @@ fn sfu_server_config() -> room_signaling::Config {
 /// why walking the bin's children would not find them.
 fn count_sessions(sink: &gst::Element) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
-    let webrtcsink = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("webrtcsink")
-        .unwrap();
+    let webrtcsink = webrtcsink_of(sink);
     let counter = count.clone();
     webrtcsink.connect("consumer-pipeline-created", false, move |args| {
         let session = args[2].get::<gst::Pipeline>().unwrap();

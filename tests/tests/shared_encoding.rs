@@ -55,11 +55,7 @@ fn find_shared_vp8_encoder(sink: &gst::Element) -> Option<gst::Element> {
 /// The congestion controllers (`rtpgccbwe`) of the viewers' sessions, as webrtcsink makes them.
 fn session_estimators(sink: &gst::Element) -> Arc<std::sync::Mutex<Vec<gst::Element>>> {
     let found = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let webrtcsink = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("webrtcsink")
-        .unwrap();
+    let webrtcsink = webrtcsink_of(sink);
     let record = found.clone();
     webrtcsink.connect("consumer-pipeline-created", false, move |args| {
         let record = record.clone();
@@ -78,11 +74,7 @@ fn session_estimators(sink: &gst::Element) -> Arc<std::sync::Mutex<Vec<gst::Elem
 /// fires for each; the "discovery" ones only probe codecs at start).
 fn count_session_encoders(sink: &gst::Element) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
-    let webrtcsink = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("webrtcsink")
-        .unwrap();
+    let webrtcsink = webrtcsink_of(sink);
     let counter = count.clone();
     webrtcsink.connect("encoder-setup", false, move |args| {
         let session: String = args[1].get().unwrap();
@@ -149,11 +141,7 @@ fn frames_of(viewer: &Viewer) -> usize {
 /// Sends keyframe requests upstream from webrtcsink's video input for `window` (as its viewers'
 /// sessions do) and counts the (key)frames that come down meanwhile.
 fn keyframes_during_request_flood(sink: &gst::Element, window: Duration) -> (usize, usize) {
-    let webrtcsink = sink
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("webrtcsink")
-        .unwrap();
+    let webrtcsink = webrtcsink_of(sink);
     let pad = webrtcsink.static_pad("video_0").unwrap();
     let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let counter = counts.clone();
