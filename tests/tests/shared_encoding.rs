@@ -501,8 +501,11 @@ fn congestion_control_disabled_is_respected_and_keeps_the_start_target() {
 }
 
 /// A viewer that comes later starts its bandwidth estimate at the weakest one of those already
-/// watching (README): the shared encoder's bitrate, which follows the weakest estimate, does not
-/// fall back to the start estimate's share (775 kbit/s) when it comes.
+/// watching (docs/elements.md): its session's `start-bitrate` is the first viewer's estimate at
+/// that moment, not the 1 Mbit/s start, and the shared encoder's bitrate, which follows the
+/// weakest estimate, does not fall when it comes — no further than the first viewer's own
+/// estimate falls meanwhile (on a loaded machine GCC reads processing delay as congestion, and
+/// then both sessions' estimates drop: that is the link's doing, not the newcomer's).
 #[test]
 fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
     init();
@@ -510,6 +513,7 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
     let url = server.ws_url();
     let (pipeline, sink) = publisher(&publisher_line(&url, "later", "bot", RED, ""));
     let estimators = session_estimators(&sink);
+    let starts = session_start_bitrates(&sink, &estimators);
     play(&pipeline);
     let first = Viewer::new(&url, "room=later username=v1 participant=bot").start();
     shows(&first, "video_bot", RED);
@@ -525,17 +529,34 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let first_estimator = estimators.lock().unwrap()[0].clone();
+    let first_estimate = || first_estimator.property::<u32>("estimated-bitrate");
     let second = Viewer::new(&url, "room=later username=v2 participant=bot").start();
     shows(&second, "video_bot", RED);
     // From the second viewer's first estimate on (it came before its first frame) to 2 s on.
-    let mut lowest = target();
+    let (mut lowest, mut first_lowest) = (target(), first_estimate());
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(100));
         lowest = lowest.min(target());
+        first_lowest = first_lowest.min(first_estimate());
     }
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 2, "one start-bitrate per session: {starts:?}");
+    // Read a moment after roomsink read it: the estimate may have moved a little between.
+    let (start, first_then) = starts[1];
     assert!(
-        lowest >= 1_000_000,
-        "the shared bitrate fell to {lowest} bit/s when the second viewer came"
+        start.abs_diff(first_then) <= first_then / 10,
+        "the second session started at {start} bit/s, the first one's estimate was \
+         {first_then} bit/s"
+    );
+    // What the first viewer's lowest estimate leaves for video: audio's 88 kbit/s out, 85 % of
+    // the rest (docs/elements.md), at most the 1 Mbit/s this test expects otherwise.
+    let first_share =
+        ((f64::from(first_lowest.saturating_sub(88_000)) * 0.85) as i32).min(1_000_000);
+    assert!(
+        lowest >= first_share,
+        "the shared bitrate fell to {lowest} bit/s when the second viewer came, below what \
+         the first viewer's own estimate (lowest {first_lowest} bit/s) left"
     );
     // Neither session's estimate may go under what the 100 kbit/s floor and audio send.
     let estimators = estimators.lock().unwrap().clone();
@@ -544,6 +565,31 @@ fn a_later_viewer_does_not_drag_the_shared_bitrate_down() {
         assert_eq!(estimator.property::<u32>("min-bitrate"), 188_000);
     }
     pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// Each new session's `start-bitrate` (webrtcsink's, which roomsink sets as the session is
+/// created), beside the estimate of the first session's bandwidth estimator at that moment (0
+/// for the first session).
+fn session_start_bitrates(
+    sink: &gst::Element,
+    estimators: &Arc<std::sync::Mutex<Vec<gst::Element>>>,
+) -> Arc<std::sync::Mutex<Vec<(u32, u32)>>> {
+    let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = found.clone();
+    let estimators = estimators.clone();
+    // Connected after roomsink's own handler, which sets the property: runs after it.
+    webrtcsink_of(sink).connect("consumer-pipeline-created", false, move |args| {
+        let webrtcsink = args[0].get::<gst::Element>().unwrap();
+        let first = estimators
+            .lock()
+            .unwrap()
+            .first()
+            .map_or(0, |e| e.property::<u32>("estimated-bitrate"));
+        let start = webrtcsink.property::<u32>("start-bitrate");
+        record.lock().unwrap().push((start, first));
+        None
+    });
+    found
 }
 
 /// Counts the buffers reaching `element`'s sink pad from now on.
