@@ -1208,7 +1208,8 @@ impl BinImpl for RoomSrc {
     /// reported as a warning and the stream is played again if still published, as when its
     /// session ends. A server that carries media (`--media sfu`) closes a session's DTLS
     /// (close_notify) when it ends it or stops, and webrtcbin 1.22 turns that into a flow error
-    /// of its transport, which would otherwise stop a gst-launch viewer.
+    /// of its transport, which would otherwise stop a gst-launch viewer. An error of a player
+    /// already ended (its webrtcsrc going to NULL) is only logged.
     fn handle_message(&self, msg: gst::Message) {
         if let gst::MessageView::Error(err) = msg.view()
             && let Some(signaller) = self.player_of(msg.src())
@@ -1225,11 +1226,33 @@ impl BinImpl for RoomSrc {
             self.on_session_ended(signaller);
             return;
         }
+        // A player already ended is stopped and removed after it leaves the players: its
+        // webrtcsrc can still fail while going to NULL (webrtcbin's transport, the session's
+        // DTLS closed under it). Nothing is playing there any more: not the pipeline's error.
+        if let gst::MessageView::Error(err) = msg.view()
+            && self.is_within_a_source(msg.src())
+        {
+            gst::debug!(CAT, imp = self, "an ended player failed: {}", err.error());
+            return;
+        }
         self.parent_handle_message(msg)
     }
 }
 
 impl RoomSrc {
+    /// Whether `src` is, or is inside, one of the element's webrtcsrc children (a player's,
+    /// current or being removed).
+    fn is_within_a_source(&self, src: Option<&gst::Object>) -> bool {
+        let Some(src) = src else { return false };
+        self.obj().children().iter().any(|child| {
+            child
+                .downcast_ref::<gst::Element>()
+                .and_then(|e| e.factory())
+                .is_some_and(|f| f.name() == "webrtcsrc")
+                && (src == child || src.has_as_ancestor(child))
+        })
+    }
+
     /// The signaller of the player whose webrtcsrc is `src` or contains it.
     fn player_of(&self, src: Option<&gst::Object>) -> Option<RoomSignaller> {
         let src = src?;
@@ -1260,6 +1283,31 @@ mod tests {
         rtpbin.add(&session).unwrap();
         let interval: u64 = session.property("rtcp-min-interval");
         assert_eq!(interval, RTCP_REPORT_INTERVAL.nseconds());
+    }
+
+    /// A player's webrtcsrc that fails while it is being removed (no longer among the players)
+    /// does not fail the pipeline; an error of anything else in the element still does.
+    #[test]
+    fn an_ended_players_error_stays_inside_other_errors_reach_the_pipeline() {
+        crate::app::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let roomsrc = gst::glib::Object::new::<super::super::RoomSrc>();
+        pipeline.add(&roomsrc).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let fail = |element: &gst::Element| {
+            let error = gst::message::Error::builder(gst::StreamError::Failed, "transport closed")
+                .src(element)
+                .build();
+            element.post_message(error).unwrap();
+        };
+        let source = gst::ElementFactory::make("webrtcsrc").build().unwrap();
+        roomsrc.add(&source).unwrap();
+        fail(&source);
+        assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+        let other = gst::ElementFactory::make("identity").build().unwrap();
+        roomsrc.add(&other).unwrap();
+        fail(&other);
+        assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_some());
     }
 
     #[test]
