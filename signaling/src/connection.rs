@@ -316,7 +316,10 @@ fn read_wcs(translator: &mut Translator, limiters: &Limiters, text: &str) -> Out
 
 fn wcs_fail(api_method: Option<String>, info: String) -> Output {
     Output {
-        frames: vec![wcs::ServerMessage::Fail((wcs::Failure { api_method, info },))],
+        frames: vec![wcs::ServerMessage::Fail((wcs::Failure {
+            api_method,
+            info,
+        },))],
         ..Output::default()
     }
 }

@@ -2088,7 +2088,10 @@ mod sfu_tests {
                 }
             )]
         ));
-        assert!(r.handle(4, sdp("s2", SdpType::Offer, "v=0 offer")).is_empty());
+        assert!(
+            r.handle(4, sdp("s2", SdpType::Offer, "v=0 offer"))
+                .is_empty()
+        );
         assert_eq!(
             r.take_media(),
             [MediaCommand::SubscribeOffered {
@@ -2105,7 +2108,9 @@ mod sfu_tests {
         // Its own stream's ingest is as anyone's: it offers, the engine answers.
         r.handle(4, publish("cam"));
         assert!(r.handle(4, sdp("s3", SdpType::Offer, "v=0 cam")).is_empty());
-        assert!(matches!(&r.take_media()[..], [MediaCommand::Publish { session, .. }] if session == "s3"));
+        assert!(
+            matches!(&r.take_media()[..], [MediaCommand::Publish { session, .. }] if session == "s3")
+        );
     }
 
     #[test]

@@ -270,7 +270,12 @@ async fn root(
     // The connection's id for the SDK's logs; the hub's peer id is assigned later.
     let session = format!("wcs-{}", rand::random::<u32>());
     let translator = crate::wcs::Translator::new(media, session, token);
-    upgrade_to(app, peer_addr, request, connection::Dialect::Wcs(Box::new(translator)))
+    upgrade_to(
+        app,
+        peer_addr,
+        request,
+        connection::Dialect::Wcs(Box::new(translator)),
+    )
 }
 
 /// Upgrades `request` to a WebSocket that speaks `dialect`, after the Origin/Host rule, the

@@ -218,8 +218,10 @@ impl Translator {
             ServerMessage::Message { from, text, .. } => {
                 if Some(&from) == self.login.as_ref() {
                     // The echo of an own message: the SDK shows its own text itself.
-                    if let Some(Pending::Chat { operation }) =
-                        self.chats.pop_front().and_then(|id| self.pending.remove(&id))
+                    if let Some(Pending::Chat { operation }) = self
+                        .chats
+                        .pop_front()
+                        .and_then(|id| self.pending.remove(&id))
                     {
                         out.frames.push(data_status(operation, None));
                     }
@@ -247,7 +249,9 @@ impl Translator {
             ServerMessage::Error { message, .. } => self.refused(id, message, &mut out),
             // Nothing the SDK has a frame for: the connection's own welcome, ICE (the server's
             // candidates are in its answer), others' mute state.
-            ServerMessage::Welcome { .. } | ServerMessage::Ice { .. } | ServerMessage::Muted { .. } => {}
+            ServerMessage::Welcome { .. }
+            | ServerMessage::Ice { .. }
+            | ServerMessage::Muted { .. } => {}
         }
         out
     }
@@ -258,7 +262,11 @@ impl Translator {
         if self.login.is_some() {
             return fail(out, "connection", "already connected");
         }
-        if let Some(app) = connection.app_key.as_deref().filter(|a| *a != wcs::ROOM_APP_KEY) {
+        if let Some(app) = connection
+            .app_key
+            .as_deref()
+            .filter(|a| *a != wcs::ROOM_APP_KEY)
+        {
             let why = format!(
                 "only the room API is served here (appKey {}), not {}",
                 wcs::ROOM_APP_KEY,
@@ -270,19 +278,22 @@ impl Translator {
         }
         let custom = connection.custom.unwrap_or_default();
         let Some(login) = custom.login.filter(|l| !l.is_empty()) else {
-            fail(out, "connection", "connection.custom.login (the username) is missing");
+            fail(
+                out,
+                "connection",
+                "connection.custom.login (the username) is missing",
+            );
             out.close = true;
             return;
         };
         // The name is checked by the room rules at join, with the reason the page shows.
         self.login = Some(login.clone());
         self.token = custom.token.or_else(|| self.url_token.take());
-        out.frames
-            .push(wcs::ServerMessage::GetUserData((UserData {
-                app_key: wcs::ROOM_APP_KEY.to_owned(),
-                login,
-                session_id: self.session_id.clone(),
-            },)));
+        out.frames.push(wcs::ServerMessage::GetUserData((UserData {
+            app_key: wcs::ROOM_APP_KEY.to_owned(),
+            login,
+            session_id: self.session_id.clone(),
+        },)));
     }
 
     fn send_data(&mut self, data: wcs::SendData, out: &mut Output) {
@@ -446,7 +457,11 @@ impl Translator {
             .iter_mut()
             .find(|p| p.media == event.media_session_id)
         else {
-            return fail(out, "sendStreamEvent", "no publication with that mediaSessionId");
+            return fail(
+                out,
+                "sendStreamEvent",
+                "no publication with that mediaSessionId",
+            );
         };
         match event.kind.as_str() {
             "audioMuted" => p.audio_muted = true,
@@ -454,7 +469,10 @@ impl Translator {
             "videoMuted" => p.video_muted = true,
             "videoUnmuted" => p.video_muted = false,
             other => {
-                let why = format!("stream event {} is not supported", room_protocol::excerpt(other));
+                let why = format!(
+                    "stream event {} is not supported",
+                    room_protocol::excerpt(other)
+                );
                 return fail(out, "sendStreamEvent", &why);
             }
         }
@@ -467,7 +485,13 @@ impl Translator {
 
     // ---- from the room ----
 
-    fn session_request(&mut self, session: String, stream: String, viewer: String, out: &mut Output) {
+    fn session_request(
+        &mut self,
+        session: String,
+        stream: String,
+        viewer: String,
+        out: &mut Output,
+    ) {
         let publication = self
             .publications
             .iter_mut()
@@ -491,9 +515,10 @@ impl Translator {
         stream: String,
         out: &mut Output,
     ) {
-        let playback = self.playbacks.iter_mut().find(|p| {
-            p.participant == participant && p.stream == stream && p.session.is_none()
-        });
+        let playback = self
+            .playbacks
+            .iter_mut()
+            .find(|p| p.participant == participant && p.stream == stream && p.session.is_none());
         match playback.and_then(|p| {
             p.session = Some(session.clone());
             p.offer.take()
@@ -508,14 +533,26 @@ impl Translator {
         let own = Some(&session);
         let (media, name, published, status) =
             if let Some(p) = self.publications.iter().find(|p| p.session.as_ref() == own) {
-                (p.media.clone(), p.name.clone(), true, StreamStatusKind::Publishing)
+                (
+                    p.media.clone(),
+                    p.name.clone(),
+                    true,
+                    StreamStatusKind::Publishing,
+                )
             } else if let Some(p) = self.playbacks.iter().find(|p| p.session.as_ref() == own) {
-                (p.media.clone(), p.name.clone(), false, StreamStatusKind::Playing)
+                (
+                    p.media.clone(),
+                    p.name.clone(),
+                    false,
+                    StreamStatusKind::Playing,
+                )
             } else {
                 return;
             };
-        out.frames
-            .push(wcs::ServerMessage::SetRemoteSdp((media.clone(), description.sdp)));
+        out.frames.push(wcs::ServerMessage::SetRemoteSdp((
+            media.clone(),
+            description.sdp,
+        )));
         stream_status(out, media, name, published, status, None);
     }
 
@@ -524,11 +561,26 @@ impl Translator {
         if let Some(at) = self.publications.iter().position(|p| own(&p.session)) {
             // The ingest is gone: the SDK's publication failed, and the stream is withdrawn.
             let p = self.publications.remove(at);
-            out.requests.push(plain(ClientMessage::Unpublish { stream: p.stream }));
-            stream_status(out, p.media, p.name, true, StreamStatusKind::Failed, Some(reason));
+            out.requests
+                .push(plain(ClientMessage::Unpublish { stream: p.stream }));
+            stream_status(
+                out,
+                p.media,
+                p.name,
+                true,
+                StreamStatusKind::Failed,
+                Some(reason),
+            );
         } else if let Some(at) = self.playbacks.iter().position(|p| own(&p.session)) {
             let p = self.playbacks.remove(at);
-            stream_status(out, p.media, p.name, false, StreamStatusKind::Stopped, Some(reason));
+            stream_status(
+                out,
+                p.media,
+                p.name,
+                false,
+                StreamStatusKind::Stopped,
+                Some(reason),
+            );
         }
     }
 
@@ -604,14 +656,21 @@ impl Translator {
             return Err(MESH_REFUSED.into());
         }
         if media.is_empty() || media.chars().count() > MAX_ID_CHARS {
-            return Err(format!("mediaSessionId must have 1 to {MAX_ID_CHARS} characters"));
+            return Err(format!(
+                "mediaSessionId must have 1 to {MAX_ID_CHARS} characters"
+            ));
         }
         let taken = self.publications.iter().map(|p| &p.media);
-        if taken.chain(self.playbacks.iter().map(|p| &p.media)).any(|m| m == media) {
+        if taken
+            .chain(self.playbacks.iter().map(|p| &p.media))
+            .any(|m| m == media)
+        {
             return Err("mediaSessionId is in use".into());
         }
         if self.publications.len() + self.playbacks.len() >= MAX_MEDIA {
-            return Err(format!("at most {MAX_MEDIA} publications and playbacks at a time"));
+            return Err(format!(
+                "at most {MAX_MEDIA} publications and playbacks at a time"
+            ));
         }
         Ok(())
     }
@@ -694,13 +753,15 @@ fn stream_status(
     info: Option<String>,
 ) {
     out.frames
-        .push(wcs::ServerMessage::NotifyStreamStatusEvent((StreamStatus {
-            media_session_id: room_protocol::excerpt(&media),
-            name: room_protocol::excerpt(&name),
-            published,
-            status,
-            info,
-        },)));
+        .push(wcs::ServerMessage::NotifyStreamStatusEvent((
+            StreamStatus {
+                media_session_id: room_protocol::excerpt(&media),
+                name: room_protocol::excerpt(&name),
+                published,
+                status,
+                info,
+            },
+        )));
 }
 
 /// A `fail` frame for the refused `api_method` (empty: none).
@@ -732,7 +793,12 @@ mod tests {
     fn names(out: &Output) -> Vec<String> {
         out.frames
             .iter()
-            .map(|f| serde_json::to_value(f).unwrap()["message"].as_str().unwrap().to_owned())
+            .map(|f| {
+                serde_json::to_value(f).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -792,15 +858,19 @@ mod tests {
             r#"{"message":"publishStream","data":[{"mediaSessionId":"m1","name":"r-alice-ab12","sdp":"v=0 pub","hasAudio":true,"hasVideo":true}]}"#,
         ));
         assert!(out.frames.is_empty());
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Publish { stream, .. }, .. }] if stream == "ab12"));
+        assert!(
+            matches!(&out.requests[..], [WithId { msg: ClientMessage::Publish { stream, .. }, .. }] if stream == "ab12")
+        );
         let request = ServerMessage::SessionRequest {
             session: "s1".into(),
             stream: "ab12".into(),
             viewer: SERVER_VIEWER.into(),
         };
         let out = t.from_server(server(request, None));
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Sdp { session, description }, .. }]
-            if session == "s1" && description.sdp == "v=0 pub" && description.kind == SdpType::Offer));
+        assert!(
+            matches!(&out.requests[..], [WithId { msg: ClientMessage::Sdp { session, description }, .. }]
+            if session == "s1" && description.sdp == "v=0 pub" && description.kind == SdpType::Offer)
+        );
         let answer = |session: &str, sdp: &str| ServerMessage::Sdp {
             session: session.into(),
             description: SessionDescription {
@@ -818,16 +888,20 @@ mod tests {
         let out = t.from_client(client(
             r#"{"message":"playStream","data":[{"mediaSessionId":"m2","name":"r-bob-cam","sdp":"v=0 play"}]}"#,
         ));
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Play { participant, stream }, .. }]
-            if participant == "bob" && stream == "cam"));
+        assert!(
+            matches!(&out.requests[..], [WithId { msg: ClientMessage::Play { participant, stream }, .. }]
+            if participant == "bob" && stream == "cam")
+        );
         let started = ServerMessage::SessionStarted {
             session: "s2".into(),
             participant: "bob".into(),
             stream: "cam".into(),
         };
         let out = t.from_server(server(started, None));
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Sdp { description, .. }, .. }]
-            if description.sdp == "v=0 play"));
+        assert!(
+            matches!(&out.requests[..], [WithId { msg: ClientMessage::Sdp { description, .. }, .. }]
+            if description.sdp == "v=0 play")
+        );
         let out = t.from_server(server(answer("s2", "v=0 a2"), None));
         assert_eq!(
             serde_json::to_value(&out.frames).unwrap()[0],
@@ -837,14 +911,29 @@ mod tests {
         let out = t.from_client(client(
             r#"{"message":"sendStreamEvent","data":[{"mediaSessionId":"m1","type":"videoMuted"}]}"#,
         ));
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Mute { video_muted: true, audio_muted: false, .. }, .. }]));
+        assert!(matches!(
+            &out.requests[..],
+            [WithId {
+                msg: ClientMessage::Mute {
+                    video_muted: true,
+                    audio_muted: false,
+                    ..
+                },
+                ..
+            }]
+        ));
         let ended = ServerMessage::SessionEnded {
             session: "s1".into(),
             reason: "media lost".into(),
         };
         let out = t.from_server(server(ended, None));
-        assert!(matches!(&out.requests[..], [WithId { msg: ClientMessage::Unpublish { stream }, .. }] if stream == "ab12"));
-        assert_eq!(serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["status"], "FAILED");
+        assert!(
+            matches!(&out.requests[..], [WithId { msg: ClientMessage::Unpublish { stream }, .. }] if stream == "ab12")
+        );
+        assert_eq!(
+            serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["status"],
+            "FAILED"
+        );
     }
 
     #[test]
@@ -882,27 +971,39 @@ mod tests {
             ts: 1,
         };
         let out = t.from_server(server(echo, None));
-        assert_eq!(serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["operationId"], "c2");
+        assert_eq!(
+            serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["operationId"],
+            "c2"
+        );
         // Recording is refused, a second join too.
         let out = t.from_client(client(
             r#"{"message":"sendData","data":[{"operationId":"j2","payload":{"command":"join","options":{"name":"s","record":true}}}]}"#,
         ));
         assert!(out.requests.is_empty());
-        assert_eq!(serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["info"], RECORD_REFUSED);
+        assert_eq!(
+            serde_json::to_value(&out.frames[0]).unwrap()["data"][0]["info"],
+            RECORD_REFUSED
+        );
     }
 
     #[test]
     fn a_refused_join_answers_failed_and_only_the_room_api_is_served() {
         let mut t = Translator::new(MediaMode::Sfu, "wcs-1".into(), Some("url-token".into()));
-        let out = t.from_client(client(r#"{"message":"connection","data":[{"appKey":"defaultApp"}]}"#));
+        let out = t.from_client(client(
+            r#"{"message":"connection","data":[{"appKey":"defaultApp"}]}"#,
+        ));
         assert!(out.close);
         assert_eq!(names(&out), ["fail"]);
         let mut t = Translator::new(MediaMode::Sfu, "wcs-1".into(), Some("url-token".into()));
-        t.from_client(client(r#"{"message":"connection","data":[{"custom":{"login":"carol"}}]}"#));
+        t.from_client(client(
+            r#"{"message":"connection","data":[{"custom":{"login":"carol"}}]}"#,
+        ));
         let out = t.from_client(client(
             r#"{"message":"sendData","data":[{"operationId":"op","payload":{"command":"join","options":{"name":"r"}}}]}"#,
         ));
-        assert!(matches!(&out.requests[0].msg, ClientMessage::Join { token: Some(token), .. } if token.expose() == "url-token"));
+        assert!(
+            matches!(&out.requests[0].msg, ClientMessage::Join { token: Some(token), .. } if token.expose() == "url-token")
+        );
         let failed = ServerMessage::Failed {
             reason: room_protocol::FailReason::RoomFull,
             detail: "room r is full (2 of 2)".into(),

@@ -424,7 +424,8 @@ mod tests {
 
     #[test]
     fn ping_and_garbage() {
-        let ping: ClientMessage = serde_json::from_str(r#"{"message":"ping","data":[null]}"#).unwrap();
+        let ping: ClientMessage =
+            serde_json::from_str(r#"{"message":"ping","data":[null]}"#).unwrap();
         assert_eq!(ping, ClientMessage::Ping((None,)));
         for garbage in [
             "",
@@ -434,9 +435,15 @@ mod tests {
             r#"{"message":"publishStream","data":[]}"#,
             r#"{"message":"sendData","data":[{"operationId":"x","payload":{"command":"kick"}}]}"#,
         ] {
-            assert!(serde_json::from_str::<ClientMessage>(garbage).is_err(), "{garbage}");
+            assert!(
+                serde_json::from_str::<ClientMessage>(garbage).is_err(),
+                "{garbage}"
+            );
         }
-        assert_eq!(frame_name(r#"{"message":"call","data":[]}"#).as_deref(), Some("call"));
+        assert_eq!(
+            frame_name(r#"{"message":"call","data":[]}"#).as_deref(),
+            Some("call")
+        );
         assert_eq!(frame_name("nonsense"), None);
     }
 }

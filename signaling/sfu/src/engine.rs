@@ -557,7 +557,8 @@ impl Engine {
         let sending = |kind: MediaKind| {
             mids.iter().copied().find(|mid| {
                 rtc.media(*mid).is_some_and(|m| {
-                    m.kind() == kind && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
+                    m.kind() == kind
+                        && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
                 })
             })
         };
@@ -570,7 +571,13 @@ impl Engine {
         self.routes
             .add_viewer(&session, &stream, audio_mid, video_mid)
             .map_err(|_| SfuError::SessionExists(session.clone()))?;
-        info!(session, ?stream, ?audio_mid, ?video_mid, "viewer session created on its offer");
+        info!(
+            session,
+            ?stream,
+            ?audio_mid,
+            ?video_mid,
+            "viewer session created on its offer"
+        );
         let answer = one_msid_stream(&answer, &msid_stream_id(&stream));
         self.add_peer(session, Role::Viewer, stream, rtc, creds, now);
         Ok(answer)
