@@ -17,13 +17,17 @@
 //! messages pass its rate limits ([`crate::limits`]) before the hub sees them. A connection
 //! that is not in a room holds one of the server's "unjoined" slots and must join within
 //! `join_timeout` (1008 otherwise).
+//!
+//! A connection speaks one [`Dialect`]: the native protocol (`/ws`), or the original room
+//! API's (`/`, see [`crate::wcs`]), whose frames are translated into native messages on the way
+//! in and out; everything above (limits, keepalive, join gate, the hub) is the same.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, WithId};
+use room_protocol::{ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, ServerMessage, WithId, wcs};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -40,6 +44,7 @@ use crate::frames::MessageClock;
 use crate::hub::{Flush, Hub, Progress};
 use crate::limits::Limiters;
 use crate::rooms::PeerId;
+use crate::wcs::{Output, Translator};
 
 /// Frames above this size end the connection (see the module doc).
 pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -100,8 +105,17 @@ pub struct Client {
     pub cluster: Option<Arc<Cluster>>,
 }
 
+/// The protocol a connection speaks.
+pub enum Dialect {
+    /// The native protocol ([`room_protocol`]).
+    Native,
+    /// The original room API's ([`room_protocol::wcs`]), translated (see [`crate::wcs`]).
+    Wcs(Box<Translator>),
+}
+
 /// Runs one connection until it ends, inside a `connection` span that carries its peer id
 /// (recorded once the hub has assigned it).
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "connection", skip_all, fields(peer))]
 pub async fn serve<S>(
     socket: WebSocketStream<S>,
@@ -111,13 +125,18 @@ pub async fn serve<S>(
     config: Arc<Config>,
     shutdown: CancellationToken,
     client: Client,
+    mut dialect: Dialect,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Bounded: a peer that cannot keep up loses its connection instead of growing server memory.
     let (queue, mut outgoing) = mpsc::channel(config.outgoing_queue);
     let progress = Arc::new(Progress::default());
-    let peer = hub.register(queue, progress.clone());
+    let peer = match dialect {
+        Dialect::Native => hub.register(queue, progress.clone()),
+        // The SDK offers the sessions it plays (its playStream carries an offer).
+        Dialect::Wcs(_) => hub.register_offering(queue, progress.clone()),
+    };
     tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
     let (mut sink, mut frames) = socket.split();
@@ -139,7 +158,26 @@ pub async fn serve<S>(
             _ = shutdown.cancelled() => break Some((CloseCode::Away, "server shutting down")),
             queued = outgoing.recv() => match queued {
                 Some(text) => {
-                    if !matches!(timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await, Ok(Ok(()))) {
+                    let written = match &mut dialect {
+                        Dialect::Native => send_text(&mut sink, text).await,
+                        Dialect::Wcs(translator) => {
+                            // The hub queues serialised native messages: read back here, at
+                            // the one place this connection needs them as values.
+                            match serde_json::from_str::<WithId<ServerMessage>>(&text) {
+                                Ok(msg) => {
+                                    let output = translator.from_server(msg);
+                                    let (written, applied) = carry_out(&mut sink, output, &hub, &limiters, peer, &client).await;
+                                    left.extend(applied);
+                                    written
+                                }
+                                Err(err) => {
+                                    tracing::error!("queued message not readable back: {err}");
+                                    true
+                                }
+                            }
+                        }
+                    };
+                    if !written {
                         break None;
                     }
                     progress.wrote();
@@ -150,14 +188,34 @@ pub async fn serve<S>(
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await);
+                        match &mut dialect {
+                            Dialect::Native => left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await),
+                            Dialect::Wcs(translator) => {
+                                let output = read_wcs(translator, &limiters, text.as_str());
+                                let close = output.close;
+                                let (written, applied) = carry_out(&mut sink, output, &hub, &limiters, peer, &client).await;
+                                left.extend(applied);
+                                if !written {
+                                    break None;
+                                }
+                                if close {
+                                    break Some((CloseCode::Policy, "refused by the server"));
+                                }
+                            }
+                        }
                         if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
                             break Some((CloseCode::Again, "too many connections waiting to join"));
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        hub.reject(peer, ErrorCode::Binary, "binary frames are not part of the protocol".into())
-                    }
+                    Some(Ok(Message::Binary(_))) => match &dialect {
+                        Dialect::Native => hub.reject(peer, ErrorCode::Binary, "binary frames are not part of the protocol".into()),
+                        Dialect::Wcs(_) => {
+                            let output = wcs_fail(None, "binary frames are not part of the protocol".into());
+                            if !carry_out(&mut sink, output, &hub, &limiters, peer, &client).await.0 {
+                                break None;
+                            }
+                        }
+                    },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(err)) => {
@@ -226,11 +284,74 @@ fn close_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
     }
 }
 
-/// Parses one text frame and hands it to the hub; bad input gets an `error` reply, and so does
-/// a message over a rate limit (which the hub never sees). A join's token is verified here, at
-/// the edge: the hub and the room rules get the verdict. With other nodes, a join waits for its
-/// room's owner to be found (so later messages follow it in order). Returns what a `leave`
-/// queued to the others.
+/// Writes one text frame; false when the peer is gone or does not read.
+async fn send_text<S>(sink: &mut S, text: String) -> bool
+where
+    S: futures::Sink<Message, Error = WsError> + Unpin,
+{
+    matches!(
+        timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Parses one frame of the original room API and translates it. Bad input (too large, not a
+/// frame the server knows) gets `fail`, within the message rate limit, and nothing else.
+fn read_wcs(translator: &mut Translator, limiters: &Limiters, text: &str) -> Output {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let why = format!(
+            "message is {} bytes, the limit is {MAX_MESSAGE_BYTES}",
+            text.len()
+        );
+        return wcs_fail(None, why);
+    }
+    match serde_json::from_str::<wcs::ClientMessage>(text) {
+        Ok(msg) => translator.from_client(msg),
+        Err(err) => match limiters.check_messages() {
+            Ok(()) => wcs_fail(wcs::frame_name(text), parse_error(&err)),
+            Err(why) => wcs_fail(wcs::frame_name(text), why),
+        },
+    }
+}
+
+fn wcs_fail(api_method: Option<String>, info: String) -> Output {
+    Output {
+        frames: vec![wcs::ServerMessage::Fail((wcs::Failure {
+            api_method,
+            info,
+        },))],
+        ..Output::default()
+    }
+}
+
+/// Writes a translation's frames, then applies its native requests as a native client's.
+/// Returns whether the frames were written, and what a `leave` among them queued to the others.
+async fn carry_out<S>(
+    sink: &mut S,
+    output: Output,
+    hub: &Hub,
+    limiters: &Limiters,
+    peer: PeerId,
+    client: &Client,
+) -> (bool, Flush)
+where
+    S: futures::Sink<Message, Error = WsError> + Unpin,
+{
+    for frame in output.frames {
+        let text = serde_json::to_string(&frame).expect("protocol frames always serialise");
+        if !send_text(sink, text).await {
+            return (false, Flush::default());
+        }
+    }
+    let mut left = Flush::default();
+    for request in output.requests {
+        left.extend(apply(hub, limiters, peer, client, request).await);
+    }
+    (true, left)
+}
+
+/// Parses one text frame and hands it to the hub ([`apply`]); bad input gets an `error` reply.
+/// Returns what a `leave` queued to the others.
 async fn read_text(
     hub: &Hub,
     limiters: &Limiters,
@@ -247,32 +368,7 @@ async fn read_text(
         return Flush::default();
     }
     match serde_json::from_str::<WithId<ClientMessage>>(text) {
-        Ok(WithId { id, msg }) => {
-            if let Err(why) = limiters.check(&msg) {
-                hub.reject_request(peer, ErrorCode::RateLimited, why, id);
-                return Flush::default();
-            }
-            match msg {
-                ClientMessage::Join {
-                    room,
-                    username,
-                    token,
-                } => {
-                    let token = token.as_ref().map(|t| t.expose());
-                    let admitted = client
-                        .access
-                        .join(client.addr.ip(), token, &room, &username);
-                    match &client.cluster {
-                        // A join routed to another node loses its id (the nodes' forwarding
-                        // does not carry it); one answered here keeps it.
-                        Some(cluster) => cluster.join(peer, room, username, admitted, id).await,
-                        None => hub.join(peer, room, username, admitted, id),
-                    }
-                    Flush::default()
-                }
-                msg => hub.handle_request(peer, msg, id),
-            }
-        }
+        Ok(request) => apply(hub, limiters, peer, client, request).await,
         Err(err) => {
             match limiters.check_messages() {
                 Ok(()) => hub.reject(peer, ErrorCode::Malformed, parse_error(&err)),
@@ -280,6 +376,44 @@ async fn read_text(
             }
             Flush::default()
         }
+    }
+}
+
+/// Hands one message to the hub; a message over a rate limit gets an `error` reply instead
+/// (the hub never sees it). A join's token is verified here, at the edge: the hub and the room
+/// rules get the verdict. With other nodes, a join waits for its room's owner to be found (so
+/// later messages follow it in order). Returns what a `leave` queued to the others.
+async fn apply(
+    hub: &Hub,
+    limiters: &Limiters,
+    peer: PeerId,
+    client: &Client,
+    request: WithId<ClientMessage>,
+) -> Flush {
+    let WithId { id, msg } = request;
+    if let Err(why) = limiters.check(&msg) {
+        hub.reject_request(peer, ErrorCode::RateLimited, why, id);
+        return Flush::default();
+    }
+    match msg {
+        ClientMessage::Join {
+            room,
+            username,
+            token,
+        } => {
+            let token = token.as_ref().map(|t| t.expose());
+            let admitted = client
+                .access
+                .join(client.addr.ip(), token, &room, &username);
+            match &client.cluster {
+                // A join routed to another node loses its id (the nodes' forwarding
+                // does not carry it); one answered here keeps it.
+                Some(cluster) => cluster.join(peer, room, username, admitted, id).await,
+                None => hub.join(peer, room, username, admitted, id),
+            }
+            Flush::default()
+        }
+        msg => hub.handle_request(peer, msg, id),
     }
 }
 

@@ -140,8 +140,27 @@ impl Hub {
     /// A new connection: it gets an id and, through `queue`, the `welcome` message. Its task
     /// reports its writes to `progress`.
     pub fn register(&self, queue: mpsc::Sender<String>, progress: Arc<Progress>) -> PeerId {
+        self.register_with(queue, progress, Routing::connect)
+    }
+
+    /// [`Self::register`] for a client that offers the sessions it views through the server
+    /// (see [`crate::rooms::Rooms::connect_offering`]).
+    pub fn register_offering(
+        &self,
+        queue: mpsc::Sender<String>,
+        progress: Arc<Progress>,
+    ) -> PeerId {
+        self.register_with(queue, progress, Routing::connect_offering)
+    }
+
+    fn register_with(
+        &self,
+        queue: mpsc::Sender<String>,
+        progress: Arc<Progress>,
+        connect: fn(&mut Routing) -> (PeerId, Actions),
+    ) -> PeerId {
         let mut state = self.state.lock().unwrap();
-        let (peer, welcome) = state.routing.connect();
+        let (peer, welcome) = connect(&mut state.routing);
         let queue = Queue {
             sender: queue,
             progress,

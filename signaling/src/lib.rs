@@ -19,6 +19,8 @@
 //!   the hub), the cluster's tasks talk to Redis.
 //! - `web_guard`: the Origin/Host rule of `/ws` and the security headers of every response.
 //! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
+//! - `wcs`: the original room API's clients (Flashphoner Web Call Server's Web SDK) on `/`:
+//!   their protocol translated into the native one.
 //! - `media`: media through the server (`--media sfu`): the media engine and the tasks that
 //!   tie it to the room rules.
 //!
@@ -37,6 +39,7 @@ pub mod rooms;
 pub mod server;
 pub mod tls;
 pub mod turn;
+pub mod wcs;
 pub mod web_guard;
 
 use std::path::PathBuf;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
-use crate::rooms::{MediaCommand, StreamRef};
+use crate::rooms::{MediaCommand, MediaMode, StreamRef};
 use room_sfu::{Sfu, SfuConfig, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// The default UDP port of the media engine (`--media-port`).
@@ -38,6 +38,16 @@ pub enum MediaConfig {
     Mesh,
     /// Through the server (`--media sfu`).
     Sfu(SfuSettings),
+}
+
+impl MediaConfig {
+    /// What the room rules need to know of it.
+    pub fn mode(&self) -> MediaMode {
+        match self {
+            MediaConfig::Mesh => MediaMode::Mesh,
+            MediaConfig::Sfu(_) => MediaMode::Sfu,
+        }
+    }
 }
 
 /// The media engine's socket and the addresses it gives peers.
@@ -150,6 +160,10 @@ async fn carry_out(
                 ..
             } => sfu
                 .subscribe(&session, key(stream), audio, video)
+                .await
+                .map(Some),
+            MediaCommand::SubscribeOffered { stream, offer, .. } => sfu
+                .subscribe_with_offer(&session, key(stream), &offer)
                 .await
                 .map(Some),
             MediaCommand::Answer { answer, .. } => {

@@ -23,7 +23,10 @@
 //!   `play` when the stream has none, e.g. after the previous one failed); its `viewer` is
 //!   [`SERVER_VIEWER`]. The publisher offers, the engine answers.
 //! - a *forwarded* session: server → viewer, made by `play`: the viewer gets `session-started`
-//!   and then the engine's offer; it answers.
+//!   and then the engine's offer; it answers. A client that offers its own viewing sessions
+//!   (connected with [`Rooms::connect_offering`]: the original room API's clients, whose
+//!   `playStream` carries an offer) gets `session-started` alone, sends its offer as the
+//!   session's `sdp`, and the engine answers it ([`MediaCommand::SubscribeOffered`]).
 //!
 //! Clients see the same messages as in a mesh room. An ingest that ends while its stream is
 //! published (its publisher stopped it, or the engine lost it) ends the stream's forwarded
@@ -105,6 +108,13 @@ pub enum MediaCommand {
         audio: bool,
         video: bool,
     },
+    /// A viewer's session of `stream` whose viewer offered (see [`Rooms::connect_offering`]):
+    /// answer its offer (back through [`Rooms::media_description`]).
+    SubscribeOffered {
+        session: String,
+        stream: StreamRef,
+        offer: String,
+    },
     /// The viewer's answer to the server's offer.
     Answer { session: String, answer: String },
     /// An ICE candidate of the session's client end.
@@ -119,6 +129,7 @@ impl MediaCommand {
         match self {
             MediaCommand::Publish { session, .. }
             | MediaCommand::Subscribe { session, .. }
+            | MediaCommand::SubscribeOffered { session, .. }
             | MediaCommand::Answer { session, .. }
             | MediaCommand::Candidate { session, .. }
             | MediaCommand::Close { session } => session,
@@ -159,6 +170,9 @@ pub struct Rooms {
 struct Peer {
     /// Set while the connection is in a room.
     member: Option<Member>,
+    /// The client offers the sessions it views through the server (see
+    /// [`Rooms::connect_offering`]).
+    offers_to_view: bool,
 }
 
 #[derive(Debug)]
@@ -245,7 +259,22 @@ impl Rooms {
 
     /// A connection opened: it gets `welcome`.
     pub fn connect(&mut self, peer: PeerId) -> Outbox {
-        self.peers.insert(peer, Peer::default());
+        self.connect_peer(peer, Peer::default())
+    }
+
+    /// A connection opened whose client offers the sessions it views through the server (in
+    /// SFU rooms; the original room API's clients): after `session-started` it sends the offer,
+    /// the server answers. Everything else is as for [`Rooms::connect`].
+    pub fn connect_offering(&mut self, peer: PeerId) -> Outbox {
+        let offering = Peer {
+            member: None,
+            offers_to_view: true,
+        };
+        self.connect_peer(peer, offering)
+    }
+
+    fn connect_peer(&mut self, peer: PeerId, state: Peer) -> Outbox {
+        self.peers.insert(peer, state);
         vec![(
             peer,
             ServerMessage::Welcome {
@@ -432,17 +461,12 @@ impl Rooms {
             .or_default()
             .members
             .push(peer);
-        self.peers.insert(
-            peer,
-            Peer {
-                member: Some(Member {
-                    room,
-                    username,
-                    streams: Vec::new(),
-                    grants,
-                }),
-            },
-        );
+        self.peers.entry(peer).or_default().member = Some(Member {
+            room,
+            username,
+            streams: Vec::new(),
+            grants,
+        });
         out
     }
 
@@ -713,16 +737,19 @@ impl Rooms {
             forwarded: true,
             stream: stream.to_owned(),
         });
-        self.media.push(MediaCommand::Subscribe {
-            session: session.clone(),
-            stream: StreamRef {
-                room,
-                participant: participant.clone(),
-                stream: stream.to_owned(),
-            },
-            audio: info.audio,
-            video: info.video,
-        });
+        // A viewer that offers gets nothing from the engine until its offer comes.
+        if !self.offers_to_view(viewer) {
+            self.media.push(MediaCommand::Subscribe {
+                session: session.clone(),
+                stream: StreamRef {
+                    room,
+                    participant: participant.clone(),
+                    stream: stream.to_owned(),
+                },
+                audio: info.audio,
+                video: info.video,
+            });
+        }
         out.insert(
             0,
             (
@@ -745,7 +772,8 @@ impl Rooms {
     ) -> Reply {
         let other = self.session_peer(peer, &session)?;
         let is_publisher = self.sessions[&session].publisher == peer;
-        let expected = if is_publisher {
+        let viewer_offers = !is_publisher && self.viewer_offers(&session);
+        let expected = if is_publisher || viewer_offers {
             SdpType::Offer
         } else {
             SdpType::Answer
@@ -753,6 +781,8 @@ impl Rooms {
         if description.kind != expected {
             let end = if is_publisher {
                 "the publisher sends offers"
+            } else if viewer_offers {
+                "this viewer sends offers"
             } else {
                 "the viewer sends answers"
             };
@@ -768,17 +798,19 @@ impl Rooms {
             End::Peer(other) => other,
             End::Server => {
                 let sdp = description.sdp;
-                self.media.push(match is_publisher {
-                    true => {
-                        let stream = self.stream_ref(&self.sessions[&session]);
-                        let offer = sdp;
-                        MediaCommand::Publish {
-                            session,
-                            stream,
-                            offer,
-                        }
-                    }
-                    false => MediaCommand::Answer {
+                let stream = self.stream_ref(&self.sessions[&session]);
+                self.media.push(match (is_publisher, viewer_offers) {
+                    (true, _) => MediaCommand::Publish {
+                        session,
+                        stream,
+                        offer: sdp,
+                    },
+                    (false, true) => MediaCommand::SubscribeOffered {
+                        session,
+                        stream,
+                        offer: sdp,
+                    },
+                    (false, false) => MediaCommand::Answer {
                         session,
                         answer: sdp,
                     },
@@ -793,6 +825,20 @@ impl Rooms {
                 description,
             },
         )])
+    }
+
+    /// Whether `session` is forwarded by the server to a viewer that offers it (see
+    /// [`Rooms::connect_offering`]).
+    fn viewer_offers(&self, session: &str) -> bool {
+        self.sessions
+            .get(session)
+            .filter(|s| s.forwarded)
+            .and_then(|s| s.viewer)
+            .is_some_and(|viewer| self.offers_to_view(viewer))
+    }
+
+    fn offers_to_view(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.offers_to_view)
     }
 
     /// The stream a session carries, as the media engine knows it.
@@ -846,14 +892,15 @@ impl Rooms {
     }
 
     /// The media engine's description for `session`: its answer to an ingest's offer, or its
-    /// offer for a viewer. Goes to the session's participant; nothing for a session that has
-    /// ended meanwhile.
+    /// offer for a viewer (its answer for a viewer that offered). Goes to the session's
+    /// participant; nothing for a session that has ended meanwhile.
     pub fn media_description(&mut self, session: &str, sdp: String) -> Outbox {
         let Some(s) = self.sessions.get(session).filter(|s| s.with_server()) else {
             return Vec::new();
         };
         let (to, kind) = match s.viewer {
             None => (s.publisher, SdpType::Answer),
+            Some(viewer) if self.offers_to_view(viewer) => (viewer, SdpType::Answer),
             Some(viewer) => (viewer, SdpType::Offer),
         };
         let description = SessionDescription { kind, sdp };
@@ -1081,17 +1128,12 @@ impl Rooms {
             .or_default()
             .members
             .push(peer);
-        self.peers.insert(
-            peer,
-            Peer {
-                member: Some(Member {
-                    room: room.to_owned(),
-                    username: record.username,
-                    streams: record.streams,
-                    grants: record.grants,
-                }),
-            },
-        );
+        self.peers.entry(peer).or_default().member = Some(Member {
+            room: room.to_owned(),
+            username: record.username,
+            streams: record.streams,
+            grants: record.grants,
+        });
     }
 
     /// Tells everyone in `room` that a participant that is not restored (its server died) is
@@ -2016,6 +2058,59 @@ mod sfu_tests {
             )]
         ));
         assert!(r.take_media().is_empty());
+    }
+
+    #[test]
+    fn a_viewer_that_offers_gets_the_engines_answer() {
+        let mut r = room_with_a_stream();
+        r.connect_offering(4);
+        r.join(
+            4,
+            "a".into(),
+            "dee".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
+        let out = play(&mut r, 4);
+        assert!(
+            matches!(&out[..], [(4, ServerMessage::SessionStarted { session, .. })] if session == "s2"),
+            "{out:?}"
+        );
+        assert!(r.take_media().is_empty(), "the engine waits for the offer");
+        // It offers; an answer from it is refused.
+        assert!(matches!(
+            r.handle(4, sdp("s2", SdpType::Answer, "v=0"))[..],
+            [(
+                4,
+                ServerMessage::Error {
+                    code: ErrorCode::BadSdp,
+                    ..
+                }
+            )]
+        ));
+        assert!(
+            r.handle(4, sdp("s2", SdpType::Offer, "v=0 offer"))
+                .is_empty()
+        );
+        assert_eq!(
+            r.take_media(),
+            [MediaCommand::SubscribeOffered {
+                session: "s2".into(),
+                stream: main_of_ann(),
+                offer: "v=0 offer".into(),
+            }]
+        );
+        let out = r.media_description("s2", "v=0 answer".into());
+        assert!(matches!(
+            &out[..],
+            [(4, ServerMessage::Sdp { description, .. })] if description.kind == SdpType::Answer
+        ));
+        // Its own stream's ingest is as anyone's: it offers, the engine answers.
+        r.handle(4, publish("cam"));
+        assert!(r.handle(4, sdp("s3", SdpType::Offer, "v=0 cam")).is_empty());
+        assert!(
+            matches!(&r.take_media()[..], [MediaCommand::Publish { session, .. }] if session == "s3")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), a health
-//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). `/ws`
-//! follows the Origin/Host rule of [`crate::web_guard`]; every response carries its security
-//! headers.
+//! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), the
+//! original room API's WebSocket (a WebSocket upgrade on `/`, see [`crate::wcs`]), a health
+//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). Both
+//! WebSockets follow the Origin/Host rule of [`crate::web_guard`]; every response carries its
+//! security headers.
 //!
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
@@ -45,7 +46,7 @@ use crate::connection::{self, HARD_FRAME_LIMIT, JoinGate};
 use crate::frames::MessageWatch;
 use crate::hub::Hub;
 use crate::media::{Media, MediaConfig};
-use crate::rooms::{MediaMode, RoomRules};
+use crate::rooms::RoomRules;
 use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
 
@@ -82,10 +83,7 @@ pub async fn run(
         ice_servers: config.ice_servers.clone(),
         turn: config.turn.clone(),
         max_streams: config.max_streams,
-        media: match config.media {
-            MediaConfig::Mesh => MediaMode::Mesh,
-            MediaConfig::Sfu(_) => MediaMode::Sfu,
-        },
+        media: config.media.mode(),
     };
     let hub = Arc::new(Hub::new(rules));
     let shutdown_all = CancellationToken::new();
@@ -128,6 +126,7 @@ pub async fn run(
     };
     let mut router = Router::new()
         .route("/ws", get(upgrade))
+        .route("/", get(root))
         .route("/healthz", get(health))
         .route("/rooms", get(rooms))
         .fallback_service(ServeDir::new(&app.config.web_dir))
@@ -242,7 +241,50 @@ async fn reload_on_sighup(config: RustlsConfig, files: TlsFiles) {
 async fn upgrade(
     State(app): State<App>,
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    upgrade_to(app, peer_addr, request, connection::Dialect::Native)
+}
+
+/// `/`: the original room API's WebSocket when the request is an upgrade (its SDK connects to
+/// `ws://HOST:PORT`), the conference page otherwise. A `?token=` on the WebSocket URL is the
+/// access token of a client that has no other place for one (the SDK's example page).
+async fn root(
+    State(app): State<App>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    if !request.headers().contains_key(header::UPGRADE) {
+        return match ServeDir::new(&app.config.web_dir).try_call(request).await {
+            Ok(page) => page.map(Body::new),
+            Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
+        };
+    }
+    let token = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(|t| room_protocol::Secret::from(t.to_owned()))
+    });
+    let media = app.config.media.mode();
+    // The connection's id for the SDK's logs; the hub's peer id is assigned later.
+    let session = format!("wcs-{}", rand::random::<u32>());
+    let translator = crate::wcs::Translator::new(media, session, token);
+    upgrade_to(
+        app,
+        peer_addr,
+        request,
+        connection::Dialect::Wcs(Box::new(translator)),
+    )
+}
+
+/// Upgrades `request` to a WebSocket that speaks `dialect`, after the Origin/Host rule, the
+/// handshake checks and the cap on connections not in a room.
+fn upgrade_to(
+    app: App,
+    peer_addr: SocketAddr,
     mut request: Request,
+    dialect: connection::Dialect,
 ) -> Response {
     if let Err(why) = app.origins.check(request.headers()) {
         tracing::info!(%peer_addr, "refused a WebSocket: {why}");
@@ -281,7 +323,7 @@ async fn upgrade(
         let socket =
             WebSocketStream::from_raw_socket(watched, Role::Server, Some(websocket_config())).await;
         let gate = JoinGate::new(unjoined_slots, unjoined);
-        connection::serve(socket, clock, gate, hub, config, shutdown, client).await;
+        connection::serve(socket, clock, gate, hub, config, shutdown, client, dialect).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

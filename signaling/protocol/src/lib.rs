@@ -40,6 +40,7 @@
 //! ```
 
 pub mod speaker;
+pub mod wcs;
 
 use serde::{Deserialize, Serialize};
 

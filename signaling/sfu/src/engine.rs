@@ -32,7 +32,7 @@ use crate::demux::{Demux, DropReason, Kind, Route};
 use crate::routes::{Action, Routes, Timeline};
 use crate::sdp::{
     StreamCodecs, answer_offer, ingest_codecs, msid_stream_id, negotiated_codecs, offered_mids,
-    payload_type_mids, viewer_codecs,
+    one_msid_stream, payload_type_mids, viewer_codecs,
 };
 use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
@@ -67,6 +67,12 @@ pub(crate) enum Command {
         stream: StreamKey,
         audio: bool,
         video: bool,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    SubscribeOffered {
+        session: String,
+        stream: StreamKey,
+        offer: String,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
     Answer {
@@ -312,6 +318,16 @@ impl Engine {
                 self.settle(now);
                 let _ = reply.send(result);
             }
+            Command::SubscribeOffered {
+                session,
+                stream,
+                offer,
+                reply,
+            } => {
+                let result = self.subscribe_offered(session, stream, &offer, now);
+                self.settle(now);
+                let _ = reply.send(result);
+            }
             Command::Answer {
                 session,
                 answer,
@@ -509,6 +525,62 @@ impl Engine {
             peer.pending = Some(pending);
         }
         Ok(offer.to_sdp_string())
+    }
+
+    /// A viewer session whose viewer offered (receive-only audio and/or video): the server
+    /// answers, sending on the first m-line of each kind. Its tracks get one msid stream, as
+    /// in [`Engine::subscribe`].
+    fn subscribe_offered(
+        &mut self,
+        session: String,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        self.check_new_session(&session, Some(offer))?;
+        if self.routes.viewer_count(&stream) >= self.limits.max_viewers_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{} viewers per stream",
+                self.limits.max_viewers_per_stream
+            )));
+        }
+        let mids = offered_mids(offer);
+        if mids.len() > self.limits.max_tracks_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{} m-lines, at most {} per stream",
+                mids.len(),
+                self.limits.max_tracks_per_stream
+            )));
+        }
+        let (mut rtc, creds) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
+        let answer = answer_offer(&mut rtc, offer)?;
+        let sending = |kind: MediaKind| {
+            mids.iter().copied().find(|mid| {
+                rtc.media(*mid).is_some_and(|m| {
+                    m.kind() == kind
+                        && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
+                })
+            })
+        };
+        let (audio_mid, video_mid) = (sending(MediaKind::Audio), sending(MediaKind::Video));
+        if audio_mid.is_none() && video_mid.is_none() {
+            return Err(SfuError::BadSdp(
+                "the offer receives neither audio nor video".into(),
+            ));
+        }
+        self.routes
+            .add_viewer(&session, &stream, audio_mid, video_mid)
+            .map_err(|_| SfuError::SessionExists(session.clone()))?;
+        info!(
+            session,
+            ?stream,
+            ?audio_mid,
+            ?video_mid,
+            "viewer session created on its offer"
+        );
+        let answer = one_msid_stream(&answer, &msid_stream_id(&stream));
+        self.add_peer(session, Role::Viewer, stream, rtc, creds, now);
+        Ok(answer)
     }
 
     fn answer(&mut self, session: &str, answer: &str, now: Instant) -> Result<(), SfuError> {

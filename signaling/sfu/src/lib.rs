@@ -350,6 +350,24 @@ impl Sfu {
         .await?
     }
 
+    /// A viewer session of `stream` on the viewer's own SDP `offer` (receive-only audio and/or
+    /// video: WHEP players, the original room API's clients) → the server's answer, sending on
+    /// the first m-line of each kind. Otherwise as [`Sfu::subscribe`].
+    pub async fn subscribe_with_offer(
+        &self,
+        session: &str,
+        stream: StreamKey,
+        offer: &str,
+    ) -> Result<String, SfuError> {
+        self.request(|reply| Command::SubscribeOffered {
+            session: session.to_owned(),
+            stream,
+            offer: offer.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
     /// The viewer's SDP answer to the offer [`Sfu::subscribe`] returned.
     pub async fn answer(&self, session: &str, answer: &str) -> Result<(), SfuError> {
         self.request(|reply| Command::Answer {

@@ -119,6 +119,35 @@ pub(crate) fn msid_stream_id(stream: &StreamKey) -> String {
     }
 }
 
+/// `sdp` with every track in the msid stream `stream_id` (`a=msid:` and `a=ssrc:N msid:`
+/// lines). str0m gives each m-line it answers a random stream of its own, and a browser then
+/// puts audio and video in two MediaStreams: players that show `streams[0]` of each track
+/// lose one of them.
+pub(crate) fn one_msid_stream(sdp: &str, stream_id: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (prefix, rest) = match line.find("msid:") {
+            Some(at) if line.starts_with("a=msid:") || line.starts_with("a=ssrc:") => {
+                line.split_at(at + "msid:".len())
+            }
+            _ => {
+                out.push_str(line);
+                continue;
+            }
+        };
+        match rest.split_once(' ') {
+            Some((_, track)) => {
+                out.push_str(prefix);
+                out.push_str(stream_id);
+                out.push(' ');
+                out.push_str(track);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// An ingest's payload types (and their retransmission types) → m-line, where a payload type
 /// belongs to one m-line only.
 pub(crate) fn payload_type_mids(rtc: &Rtc, mids: &[Mid]) -> HashMap<Pt, Mid> {
@@ -277,5 +306,17 @@ a=rtcp-mux-only\r
     fn the_mids_of_an_sdp() {
         let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n";
         assert_eq!(offered_mids(sdp), [Mid::from("video0"), Mid::from("1")]);
+    }
+}
+
+#[cfg(test)]
+mod msid_tests {
+    #[test]
+    fn every_track_joins_one_stream() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:aaa t1\r\na=ssrc:5 msid:aaa t1\r\na=ssrc:5 cname:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:bbb t2\r\n";
+        assert_eq!(
+            super::one_msid_stream(sdp, "ann-main"),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:ann-main t1\r\na=ssrc:5 msid:ann-main t1\r\na=ssrc:5 cname:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:ann-main t2\r\n"
+        );
     }
 }

@@ -249,6 +249,16 @@ impl Routing {
         (peer, self.take())
     }
 
+    /// [`Self::connect`] for a client that offers the sessions it views through the server
+    /// ([`Rooms::connect_offering`]). Known gap: in a room owned by another node, its proxy
+    /// there is an ordinary participant, so the engine would offer to it.
+    pub fn connect_offering(&mut self) -> (PeerId, Actions) {
+        let peer = self.new_peer();
+        let out = self.rooms.connect_offering(peer);
+        self.deliver(out);
+        (peer, self.take())
+    }
+
     /// A local connection ended (or its queue overflowed): it leaves its room, here or at the
     /// room's owner. Nothing is sent to it.
     pub fn disconnect(&mut self, peer: PeerId) -> Actions {
