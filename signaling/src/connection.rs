@@ -120,6 +120,9 @@ pub async fn serve<S>(
     let peer = hub.register(queue, progress.clone());
     tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
+    // Step times of a join (debug level): when each message was read or written, in ms since
+    // the connection was accepted, and how long handling a read one took.
+    let connected = Instant::now();
     let (mut sink, mut frames) = socket.split();
     // The first ping one interval from now, not at once: the peer has just spoken (its
     // handshake), and a ping in the middle of every join costs both ends a frame each way.
@@ -139,10 +142,14 @@ pub async fn serve<S>(
             _ = shutdown.cancelled() => break Some((CloseCode::Away, "server shutting down")),
             queued = outgoing.recv() => match queued {
                 Some(text) => {
+                    // Copied only when the step log is on (the text moves into the frame).
+                    let step = tracing::enabled!(tracing::Level::DEBUG)
+                        .then(|| outgoing_type(&text).to_owned());
                     if !matches!(timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await, Ok(Ok(()))) {
                         break None;
                     }
                     progress.wrote();
+                    tracing::debug!(step = step.as_deref().unwrap_or("?"), at_ms = ms_since(connected), "sent");
                 }
                 None => break Some((CloseCode::Policy, "too slow: outgoing queue full")),
             },
@@ -150,7 +157,14 @@ pub async fn serve<S>(
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
+                        let read = Instant::now();
                         left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await);
+                        tracing::debug!(
+                            step = incoming_type(text.as_str()),
+                            at_ms = ms_since(connected),
+                            handled_us = read.elapsed().as_micros() as u64,
+                            "read"
+                        );
                         if gate.update(hub.is_joined(peer), config.join_timeout).is_err() {
                             break Some((CloseCode::Again, "too many connections waiting to join"));
                         }
@@ -281,6 +295,26 @@ async fn read_text(
             Flush::default()
         }
     }
+}
+
+/// Milliseconds from `start` to now, for the step log.
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The `type` of a message this server wrote (serde puts the tag first), for the step log.
+fn outgoing_type(text: &str) -> &str {
+    text.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("?")
+}
+
+/// The `type` of a client's message, for the step log (`?` for anything that does not parse:
+/// the log never quotes what a client sent). Parses again: called only with the log on.
+fn incoming_type(text: &str) -> &'static str {
+    serde_json::from_str::<WithId<ClientMessage>>(text)
+        .map(|m| m.msg.kind())
+        .unwrap_or("?")
 }
 
 /// serde's explanation, which quotes the offending input, cut to a short prefix.
