@@ -74,12 +74,7 @@ pub struct JoinArgs {
 pub fn browser(args: JoinArgs) -> anyhow::Result<()> {
     const SCRIPT: &str = "tests/browser/bench-join.mjs";
     let exe = std::env::current_exe().context("finding this binary")?;
-    // The checkout this binary was built from, else one above the binary (target/*/gst-room).
-    let script = std::iter::once(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .chain(exe.ancestors().skip(1).map(std::path::Path::to_path_buf))
-        .map(|root| root.join(SCRIPT))
-        .find(|s| s.is_file())
-        .ok_or_else(|| anyhow!("{SCRIPT} not found: --browser runs from a gst-room checkout"))?;
+    let script = checkout_file(SCRIPT, &exe)?;
     let status = std::process::Command::new("node")
         .arg(&script)
         .args(["--runs", &args.runs.to_string()])
@@ -91,6 +86,19 @@ pub fn browser(args: JoinArgs) -> anyhow::Result<()> {
         bail!("{} failed ({status})", script.display());
     }
     Ok(())
+}
+
+/// `relative` (a path in the repository) in the checkout this binary was built from, else in one
+/// above the binary (`target/*/gst-room`).
+pub(crate) fn checkout_file(
+    relative: &str,
+    exe: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    std::iter::once(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .chain(exe.ancestors().skip(1).map(std::path::Path::to_path_buf))
+        .map(|root| root.join(relative))
+        .find(|s| s.is_file())
+        .ok_or_else(|| anyhow!("{relative} not found: run from a gst-room checkout"))
 }
 
 /// When each milestone of the current run first happened. Cleared before each run; the

@@ -12,8 +12,9 @@
 //!
 //! - `join.rs`: PLAYING → first decoded frame of a participant already publishing, with the
 //!   milestones in between; anchor: webrtcsink → webrtcsrc.
-//! - `latency.rs`: glass-to-glass latency with a barcode stamped into each frame, per roomsrc
-//!   `latency` value.
+//! - `latency/`: glass-to-glass latency with a code stamped into each frame, on every path
+//!   (gst and Chromium as publisher and viewer, mesh and SFU rooms), and audio; anchors: stock
+//!   webrtcsink → webrtcsrc, Chromium's plain RTCPeerConnection loopback.
 //! - `fanout.rs`: CPU and memory of a publishing process with 1..6 viewers, at 640x480 and
 //!   720p; anchor: the same with `encode-per-viewer=true` (one encoder per viewer).
 //! - `server.rs`: N WebSocket participants against the room server (join rate, memory, chat
@@ -58,8 +59,8 @@ enum Bench {
     /// Time from a roomsrc going to PLAYING to the first decoded frame of a publishing
     /// participant, with a breakdown; anchor: stock webrtcsink → webrtcsrc.
     Join(join::JoinArgs),
-    /// Glass-to-glass latency (capture → decoded, capture → displayed) at 640x480@30, for
-    /// several roomsrc `latency` values.
+    /// Glass-to-glass latency (capture → displayed) on every path (gst-gst, gst-browser,
+    /// browser-gst, browser-browser) in mesh and SFU rooms, each with its anchor; audio too.
     Latency(latency::LatencyArgs),
     /// CPU and memory of a publishing process with 0..6 viewers of one stream, at 640x480 and
     /// 1280x720, and each viewer's frame rate; anchor: `encode-per-viewer=true`.
@@ -73,6 +74,9 @@ enum Bench {
     /// (internal) The viewer of `bench network`: prints every decoded frame.
     #[command(hide = true)]
     NetworkViewer(network::ViewerArgs),
+    /// (internal) The gst side of `bench latency`'s browser paths, until stdin closes.
+    #[command(hide = true)]
+    LatencyPeer(latency::PeerArgs),
     /// (internal) The stock gst-webrtc-signalling server, until stdin closes.
     #[command(hide = true)]
     AnchorServer(anchor::AnchorServerArgs),
@@ -95,6 +99,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Fanout(a) => ("fanout", blocking(move || fanout::run(a)).await?),
         Bench::Server(a) => ("server", blocking(move || server::run(a)).await?),
         Bench::Network(a) => ("network", blocking(move || network::run(a)).await?),
+        Bench::LatencyPeer(a) => return blocking(move || latency::peer(a)).await,
         Bench::NetworkViewer(a) => return blocking(move || network::viewer(a)).await,
         Bench::AnchorServer(a) => return anchor::serve(a).await,
         Bench::Publisher(a) => return blocking(move || fanout::publisher(a)).await,

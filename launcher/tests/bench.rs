@@ -153,3 +153,35 @@ fn network_bench_prints_a_figure_per_condition() {
     assert!(positive(&figure(&figures, "loss_0pct_fps")["median"]));
     assert!(positive(&figure(&figures, "loss_0pct_bitrate")["median"]));
 }
+
+#[test]
+fn latency_bench_reads_the_frame_codes_on_every_path_in_mesh_and_sfu_rooms() {
+    // Short: structure only. Each figure exists only when the viewer read the codes of frames
+    // it showed and matched them with the publisher's stamps (unreadable codes are no sample).
+    let figures = bench(&[
+        "latency",
+        "--path",
+        "all",
+        "--media",
+        "mesh,sfu",
+        "--runs",
+        "20",
+        "--warmup",
+        "15",
+        "--no-sweep",
+        "--audio-seconds",
+        "2",
+    ]);
+    for path in ["gst-gst", "gst-browser", "browser-gst", "browser-browser"] {
+        for suffix in ["", "_sfu"] {
+            let figure = figure(&figures, &format!("displayed_{path}{suffix}"));
+            assert!(positive(&figure["median"]), "{figure}");
+            // Every path has its anchor, measured in the same run.
+            assert!(positive(&figure["anchor"]), "{figure}");
+        }
+    }
+    for suffix in ["", "_sfu"] {
+        let audio = figure(&figures, &format!("audio_gst-gst{suffix}"));
+        assert!(positive(&audio["median"]), "{audio}");
+    }
+}

@@ -139,6 +139,9 @@ pub async fn serve<S>(
     };
     tracing::Span::current().record("peer", peer);
     tracing::debug!("connected");
+    // Step times of a join (debug level): when each message was read or written, in ms since
+    // the connection was accepted, and how long handling a read one took.
+    let connected = Instant::now();
     let (mut sink, mut frames) = socket.split();
     // The first ping one interval from now, not at once: the peer has just spoken (its
     // handshake), and a ping in the middle of every join costs both ends a frame each way.
@@ -158,6 +161,9 @@ pub async fn serve<S>(
             _ = shutdown.cancelled() => break Some((CloseCode::Away, "server shutting down")),
             queued = outgoing.recv() => match queued {
                 Some(text) => {
+                    // Copied only when the step log is on (the text moves into the frame).
+                    let step = tracing::enabled!(tracing::Level::DEBUG)
+                        .then(|| outgoing_type(&text).to_owned());
                     let written = match &mut dialect {
                         Dialect::Native => send_text(&mut sink, text).await,
                         Dialect::Wcs(translator) => {
@@ -181,6 +187,7 @@ pub async fn serve<S>(
                         break None;
                     }
                     progress.wrote();
+                    tracing::debug!(step = step.as_deref().unwrap_or("?"), at_ms = ms_since(connected), "sent");
                 }
                 None => break Some((CloseCode::Policy, "too slow: outgoing queue full")),
             },
@@ -189,7 +196,16 @@ pub async fn serve<S>(
                 match frame {
                     Some(Ok(Message::Text(text))) => {
                         match &mut dialect {
-                            Dialect::Native => left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await),
+                            Dialect::Native => {
+                                let read = Instant::now();
+                                left.extend(read_text(&hub, &limiters, peer, &client, text.as_str()).await);
+                                tracing::debug!(
+                                    step = incoming_type(text.as_str()),
+                                    at_ms = ms_since(connected),
+                                    handled_us = read.elapsed().as_micros() as u64,
+                                    "read"
+                                );
+                            }
                             Dialect::Wcs(translator) => {
                                 let output = read_wcs(translator, &limiters, text.as_str());
                                 let close = output.close;
@@ -415,6 +431,26 @@ async fn apply(
         }
         msg => hub.handle_request(peer, msg, id),
     }
+}
+
+/// Milliseconds from `start` to now, for the step log.
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The `type` of a message this server wrote (serde puts the tag first), for the step log.
+fn outgoing_type(text: &str) -> &str {
+    text.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("?")
+}
+
+/// The `type` of a client's message, for the step log (`?` for anything that does not parse:
+/// the log never quotes what a client sent). Parses again: called only with the log on.
+fn incoming_type(text: &str) -> &'static str {
+    serde_json::from_str::<WithId<ClientMessage>>(text)
+        .map(|m| m.msg.kind())
+        .unwrap_or("?")
 }
 
 /// serde's explanation, which quotes the offending input, cut to a short prefix.

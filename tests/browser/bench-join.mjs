@@ -21,14 +21,23 @@
 // of that frame received). Page and Node times are both wall-clock milliseconds (Date.now()) of
 // the same machine; every figure is milliseconds after `page.goto` was called.
 //
+// Anchor (same run, runs alternating with ours): Chromium ↔ Chromium over a plain
+// RTCPeerConnection, with a minimal signalling relay in this process (plain HTTP page + a
+// WebSocket that forwards every message to the other sockets, TCP_NODELAY). A publisher page with
+// the fake camera (video only, 640x480) waits on the relay; each timed run opens a fresh context
+// on the relay's viewer page, which says hello, gets the offer, answers, and shows the video.
+// The same init script times it: `first_frame` of the anchor is its rVFC presentationTime.
+//
 // Prints a markdown table and one JSON line per figure, like `gst-room bench`:
 //   {"bench":"join-browser","name":"first_frame","unit":"ms","median":…,"p95":…,"p99":…,
 //    "runs":10,"anchor":null,"ratio":null}
 // Exits non-zero only when something does not work at all (server, publisher or browser does not
 // start, or no run ever shows a frame); timing never fails it.
 
+import crypto from 'node:crypto';
+import http from 'node:http';
 import path from 'node:path';
-import { cleanup, launchBrowser, serverBinary, sleep, startGstLaunch, startServer } from './harness.mjs';
+import { cleanup, launchBrowser, serverBinary, sleep, startGstLaunch, startServer, track } from './harness.mjs';
 
 const ROOM = 'bench-join';
 const PUBLISHER = 'gstbot';
@@ -54,12 +63,16 @@ const MILESTONES = [
 ];
 
 function parseArgs(argv) {
-  const opts = { runs: 10, warmup: 1, timeout: 30 };
+  const opts = { runs: 10, warmup: 1, timeout: 30, anchor: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === '--no-anchor') {
+      opts.anchor = false;
+      continue;
+    }
     const [key, inline] = arg.startsWith('--') ? arg.slice(2).split('=', 2) : [null];
     if (key === 'help' || arg === '-h') {
-      console.log('usage: node tests/browser/bench-join.mjs [--runs N (10)] [--warmup N (1)] [--timeout SECONDS (30)]');
+      console.log('usage: node tests/browser/bench-join.mjs [--runs N (10)] [--warmup N (1)] [--timeout SECONDS (30)] [--no-anchor]');
       process.exit(0);
     }
     if (!key || !(key in opts)) throw new Error(`unknown argument ${arg} (try --help)`);
@@ -145,7 +158,7 @@ function pageHook({ participant }) {
     set(value) {
       srcObject.set.call(this, value);
       if (!value || this.__benchWatched || !(this instanceof HTMLVideoElement)) return;
-      if (!this.closest(`.slot[data-participant="${participant}"]`)) return;
+      if (this.id !== 'anchor-video' && !this.closest(`.slot[data-participant="${participant}"]`)) return;
       this.__benchWatched = true;
       mark('video_attached');
       this.addEventListener('playing', () => mark('playing'));
@@ -188,6 +201,8 @@ function buildName(bin) {
   return bin;
 }
 
+const ratio = (f) => (f.anchor ? f.median / f.anchor : null);
+
 function printFigures(bench, figures, build, notes) {
   const cell = (v) => (v === null || v === undefined ? '–' : round3(v).toFixed(3));
   const out = [];
@@ -195,7 +210,7 @@ function printFigures(bench, figures, build, notes) {
   out.push('| figure | unit | median | p95 | p99 | runs | anchor | ratio |');
   out.push('|---|---|---:|---:|---:|---:|---:|---:|');
   for (const f of figures) {
-    out.push(`| ${f.name} | ${f.unit} | ${cell(f.median)} | ${cell(f.p95)} | ${cell(f.p99)} | ${f.runs} | ${cell(null)} | ${cell(null)} |`);
+    out.push(`| ${f.name} | ${f.unit} | ${cell(f.median)} | ${cell(f.p95)} | ${cell(f.p99)} | ${f.runs} | ${cell(f.anchor)} | ${cell(ratio(f))} |`);
   }
   out.push('', ...notes, '');
   for (const f of figures) {
@@ -208,8 +223,8 @@ function printFigures(bench, figures, build, notes) {
         p95: round3(f.p95),
         p99: round3(f.p99),
         runs: f.runs,
-        anchor: null,
-        ratio: null,
+        anchor: f.anchor === null || f.anchor === undefined ? null : round3(f.anchor),
+        ratio: ratio(f) === null ? null : round3(ratio(f)),
       }),
     );
   }
@@ -270,6 +285,160 @@ async function timeJoin(browser, server, gst, user, timeoutMs) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The anchor: plain RTCPeerConnection between two Chromium pages, a minimal relay in between
+
+const ANCHOR_VIEWER_PAGE = `<!doctype html><meta charset="utf-8"><title>anchor viewer</title>
+<video id="anchor-video" autoplay playsinline muted></video>
+<script>
+const ws = new WebSocket('ws://' + location.host + '/ws');
+const pc = new RTCPeerConnection();
+const video = document.getElementById('anchor-video');
+pc.ontrack = (e) => { if (!video.srcObject) video.srcObject = new MediaStream([e.track]); };
+pc.onicecandidate = (e) => { if (e.candidate) ws.send(JSON.stringify({ candidate: e.candidate })); };
+ws.onopen = () => ws.send(JSON.stringify({ hello: true }));
+let chain = Promise.resolve();
+ws.onmessage = (ev) => {
+  const m = JSON.parse(ev.data);
+  chain = chain.then(async () => {
+    if (m.offer) {
+      await pc.setRemoteDescription(m.offer);
+      await pc.setLocalDescription(await pc.createAnswer());
+      ws.send(JSON.stringify({ answer: pc.localDescription }));
+    } else if (m.candidate) {
+      await pc.addIceCandidate(m.candidate);
+    }
+  });
+};
+</script>`;
+
+const ANCHOR_PUBLISHER_PAGE = `<!doctype html><meta charset="utf-8"><title>anchor publisher</title>
+<script>
+window.ready = (async () => {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: false, video: { width: 640, height: 480 } });
+  const ws = new WebSocket('ws://' + location.host + '/ws');
+  await new Promise((resolve) => { ws.onopen = resolve; });
+  let pc = null;
+  let chain = Promise.resolve();
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(ev.data);
+    chain = chain.then(async () => {
+      if (m.hello) {
+        pc?.close();
+        pc = new RTCPeerConnection();
+        pc.onicecandidate = (e) => { if (e.candidate) ws.send(JSON.stringify({ candidate: e.candidate })); };
+        for (const t of stream.getTracks()) pc.addTrack(t, stream);
+        await pc.setLocalDescription(await pc.createOffer());
+        ws.send(JSON.stringify({ offer: pc.localDescription }));
+      } else if (m.answer) {
+        await pc.setRemoteDescription(m.answer);
+      } else if (m.candidate) {
+        await pc.addIceCandidate(m.candidate);
+      }
+    });
+  };
+  return true;
+})();
+</script>`;
+
+/** One WebSocket text frame (server → client: unmasked). */
+function wsFrame(text) {
+  const payload = Buffer.from(text);
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([0x81, n]) : n < 65536 ? Buffer.from([0x81, 126, n >> 8, n & 255]) : null;
+  if (!head) throw new Error('relay: message too long');
+  return Buffer.concat([head, payload]);
+}
+
+/** Splits masked client frames off `buffer`; returns [texts, rest]. Close frames end with null. */
+function wsParse(buffer) {
+  const texts = [];
+  for (;;) {
+    if (buffer.length < 2) return [texts, buffer];
+    const opcode = buffer[0] & 15;
+    let n = buffer[1] & 127;
+    let offset = 2;
+    if (n === 126) {
+      if (buffer.length < 4) return [texts, buffer];
+      n = buffer.readUInt16BE(2);
+      offset = 4;
+    } else if (n === 127) {
+      texts.push(null); // never this large here
+      return [texts, Buffer.alloc(0)];
+    }
+    if (buffer.length < offset + 4 + n) return [texts, buffer];
+    const mask = buffer.subarray(offset, offset + 4);
+    const payload = Buffer.from(buffer.subarray(offset + 4, offset + 4 + n));
+    for (let i = 0; i < n; i++) payload[i] ^= mask[i % 4];
+    if (opcode === 8) texts.push(null);
+    else if (opcode === 1) texts.push(payload.toString());
+    buffer = buffer.subarray(offset + 4 + n);
+  }
+}
+
+/** The anchor's relay: GET / (viewer page), /publisher, and /ws forwarding to every other socket. */
+async function startRelay() {
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    const body = req.url === '/publisher' ? ANCHOR_PUBLISHER_PAGE : ANCHOR_VIEWER_PAGE;
+    res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'no-store' });
+    res.end(body);
+  });
+  server.on('upgrade', (req, socket) => {
+    const accept = crypto.createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.setNoDelay(true);
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    sockets.add(socket);
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      const [texts, rest] = wsParse(Buffer.concat([pending, chunk]));
+      pending = rest;
+      for (const text of texts) {
+        if (text === null) {
+          socket.end();
+          return;
+        }
+        for (const other of sockets) if (other !== socket) other.write(wsFrame(text));
+      }
+    });
+    const gone = () => sockets.delete(socket);
+    socket.on('close', gone);
+    socket.on('error', gone);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${server.address().port}`;
+  track('anchor relay', () => {
+    for (const s of sockets) s.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return { url };
+}
+
+/** Times one anchor join: fresh context on the relay's viewer page → first frame presented. */
+async function timeAnchorJoin(browser, relay, timeoutMs) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    await context.addInitScript(pageHook, { participant: PUBLISHER });
+    const page = await context.newPage();
+    const t0 = Date.now();
+    await page.goto(`${relay.url}/`, { waitUntil: 'commit', timeout: timeoutMs });
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`anchor: no frame within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([page.evaluate(() => window.__bench.done), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const marks = await page.evaluate(() => window.__bench.marks);
+    return marks.first_frame - t0;
+  } finally {
+    await context.close().catch(() => {});
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -290,6 +459,15 @@ async function main() {
   await gst.waitForLine(/^sink: status: publishing main$/, { timeout: 30000 });
   const browser = await launchBrowser();
   console.error(`join-browser: server ${server.url}, ${PUBLISHER} publishing, Chromium ${browser.version()}`);
+  let relay = null;
+  const anchorSamples = [];
+  if (opts.anchor) {
+    relay = await startRelay();
+    const publisherPage = await (await browser.newContext()).newPage();
+    await publisherPage.goto(`${relay.url}/publisher`);
+    await publisherPage.evaluate(() => window.ready);
+    console.error(`join-browser: anchor relay ${relay.url}, its publisher page has the camera`);
+  }
 
   const samples = Object.fromEntries(MILESTONES.map(([mark]) => [mark, []]));
   let failures = 0;
@@ -311,6 +489,16 @@ async function main() {
     }
     // Let the publisher end its session before the next viewer comes (as in `bench join`).
     await sleep(500);
+    if (relay) {
+      try {
+        const t = await timeAnchorJoin(browser, relay, opts.timeout * 1000);
+        if (!warm) anchorSamples.push(t);
+        console.error(`join-browser ${label} anchor: first_frame ${t.toFixed(0)}`);
+      } catch (e) {
+        console.error(`join-browser ${label} anchor: failed: ${e.message}`);
+      }
+      await sleep(500);
+    }
   }
 
   if (!samples.first_frame.length) throw new Error(`no join reached a first frame (${failures} of ${opts.runs} runs failed)`);
@@ -322,6 +510,7 @@ async function main() {
     const s = summary(samples[mark]);
     if (s) figures.push({ name, unit: 'ms', median: s.median, p95: s.p95, p99: s.p99, runs: s.n });
   }
+  figures[0].anchor = summary(anchorSamples)?.median ?? null;
   printFigures('join-browser', figures, build, [
     `Chromium ${browser.version()} (headless), fresh context per run, viewer only (publish=0); ` +
       `${PUBLISHER}: \`gst-room launch\` roomsink, videotestsrc 640x480@30 + audiotestsrc ` +
@@ -330,6 +519,8 @@ async function main() {
       "requestVideoFrameCallback presentationTime of gstbot's first video frame, registered when the " +
       'page attaches the stream; t_frame_received = its receiveTime; the rest from WebSocket / ' +
       'RTCPeerConnection events in the page.',
+    'anchor (first_frame only): Chromium ↔ Chromium over a plain RTCPeerConnection, a minimal ' +
+      'WebSocket relay in the bench process, same timing; runs alternate with ours.',
   ]);
 }
 
