@@ -259,7 +259,7 @@ impl Engine {
         let mut tcp_events = self
             .tcp_listener
             .take()
-            .map(|listener| crate::tcp::start(listener, cancel.clone()));
+            .map(|listener| crate::tcp::start(listener, self.limits.max_sessions, cancel.clone()));
         loop {
             let deadline = self.next_deadline();
             tokio::select! {

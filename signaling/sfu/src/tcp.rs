@@ -11,8 +11,9 @@
 //! task, which frames what the engine sends to that address. The engine demultiplexes TCP
 //! packets exactly as datagrams (by ICE ufrag, then by the learned source address).
 //!
-//! Bounds: at most [`MAX_CONNECTIONS`] connections at once (more are closed at once), a
-//! connection that carries nothing for [`IDLE`] is closed, and each connection queues at most
+//! Bounds: at most as many connections at once as the engine takes sessions
+//! ([`crate::SfuLimits::max_sessions`]; more are closed at once), a connection that carries
+//! nothing for [`IDLE`] is closed, and each connection queues at most
 //! [`WRITE_QUEUE`] packets for writing (more are dropped, as a full UDP socket buffer drops).
 
 use std::collections::HashMap;
@@ -30,8 +31,6 @@ use tracing::debug;
 
 use crate::addresses::unmapped;
 
-/// Connections open at once; more are closed as they come.
-pub(crate) const MAX_CONNECTIONS: usize = 4096;
 /// A connection without a packet this long is closed (a connected peer sends media and
 /// consent checks every few seconds).
 pub(crate) const IDLE: Duration = Duration::from_secs(30);
@@ -77,14 +76,24 @@ impl TcpConnections {
     }
 }
 
-/// Starts accepting on `listener` (until `cancel`); the events come out of the receiver.
-pub(crate) fn start(listener: TcpListener, cancel: CancellationToken) -> mpsc::Receiver<TcpEvent> {
+/// Starts accepting on `listener`, at most `max_connections` open at once (until `cancel`);
+/// the events come out of the receiver.
+pub(crate) fn start(
+    listener: TcpListener,
+    max_connections: usize,
+    cancel: CancellationToken,
+) -> mpsc::Receiver<TcpEvent> {
     let (events, receiver) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(accept(listener, events, cancel));
+    tokio::spawn(accept(listener, max_connections, events, cancel));
     receiver
 }
 
-async fn accept(listener: TcpListener, events: mpsc::Sender<TcpEvent>, cancel: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    max_connections: usize,
+    events: mpsc::Sender<TcpEvent>,
+    cancel: CancellationToken,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
@@ -100,7 +109,7 @@ async fn accept(listener: TcpListener, events: mpsc::Sender<TcpEvent>, cancel: C
                 continue;
             }
         };
-        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+        if open.load(Ordering::SeqCst) >= max_connections {
             debug!(%peer, "media TCP connection refused: too many open");
             continue;
         }
@@ -185,7 +194,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let mut events = start(listener, cancel.clone());
+        let mut events = start(listener, 2, cancel.clone());
         let mut client = TcpStream::connect(addr).await.unwrap();
         let Some(TcpEvent::Opened { peer, writer }) = events.recv().await else {
             panic!("no connection");
@@ -214,6 +223,14 @@ mod tests {
         assert!(matches!(events.recv().await, Some(TcpEvent::Closed { .. })));
         connections.closed(peer);
         assert!(!connections.send(peer, &[1]));
+        // At most two open at once: the third is closed as it comes.
+        let _second = TcpStream::connect(addr).await.unwrap();
+        let _first_again = TcpStream::connect(addr).await.unwrap();
+        assert!(matches!(events.recv().await, Some(TcpEvent::Opened { .. })));
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
         cancel.cancel();
     }
 }
