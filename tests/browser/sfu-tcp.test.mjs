@@ -74,7 +74,7 @@ test('behind a firewall that drops UDP, a page publishes to and plays from the S
   ]);
   const server = await startProcess(cmd, args, { name: 'gst-room server (srv)', ready: /listening on https:\/\//, env: { RUST_LOG: 'info' } });
   const printed = await poll(() => serverPrinted(server.output()), { what: 'the certificate', timeout: 10000 });
-  assert.match(server.output(), /ICE over TCP on tcp/, 'the server says it listens for ICE over TCP');
+  await poll(() => /ICE over TCP on tcp/.test(server.output()), { what: 'the server saying it listens for ICE over TCP', timeout: 10000 });
   const srv = net.address('srv');
   const wss = `wss://${srv}:8443/ws`;
   const framesDir = path.join(dir, 'frames');
