@@ -136,6 +136,14 @@ pub struct ServerArgs {
     /// one port to open in a firewall besides the HTTP one.
     #[arg(long, default_value_t = DEFAULT_MEDIA_PORT)]
     pub media_port: u16,
+    /// The TCP port of ICE over TCP with --media sfu, for participants whose network drops UDP
+    /// (they connect to it; UDP stays preferred). Default: the --media-port number (0: any
+    /// free port).
+    #[arg(long, value_name = "PORT", conflicts_with = "no_media_tcp")]
+    pub media_tcp_port: Option<u16>,
+    /// No ICE over TCP with --media sfu: media on the UDP port only.
+    #[arg(long)]
+    pub no_media_tcp: bool,
     /// An address peers send media to with --media sfu (repeatable), e.g. the public address
     /// of a server behind NAT. Default: the --public-url host when it is an IP address or
     /// resolves to one, else the addresses of the invite links (the listen address, or each
@@ -250,6 +258,8 @@ impl std::fmt::Debug for ServerArgs {
             .field("message_limit", &self.message_limit)
             .field("media", &self.media)
             .field("media_port", &self.media_port)
+            .field("media_tcp_port", &self.media_tcp_port)
+            .field("no_media_tcp", &self.no_media_tcp)
             .field("media_ips", &self.media_ips)
             .field("redis", &redacted(&self.redis))
             .field("node_id", &self.node_id)
@@ -294,6 +304,10 @@ impl ServerArgs {
             MediaArg::Mesh => MediaConfig::Mesh,
             MediaArg::Sfu => MediaConfig::Sfu(SfuSettings {
                 bind: SocketAddr::new(media_bind_ip(self.listen.ip()), self.media_port),
+                tcp_bind: (!self.no_media_tcp).then(|| {
+                    let port = self.media_tcp_port.unwrap_or(self.media_port);
+                    SocketAddr::new(media_bind_ip(self.listen.ip()), port)
+                }),
                 advertised: self.media_addresses(),
             }),
         };

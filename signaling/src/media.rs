@@ -8,7 +8,7 @@
 //! (its SDP, or why it refused) back to the rules through the hub. The hub's lock is never held
 //! while the engine works: the queue is filled under the lock (without waiting), emptied by the
 //! task outside it. A second task, [`follow_events`], turns the engine's own events (a session
-//! lost) into inputs of the rules the same way.
+//! lost, a new active speaker) into inputs of the rules the same way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -55,6 +55,8 @@ impl MediaConfig {
 pub struct SfuSettings {
     /// The UDP address the engine binds (`--media-port` on the listen address).
     pub bind: SocketAddr,
+    /// The TCP address for ICE over TCP (`--media-tcp-port`); `None`: UDP only.
+    pub tcp_bind: Option<SocketAddr>,
     /// The addresses peers send media to (its ICE candidates, `--media-ip`). Empty: the bound
     /// address, or every local address when bound to a wildcard.
     pub advertised: Vec<IpAddr>,
@@ -78,6 +80,7 @@ impl Media {
     ) -> std::io::Result<Media> {
         let config = SfuConfig {
             bind: settings.bind,
+            tcp_bind: settings.tcp_bind,
             advertised: settings.advertised.clone(),
             limits: SfuLimits::default(),
         };
@@ -96,7 +99,12 @@ impl Media {
         tasks.spawn(async move {
             let _ = engine.await;
         });
-        tracing::info!("media through the server on udp {addr} (open this UDP port)");
+        match sfu.tcp_addr() {
+            Some(tcp) => tracing::info!(
+                "media through the server on udp {addr} and ICE over TCP on tcp {tcp} (open these ports)"
+            ),
+            None => tracing::info!("media through the server on udp {addr} (open this UDP port)"),
+        }
         Ok(Media { sfu, addr })
     }
 
@@ -194,7 +202,7 @@ async fn carry_out(
     }
 }
 
-/// The engine's events: a lost session ends for its participant.
+/// The engine's events: a lost session ends for its participant; the room hears who speaks.
 async fn follow_events(mut events: mpsc::Receiver<SfuEvent>, hub: Arc<Hub>) {
     while let Some(event) = events.recv().await {
         match event {
@@ -203,6 +211,10 @@ async fn follow_events(mut events: mpsc::Receiver<SfuEvent>, hub: Arc<Hub>) {
                 tracing::info!(session, "media lost: {reason}");
                 let reason = format!("media lost: {reason}");
                 hub.update(|rules| rules.media_failed(&session, &reason));
+            }
+            SfuEvent::ActiveSpeaker { room, username } => {
+                tracing::debug!(room, ?username, "active speaker");
+                hub.update(|rules| rules.active_speaker(&room, username));
             }
         }
     }

@@ -188,6 +188,8 @@ struct Member {
 struct Room {
     /// Participants in join order.
     members: Vec<PeerId>,
+    /// Who speaks, as the media engine last said (SFU rooms; see [`Rooms::active_speaker`]).
+    speaker: Option<String>,
 }
 
 /// A WebRTC session: a stream of `publisher` sent to `viewer`. One end may be the server
@@ -448,6 +450,11 @@ impl Rooms {
                 ice_servers: self.ice_servers_for(&username, now),
             },
         )];
+        if self.rules.media == MediaMode::Sfu {
+            // The server decides who speaks here: the joiner learns so, and who it is now.
+            let speaker = self.rooms.get(&room).and_then(|r| r.speaker.clone());
+            out.push((peer, ServerMessage::ActiveSpeaker { username: speaker }));
+        }
         out.extend(members.iter().map(|p| {
             (
                 *p,
@@ -500,7 +507,51 @@ impl Rooms {
                 },
             )
         }));
+        // The speaker who leaves loses the turn at once (the engine says so too, later).
+        out.extend(self.speaker_left(&member.room, &member.username));
         out
+    }
+
+    /// The media engine's verdict on who speaks in `room` (`None`: nobody): everyone in the
+    /// room gets `active-speaker` when it changes. Ignored in mesh rooms, for a room that is
+    /// gone and for a username that is not in the room (it left while the verdict was on its
+    /// way).
+    pub fn active_speaker(&mut self, room: &str, username: Option<String>) -> Outbox {
+        if self.rules.media != MediaMode::Sfu {
+            return Vec::new();
+        }
+        let Some(members) = self.rooms.get(room).map(|r| r.members.clone()) else {
+            return Vec::new();
+        };
+        let present = |name: &String| {
+            members
+                .iter()
+                .any(|p| self.username(*p).is_some_and(|u| u == name))
+        };
+        if username.as_ref().is_some_and(|name| !present(name)) {
+            return Vec::new();
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        if r.speaker == username {
+            return Vec::new();
+        }
+        r.speaker = username.clone();
+        let msg = ServerMessage::ActiveSpeaker { username };
+        members.into_iter().map(|p| (p, msg.clone())).collect()
+    }
+
+    /// `username` left `room`: if it was the speaker, nobody is now.
+    fn speaker_left(&mut self, room: &str, username: &str) -> Outbox {
+        let speaks = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.speaker.as_deref() == Some(username));
+        match speaks {
+            true => self.active_speaker(room, None),
+            false => Vec::new(),
+        }
     }
 
     /// Removes `peer` from `room` (and the room when it empties); returns who is left.
@@ -2235,6 +2286,69 @@ mod sfu_tests {
         r.handle(1, sdp("s1", SdpType::Offer, "v=0"));
         r.handle(2, ClientMessage::Leave {});
         assert!(r.take_media().is_empty());
+        // Nobody is told who speaks: each participant decides.
+        assert!(r.active_speaker("a", Some("ann".into())).is_empty());
+    }
+
+    fn speaker(who: Option<&str>) -> ServerMessage {
+        ServerMessage::ActiveSpeaker {
+            username: who.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn everyone_hears_who_speaks_once_per_change_and_a_joiner_right_after_state() {
+        let mut r = room_with_a_stream();
+        let out = r.active_speaker("a", Some("ann".into()));
+        let to_everyone = |who| vec![(1, speaker(who)), (2, speaker(who)), (3, speaker(who))];
+        assert_eq!(out, to_everyone(Some("ann")));
+        assert!(
+            r.active_speaker("a", Some("ann".into())).is_empty(),
+            "no change"
+        );
+        // A joiner: state, then who speaks now.
+        r.connect(4);
+        let out = r.join(
+            4,
+            "a".into(),
+            "dan".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
+        assert!(
+            matches!(out[0], (4, ServerMessage::State { .. })),
+            "{out:?}"
+        );
+        assert_eq!(out[1], (4, speaker(Some("ann"))));
+        // Someone not in the room (gone meanwhile), a room that is not there: nothing.
+        assert!(r.active_speaker("a", Some("eve".into())).is_empty());
+        assert!(r.active_speaker("b", None).is_empty());
+        // The speaker leaves: the turn goes with it, after `left`.
+        let out = r.handle(1, ClientMessage::Leave {});
+        let last: Vec<_> = out.iter().rev().take(3).cloned().collect();
+        assert_eq!(
+            last,
+            [(4, speaker(None)), (3, speaker(None)), (2, speaker(None))]
+        );
+        assert!(
+            r.active_speaker("a", None).is_empty(),
+            "the engine's own verdict"
+        );
+    }
+
+    #[test]
+    fn the_first_joiner_of_an_sfu_room_hears_that_nobody_speaks() {
+        let mut r = sfu_rooms();
+        r.connect(1);
+        let out = r.join(
+            1,
+            "a".into(),
+            "ann".into(),
+            Ok(Grants::PARTICIPANT),
+            SystemTime::now(),
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1], (1, speaker(None)));
     }
 }
 

@@ -248,10 +248,11 @@ impl Translator {
             }
             ServerMessage::Error { message, .. } => self.refused(id, message, &mut out),
             // Nothing the SDK has a frame for: the connection's own welcome, ICE (the server's
-            // candidates are in its answer), others' mute state.
+            // candidates are in its answer), others' mute state, who is speaking.
             ServerMessage::Welcome { .. }
             | ServerMessage::Ice { .. }
-            | ServerMessage::Muted { .. } => {}
+            | ServerMessage::Muted { .. }
+            | ServerMessage::ActiveSpeaker { .. } => {}
         }
         out
     }

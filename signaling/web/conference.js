@@ -27,7 +27,8 @@
 // Test hook: window.room (see the end of this file) exposes a snapshot of the state, the peer
 // connections and inbound RTP statistics per remote participant. Tests otherwise use the DOM:
 // slots are [data-participant="NAME"] with data-status / data-audio-muted / data-video-muted,
-// and the speaking one has the class `speaking` (data-speaking="true").
+// and the speaking one has the class `speaking` (data-speaking="true"); the slots container
+// has the class `large-speaker` while the speaker is shown large (SFU rooms, many participants).
 
 import {
   client,
@@ -84,6 +85,9 @@ const S = {
   /** Who speaks (speaker.js), fed ten times a second with the levels of the played audio. */
   speaking: new Detector(),
   speaker: null,
+  /** The server decides who speaks (SFU rooms: it sent `active-speaker`); the page's own rule
+   * only measures then. */
+  serverDecides: false,
   ws: null,
   /** DISCONNECTED | CONNECTING | ESTABLISHED | FAILED */
   session: 'DISCONNECTED',
@@ -317,6 +321,7 @@ function teardown() {
   for (const name of [...S.remotes.keys()]) removeRemote(name, true);
   S.speaking = new Detector();
   S.speaker = null;
+  S.serverDecides = false;
   S.capacity = 0;
   renderFreeSeats();
   updateChatTargets();
@@ -387,6 +392,10 @@ function handle(msg) {
       break;
     case 'session-ended':
       onSessionEnded(msg);
+      break;
+    case 'active-speaker':
+      S.serverDecides = true;
+      showSpeaker(msg.username ?? null);
       break;
     case 'error':
       onError(msg);
@@ -501,6 +510,7 @@ function addRemote(username, streams) {
   renderFreeSeats();
   updateChatTargets();
   updateSlot(r);
+  showSpeaker(S.speaker);
   if (r.wanted) play(r);
 }
 
@@ -513,7 +523,8 @@ function removeRemote(username, quiet) {
   r.el.remove();
   S.remotes.delete(username);
   const change = S.speaking.remove(username);
-  if (change) showSpeaker(change.speaker);
+  if (change && !S.serverDecides) showSpeaker(change.speaker);
+  else showSpeaker(S.speaker);
   if (!quiet) {
     renderFreeSeats();
     updateChatTargets();
@@ -1015,8 +1026,15 @@ if (params.has('token')) {
 // (RTCRtpReceiver.getSynchronizationSources().audioLevel: browsers and roomsink send them in the
 // ssrc-audio-level header extension), read every 100 ms — the same levels roomsrc decides
 // from, with the same rule (speaker.js), and no audio processing in the page.
+//
+// In rooms whose media goes through the server, the server decides for everyone with the same
+// rule and says so (`active-speaker`, right after the join and on every change); the page then
+// only shows it. There, with SPEAKER_LARGE_FROM or more remote participants, the speaker's tile
+// also spans the whole first row of the stage (the class `large-speaker` on the slots).
 
 const LEVEL_INTERVAL_MS = 100;
+/** Remote participants from which an SFU room shows the speaker large. */
+const SPEAKER_LARGE_FROM = 3;
 
 function sampleLevels() {
   if (!S.joined) return;
@@ -1026,7 +1044,7 @@ function sampleLevels() {
     if (level !== null) S.speaking.observe(r.username, level, now);
   }
   const change = S.speaking.tick(now);
-  if (change) showSpeaker(change.speaker);
+  if (change && !S.serverDecides) showSpeaker(change.speaker);
 }
 
 /** The level of the newest audio packet of `r`'s session since the last call, or null. */
@@ -1052,6 +1070,8 @@ function showSpeaker(username) {
     r.el.classList.toggle('speaking', speaking);
     r.el.dataset.speaking = String(speaking);
   }
+  const large = S.serverDecides && S.remotes.size >= SPEAKER_LARGE_FROM;
+  ui.slots.classList.toggle('large-speaker', large);
 }
 
 setInterval(sampleLevels, LEVEL_INTERVAL_MS);

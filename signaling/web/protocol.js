@@ -57,6 +57,7 @@ export const SERVER_MESSAGES = Object.freeze({
   sdp: { fields: ['session', 'description'], optional: [] },
   ice: { fields: ['session', 'candidate', 'sdp_m_line_index', 'sdp_mid'], optional: ['sdp_mid'] },
   'session-ended': { fields: ['session', 'reason'], optional: [] },
+  'active-speaker': { fields: ['username'], optional: ['username'] },
   error: { fields: ['code', 'message', 'id'], optional: ['id'] },
 });
 

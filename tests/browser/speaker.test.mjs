@@ -1,6 +1,8 @@
 // Who is speaking, on the page: a gst publisher plays a tone for a few seconds, then silence.
 // The page playing it puts the speaking border on its tile while the tone plays (from the
 // RFC 6464 levels roomsink sends), and takes it off within 2 s of the silence.
+// In an SFU room (`--media sfu`) with many participants the server says who speaks
+// (`active-speaker`) and the page shows that tile large, across the first row.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,4 +71,53 @@ test('the tile of a gst publisher playing a tone is highlighted, and not after t
   assert.equal((await gstbot(page)).speaker, null);
   assert.deepEqual(page.problems, []);
   await gst.stop();
+});
+
+/** A gst publisher of audio only (no video: cheap), playing a tone at `volume` (0: silence). */
+const audioPublisher = (server, room, name, volume) =>
+  startGstLaunch(
+    [
+      `audiotestsrc is-live=true wave=sine volume=${volume} samplesperbuffer=960 ! audio/x-raw,rate=48000 ! sink.`,
+      `roomsink name=sink server-url=${server.wsUrl} room=${room} username=${name}`,
+    ].join(' '),
+    { name },
+  );
+
+test('in an SFU room with many participants the server names the speaker and the page shows it large', async () => {
+  // --media-port 0: a free port (parallel runs must not collide on 7882).
+  const server = await startServer({ maxParticipants: 5, args: ['--media', 'sfu', '--media-port', '0'] });
+  const room = 'speaker-sfu';
+  const browser = await launchBrowser();
+  const page = await joinPage(browser, server.url, room, 'alice', { publish: 0 });
+  await waitFor(() => page.evaluate(() => window.room.state.joined), 'alice joined', 15000, page);
+  const gst = [
+    await audioPublisher(server, room, 'talker', 0.5),
+    await audioPublisher(server, room, 'quiet1', 0),
+    await audioPublisher(server, room, 'quiet2', 0),
+  ];
+  const shown = () =>
+    page.evaluate(() => {
+      const box = (name) => document.querySelector(`.slot[data-participant="${name}"]`)?.getBoundingClientRect();
+      return {
+        speaker: window.room.state.speaker,
+        large: document.getElementById('slots').classList.contains('large-speaker'),
+        highlighted: !!document.querySelector('.slot[data-participant="talker"]')?.classList.contains('speaking'),
+        talkerWidth: box('talker')?.width ?? 0,
+        quietWidth: box('quiet1')?.width ?? 0,
+        fromServer: window.room.log.filter((e) => e.dir === 'in' && e.msg.type === 'active-speaker').map((e) => e.msg.username ?? null),
+      };
+    });
+  await poll(async () => (await shown()).large && (await shown()).highlighted, {
+    timeout: 30000,
+    interval: 200,
+    what: 'the talker shown large',
+  });
+  const now = await shown();
+  assert.equal(now.speaker, 'talker');
+  // The server said so: nobody right after the join, then the talker.
+  assert.deepEqual(now.fromServer.slice(0, 1), [null]);
+  assert.ok(now.fromServer.includes('talker'), `active-speaker messages: ${JSON.stringify(now.fromServer)}`);
+  assert.ok(now.talkerWidth > 1.5 * now.quietWidth, `talker ${now.talkerWidth} px wide, the others ${now.quietWidth}`);
+  assert.deepEqual(page.problems, []);
+  for (const p of gst) await p.stop();
 });

@@ -5,7 +5,9 @@
 //! - the publisher's uplink with 5 viewers against 1: flat through the server, ~5× in a mesh
 //!   room (both figures printed);
 //! - 5 % loss on one viewer's downlink leaves another viewer's frame rate as it was;
-//! - the server process killed and started again: the elements rejoin, media resumes.
+//! - the server process killed and started again: the elements rejoin, media resumes;
+//! - a publisher and a viewer whose networks drop all UDP reach the server over ICE-TCP
+//!   (`--media-tcp-port`), and the viewer decodes the publisher's colour.
 //!
 //! Needs root and nftables (CI runs as root; scripts/setup.sh installs nftables). Run with
 //! `cargo test --workspace --test sfu_network -- --nocapture` to see the figures.
@@ -33,9 +35,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// The room server in `host` with `--media MEDIA` (sfu: its engine on udp MEDIA_PORT of the
 /// same address), and its WebSocket URL.
 fn start_server(net: &Network, host: &str, media: &str) -> (Peer, String) {
+    start_server_with(net, host, media, &[])
+}
+
+/// [`start_server`] with more server flags.
+fn start_server_with(net: &Network, host: &str, media: &str, flags: &[&str]) -> (Peer, String) {
     let listen = format!("{}:{SERVER_PORT}", net.address(host));
     let port = MEDIA_PORT.to_string();
-    let args = [
+    let mut args = vec![
         "server",
         &listen,
         "--max-participants",
@@ -45,6 +52,7 @@ fn start_server(net: &Network, host: &str, media: &str) -> (Peer, String) {
         "--media-port",
         &port,
     ];
+    args.extend(flags);
     let mut server = Peer::spawn(net, host, NETPEER, &args);
     server.wait("the server to listen", |l| {
         l.iter().any(|l| l.starts_with("listening"))
@@ -318,4 +326,71 @@ fn a_killed_and_restarted_server_gets_its_sfu_room_back_within_10_s() {
         "media back only {:.1} s after the restart",
         took.as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Networks that drop UDP
+
+/// Drops every UDP packet into and out of `host` (but on its loopback), counting them
+/// (table `noudp`, counter `dropped`), and counts the TCP packets from the media port
+/// (counter `media_tcp`).
+fn drop_udp(net: &Network, host: &str) {
+    nft(
+        net,
+        host,
+        &format!(
+            "table inet noudp {{
+               counter dropped {{ }}
+               counter media_tcp {{ }}
+               chain in {{
+                 type filter hook input priority 0;
+                 iifname != \"lo\" meta l4proto udp counter name \"dropped\" drop;
+                 tcp sport {MEDIA_PORT} counter name \"media_tcp\";
+               }}
+               chain out {{
+                 type filter hook output priority 0;
+                 oifname != \"lo\" meta l4proto udp counter name \"dropped\" drop;
+               }}
+             }}"
+        ),
+    );
+}
+
+#[test]
+fn participants_whose_network_drops_udp_reach_the_server_over_ice_tcp() {
+    let _serial = one_at_a_time();
+    let net = Network::new(&["srv", "pub", "view"]);
+    drop_udp(&net, "pub");
+    drop_udp(&net, "view");
+    let tcp_port = MEDIA_PORT.to_string();
+    let (_server, url) = start_server_with(&net, "srv", "sfu", &["--media-tcp-port", &tcp_port]);
+    let _publisher = Peer::spawn(
+        &net,
+        "pub",
+        NETPEER,
+        &["publish", &url, "net", "alice", "e61414"],
+    );
+    let mut bob = viewer(&net, "view", &url, "bob", &[]);
+    let lines = bob.wait("30 frames", |l| frames(l).len() >= 30);
+    let last = *frames(&lines).last().unwrap();
+    assert!(
+        close_to(last.rgb, [230, 20, 20]),
+        "the viewer decoded {:?}, not the publisher's red",
+        last.rgb
+    );
+    assert_through_server(&mut bob, &net);
+    // Both reached the server over TCP only: their UDP was dropped (ICE tried it), and the
+    // media port sent them TCP.
+    for host in ["pub", "view"] {
+        let (udp_dropped, _) = nft_counter(&net, host, "noudp", "dropped");
+        let (tcp_packets, tcp_bytes) = nft_counter(&net, host, "noudp", "media_tcp");
+        println!(
+            "{host}: {udp_dropped} UDP packets dropped, {tcp_packets} TCP packets ({tcp_bytes} bytes) from the media port"
+        );
+        assert!(udp_dropped > 0, "{host}: no UDP tried");
+        assert!(
+            tcp_packets > 0,
+            "{host}: nothing from the media port over TCP"
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! every 4 s), a roomsrc viewer mixing them with `mix-layout=speaker`. Its bus shows
 //! `room-active-speaker` following the turns — in order, each soon after the turn starts, no
 //! change in between — and the mixed picture shows the speaker's colour in the large region.
+//! In a mesh room the viewer decides from the audio it plays; in an SFU room the server
+//! decides for everyone (`active-speaker`), which a roomsrc that plays nothing shows too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 use gst_room_tests::TestServer;
 use gst_room_tests::media::*;
+use room_signaling::media::{MediaConfig, SfuSettings};
 
 const RED: Rgb = [230, 20, 20];
 const BLUE: Rgb = [20, 40, 230];
@@ -60,6 +63,32 @@ fn viewer(url: &str, room: &str) -> (gst::Pipeline, Arc<Mutex<Heard>>) {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
+    let heard = listen(&pipeline);
+    keep_frames(&pipeline, &heard);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, heard)
+}
+
+/// A roomsrc that plays nobody (`participant=nobody`): no audio, no levels of its own.
+fn listener(url: &str, room: &str) -> (gst::Pipeline, Arc<Mutex<Heard>>) {
+    let pipeline = gst::Pipeline::new();
+    let roomsrc = gst::ElementFactory::make("roomsrc")
+        .name("room")
+        .property("server-url", url)
+        .property("room", room)
+        .property("username", "listener")
+        .property("participant", "nobody")
+        .build()
+        .unwrap();
+    pipeline.add(&roomsrc).unwrap();
+    let heard = listen(&pipeline);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, heard)
+}
+
+/// Records the `room-active-speaker` and `room-audio-levels` messages of `pipeline`'s roomsrc
+/// (named `room`; a sync handler: the time is the posting time) and counts the signals.
+fn listen(pipeline: &gst::Pipeline) -> Arc<Mutex<Heard>> {
     let heard = Arc::new(Mutex::new(Heard::default()));
     let record = heard.clone();
     pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
@@ -87,6 +116,11 @@ fn viewer(url: &str, room: &str) -> (gst::Pipeline, Arc<Mutex<Heard>>) {
             record.lock().unwrap().signals += 1;
             None
         });
+    heard
+}
+
+/// Attaches the mix viewer's appsink, keeping the latest frame.
+fn keep_frames(pipeline: &gst::Pipeline, heard: &Arc<Mutex<Heard>>) {
     let record = heard.clone();
     let sink = pipeline
         .by_name("v")
@@ -102,8 +136,6 @@ fn viewer(url: &str, room: &str) -> (gst::Pipeline, Arc<Mutex<Heard>>) {
             })
             .build(),
     );
-    pipeline.set_state(gst::State::Playing).unwrap();
-    (pipeline, heard)
 }
 
 /// The usernames in a `room-audio-levels` message.
@@ -128,11 +160,46 @@ fn large_and_strip(sample: &gst::Sample) -> (Option<Rgb>, Option<Rgb>) {
 #[test]
 fn the_speaker_follows_alternating_voices_and_is_shown_large() {
     init();
-    let server = TestServer::default_config();
-    let url = server.ws_url();
-    let (pipeline, heard) = viewer(&url, "talk");
-    let alice = talker(&url, "talk", "alice", RED);
-    let bob = talker(&url, "talk", "bob", BLUE);
+    let server = TestServer::start(room_signaling::Config {
+        max_participants: 4,
+        ..Default::default()
+    });
+    let listener_heard = follow_the_turns(&server.ws_url(), "talk");
+    assert!(
+        listener_heard.is_empty(),
+        "mesh: a roomsrc that plays nobody hears no speaker: {listener_heard:?}"
+    );
+}
+
+/// In an SFU room the server decides: the viewer shows its verdicts, and so does a roomsrc
+/// that plays nobody (it has no levels of its own), in the same order.
+#[test]
+fn in_an_sfu_room_the_server_says_who_speaks() {
+    init();
+    let server = TestServer::start(room_signaling::Config {
+        max_participants: 4,
+        media: MediaConfig::Sfu(SfuSettings {
+            bind: "0.0.0.0:0".parse().unwrap(),
+            tcp_bind: None,
+            advertised: Vec::new(),
+        }),
+        ..Default::default()
+    });
+    let listener_heard = follow_the_turns(&server.ws_url(), "talk");
+    let expected = [Some("alice"), Some("bob"), Some("alice"), Some("bob"), None];
+    let names: Vec<Option<&str>> = listener_heard.iter().map(|(_, n)| n.as_deref()).collect();
+    assert_eq!(names, expected, "the listener hears the server's verdicts");
+}
+
+/// Alice (red) and bob (blue) talk in turns, twice each, then fall silent; a mix viewer and a
+/// listener (plays nobody) are in `room`. Checks the viewer's `room-active-speaker` messages,
+/// levels and pictures; returns the listener's speakers.
+fn follow_the_turns(url: &str, room: &str) -> Vec<(Instant, Option<String>)> {
+    let url = url.to_owned();
+    let (pipeline, heard) = viewer(&url, room);
+    let (listening, listener_heard) = listener(&url, room);
+    let alice = talker(&url, room, "alice", RED);
+    let bob = talker(&url, room, "bob", BLUE);
 
     // Both silent until the viewer gets the levels of both.
     let deadline = Instant::now() + MEDIA_WAIT;
@@ -234,6 +301,12 @@ fn the_speaker_follows_alternating_voices_and_is_shown_large() {
     stop(&alice);
     stop(&bob);
     pipeline.set_state(gst::State::Null).unwrap();
+    fail_on_error(&listening);
+    listening.set_state(gst::State::Null).unwrap();
+    let heard = listener_heard.lock().unwrap();
+    assert!(heard.levels.is_empty(), "the listener plays nobody");
+    assert_eq!(heard.signals, heard.speakers.len(), "a signal per message");
+    heard.speakers.clone()
 }
 
 /// A publisher that sends no RFC 6464 levels (roomsink given already-encoded Opus: nothing

@@ -115,6 +115,9 @@ pub struct Presence {
     requests: u64,
     /// Whether the participant was in the room at least once.
     joined_once: bool,
+    /// Who speaks, where the server decides it (SFU rooms: `active-speaker`); `None` until the
+    /// server has said, and in mesh rooms.
+    server_speaker: Option<Option<String>>,
     /// Why the participant cannot go on, once that is so.
     fatal: Option<JoinFailure>,
 }
@@ -137,6 +140,7 @@ impl Presence {
             chat_in_flight: VecDeque::new(),
             requests: 0,
             joined_once: false,
+            server_speaker: None,
             fatal: None,
         }
     }
@@ -168,7 +172,13 @@ impl Presence {
         r.to(Audience::One(id), Event::Status(self.status));
         match (&self.fatal, self.status) {
             (Some(failure), _) => r.to(Audience::One(id), Event::Fatal(failure.clone())),
-            (None, Status::Joined) => r.to(Audience::One(id), Event::Room(self.state_message())),
+            (None, Status::Joined) => {
+                r.to(Audience::One(id), Event::Room(self.state_message()));
+                if let Some(username) = self.server_speaker.clone() {
+                    let speaker = ServerMessage::ActiveSpeaker { username };
+                    r.to(Audience::One(id), Event::Room(speaker));
+                }
+            }
             _ => {}
         }
         r
@@ -458,6 +468,7 @@ impl Presence {
         self.status = status;
         if status != Status::Joined {
             self.participants.clear();
+            self.server_speaker = None;
         }
         r.to(Audience::Everyone, Event::Status(status));
     }
@@ -508,6 +519,10 @@ impl Presence {
             | ServerMessage::Published { .. }
             | ServerMessage::Unpublished { .. }
             | ServerMessage::Muted { .. } => r.to(Audience::Everyone, Event::Room(msg)),
+            ServerMessage::ActiveSpeaker { ref username } => {
+                self.server_speaker = Some(username.clone());
+                r.to(Audience::Everyone, Event::Room(msg));
+            }
             ServerMessage::SessionRequest {
                 ref session,
                 ref stream,
@@ -808,6 +823,32 @@ mod tests {
                 (Audience::One(7), Event::Room(state(Vec::new()))),
             ]
         );
+    }
+
+    #[test]
+    fn the_servers_speaker_goes_to_everyone_and_to_a_subscriber_that_comes_later() {
+        let mut p = joined();
+        let speaker = ServerMessage::ActiveSpeaker {
+            username: Some("bob".into()),
+        };
+        let r = p.on_server(server(speaker.clone()));
+        assert_eq!(
+            r.events,
+            [(Audience::Everyone, Event::Room(speaker.clone()))]
+        );
+        let r = p.subscribed(7);
+        assert_eq!(
+            r.events,
+            vec![
+                (Audience::One(7), Event::Status(Status::Joined)),
+                (Audience::One(7), Event::Room(state(vec![bob_with("main")]))),
+                (Audience::One(7), Event::Room(speaker)),
+            ]
+        );
+        // Away from the room, nothing is known until the server says again.
+        let _ = p.lost(Vec::new());
+        let _ = p.joined(state(Vec::new()));
+        assert_eq!(p.subscribed(8).events.len(), 2);
     }
 
     #[test]

@@ -99,9 +99,11 @@ pub fn speaker_signals() -> Vec<glib::subclass::Signal> {
          * @event: `room-active-speaker` {username (absent: nobody speaks now), previous}
          *
          * The active speaker changed: someone spoke louder than the others for about
-         * half a second, or the speaker was silent for 1.5 s (or left). Decided by roomsrc
-         * from the levels of the audio it plays (the RFC 6464 levels the publisher sends, or
-         * measured), with the hysteresis of room_protocol::speaker.
+         * half a second, or the speaker was silent for 1.5 s (or left). In mesh rooms roomsrc
+         * decides from the levels of the audio it plays (the RFC 6464 levels the publisher
+         * sends, or measured), with the hysteresis of room_protocol::speaker; in rooms whose
+         * media goes through the server (`--media sfu`) the server decides with the same rule
+         * for everyone, and roomsrc posts its verdicts (the `active-speaker` protocol event).
          */
         event_signal("room-active-speaker"),
         /**

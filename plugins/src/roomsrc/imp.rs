@@ -144,6 +144,10 @@ pub struct RoomSrc {
     /// Who speaks, from the levels of the audio played (fed by pad probes). Taken alone, never
     /// with another lock of roomsrc.
     speaking: Mutex<Detector<String>>,
+    /// Who speaks as the server says, in rooms where it decides (`--media sfu`: the
+    /// `active-speaker` event); `None` while it has not said (mesh rooms): then `speaking`
+    /// decides. Taken alone.
+    server_speaker: Mutex<Option<Option<String>>>,
     /// The task deciding the speaker and posting levels, while running.
     speaker_ticks: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The DTLS certificate every session presents (made for the first one).
@@ -179,6 +183,7 @@ impl RoomSrc {
         let follower = self.spawn_follower(&client);
         self.state.lock().unwrap().follower = Some(follower);
         *self.speaking.lock().unwrap() = Detector::new();
+        *self.server_speaker.lock().unwrap() = None;
         let ticks = self.spawn_speaker_ticks();
         *self.speaker_ticks.lock().unwrap() = Some(ticks);
         Ok(())
@@ -248,6 +253,14 @@ impl RoomSrc {
         Subscription::spawn(client, move |event| {
             let this = this.clone();
             async move {
+                if let Event::Room(ServerMessage::ActiveSpeaker { username }) = &event {
+                    let Some(element) = this.upgrade() else {
+                        return false;
+                    };
+                    let username = username.clone();
+                    tokio::task::block_in_place(|| element.imp().server_decided(username));
+                    return true;
+                }
                 let Some(change) = Change::from_event(event) else {
                     return true;
                 };
@@ -724,11 +737,17 @@ impl RoomSrc {
     }
 
     fn speaker_tick(&self, now: Instant) {
+        let from_server = self.server_speaker.lock().unwrap().clone();
         let (change, levels, speaker) = {
             let mut detector = self.speaking.lock().unwrap();
             let change = detector.tick(now);
             let levels = detector.levels(now);
             (change, levels, detector.speaker().cloned())
+        };
+        // Where the server decides, the levels are still this element's, the speaker is not.
+        let (change, speaker) = match from_server {
+            Some(server) => (None, server),
+            None => (change, speaker),
         };
         if let Some(mix) = self.mix.lock().unwrap().as_mut() {
             match change.as_ref().and_then(|c| c.speaker.clone()) {
@@ -750,7 +769,37 @@ impl RoomSrc {
     /// (the event to tell).
     fn forget_speaker(&self, user: &str) -> Option<gst::Structure> {
         let change = self.speaking.lock().unwrap().remove(&user.to_owned());
-        change.map(|c| speaker_event(&c))
+        let local = self.server_speaker.lock().unwrap().is_none();
+        change.filter(|_| local).map(|c| speaker_event(&c))
+    }
+
+    /// The server says who speaks (`active-speaker`, SFU rooms): from now on it decides, and
+    /// each change is posted and shown in the mix as a local decision would be.
+    fn server_decided(&self, username: Option<String>) {
+        let previous = self
+            .server_speaker
+            .lock()
+            .unwrap()
+            .replace(username.clone())
+            .flatten();
+        if previous == username {
+            return;
+        }
+        if let Some(mix) = self.mix.lock().unwrap().as_mut()
+            && let Some(user) = &username
+        {
+            mix.set_speaker(user.clone(), Instant::now());
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "active speaker (the server's): {username:?}"
+        );
+        let change = speaker::Change {
+            speaker: username,
+            previous,
+        };
+        events::post(self.obj().upcast_ref(), speaker_event(&change));
     }
 
     /// Number of tiles in the mix (0 without mix).

@@ -22,9 +22,11 @@
 //!
 //! `mix-layout=speaker` shows the active speaker large above a strip of the others.
 //!
-//! Who is speaking: roomsrc decides it from the RFC 6464 levels of the audio it plays
-//! (`crate::audio_level`, the rule in `room_protocol::speaker`) and posts `room-active-speaker`
-//! on changes and `room-audio-levels` ten times a second (bus messages and signals).
+//! Who is speaking: in mesh rooms roomsrc decides it from the RFC 6464 levels of the audio it
+//! plays (`crate::audio_level`, the rule in `room_protocol::speaker`); in SFU rooms the server
+//! decides with the same rule and says so (`active-speaker`). roomsrc posts
+//! `room-active-speaker` on changes and `room-audio-levels` (its own measure) ten times a
+//! second (bus messages and signals).
 
 use gst::glib;
 use gst::prelude::*;

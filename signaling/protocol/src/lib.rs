@@ -439,6 +439,21 @@ pub enum ServerMessage {
         /// Why, for people (e.g. "viewer left").
         reason: String,
     },
+    /// Who speaks now, as the server decides it in rooms whose media goes through it
+    /// (`--media sfu`), sent to everyone in the room: right after `state` to a joiner (the
+    /// current speaker, or nobody), then on every change. Mesh rooms never get it: each
+    /// participant decides from the audio it plays. A client that got one lets the server
+    /// decide for the rest of its stay in the room.
+    ///
+    /// The server decides with the rule of [`speaker`] (the same numbers as roomsrc and the
+    /// page), from the RFC 6464 audio levels in the header extensions of the audio it
+    /// forwards: a participant takes the turn after about 0.5 s of speech louder than the
+    /// speaker's, and loses it after 1.5 s of silence or when it leaves or stops publishing.
+    ActiveSpeaker {
+        /// The speaker's username; absent (or null): nobody speaks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+    },
     /// The last message was refused; nothing changed and the connection stays open.
     Error {
         /// Machine-readable code.
@@ -864,6 +879,10 @@ pub fn examples() -> (Vec<ClientMessage>, Vec<ServerMessage>) {
             session: "s1".into(),
             reason: "viewer left".into(),
         },
+        ServerMessage::ActiveSpeaker {
+            username: Some("bob".into()),
+        },
+        ServerMessage::ActiveSpeaker { username: None },
         ServerMessage::Error {
             code: ErrorCode::Malformed,
             message: "expected value at line 1".into(),
@@ -1130,6 +1149,7 @@ mod tests {
             ServerMessage::Sdp { .. } => "sdp",
             ServerMessage::Ice { .. } => "ice",
             ServerMessage::SessionEnded { .. } => "session-ended",
+            ServerMessage::ActiveSpeaker { .. } => "active-speaker",
             ServerMessage::Error { .. } => "error",
         }
     }
@@ -1146,7 +1166,7 @@ mod tests {
         "ice",
         "stop",
     ];
-    const SERVER_TYPES: [&str; 15] = [
+    const SERVER_TYPES: [&str; 16] = [
         "welcome",
         "state",
         "joined",
@@ -1161,6 +1181,7 @@ mod tests {
         "sdp",
         "ice",
         "session-ended",
+        "active-speaker",
         "error",
     ];
 

@@ -4,10 +4,10 @@
 //! units (0 = 0 dBov, the loudest, to 127 = −127 dBov, silence), as the `ssrc-audio-level` RTP
 //! header extension carries them — and, on [`Detector::tick`], says when the active speaker
 //! changes. roomsrc feeds it the levels of the streams it plays (mesh rooms: each viewer
-//! decides from what it receives); an SFU server can feed it the levels in the header
-//! extensions of the packets it forwards and tell everyone. The event proposed for that is
-//! `active-speaker {username}` (server → client, `username` absent or null when nobody speaks),
-//! sent on every [`Change`]; it is not part of the protocol yet.
+//! decides from what it receives); in rooms whose media goes through the server, the media
+//! engine feeds one detector per room with the levels in the header extensions of the audio it
+//! forwards, and the server tells everyone each [`Change`] in
+//! [`ServerMessage::ActiveSpeaker`](crate::ServerMessage::ActiveSpeaker).
 //!
 //! # The rule and its numbers
 //!

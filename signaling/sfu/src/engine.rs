@@ -19,10 +19,10 @@ use str0m::format::{CodecConfig, CodecExtra};
 use str0m::ice::{StunMessage, TransId};
 use str0m::media::Pt;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
-use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -34,6 +34,8 @@ use crate::sdp::{
     StreamCodecs, answer_offer, ingest_codecs, msid_stream_id, negotiated_codecs, offered_mids,
     one_msid_stream, payload_type_mids, viewer_codecs,
 };
+use crate::speakers::{SpeakerChange, Speakers};
+use crate::tcp::{TcpConnections, TcpEvent};
 use crate::{SfuError, SfuEvent, SfuLimits, SfuStats, StreamKey};
 
 /// A connected session whose ICE stays disconnected this long fails.
@@ -170,6 +172,11 @@ pub(crate) struct Engine {
     socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     candidates: Vec<SocketAddr>,
+    /// ICE over TCP (`crate::tcp`): the listener until the task starts, the passive TCP
+    /// candidates (the advertised addresses with the TCP port), the open connections.
+    tcp_listener: Option<TcpListener>,
+    tcp_candidates: Vec<SocketAddr>,
+    tcp: TcpConnections,
     limits: SfuLimits,
     events: mpsc::Sender<SfuEvent>,
     shared_stats: Arc<Mutex<SfuStats>>,
@@ -180,6 +187,8 @@ pub(crate) struct Engine {
     demux: Demux<u64>,
     routes: Routes,
     codecs: HashMap<StreamKey, StreamCodecs>,
+    /// Who speaks in each room, from the ingests' audio levels.
+    speakers: Speakers,
     /// When sessions need a look (str0m timeouts, connect timeout, disconnect grace); entries
     /// may be stale (the session's time moved or it is gone): a look at the wrong time is
     /// harmless, so nothing is removed early and every wake costs only the sessions due.
@@ -198,6 +207,7 @@ impl Engine {
     pub(crate) fn new(
         socket: UdpSocket,
         candidates: Vec<SocketAddr>,
+        tcp: Option<TcpListener>,
         limits: SfuLimits,
         events: mpsc::Sender<SfuEvent>,
         shared_stats: Arc<Mutex<SfuStats>>,
@@ -205,10 +215,24 @@ impl Engine {
         let local_addr = socket
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tcp_port = tcp
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        let tcp_candidates = match tcp_port {
+            Some(port) => candidates
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect(),
+            None => Vec::new(),
+        };
         Self {
             socket: Arc::new(socket),
             local_addr,
             candidates,
+            tcp_listener: tcp,
+            tcp_candidates,
+            tcp: TcpConnections::default(),
             limits,
             events,
             shared_stats,
@@ -219,6 +243,7 @@ impl Engine {
             demux: Demux::new(),
             routes: Routes::new(),
             codecs: HashMap::new(),
+            speakers: Speakers::new(),
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
             writes: VecDeque::new(),
@@ -237,6 +262,10 @@ impl Engine {
     ) {
         let socket = self.socket.clone();
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut tcp_events = self
+            .tcp_listener
+            .take()
+            .map(|listener| crate::tcp::start(listener, self.limits.max_sessions, cancel.clone()));
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -248,17 +277,21 @@ impl Engine {
                 },
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, source)) => {
-                        self.datagram(&buf[..len], source, Instant::now());
+                        self.datagram(Protocol::Udp, &buf[..len], source, Instant::now());
                         // What else is queued, without another turn of the loop each.
                         for _ in 0..RECV_BATCH {
                             let Ok((len, source)) = socket.try_recv_from(&mut buf) else {
                                 break;
                             };
-                            self.datagram(&buf[..len], source, Instant::now());
+                            self.datagram(Protocol::Udp, &buf[..len], source, Instant::now());
                         }
                     }
                     // ICMP errors of earlier sends surface here on some systems: not fatal.
                     Err(error) => debug!(%error, "media port receive error"),
+                },
+                event = next_tcp_event(&mut tcp_events) => match event {
+                    Some(event) => self.tcp_event(event, Instant::now()),
+                    None => tcp_events = None,
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -283,6 +316,9 @@ impl Engine {
         }
         if let Some(route_deadline) = self.routes.next_deadline() {
             deadline = deadline.min(route_deadline);
+        }
+        if let Some(speakers_deadline) = self.speakers.next_deadline() {
+            deadline = deadline.min(speakers_deadline);
         }
         deadline.max(Instant::now())
     }
@@ -397,6 +433,20 @@ impl Engine {
                     rtc.add_local_candidate(c);
                 }
                 Err(error) => warn!(%candidate, %error, "unusable media address"),
+            }
+        }
+        // Passive: the peer connects (RFC 6544); the server never dials out.
+        for candidate in &self.tcp_candidates {
+            let built = Candidate::builder()
+                .tcp()
+                .host(*candidate)
+                .tcptype(TcpType::Passive)
+                .build();
+            match built {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(error) => warn!(%candidate, %error, "unusable media TCP address"),
             }
         }
         (rtc, creds)
@@ -637,7 +687,25 @@ impl Engine {
 
     // ---- datagrams ----
 
-    fn datagram(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) {
+    /// An event of the TCP side: a connection opened or closed, or a framed packet, which is
+    /// handled as a datagram.
+    fn tcp_event(&mut self, event: TcpEvent, now: Instant) {
+        match event {
+            TcpEvent::Opened { peer, writer } => self.tcp.opened(peer, writer),
+            TcpEvent::Closed { peer } => self.tcp.closed(peer),
+            TcpEvent::Packet { peer, packet } => self.datagram(Protocol::Tcp, &packet, peer, now),
+        }
+    }
+
+    /// The local candidate a packet from `source` over `proto` arrived on.
+    fn destination(&self, proto: Protocol, source: SocketAddr) -> SocketAddr {
+        match proto {
+            Protocol::Tcp => destination_for(source, &self.tcp_candidates),
+            _ => destination_for(source, &self.candidates),
+        }
+    }
+
+    fn datagram(&mut self, proto: Protocol, datagram: &[u8], source: SocketAddr, now: Instant) {
         self.stats.datagrams_received += 1;
         let source = unmapped(source);
         let (id, kind) = match self.demux.route(datagram, source) {
@@ -647,6 +715,7 @@ impl Engine {
                 return;
             }
         };
+        let destination = self.destination(proto, source);
         let Some(peer) = self.peers.get_mut(&id) else {
             self.stats.dropped.unknown_address += 1;
             return;
@@ -658,9 +727,9 @@ impl Engine {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: destination_for(source, &self.candidates),
+                destination,
                 contents,
             },
         );
@@ -689,7 +758,7 @@ impl Engine {
             None => peer.break_down(),
         }
         if kind != Kind::Stun {
-            self.refresh_consent(id, source, now);
+            self.refresh_consent(id, proto, source, now);
         }
         self.dirty.push_back(id);
         self.drain_all(now);
@@ -699,9 +768,9 @@ impl Engine {
     /// str0m's ICE-lite agent: a binding request in the peer's name, as from `source`, with the
     /// credentials of the session (the server's password, which a real request carries too).
     /// str0m's answer to it goes to the peer, which ignores an unknown transaction.
-    fn refresh_consent(&mut self, id: u64, source: SocketAddr, now: Instant) {
+    fn refresh_consent(&mut self, id: u64, proto: Protocol, source: SocketAddr, now: Instant) {
         let hmac = self.crypto.sha1_hmac_provider;
-        let destination = destination_for(source, &self.candidates);
+        let destination = self.destination(proto, source);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -725,7 +794,7 @@ impl Engine {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -770,6 +839,9 @@ impl Engine {
             }
         }
         self.drain_all(now);
+        for change in self.speakers.tick(now) {
+            self.speaker_changed(change);
+        }
         if now >= self.period_start + STATS_PERIOD {
             self.roll_period(now);
         }
@@ -874,10 +946,9 @@ impl Engine {
                     break;
                 }
                 Ok(Output::Transmit(transmit)) => {
-                    let to = send_address(transmit.destination, self.local_addr);
-                    match self.socket.try_send_to(&transmit.contents, to) {
-                        Ok(_) => self.stats.datagrams_sent += 1,
-                        Err(_) => self.stats.dropped.send_failed += 1,
+                    match send_out(&self.socket, &self.tcp, self.local_addr, &transmit) {
+                        true => self.stats.datagrams_sent += 1,
+                        false => self.stats.dropped.send_failed += 1,
                     }
                 }
                 Ok(Output::Event(event)) => events.push(event),
@@ -935,6 +1006,11 @@ impl Engine {
                 }
             }
             Event::MediaData(data) if peer.role == Role::Ingest => {
+                if let Some(level) = data.ext_vals.audio_level
+                    && data.params.spec().codec.is_audio()
+                {
+                    self.speakers.observe(&peer.stream, level, now);
+                }
                 let forward = self.routes.media(
                     &peer.name,
                     data.mid,
@@ -1034,6 +1110,11 @@ impl Engine {
                 .or_default()
                 .map(&write.source, data.time.numer(), gap);
         let time = MediaTime::new(ticks, frequency);
+        // The publisher's audio level goes on to the viewer (RFC 6464, when negotiated).
+        let writer = match data.ext_vals.audio_level {
+            Some(level) => writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false)),
+            None => writer,
+        };
         match guard(|| writer.write(pt, data.network_time, time, data.data.clone())) {
             Some(Ok(())) => {}
             Some(Err(error)) => {
@@ -1046,6 +1127,14 @@ impl Engine {
     }
 
     // ---- session ends ----
+
+    fn speaker_changed(&mut self, change: SpeakerChange) {
+        debug!(room = change.room, username = ?change.username, "active speaker");
+        self.emit(SfuEvent::ActiveSpeaker {
+            room: change.room,
+            username: change.username,
+        });
+    }
 
     fn emit(&mut self, event: SfuEvent) {
         if self.events.try_send(event).is_err() {
@@ -1071,13 +1160,12 @@ impl Engine {
             return;
         };
         // Tell the peer (RTCP BYE, DTLS close_notify) as far as str0m has it ready now.
-        let (socket, local) = (&self.socket, self.local_addr);
+        let (socket, tcp, local) = (&self.socket, &self.tcp, self.local_addr);
         guard(|| {
             if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
                 let _ = peer.rtc.handle_input(Input::Timeout(now));
                 while let Ok(Output::Transmit(transmit)) = peer.rtc.poll_output() {
-                    let to = send_address(transmit.destination, local);
-                    let _ = socket.try_send_to(&transmit.contents, to);
+                    send_out(socket, tcp, local, &transmit);
                 }
             }
         });
@@ -1091,6 +1179,9 @@ impl Engine {
                 .any(|p| p.role == Role::Ingest && p.stream == peer.stream)
         {
             self.codecs.remove(&peer.stream);
+            if let Some(change) = self.speakers.remove(&peer.stream) {
+                self.speaker_changed(change);
+            }
         }
     }
 
@@ -1124,6 +1215,31 @@ impl Engine {
             .shared_stats
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+    }
+}
+
+/// Sends one of str0m's transmits: over the UDP socket, or framed on the TCP connection from
+/// its destination. False when it could not be sent (socket buffer full, no such connection).
+fn send_out(
+    socket: &UdpSocket,
+    tcp: &TcpConnections,
+    local: SocketAddr,
+    transmit: &Transmit,
+) -> bool {
+    match transmit.proto {
+        Protocol::Tcp => tcp.send(transmit.destination, &transmit.contents),
+        _ => {
+            let to = send_address(transmit.destination, local);
+            socket.try_send_to(&transmit.contents, to).is_ok()
+        }
+    }
+}
+
+/// The next event of the TCP side; never, without one.
+async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -15,7 +15,14 @@
 //! # Modules
 //! [`routes`] (the forwarding decisions) and [`demux`] (which session a datagram belongs to) are
 //! pure state machines, tested without sockets; `sdp` (codecs, negotiated payload types) and
-//! `addresses` (candidates, dual-stack) are pure helpers; `engine` is the I/O task around them.
+//! `addresses` (candidates, dual-stack) are pure helpers; `speakers` decides who speaks in each
+//! room (one `room_protocol::speaker::Detector` per room); `engine` is the I/O task around them.
+//!
+//! # Who speaks
+//! The RFC 6464 audio level of every audio frame an ingest delivers (the `ssrc-audio-level`
+//! header extension, parsed by str0m) feeds its room's detector, ticked every 100 ms;
+//! [`SfuEvent::ActiveSpeaker`] reports each change, and an ingest that ends takes its
+//! publisher's turn with it. The level also goes on to every viewer of the stream.
 //!
 //! # Tasks
 //! [`Sfu::start`] binds one UDP socket and starts one thread, `sfu-engine`, with a tokio
@@ -50,6 +57,13 @@
 //!   offer can have neither for a track, so the first unannounced SSRC of a payload type that
 //!   only one m-line negotiated is mapped to that m-line.
 //!
+//! # ICE over TCP (RFC 6544)
+//! With [`SfuConfig::tcp_bind`], every session also has a passive TCP host candidate on each
+//! advertised address (the TCP port): a peer whose network drops UDP connects and sends its
+//! checks, DTLS and SRTP framed by a two-byte length (RFC 4571); the packets go through the
+//! same demultiplexing and sessions as datagrams (`tcp`). Peers that can use UDP prefer it
+//! (their ICE agents rank UDP pairs first).
+//!
 //! # Failure isolation
 //! Every call into str0m for one session (input, output, writes, SDP) runs behind
 //! `catch_unwind`: if a packet or an SDP trips a panic in the library, that session fails
@@ -71,6 +85,8 @@ pub mod demux;
 mod engine;
 pub mod routes;
 mod sdp;
+mod speakers;
+mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -87,6 +103,9 @@ use engine::Command;
 pub struct SfuConfig {
     /// The UDP address of the media port, e.g. `0.0.0.0:7882`; port 0 picks a free one.
     pub bind: SocketAddr,
+    /// The TCP address for ICE over TCP (see `tcp`), e.g. `0.0.0.0:7882`; port 0 picks a
+    /// free one. `None`: UDP only.
+    pub tcp_bind: Option<SocketAddr>,
     /// Addresses put in the server's ICE candidates (with the bound port). Empty: the bound
     /// address, or every local address (loopback included) of the bound family when bound to
     /// the unspecified address (both families for a dual-stack `[::]`).
@@ -99,6 +118,7 @@ impl SfuConfig {
     pub fn new(bind: SocketAddr) -> Self {
         Self {
             bind,
+            tcp_bind: None,
             advertised: Vec::new(),
             limits: SfuLimits::default(),
         }
@@ -154,6 +174,12 @@ pub enum SfuEvent {
     /// The session ended without being closed through [`Sfu::close`]: never connected within
     /// the connect timeout, ICE consent lost, or the peer closed. It is gone from the SFU.
     Failed { session: String, reason: String },
+    /// The active speaker of `room` changed: `username` (`None`: nobody) speaks now, as the
+    /// rule of `room_protocol::speaker` decides from the audio levels of the room's ingests.
+    ActiveSpeaker {
+        room: String,
+        username: Option<String>,
+    },
 }
 
 /// Why a call on [`Sfu`] was refused; nothing changed in the SFU.
@@ -171,6 +197,8 @@ pub enum SfuError {
     Limit(String),
     #[error("media port: {0}")]
     Io(#[from] std::io::Error),
+    #[error("media TCP port {0}: {1}")]
+    TcpPort(SocketAddr, std::io::Error),
     #[error("the media engine has stopped")]
     Stopped,
 }
@@ -240,6 +268,17 @@ fn system_makes_ipv6_only() -> bool {
         .unwrap_or(false)
 }
 
+/// Binds the TCP listener of ICE over TCP, on the engine's runtime.
+fn bind_tcp(
+    addr: SocketAddr,
+    runtime: &tokio::runtime::Runtime,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let _in_engine_runtime = runtime.enter();
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// Commands queued to the engine task before callers wait.
 const COMMAND_QUEUE: usize = 256;
 /// Events queued for the server before new ones are dropped (and counted).
@@ -250,6 +289,7 @@ const EVENT_QUEUE: usize = 4096;
 pub struct Sfu {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     stats: Arc<Mutex<SfuStats>>,
 }
 
@@ -277,15 +317,26 @@ impl Sfu {
             let _in_engine_runtime = runtime.enter();
             tokio::net::UdpSocket::from_std(socket)?
         };
+        let tcp = match config.tcp_bind {
+            Some(addr) => Some(bind_tcp(addr, &runtime).map_err(|e| SfuError::TcpPort(addr, e))?),
+            None => None,
+        };
         let local_addr = socket.local_addr()?;
         let advertised =
             addresses::advertised_addresses(&config.advertised, local_addr, dual_stack);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(SfuStats::default()));
-        tracing::info!(%local_addr, ?advertised, "SFU media port bound");
-        let engine =
-            engine::Engine::new(socket, advertised, config.limits, event_tx, stats.clone());
+        let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?;
+        tracing::info!(%local_addr, ?tcp_addr, ?advertised, "SFU media port bound");
+        let engine = engine::Engine::new(
+            socket,
+            advertised,
+            tcp,
+            config.limits,
+            event_tx,
+            stats.clone(),
+        );
         let (ended, engine_ended) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("sfu-engine".into())
@@ -300,6 +351,7 @@ impl Sfu {
         let sfu = Sfu {
             commands,
             local_addr,
+            tcp_addr,
             stats,
         };
         Ok((sfu, events, task))
@@ -308,6 +360,11 @@ impl Sfu {
     /// The bound media port.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound TCP port for ICE over TCP, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// A publisher's SDP offer for the ingest session `session` of `stream` → the SDP answer,

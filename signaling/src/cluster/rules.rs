@@ -384,6 +384,13 @@ impl Routing {
         self.take()
     }
 
+    /// The media engine's verdict on who speaks in `room` (see [`Rooms::active_speaker`]).
+    pub fn active_speaker(&mut self, room: &str, username: Option<String>) -> Actions {
+        let out = self.rooms.active_speaker(room, username);
+        self.deliver(out);
+        self.take()
+    }
+
     // ----- Questions -----
 
     /// Whether local `peer` is in a room: here, or — from the moment its join was forwarded —

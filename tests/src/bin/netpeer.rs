@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! netpeer server ADDR [--turn-secret S --turn-url URL] [--max-participants N]
-//!                [--media sfu --media-port PORT]         "listening ADDR"; with `--media sfu`
-//!     media goes through the server, its engine on udp ADDR's address and PORT
+//!                [--media sfu --media-port PORT [--media-tcp-port PORT]]   "listening ADDR";
+//!     with `--media sfu` media goes through the server, its engine on udp ADDR's address and
+//!     PORT (and ICE over TCP on the TCP port, when given)
 //! netpeer publish URL ROOM USER SOURCE [roomsink props]  "event <room-* structure>"; SOURCE is
 //!     RRGGBB (a solid colour, 320x240@30) or `moving` (a scrolling test pattern, 320x240@30,
 //!     which gives the encoder real work and congestion control something to adapt) or
@@ -95,11 +96,13 @@ fn server(addr: &str, flags: &[&str]) {
     let mut config = room_signaling::Config::default();
     let (mut secret, mut urls) = (None, Vec::new());
     let (mut sfu, mut media_port) = (false, room_signaling::media::DEFAULT_MEDIA_PORT);
+    let mut media_tcp_port = None;
     for pair in flags.chunks(2) {
         match pair {
             ["--media", "sfu"] => sfu = true,
             ["--media", "mesh"] => sfu = false,
             ["--media-port", p] => media_port = p.parse().unwrap(),
+            ["--media-tcp-port", p] => media_tcp_port = Some(p.parse().unwrap()),
             ["--turn-secret", s] => secret = Some(s.to_string()),
             ["--turn-url", u] => urls.push(u.to_string()),
             ["--max-participants", n] => config.max_participants = n.parse().unwrap(),
@@ -118,6 +121,7 @@ fn server(addr: &str, flags: &[&str]) {
         config.media =
             room_signaling::media::MediaConfig::Sfu(room_signaling::media::SfuSettings {
                 bind: std::net::SocketAddr::new(ip, media_port),
+                tcp_bind: media_tcp_port.map(|port| std::net::SocketAddr::new(ip, port)),
                 advertised: Vec::new(),
             });
     }
