@@ -21,11 +21,15 @@
 //! - `tls`: the certificate served over TLS, the kept self-signed one, fingerprints.
 //! - `media`: media through the server (`--media sfu`): the media engine and the tasks that
 //!   tie it to the room rules.
+//! - `agent`: participants without a WebSocket (served inside the server, media on the
+//!   server), registered with the hub like a connection.
+//! - `whip`: WHIP ingest and WHEP playback over HTTP, through agents.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
 
 pub mod accept;
+pub mod agent;
 pub mod auth;
 pub mod cluster;
 pub mod connection;
@@ -38,6 +42,7 @@ pub mod server;
 pub mod tls;
 pub mod turn;
 pub mod web_guard;
+pub mod whip;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -152,6 +152,9 @@ async fn carry_out(
                 .subscribe(&session, key(stream), audio, video)
                 .await
                 .map(Some),
+            MediaCommand::View { stream, offer, .. } => {
+                sfu.view(&session, key(stream), &offer).await.map(Some)
+            }
             MediaCommand::Answer { answer, .. } => {
                 sfu.answer(&session, &answer).await.map(|_| None)
             }

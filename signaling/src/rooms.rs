@@ -105,6 +105,13 @@ pub enum MediaCommand {
         audio: bool,
         video: bool,
     },
+    /// A viewer's session of `stream` that the viewer offers (a WHEP player, see
+    /// [`Rooms::watch`]): answer its `offer` (back through [`Rooms::media_description`]).
+    View {
+        session: String,
+        stream: StreamRef,
+        offer: String,
+    },
     /// The viewer's answer to the server's offer.
     Answer { session: String, answer: String },
     /// An ICE candidate of the session's client end.
@@ -119,6 +126,7 @@ impl MediaCommand {
         match self {
             MediaCommand::Publish { session, .. }
             | MediaCommand::Subscribe { session, .. }
+            | MediaCommand::View { session, .. }
             | MediaCommand::Answer { session, .. }
             | MediaCommand::Candidate { session, .. }
             | MediaCommand::Close { session } => session,
@@ -186,6 +194,9 @@ struct Session {
     /// The server sends the stream (it forwards the publisher's ingest): the publisher is not
     /// an end of this session.
     forwarded: bool,
+    /// The viewer made the offer (a forwarded session of [`Rooms::watch`]); otherwise the
+    /// sending end offers.
+    viewer_offers: bool,
     stream: String,
 }
 
@@ -255,9 +266,11 @@ impl Rooms {
         )]
     }
 
-    /// A connection closed or was dropped: it leaves its room, with nothing sent to it.
+    /// A connection closed or was dropped: it leaves its room, with nothing sent to it, and
+    /// the sessions it watched without being in a room ([`Rooms::watch`]) end.
     pub fn disconnect(&mut self, peer: PeerId) -> Outbox {
         let mut out = self.leave(peer);
+        out.extend(self.end_sessions(|s| s.viewer == Some(peer), "viewer gone"));
         out.retain(|(to, _)| *to != peer);
         self.peers.remove(&peer);
         out
@@ -544,6 +557,7 @@ impl Rooms {
             publisher,
             viewer: None,
             forwarded: false,
+            viewer_offers: false,
             stream: stream.to_owned(),
         });
         vec![(
@@ -662,12 +676,13 @@ impl Rooms {
             ));
         }
         if self.rules.media == MediaMode::Sfu {
-            return Ok(self.play_forwarded(publisher, viewer, stream));
+            return Ok(self.play_forwarded(publisher, viewer, stream, None));
         }
         let session = self.new_session(Session {
             publisher,
             viewer: Some(viewer),
             forwarded: false,
+            viewer_offers: false,
             stream: stream.to_owned(),
         });
         Ok(vec![
@@ -691,8 +706,15 @@ impl Rooms {
     }
 
     /// `viewer` plays `publisher`'s `stream` through the server: `session-started`, then the
-    /// engine's offer. A stream without an ingest (its last one ended) gets one first.
-    fn play_forwarded(&mut self, publisher: PeerId, viewer: PeerId, stream: &str) -> Outbox {
+    /// engine's offer — or, when the viewer brings its own `offer`, the engine's answer. A
+    /// stream without an ingest (its last one ended) gets one first.
+    fn play_forwarded(
+        &mut self,
+        publisher: PeerId,
+        viewer: PeerId,
+        stream: &str,
+        offer: Option<String>,
+    ) -> Outbox {
         let (participant, info, room) = {
             let member = self.member(publisher).expect("checked by find_in_room");
             let info = member.streams.iter().find(|s| s.stream == stream).cloned();
@@ -711,17 +733,26 @@ impl Rooms {
             publisher,
             viewer: Some(viewer),
             forwarded: true,
+            viewer_offers: offer.is_some(),
             stream: stream.to_owned(),
         });
-        self.media.push(MediaCommand::Subscribe {
-            session: session.clone(),
-            stream: StreamRef {
-                room,
-                participant: participant.clone(),
-                stream: stream.to_owned(),
+        let stream_ref = StreamRef {
+            room,
+            participant: participant.clone(),
+            stream: stream.to_owned(),
+        };
+        self.media.push(match offer {
+            Some(offer) => MediaCommand::View {
+                session: session.clone(),
+                stream: stream_ref,
+                offer,
             },
-            audio: info.audio,
-            video: info.video,
+            None => MediaCommand::Subscribe {
+                session: session.clone(),
+                stream: stream_ref,
+                audio: info.audio,
+                video: info.video,
+            },
         });
         out.insert(
             0,
@@ -735,6 +766,49 @@ impl Rooms {
             ),
         );
         out
+    }
+
+    /// `peer`, a connection in no room (a WHEP player: it watches without being a participant,
+    /// so it takes no seat), watches `participant`'s `stream` in `room` through the server with
+    /// its own SDP `offer`: `session-started`, then the engine's answer. Only in rooms whose
+    /// media goes through the server. Refusals are an `error` (unknown participant or stream:
+    /// the room, the participant and the stream are all named by the viewer). The session ends
+    /// as any forwarded one does (the stream unpublished, its publisher gone, its ingest lost)
+    /// and when `peer` disconnects.
+    pub fn watch(
+        &mut self,
+        peer: PeerId,
+        room: &str,
+        participant: &str,
+        stream: &str,
+        offer: String,
+    ) -> Outbox {
+        let refused = |code, message: String| vec![(peer, ServerMessage::Error { code, message })];
+        // A participant plays with `play`; an unknown connection has gone meanwhile.
+        if !self.peers.contains_key(&peer) || self.member(peer).is_some() {
+            return Vec::new();
+        }
+        if self.rules.media != MediaMode::Sfu {
+            let message = "only a room whose media goes through the server can be watched \
+                           without joining it"
+                .to_owned();
+            return refused(ErrorCode::Malformed, message);
+        }
+        let publisher = self.rooms.get(room).and_then(|r| {
+            r.members
+                .iter()
+                .copied()
+                .find(|p| self.username(*p).is_some_and(|u| u == participant))
+        });
+        let Some(publisher) = publisher else {
+            let message = format!("no participant {} in this room", excerpt(participant));
+            return refused(ErrorCode::UnknownParticipant, message);
+        };
+        if self.own_stream(publisher, stream).is_err() {
+            let message = format!("{} does not publish {}", excerpt(participant), excerpt(stream));
+            return refused(ErrorCode::UnknownStream, message);
+        }
+        self.play_forwarded(publisher, peer, stream, Some(offer))
     }
 
     fn relay_sdp(
@@ -854,6 +928,7 @@ impl Rooms {
         };
         let (to, kind) = match s.viewer {
             None => (s.publisher, SdpType::Answer),
+            Some(viewer) if s.viewer_offers => (viewer, SdpType::Answer),
             Some(viewer) => (viewer, SdpType::Offer),
         };
         let description = SessionDescription { kind, sdp };

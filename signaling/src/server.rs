@@ -1,5 +1,6 @@
 //! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), a health
-//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). `/ws`
+//! check (`/healthz`), the operators' room list (`/rooms`, admin token required) and the WHIP
+//! and WHEP doors (`/whip/...`, `/whep/...`, see [`crate::whip`]). `/ws`
 //! follows the Origin/Host rule of [`crate::web_guard`]; every response carries its security
 //! headers.
 //!
@@ -48,6 +49,7 @@ use crate::media::{Media, MediaConfig};
 use crate::rooms::{MediaMode, RoomRules};
 use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
+use crate::whip::Doors;
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
 const READ_BUFFER: usize = 8 * 1024;
@@ -112,12 +114,21 @@ pub async fn run(
         ),
         None => None,
     };
+    let access = Arc::new(Access::new(&config));
+    let doors = Doors::new(
+        hub.clone(),
+        access.clone(),
+        &config,
+        media.is_some(),
+        shutdown_all.clone(),
+        tasks.clone(),
+    );
     let app = App {
         hub,
         cluster,
         media,
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
-        access: Arc::new(Access::new(&config)),
+        access,
         origins: Arc::new(OriginRule::new(
             listener.local_addr()?,
             &config.allowed_origins,
@@ -130,6 +141,7 @@ pub async fn run(
         .route("/ws", get(upgrade))
         .route("/healthz", get(health))
         .route("/rooms", get(rooms))
+        .merge(doors.routes())
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
     for layer in web_guard::security_header_layers() {

@@ -69,6 +69,12 @@ pub(crate) enum Command {
         video: bool,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
+    View {
+        session: String,
+        stream: StreamKey,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
     Answer {
         session: String,
         answer: String,
@@ -312,6 +318,16 @@ impl Engine {
                 self.settle(now);
                 let _ = reply.send(result);
             }
+            Command::View {
+                session,
+                stream,
+                offer,
+                reply,
+            } => {
+                let result = self.view(session, stream, &offer, now);
+                self.settle(now);
+                let _ = reply.send(result);
+            }
             Command::Answer {
                 session,
                 answer,
@@ -509,6 +525,47 @@ impl Engine {
             peer.pending = Some(pending);
         }
         Ok(offer.to_sdp_string())
+    }
+
+    /// A viewer session the viewer offers (WHEP: its recvonly audio and/or video m-lines): the
+    /// server answers sendonly, with the stream's codecs, and forwards the stream on the first
+    /// m-line of each kind.
+    fn view(
+        &mut self,
+        session: String,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        self.check_new_session(&session, Some(offer))?;
+        if self.routes.viewer_count(&stream) >= self.limits.max_viewers_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{} viewers per stream",
+                self.limits.max_viewers_per_stream
+            )));
+        }
+        let mids = offered_mids(offer);
+        let (mut rtc, creds) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
+        let answer = answer_offer(&mut rtc, offer)?;
+        let first_of = |kind: MediaKind| {
+            mids.iter().copied().find(|mid| {
+                rtc.media(*mid).is_some_and(|m| {
+                    m.kind() == kind && matches!(m.direction(), Direction::SendOnly)
+                })
+            })
+        };
+        let (audio_mid, video_mid) = (first_of(MediaKind::Audio), first_of(MediaKind::Video));
+        if audio_mid.is_none() && video_mid.is_none() {
+            return Err(SfuError::BadSdp(
+                "no m-line to receive audio or video (recvonly) with a codec of the stream".into(),
+            ));
+        }
+        self.routes
+            .add_viewer(&session, &stream, audio_mid, video_mid)
+            .map_err(|_| SfuError::SessionExists(session.clone()))?;
+        info!(session, ?stream, ?audio_mid, ?video_mid, "viewer session offered by the viewer created");
+        self.add_peer(session, Role::Viewer, stream, rtc, creds, now);
+        Ok(answer)
     }
 
     fn answer(&mut self, session: &str, answer: &str, now: Instant) -> Result<(), SfuError> {

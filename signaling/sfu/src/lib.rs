@@ -232,6 +232,12 @@ pub struct SfuStats {
     pub events_dropped: u64,
 }
 
+/// Checks that `sdp` parses as an SDP offer (with the engine's own parser) without creating
+/// anything: a door can refuse bad SDP before the room sees its sender.
+pub fn check_offer(sdp: &str) -> Result<(), SfuError> {
+    sdp::parse_offer(sdp).map(|_| ())
+}
+
 /// Whether new IPv6 sockets refuse IPv4 (the system's IPV6_V6ONLY default, which a socket bound
 /// without setting the flag has; std has no getter for a UDP socket's own flag).
 fn system_makes_ipv6_only() -> bool {
@@ -345,6 +351,25 @@ impl Sfu {
             stream,
             audio,
             video,
+            reply,
+        })
+        .await?
+    }
+
+    /// A viewer session of `stream` whose viewer offers (a WHEP player: recvonly audio and/or
+    /// video) → the server's SDP answer (sendonly, the stream's codecs, the server's
+    /// candidates). Like [`Sfu::subscribe`], it works before the stream's ingest is connected
+    /// and across re-publishes; the first audio and the first video m-line carry the stream.
+    pub async fn view(
+        &self,
+        session: &str,
+        stream: StreamKey,
+        offer: &str,
+    ) -> Result<String, SfuError> {
+        self.request(|reply| Command::View {
+            session: session.to_owned(),
+            stream,
+            offer: offer.to_owned(),
             reply,
         })
         .await?
