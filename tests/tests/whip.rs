@@ -1,10 +1,11 @@
-//! WHIP ingest and WHEP playback (`/whip/...`, `/whep/...`) against a real server: Debian's
-//! `simple-whip-client` publishes into a room and a roomsrc decodes it; the sender is a room
+//! WHIP ingest and WHEP playback (`/whip/...`, `/whep/...`) against a real server: a webrtcbin
+//! WHIP sender (VP8, H.264) publishes into a room and a roomsrc decodes it; the sender is a room
 //! participant (JOINED, PUBLISHED, LEFT on stop); refusals are HTTP statuses and leave the room
 //! untouched.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use gst::prelude::*;
 
 use gst_room_tests::media::*;
 use gst_room_tests::{Client, HttpReply, TestServer, http_exchange};
@@ -14,6 +15,7 @@ use room_signaling::auth::{Claims, Grants, mint, unix_now};
 use room_signaling::media::{MediaConfig, SfuSettings};
 
 const RED: Rgb = [230, 20, 20];
+const GREEN: Rgb = [20, 200, 20];
 const SECRET: &str = "whip-test-secret-of-32-bytes!!!!";
 
 /// A server that carries media, on a free UDP port of every address.
@@ -28,18 +30,130 @@ fn sfu_config() -> Config {
     }
 }
 
-/// `simple-whip-client` publishing `video` (the RTP end of a gst-launch line) to `url`,
-/// candidates in the offer (`-n`). Its log goes to the test's output.
-fn whip_client(url: &str, video: &str, token: Option<&str>) -> Child {
-    let mut command = Command::new("whip-client");
-    command.args(["-u", url, "-n", "-V", video, "-l", "4", "-o"]);
-    if let Some(token) = token {
-        command.args(["-t", token]);
+/// An ECDSA P-256 certificate and key (PEM, one after the other) and its SHA-256 fingerprint
+/// as `a=fingerprint:sha-256` writes it. The engine's DTLS has no RSA, webrtcbin's default.
+fn ecdsa_certificate() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["whip-test".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let digest =
+        gst::glib::compute_checksum_for_data(gst::glib::ChecksumType::Sha256, cert.der()).unwrap();
+    let fingerprint = digest
+        .as_bytes()
+        .chunks(2)
+        .map(|hex| std::str::from_utf8(hex).unwrap().to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    (format!("{}{}", cert.pem(), key.serialize_pem()), fingerprint)
+}
+
+/// Gives every DTLS decoder in `bin`, now or added later, the certificate `pem`.
+fn use_certificate(bin: &gst::Bin, pem: &str) {
+    let set = |element: &gst::Element, pem: &str| {
+        if element.factory().is_some_and(|f| f.name() == "dtlssrtpdec")
+            && element.current_state() == gst::State::Null
+        {
+            element.set_property("pem", pem);
+        }
+    };
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        set(&element, pem);
     }
-    command
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("whip-client runs (Debian package simple-whip-client, scripts/setup.sh)")
+    let pem = pem.to_owned();
+    bin.connect_deep_element_added(move |_, _, element| set(element, &pem));
+}
+
+/// A WHIP sender made of a webrtcbin (what simple-whip-client and whipclientsink wrap), with
+/// an ECDSA certificate: it POSTs its offer and takes the answer, as RFC 9725 says.
+struct WhipSender {
+    pipeline: gst::Pipeline,
+    /// The resource (`Location`) to DELETE.
+    location: String,
+    /// The `Link` headers of the answer.
+    links: Vec<String>,
+}
+
+impl WhipSender {
+    /// Publishes `rtp` (a gst-launch branch ending in RTP caps) to `path` on `addr`.
+    fn start(runtime: &tokio::runtime::Runtime, addr: &str, path: &str, rtp: &str) -> WhipSender {
+        let pipeline = gst::parse::launch(&format!(
+            "webrtcbin name=w bundle-policy=max-bundle {rtp} ! w."
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let (pem, fingerprint) = ecdsa_certificate();
+        use_certificate(pipeline.upcast_ref(), &pem);
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let webrtcbin = pipeline.by_name("w").unwrap();
+        let transceiver = webrtcbin
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
+            .expect("a transceiver for the video");
+        transceiver.set_property(
+            "direction",
+            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+        );
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        assert_eq!(promise.wait(), gst::PromiseResult::Replied);
+        let offer = promise
+            .get_reply()
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+        promise.wait();
+        // No candidates needed: the server is ICE-lite and learns the sender's address from
+        // its checks.
+        let sdp = with_fingerprint(&offer.sdp().as_text().unwrap(), &fingerprint);
+        let reply = runtime.block_on(request(
+            addr,
+            "POST",
+            path,
+            &["Content-Type: application/sdp"],
+            &sdp,
+        ));
+        assert_eq!(reply.status, 201, "{reply:?}");
+        assert_eq!(reply.header("content-type"), Some("application/sdp"));
+        let location = reply.header("location").expect("a Location").to_owned();
+        let links = reply
+            .head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("link:"))
+            .map(str::to_owned)
+            .collect();
+        let answer = gst_sdp::SDPMessage::parse_buffer(reply.body.as_bytes()).unwrap();
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&answer, &promise]);
+        promise.wait();
+        WhipSender {
+            pipeline,
+            location,
+            links,
+        }
+    }
+}
+
+impl Drop for WhipSender {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// `sdp` with its `a=fingerprint` lines naming `fingerprint` (webrtcbin 1.22 digests its key
+/// with the certificate).
+fn with_fingerprint(sdp: &str, fingerprint: &str) -> String {
+    sdp.lines()
+        .map(|line| match line.starts_with("a=fingerprint:") {
+            true => format!("a=fingerprint:sha-256 {fingerprint}"),
+            false => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
 }
 
 /// A solid `colour` at 320x240, VP8 in RTP payload type 96.
@@ -47,24 +161,23 @@ fn vp8_line(colour: Rgb) -> String {
     format!(
         "videotestsrc is-live=true pattern=solid-color foreground-color={} ! \
          video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! \
-         vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue ! \
-         application/x-rtp,media=video,encoding-name=VP8,payload=96",
+         vp8enc deadline=1 ! rtpvp8pay pt=96 ! queue ! \
+         application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
         argb(colour)
     )
 }
 
-/// Stops `client` as Ctrl-C does (it sends DELETE for its resource) and waits for it.
-fn interrupt(client: &mut Child) {
-    let pid = client.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = client.kill();
-            panic!("whip-client did not stop on SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A solid `colour` at 320x240, H.264 (constrained baseline) in RTP payload type 102.
+fn h264_line(colour: Rgb) -> String {
+    format!(
+        "videotestsrc is-live=true pattern=solid-color foreground-color={} ! \
+         video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! \
+         x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
+         video/x-h264,profile=constrained-baseline ! \
+         rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency ! queue ! \
+         application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000",
+        argb(colour)
+    )
 }
 
 /// Waits for `left who` at `client`, at most `limit`.
@@ -80,14 +193,18 @@ async fn left_within(client: &mut Client, who: &str, limit: Duration) {
     }
 }
 
-#[test]
-fn simple_whip_client_publishes_red_into_a_room_and_leaves_when_stopped() {
+/// A WHIP sender publishes `rtp` as `cam` in room `room`: the room sees JOINED and PUBLISHED
+/// (video only), a roomsrc decodes `colour`, and DELETE of the resource makes cam leave within
+/// 5 s.
+fn whip_sender_joins_shows_and_leaves(room: &str, rtp: &str, colour: Rgb) {
     init();
     let server = TestServer::start(sfu_config());
+    let addr = server.addr.to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut watcher = runtime.block_on(Client::join(&server.ws_url(), "r", "watcher"));
-    let url = format!("{}/whip/r/cam", server.http_url());
-    let mut sender = whip_client(&url, &vp8_line(RED), None);
+    let mut watcher = runtime.block_on(Client::join(&server.ws_url(), room, "watcher"));
+    let sender = WhipSender::start(&runtime, &addr, &format!("/whip/{room}/cam"), rtp);
+    assert!(sender.location.starts_with(&format!("/whip/{room}/cam/")), "{}", sender.location);
+    assert!(sender.links.is_empty(), "no ICE servers configured: {:?}", sender.links);
     runtime.block_on(async {
         watcher
             .recv_until("joined cam", |m| matches!(m, ServerMessage::Joined { username } if username == "cam"))
@@ -99,12 +216,27 @@ fn simple_whip_client_publishes_red_into_a_room_and_leaves_when_stopped() {
         assert_eq!((username.as_str(), stream.stream.as_str()), ("cam", "main"));
         assert!(stream.video && !stream.audio, "{stream:?}");
     });
-    let viewer = Viewer::new(&server.ws_url(), "room=r username=v participant=cam").start();
-    shows(&viewer, "video_cam", RED);
+    let props = format!("room={room} username=v participant=cam");
+    let viewer = Viewer::new(&server.ws_url(), &props).start();
+    shows(&viewer, "video_cam", colour);
 
-    interrupt(&mut sender);
+    let reply = runtime.block_on(request(&addr, "DELETE", &sender.location, &[], ""));
+    assert_eq!(reply.status, 200, "{reply:?}");
     runtime.block_on(left_within(&mut watcher, "cam", Duration::from_secs(5)));
     viewer.wait("the cam pad removed", |s| s.removed.iter().any(|p| p == "video_cam"));
+    // The resource is gone.
+    let reply = runtime.block_on(request(&addr, "DELETE", &sender.location, &[], ""));
+    assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+#[test]
+fn a_whip_sender_of_vp8_is_a_participant_until_deleted() {
+    whip_sender_joins_shows_and_leaves("r", &vp8_line(RED), RED);
+}
+
+#[test]
+fn h264_from_a_whip_sender_reaches_a_roomsrc_without_an_encoder_in_the_server() {
+    whip_sender_joins_shows_and_leaves("h", &h264_line(GREEN), GREEN);
 }
 
 /// A syntactically valid offer with one sendonly VP8 video m-line (it never connects).
