@@ -20,6 +20,11 @@ const SECRET: &str = "whip-test-secret-of-32-bytes!!!!";
 
 /// A server that carries media, on a free UDP port of every address.
 fn sfu_config() -> Config {
+    // The server's log, with RUST_LOG=room_signaling=debug,room_sfu=debug.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Config {
         max_participants: 8,
         media: MediaConfig::Sfu(SfuSettings {
@@ -175,7 +180,8 @@ fn h264_line(colour: Rgb) -> String {
          x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
          video/x-h264,profile=constrained-baseline ! \
          rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency ! queue ! \
-         application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000",
+         application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
+         packetization-mode=(string)1,profile-level-id=(string)42e01f",
         argb(colour)
     )
 }
@@ -220,6 +226,13 @@ fn whip_sender_joins_shows_and_leaves(room: &str, rtp: &str, colour: Rgb) {
     let viewer = Viewer::new(&server.ws_url(), &props).start();
     shows(&viewer, "video_cam", colour);
 
+    // The first watcher, not read while the media was awaited, has missed its pings: a fresh
+    // one sees cam in the room, then LEFT.
+    drop(watcher);
+    let mut watcher = runtime.block_on(Client::connect(&server.ws_url()));
+    let state = runtime.block_on(watcher.request_join(room, "watcher2"));
+    let ServerMessage::State { participants, .. } = state else { panic!("{state:?}") };
+    assert!(participants.iter().any(|p| p.username == "cam"), "{participants:?}");
     let reply = runtime.block_on(request(&addr, "DELETE", &sender.location, &[], ""));
     assert_eq!(reply.status, 200, "{reply:?}");
     runtime.block_on(left_within(&mut watcher, "cam", Duration::from_secs(5)));
