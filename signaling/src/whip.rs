@@ -28,7 +28,7 @@
 //! username `{name}` with the publish grant; for WHEP, a token for `{room}` (any username) with
 //! the subscribe grant; wrong tokens count against the address's throttle as on `/ws`. Every
 //! `POST` from one address (an IPv6 /64) takes one token of a bucket with the rate of
-//! `--rate-room-events`: a flood gets 429 before any work. A resource's URL (128 random bits)
+//! `--room-event-limit`: a flood gets 429 before any work. A resource's URL (128 random bits)
 //! is what allows its `DELETE`.
 //!
 //! ICE servers (with TURN credentials minted for the sender) go out in `Link` headers
