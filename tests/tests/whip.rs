@@ -181,7 +181,7 @@ fn h264_line(colour: Rgb) -> String {
          video/x-h264,profile=constrained-baseline ! \
          rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency ! queue ! \
          application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
-         packetization-mode=(string)1,profile-level-id=(string)42e01f",
+         packetization-mode=(string)1",
         argb(colour)
     )
 }
