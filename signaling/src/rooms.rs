@@ -2195,6 +2195,62 @@ mod sfu_tests {
     }
 
     #[test]
+    fn a_watcher_in_no_room_gets_the_engines_answer_and_ends_with_the_stream() {
+        let mut r = room_with_a_stream();
+        r.connect(9);
+        // Unknown names are refused; nothing reaches the engine or the room.
+        for (participant, stream, code) in [
+            ("ghost", "main", ErrorCode::UnknownParticipant),
+            ("ann", "other", ErrorCode::UnknownStream),
+        ] {
+            let out = r.watch(9, "a", participant, stream, "v=0 offer".into());
+            assert!(
+                matches!(&out[..], [(9, ServerMessage::Error { code: c, .. })] if *c == code),
+                "{out:?}"
+            );
+        }
+        assert!(r.take_media().is_empty());
+
+        let out = r.watch(9, "a", "ann", "main", "v=0 offer".into());
+        assert!(
+            matches!(&out[..], [(9, ServerMessage::SessionStarted { session, .. })] if session == "s2"),
+            "{out:?}"
+        );
+        assert_eq!(
+            r.take_media(),
+            vec![MediaCommand::View {
+                session: "s2".into(),
+                stream: main_of_ann(),
+                offer: "v=0 offer".into(),
+            }]
+        );
+        // The engine's description is the answer to the watcher's offer.
+        let out = r.media_description("s2", "v=0 answer".into());
+        assert!(
+            matches!(&out[..], [(9, ServerMessage::Sdp { description, .. })]
+                if description.kind == SdpType::Answer),
+            "{out:?}"
+        );
+        // It took no seat, and the room saw nothing of it.
+        assert_eq!(r.summary()[0].participants, 3);
+        // The publisher leaves: the watcher's session ends with its ingest.
+        let out = r.disconnect(1);
+        assert!(ended(&out).contains(&(9, "s2".to_owned())), "{out:?}");
+        assert!(r.take_media().contains(&close("s2")));
+    }
+
+    #[test]
+    fn a_watcher_that_goes_frees_its_session_in_the_engine() {
+        let mut r = room_with_a_stream();
+        r.connect(9);
+        r.watch(9, "a", "ann", "main", "v=0 offer".into());
+        r.take_media();
+        let out = r.disconnect(9);
+        assert!(out.is_empty(), "the room hears nothing: {out:?}");
+        assert_eq!(r.take_media(), vec![close("s2")]);
+    }
+
+    #[test]
     fn mesh_rooms_give_the_engine_nothing() {
         let mut r = Rooms::new(RoomRules {
             media: MediaMode::Mesh,
