@@ -108,7 +108,9 @@ impl Agent {
     ) -> Option<T> {
         let deadline = Instant::now() + limit;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.recv()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .ok()??;
             if let Some(picked) = pick(msg) {
                 return Some(picked);
             }

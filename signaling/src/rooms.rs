@@ -805,7 +805,11 @@ impl Rooms {
             return refused(ErrorCode::UnknownParticipant, message);
         };
         if self.own_stream(publisher, stream).is_err() {
-            let message = format!("{} does not publish {}", excerpt(participant), excerpt(stream));
+            let message = format!(
+                "{} does not publish {}",
+                excerpt(participant),
+                excerpt(stream)
+            );
             return refused(ErrorCode::UnknownStream, message);
         }
         self.play_forwarded(publisher, peer, stream, Some(offer))

@@ -127,7 +127,11 @@ impl Doors {
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::any())
             .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+            ])
             .expose_headers([header::LOCATION, header::LINK, header::ETAG])
             .max_age(Duration::from_secs(3600));
         Router::new()
@@ -161,7 +165,12 @@ impl Doors {
     }
 
     /// The checks every POST passes before any work: the media mode, the rate, the offer.
-    fn precheck(&self, addr: IpAddr, headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+    fn precheck(
+        &self,
+        addr: IpAddr,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<String, Response> {
         if !self.media {
             return Err(refuse(
                 StatusCode::NOT_IMPLEMENTED,
@@ -220,7 +229,9 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     let mut response = (status, format!("{reason}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
         let challenge = HeaderValue::from_static("Bearer");
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
 }
@@ -278,7 +289,10 @@ fn offers(offer: &str, kind: &str) -> bool {
 fn created(answer: String, location: &str, ice_servers: &[IceServer]) -> Response {
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     if let Ok(value) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, value);
     }
@@ -616,7 +630,10 @@ mod tests {
             offer_of(&headers, &sdp).unwrap_err().status(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
         assert!(offer_of(&headers, &sdp).is_ok());
         let junk = Bytes::from_static(b"hello");
         assert_eq!(

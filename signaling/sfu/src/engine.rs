@@ -570,7 +570,13 @@ impl Engine {
         self.routes
             .add_viewer(&session, &stream, audio_mid, video_mid)
             .map_err(|_| SfuError::SessionExists(session.clone()))?;
-        info!(session, ?stream, ?audio_mid, ?video_mid, "viewer session offered by the viewer created");
+        info!(
+            session,
+            ?stream,
+            ?audio_mid,
+            ?video_mid,
+            "viewer session offered by the viewer created"
+        );
         self.add_peer(session, Role::Viewer, stream, rtc, creds, now);
         Ok(answer)
     }
