@@ -152,7 +152,7 @@ impl Doors {
     }
 
     /// Takes one POST token of `addr`'s bucket.
-    fn admit_post(&self, addr: IpAddr) -> Result<(), Response> {
+    fn admit_post(&self, addr: IpAddr) -> Result<(), Refused> {
         if self.posts.len() > PRUNE_AT {
             self.posts.retain_recent();
         }
@@ -165,12 +165,7 @@ impl Doors {
     }
 
     /// The checks every POST passes before any work: the media mode, the rate, the offer.
-    fn precheck(
-        &self,
-        addr: IpAddr,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<String, Response> {
+    fn precheck(&self, addr: IpAddr, headers: &HeaderMap, body: &Bytes) -> Result<String, Refused> {
         if !self.media {
             return Err(refuse(
                 StatusCode::NOT_IMPLEMENTED,
@@ -224,20 +219,31 @@ fn bucket_of(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// A refusal: `status` with `reason` as a line of text.
-fn refuse(status: StatusCode, reason: &str) -> Response {
-    let mut response = (status, format!("{reason}\n")).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        let challenge = HeaderValue::from_static("Bearer");
+/// A refusal: a status with a one-line reason (small, unlike a `Response`, to pass around).
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let Refused(status, reason) = self;
+        let mut response = (status, format!("{reason}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge);
     }
-    response
+}
+
+/// A refusal: `status` with `reason` as a line of text.
+fn refuse(status: StatusCode, reason: &str) -> Refused {
+    Refused(status, reason.to_owned())
 }
 
 /// The offer of a POST: an `application/sdp` body that is UTF-8 and starts as an SDP does.
-fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<String, Refused> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -270,7 +276,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The HTTP status of a token refusal.
-fn refused_token(refusal: &Refusal) -> Response {
+fn refused_token(refusal: &Refusal) -> Refused {
     let status = match refusal {
         Refusal::Missing(_) | Refusal::Wrong(_) => StatusCode::UNAUTHORIZED,
         Refusal::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -333,29 +339,31 @@ async fn whip(
 ) -> Response {
     let offer = match doors.precheck(addr.ip(), &headers, &body) {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if let Err(why) = validate_name(&room) {
-        return refuse(StatusCode::BAD_REQUEST, &format!("room name {why}"));
+        return refuse(StatusCode::BAD_REQUEST, &format!("room name {why}")).into_response();
     }
     if let Err(why) = validate_username(&name) {
-        return refuse(StatusCode::BAD_REQUEST, &format!("name {why}"));
+        return refuse(StatusCode::BAD_REQUEST, &format!("name {why}")).into_response();
     }
     let (audio, video) = (offers(&offer, "audio"), offers(&offer, "video"));
     if !audio && !video {
-        return refuse(StatusCode::BAD_REQUEST, "bad SDP: no audio or video m-line");
+        return refuse(StatusCode::BAD_REQUEST, "bad SDP: no audio or video m-line")
+            .into_response();
     }
     let grants = match doors.access.join(addr.ip(), bearer(&headers), &room, &name) {
         Ok(grants) => grants,
-        Err(refusal) => return refused_token(&refusal),
+        Err(refusal) => return refused_token(&refusal).into_response(),
     };
     if !grants.publish {
-        return refuse(StatusCode::FORBIDDEN, "the token does not allow publishing");
+        return refuse(StatusCode::FORBIDDEN, "the token does not allow publishing")
+            .into_response();
     }
     let mut agent = Agent::register(doors.hub.clone());
     let ice_servers = match join(&mut agent, &room, &name, grants).await {
         Ok(servers) => servers,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     agent.send(ClientMessage::Publish {
         stream: WHIP_STREAM.to_owned(),
@@ -364,7 +372,7 @@ async fn whip(
     });
     let session = match ingest_request(&mut agent).await {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     agent.send(ClientMessage::Sdp {
         session: session.clone(),
@@ -375,7 +383,7 @@ async fn whip(
     });
     let answer = match engine_answer(&mut agent, &session).await {
         Ok(answer) => answer,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     tracing::info!(%addr, room, name, session, "WHIP sender joined");
     let location = doors.open(agent, session, &format!("/whip/{room}/{name}"));
@@ -388,7 +396,7 @@ async fn join(
     room: &str,
     name: &str,
     grants: Grants,
-) -> Result<Vec<IceServer>, Response> {
+) -> Result<Vec<IceServer>, Refused> {
     agent.join(room.to_owned(), name.to_owned(), Ok(grants));
     let verdict = agent
         .recv_until(ANSWER_WAIT, |msg| match msg {
@@ -414,7 +422,7 @@ async fn join(
 
 /// The rules' `session-request` for the ingest of the published stream (or the refusal of the
 /// publish as a response).
-async fn ingest_request(agent: &mut Agent) -> Result<String, Response> {
+async fn ingest_request(agent: &mut Agent) -> Result<String, Refused> {
     let request = agent
         .recv_until(ANSWER_WAIT, |msg| match msg {
             ServerMessage::SessionRequest {
@@ -432,7 +440,7 @@ async fn ingest_request(agent: &mut Agent) -> Result<String, Response> {
 }
 
 /// The engine's answer for `session`, or why it refused the offer, as a response.
-async fn engine_answer(agent: &mut Agent, session: &str) -> Result<String, Response> {
+async fn engine_answer(agent: &mut Agent, session: &str) -> Result<String, Refused> {
     let answer = agent
         .recv_until(ANSWER_WAIT, |msg| match msg {
             ServerMessage::Sdp {
@@ -460,7 +468,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-fn unavailable() -> Response {
+fn unavailable() -> Refused {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         "the server did not answer in time",
@@ -490,15 +498,18 @@ async fn whep(
 ) -> Response {
     let offer = match doors.precheck(addr.ip(), &headers, &body) {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if let Err(why) = validate_name(&room) {
-        return refuse(StatusCode::BAD_REQUEST, &format!("room name {why}"));
+        return refuse(StatusCode::BAD_REQUEST, &format!("room name {why}")).into_response();
     }
     match doors.access.view(addr.ip(), bearer(&headers), &room) {
         Ok(grants) if grants.subscribe => {}
-        Ok(_) => return refuse(StatusCode::FORBIDDEN, "the token does not allow playing"),
-        Err(refusal) => return refused_token(&refusal),
+        Ok(_) => {
+            let why = "the token does not allow playing";
+            return refuse(StatusCode::FORBIDDEN, why).into_response();
+        }
+        Err(refusal) => return refused_token(&refusal).into_response(),
     }
     let mut agent = Agent::register(doors.hub.clone());
     let peer = agent.peer();
@@ -514,12 +525,12 @@ async fn whep(
         .await;
     let session = match session {
         Some(Ok(session)) => session,
-        Some(Err(response)) => return response,
-        None => return unavailable(),
+        Some(Err(refused)) => return refused.into_response(),
+        None => return unavailable().into_response(),
     };
     let answer = match engine_answer(&mut agent, &session).await {
         Ok(answer) => answer,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     tracing::info!(%addr, room, participant, stream, session, "WHEP player started");
     let base = format!("/whep/{room}/{participant}/{stream}");
@@ -573,18 +584,16 @@ async fn delete_resource(
                 .lock()
                 .unwrap()
                 .insert(id.to_owned(), resource);
-            refuse(StatusCode::NOT_FOUND, "no such WHIP/WHEP session")
+            refuse(StatusCode::NOT_FOUND, "no such WHIP/WHEP session").into_response()
         }
-        None => refuse(StatusCode::NOT_FOUND, "no such WHIP/WHEP session"),
+        None => refuse(StatusCode::NOT_FOUND, "no such WHIP/WHEP session").into_response(),
     }
 }
 
 /// `PATCH` of a resource: neither trickle ICE nor ICE restarts (see the module doc).
 async fn no_patch() -> Response {
-    let mut response = refuse(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "no trickle ICE or ICE restart: the server is ICE-lite and its candidates are in its answer",
-    );
+    let why = "no trickle ICE or ICE restart: the server is ICE-lite and its candidates are in its answer";
+    let mut response = refuse(StatusCode::METHOD_NOT_ALLOWED, why).into_response();
     let allow = HeaderValue::from_static("DELETE");
     response.headers_mut().insert(header::ALLOW, allow);
     response
@@ -627,7 +636,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n");
         assert_eq!(
-            offer_of(&headers, &sdp).unwrap_err().status(),
+            offer_of(&headers, &sdp).unwrap_err().0,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         headers.insert(
@@ -637,7 +646,7 @@ mod tests {
         assert!(offer_of(&headers, &sdp).is_ok());
         let junk = Bytes::from_static(b"hello");
         assert_eq!(
-            offer_of(&headers, &junk).unwrap_err().status(),
+            offer_of(&headers, &junk).unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
     }
