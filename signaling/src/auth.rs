@@ -219,6 +219,34 @@ impl Policy {
         Ok(claims.grants)
     }
 
+    /// May `token` watch streams of `room` at `now` without joining it (a WHEP player)? An
+    /// access token must be for that room (or every room) and carry the subscribe grant; its
+    /// username is not checked (the player takes no name in the room).
+    pub fn view(&self, token: Option<&str>, room: &str, now: u64) -> Result<Grants, Refusal> {
+        if !self.required() {
+            return Ok(Grants::PARTICIPANT);
+        }
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(Refusal::Missing(
+                "this server needs a token (Authorization: Bearer ...)".into(),
+            ));
+        };
+        if self.shared.as_ref().is_some_and(|s| same_secret(token, s)) {
+            return Ok(Grants::PARTICIPANT);
+        }
+        let Some(key) = &self.key else {
+            return Err(Refusal::Wrong("wrong token".into()));
+        };
+        let claims = verify(key, token, now).map_err(Refusal::Wrong)?;
+        if claims.room != room && claims.room != ANY_ROOM {
+            return Err(Refusal::Wrong(format!(
+                "the token is for room {}, not {room}",
+                claims.room
+            )));
+        }
+        Ok(claims.grants)
+    }
+
     /// May `bearer` (the `Authorization: Bearer` value) read `/rooms` at `now`?
     pub fn admin(&self, bearer: Option<&str>, now: u64) -> Result<(), Refusal> {
         let Some(bearer) = bearer.filter(|t| !t.is_empty()) else {
@@ -313,6 +341,11 @@ impl Access {
         self.throttled(addr, |policy| {
             policy.join(token, room, username, unix_now())
         })
+    }
+
+    /// [`Policy::view`] for a client at `addr`, throttled.
+    pub fn view(&self, addr: IpAddr, token: Option<&str>, room: &str) -> Result<Grants, Refusal> {
+        self.throttled(addr, |policy| policy.view(token, room, unix_now()))
     }
 
     /// [`Policy::admin`] for a client at `addr`, throttled.

@@ -23,11 +23,15 @@
 //!   their protocol translated into the native one.
 //! - `media`: media through the server (`--media sfu`): the media engine and the tasks that
 //!   tie it to the room rules.
+//! - `agent`: participants without a WebSocket (served inside the server, media on the
+//!   server), registered with the hub like a connection.
+//! - `whip`: WHIP ingest and WHEP playback over HTTP, through agents.
 //!
 //! Errors stop at the connection they belong to: bad input gets an `error` message, a broken
 //! socket ends only its own task; only failing to serve the listener ends [`run`].
 
 pub mod accept;
+pub mod agent;
 pub mod auth;
 pub mod cluster;
 pub mod connection;
@@ -41,6 +45,7 @@ pub mod tls;
 pub mod turn;
 pub mod wcs;
 pub mod web_guard;
+pub mod whip;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -108,8 +108,8 @@ pub enum MediaCommand {
         audio: bool,
         video: bool,
     },
-    /// A viewer's session of `stream` whose viewer offered (see [`Rooms::connect_offering`]):
-    /// answer its offer (back through [`Rooms::media_description`]).
+    /// A viewer's session of `stream` whose viewer offers (see [`Rooms::connect_offering`]
+    /// and [`Rooms::watch`]): answer its offer (back through [`Rooms::media_description`]).
     SubscribeOffered {
         session: String,
         stream: StreamRef,
@@ -202,6 +202,9 @@ struct Session {
     /// The server sends the stream (it forwards the publisher's ingest): the publisher is not
     /// an end of this session.
     forwarded: bool,
+    /// The viewer made the offer (a forwarded session of [`Rooms::watch`]); otherwise the
+    /// sending end offers.
+    viewer_offers: bool,
     stream: String,
 }
 
@@ -286,9 +289,11 @@ impl Rooms {
         )]
     }
 
-    /// A connection closed or was dropped: it leaves its room, with nothing sent to it.
+    /// A connection closed or was dropped: it leaves its room, with nothing sent to it, and
+    /// the sessions it watched without being in a room ([`Rooms::watch`]) end.
     pub fn disconnect(&mut self, peer: PeerId) -> Outbox {
         let mut out = self.leave(peer);
+        out.extend(self.end_sessions(|s| s.viewer == Some(peer), "viewer gone"));
         out.retain(|(to, _)| *to != peer);
         self.peers.remove(&peer);
         out
@@ -619,6 +624,7 @@ impl Rooms {
             publisher,
             viewer: None,
             forwarded: false,
+            viewer_offers: false,
             stream: stream.to_owned(),
         });
         vec![(
@@ -737,12 +743,13 @@ impl Rooms {
             ));
         }
         if self.rules.media == MediaMode::Sfu {
-            return Ok(self.play_forwarded(publisher, viewer, stream));
+            return Ok(self.play_forwarded(publisher, viewer, stream, None));
         }
         let session = self.new_session(Session {
             publisher,
             viewer: Some(viewer),
             forwarded: false,
+            viewer_offers: false,
             stream: stream.to_owned(),
         });
         Ok(vec![
@@ -766,8 +773,15 @@ impl Rooms {
     }
 
     /// `viewer` plays `publisher`'s `stream` through the server: `session-started`, then the
-    /// engine's offer. A stream without an ingest (its last one ended) gets one first.
-    fn play_forwarded(&mut self, publisher: PeerId, viewer: PeerId, stream: &str) -> Outbox {
+    /// engine's offer — or, when the viewer brings its own `offer`, the engine's answer. A
+    /// stream without an ingest (its last one ended) gets one first.
+    fn play_forwarded(
+        &mut self,
+        publisher: PeerId,
+        viewer: PeerId,
+        stream: &str,
+        offer: Option<String>,
+    ) -> Outbox {
         let (participant, info, room) = {
             let member = self.member(publisher).expect("checked by find_in_room");
             let info = member.streams.iter().find(|s| s.stream == stream).cloned();
@@ -786,20 +800,28 @@ impl Rooms {
             publisher,
             viewer: Some(viewer),
             forwarded: true,
+            viewer_offers: offer.is_some(),
             stream: stream.to_owned(),
         });
-        // A viewer that offers gets nothing from the engine until its offer comes.
-        if !self.offers_to_view(viewer) {
-            self.media.push(MediaCommand::Subscribe {
+        let stream_ref = StreamRef {
+            room,
+            participant: participant.clone(),
+            stream: stream.to_owned(),
+        };
+        match offer {
+            Some(offer) => self.media.push(MediaCommand::SubscribeOffered {
                 session: session.clone(),
-                stream: StreamRef {
-                    room,
-                    participant: participant.clone(),
-                    stream: stream.to_owned(),
-                },
+                stream: stream_ref,
+                offer,
+            }),
+            // A viewer that offers gets nothing from the engine until its offer comes.
+            None if self.offers_to_view(viewer) => {}
+            None => self.media.push(MediaCommand::Subscribe {
+                session: session.clone(),
+                stream: stream_ref,
                 audio: info.audio,
                 video: info.video,
-            });
+            }),
         }
         out.insert(
             0,
@@ -813,6 +835,53 @@ impl Rooms {
             ),
         );
         out
+    }
+
+    /// `peer`, a connection in no room (a WHEP player: it watches without being a participant,
+    /// so it takes no seat), watches `participant`'s `stream` in `room` through the server with
+    /// its own SDP `offer`: `session-started`, then the engine's answer. Only in rooms whose
+    /// media goes through the server. Refusals are an `error` (unknown participant or stream:
+    /// the room, the participant and the stream are all named by the viewer). The session ends
+    /// as any forwarded one does (the stream unpublished, its publisher gone, its ingest lost)
+    /// and when `peer` disconnects.
+    pub fn watch(
+        &mut self,
+        peer: PeerId,
+        room: &str,
+        participant: &str,
+        stream: &str,
+        offer: String,
+    ) -> Outbox {
+        let refused = |code, message: String| vec![(peer, ServerMessage::Error { code, message })];
+        // A participant plays with `play`; an unknown connection has gone meanwhile.
+        if !self.peers.contains_key(&peer) || self.member(peer).is_some() {
+            return Vec::new();
+        }
+        if self.rules.media != MediaMode::Sfu {
+            let message = "only a room whose media goes through the server can be watched \
+                           without joining it"
+                .to_owned();
+            return refused(ErrorCode::Malformed, message);
+        }
+        let publisher = self.rooms.get(room).and_then(|r| {
+            r.members
+                .iter()
+                .copied()
+                .find(|p| self.username(*p).is_some_and(|u| u == participant))
+        });
+        let Some(publisher) = publisher else {
+            let message = format!("no participant {} in this room", excerpt(participant));
+            return refused(ErrorCode::UnknownParticipant, message);
+        };
+        if self.own_stream(publisher, stream).is_err() {
+            let message = format!(
+                "{} does not publish {}",
+                excerpt(participant),
+                excerpt(stream)
+            );
+            return refused(ErrorCode::UnknownStream, message);
+        }
+        self.play_forwarded(publisher, peer, stream, Some(offer))
     }
 
     fn relay_sdp(
@@ -951,7 +1020,9 @@ impl Rooms {
         };
         let (to, kind) = match s.viewer {
             None => (s.publisher, SdpType::Answer),
-            Some(viewer) if self.offers_to_view(viewer) => (viewer, SdpType::Answer),
+            Some(viewer) if s.viewer_offers || self.offers_to_view(viewer) => {
+                (viewer, SdpType::Answer)
+            }
             Some(viewer) => (viewer, SdpType::Offer),
         };
         let description = SessionDescription { kind, sdp };
@@ -2263,6 +2334,62 @@ mod sfu_tests {
         let out = r.disconnect(1);
         assert_eq!(ended(&out), [(2, "s5".into())]);
         assert_eq!(r.take_media(), [close("s4"), close("s5")]);
+    }
+
+    #[test]
+    fn a_watcher_in_no_room_gets_the_engines_answer_and_ends_with_the_stream() {
+        let mut r = room_with_a_stream();
+        r.connect(9);
+        // Unknown names are refused; nothing reaches the engine or the room.
+        for (participant, stream, code) in [
+            ("ghost", "main", ErrorCode::UnknownParticipant),
+            ("ann", "other", ErrorCode::UnknownStream),
+        ] {
+            let out = r.watch(9, "a", participant, stream, "v=0 offer".into());
+            assert!(
+                matches!(&out[..], [(9, ServerMessage::Error { code: c, .. })] if *c == code),
+                "{out:?}"
+            );
+        }
+        assert!(r.take_media().is_empty());
+
+        let out = r.watch(9, "a", "ann", "main", "v=0 offer".into());
+        assert!(
+            matches!(&out[..], [(9, ServerMessage::SessionStarted { session, .. })] if session == "s2"),
+            "{out:?}"
+        );
+        assert_eq!(
+            r.take_media(),
+            vec![MediaCommand::SubscribeOffered {
+                session: "s2".into(),
+                stream: main_of_ann(),
+                offer: "v=0 offer".into(),
+            }]
+        );
+        // The engine's description is the answer to the watcher's offer.
+        let out = r.media_description("s2", "v=0 answer".into());
+        assert!(
+            matches!(&out[..], [(9, ServerMessage::Sdp { description, .. })]
+                if description.kind == SdpType::Answer),
+            "{out:?}"
+        );
+        // It took no seat, and the room saw nothing of it.
+        assert_eq!(r.summary()[0].participants, 3);
+        // The publisher leaves: the watcher's session ends with its ingest.
+        let out = r.disconnect(1);
+        assert!(ended(&out).contains(&(9, "s2".to_owned())), "{out:?}");
+        assert!(r.take_media().contains(&close("s2")));
+    }
+
+    #[test]
+    fn a_watcher_that_goes_frees_its_session_in_the_engine() {
+        let mut r = room_with_a_stream();
+        r.connect(9);
+        r.watch(9, "a", "ann", "main", "v=0 offer".into());
+        r.take_media();
+        let out = r.disconnect(9);
+        assert!(out.is_empty(), "the room hears nothing: {out:?}");
+        assert_eq!(r.take_media(), vec![close("s2")]);
     }
 
     #[test]

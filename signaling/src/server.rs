@@ -1,8 +1,8 @@
 //! The HTTP side: one port serves the WebSocket (`/ws`), the conference page (`/`), the
 //! original room API's WebSocket (a WebSocket upgrade on `/`, see [`crate::wcs`]), a health
-//! check (`/healthz`) and the operators' room list (`/rooms`, admin token required). Both
-//! WebSockets follow the Origin/Host rule of [`crate::web_guard`]; every response carries its
-//! security headers.
+//! check (`/healthz`), the operators' room list (`/rooms`, admin token required) and the WHIP
+//! and WHEP doors (`/whip/...`, `/whep/...`, see [`crate::whip`]). Both WebSockets follow the
+//! Origin/Host rule of [`crate::web_guard`]; every response carries its security headers.
 //!
 //! [`run`] is the whole server: the launcher's `server` command and the tests call it with a
 //! bound listener and a shutdown future. On shutdown every connection sends a close frame and
@@ -49,6 +49,7 @@ use crate::media::{Media, MediaConfig};
 use crate::rooms::RoomRules;
 use crate::tls::TlsFiles;
 use crate::web_guard::{self, OriginRule};
+use crate::whip::Doors;
 
 /// Initial read buffer of a WebSocket; it grows for larger frames.
 const READ_BUFFER: usize = 8 * 1024;
@@ -110,12 +111,21 @@ pub async fn run(
         ),
         None => None,
     };
+    let access = Arc::new(Access::new(&config));
+    let doors = Doors::new(
+        hub.clone(),
+        access.clone(),
+        &config,
+        media.is_some(),
+        shutdown_all.clone(),
+        tasks.clone(),
+    );
     let app = App {
         hub,
         cluster,
         media,
         unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
-        access: Arc::new(Access::new(&config)),
+        access,
         origins: Arc::new(OriginRule::new(
             listener.local_addr()?,
             &config.allowed_origins,
@@ -129,6 +139,7 @@ pub async fn run(
         .route("/", get(root))
         .route("/healthz", get(health))
         .route("/rooms", get(rooms))
+        .merge(doors.routes())
         .fallback_service(ServeDir::new(&app.config.web_dir))
         .with_state(app.clone());
     for layer in web_guard::security_header_layers() {

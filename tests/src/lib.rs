@@ -142,6 +142,17 @@ impl Client {
         client
     }
 
+    /// Joins `room` as `username` in a room routed through the server (`--media sfu`), where
+    /// the server says at once who speaks (nobody yet).
+    pub async fn join_sfu_room(url: &str, room: &str, username: &str) -> Client {
+        let mut client = Client::join(url, room, username).await;
+        assert_eq!(
+            client.recv().await,
+            ServerMessage::ActiveSpeaker { username: None }
+        );
+        client
+    }
+
     /// Sends `join` and returns the answer (`state` or `failed`).
     pub async fn request_join(&mut self, room: &str, username: &str) -> ServerMessage {
         self.request_join_with_token(room, username, None).await

@@ -138,16 +138,6 @@ async fn ended_until(client: &mut Client, last: impl Fn(&ServerMessage) -> bool)
     }
 }
 
-/// Joins `room` as `username`; in an SFU room the server says at once who speaks (nobody yet).
-async fn join_sfu_room(url: &str, room: &str, username: &str) -> Client {
-    let mut client = Client::join(url, room, username).await;
-    assert_eq!(
-        client.recv().await,
-        ServerMessage::ActiveSpeaker { username: None }
-    );
-    client
-}
-
 /// Publishes `stream` and returns the ingest session the server asks for.
 async fn publish_to_the_server(publisher: &mut Client, stream: &str) -> String {
     publisher.publish(stream).await;
@@ -181,9 +171,9 @@ async fn play_through_the_server(viewer: &mut Client, stream: &str) -> String {
 async fn stop_unpublish_and_leave_end_sessions_as_in_a_mesh_room() {
     let server = sfu_server();
     let url = server.ws_url();
-    let mut ann = join_sfu_room(&url, "ends", "ann").await;
-    let mut bob = join_sfu_room(&url, "ends", "bob").await;
-    let mut cid = join_sfu_room(&url, "ends", "cid").await;
+    let mut ann = Client::join_sfu_room(&url, "ends", "ann").await;
+    let mut bob = Client::join_sfu_room(&url, "ends", "bob").await;
+    let mut cid = Client::join_sfu_room(&url, "ends", "cid").await;
     ann.recv().await; // joined bob
     ann.recv().await; // joined cid
     bob.recv().await; // joined cid
@@ -247,7 +237,7 @@ async fn stop_unpublish_and_leave_end_sessions_as_in_a_mesh_room() {
     assert!(ended_until(&mut cid, is_unpublished).await.is_empty());
 
     // A viewer leaving ends its own session: the server has nothing to tell anyone but `left`.
-    let mut dan = join_sfu_room(&url, "ends", "dan").await;
+    let mut dan = Client::join_sfu_room(&url, "ends", "dan").await;
     let _ingest = publish_to_the_server(&mut dan, "cam").await;
     bob.recv_until("published", |m| {
         matches!(m, ServerMessage::Published { .. })

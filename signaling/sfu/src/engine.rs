@@ -510,6 +510,13 @@ impl Engine {
         let (mut rtc, creds) = self.new_rtc(ingest_codecs(), now);
         let answer = answer_offer(&mut rtc, offer)?;
         let negotiated = negotiated_codecs(&rtc, &mids);
+        if negotiated.audio.is_empty() && negotiated.video.is_empty() {
+            return Err(SfuError::BadSdp(
+                "no offered codec is one the server forwards (VP8, H.264 with \
+                 packetization-mode=1, Opus)"
+                    .into(),
+            ));
+        }
         let pt_mids = payload_type_mids(&rtc, &mids);
         self.routes
             .add_ingest(&session, &stream)

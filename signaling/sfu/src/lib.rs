@@ -260,6 +260,12 @@ pub struct SfuStats {
     pub events_dropped: u64,
 }
 
+/// Checks that `sdp` parses as an SDP offer (with the engine's own parser) without creating
+/// anything: a door can refuse bad SDP before the room sees its sender.
+pub fn check_offer(sdp: &str) -> Result<(), SfuError> {
+    sdp::parse_offer(sdp).map(|_| ())
+}
+
 /// Whether new IPv6 sockets refuse IPv4 (the system's IPV6_V6ONLY default, which a socket bound
 /// without setting the flag has; std has no getter for a UDP socket's own flag).
 fn system_makes_ipv6_only() -> bool {

@@ -91,10 +91,16 @@ pub(crate) fn negotiated_codecs(rtc: &Rtc, mids: &[Mid]) -> StreamCodecs {
 /// The SDP answer of a new ingest session's `rtc` to a publisher's `offer`. str0m's SDP code
 /// runs behind `catch_unwind`: an offer that made it panic must not take the engine task (and
 /// every other session) down with it.
+/// `offer` parsed (a panic of the parser is a bad SDP too).
+pub(crate) fn parse_offer(offer: &str) -> Result<SdpOffer, SfuError> {
+    catch_unwind(|| SdpOffer::from_sdp_string(offer))
+        .map_err(|_| SfuError::BadSdp("the SDP library panicked".into()))?
+        .map_err(|e| SfuError::BadSdp(e.to_string()))
+}
+
 pub(crate) fn answer_offer(rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let offer = parse_offer(offer)?;
         rtc.sdp_api()
             .accept_offer(offer)
             .map(|answer| answer.to_sdp_string())

@@ -368,6 +368,21 @@ impl Routing {
         self.take()
     }
 
+    /// Local `peer`, in no room, watches `participant`'s `stream` in `room` with its own SDP
+    /// `offer` (a WHEP player, see [`Rooms::watch`]). Rooms run by this node only.
+    pub fn watch(
+        &mut self,
+        peer: PeerId,
+        room: &str,
+        participant: &str,
+        stream: &str,
+        offer: String,
+    ) -> Actions {
+        let out = self.rooms.watch(peer, room, participant, stream, offer);
+        self.deliver(out);
+        self.take()
+    }
+
     // ----- The media engine's answers (`--media sfu`) -----
 
     /// The media engine's description (answer or offer) for `session`, for its participant.
