@@ -22,7 +22,7 @@ use gst::glib;
 
 pub mod app;
 pub mod audio_level;
-mod certificate;
+pub mod certificate;
 pub mod client;
 pub mod events;
 pub mod ice;

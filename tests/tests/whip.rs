@@ -37,42 +37,6 @@ fn sfu_config() -> Config {
     }
 }
 
-/// An ECDSA P-256 certificate and key (PEM, one after the other) and its SHA-256 fingerprint
-/// as `a=fingerprint:sha-256` writes it. The engine's DTLS has no RSA, webrtcbin's default.
-fn ecdsa_certificate() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let params = rcgen::CertificateParams::new(vec!["whip-test".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let digest =
-        gst::glib::compute_checksum_for_data(gst::glib::ChecksumType::Sha256, cert.der()).unwrap();
-    let fingerprint = digest
-        .as_bytes()
-        .chunks(2)
-        .map(|hex| std::str::from_utf8(hex).unwrap().to_uppercase())
-        .collect::<Vec<_>>()
-        .join(":");
-    (
-        format!("{}{}", cert.pem(), key.serialize_pem()),
-        fingerprint,
-    )
-}
-
-/// Gives every DTLS decoder in `bin`, now or added later, the certificate `pem`.
-fn use_certificate(bin: &gst::Bin, pem: &str) {
-    let set = |element: &gst::Element, pem: &str| {
-        if element.factory().is_some_and(|f| f.name() == "dtlssrtpdec")
-            && element.current_state() == gst::State::Null
-        {
-            element.set_property("pem", pem);
-        }
-    };
-    for element in bin.iterate_recurse().into_iter().flatten() {
-        set(&element, pem);
-    }
-    let pem = pem.to_owned();
-    bin.connect_deep_element_added(move |_, _, element| set(element, &pem));
-}
-
 /// A WHIP sender made of a webrtcbin (what simple-whip-client and whipclientsink wrap), with
 /// an ECDSA certificate: it POSTs its offer and takes the answer, as RFC 9725 says.
 struct WhipSender {
@@ -92,8 +56,9 @@ impl WhipSender {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-        let (pem, fingerprint) = ecdsa_certificate();
-        use_certificate(pipeline.upcast_ref(), &pem);
+        // The engine's DTLS has no RSA, webrtcbin's default: the elements' ECDSA certificate.
+        let certificate = gstroom::certificate::generate().unwrap();
+        gstroom::certificate::use_for_webrtcbin(pipeline.upcast_ref(), &certificate);
         pipeline.set_state(gst::State::Playing).unwrap();
         let webrtcbin = pipeline.by_name("w").unwrap();
         let transceiver = webrtcbin
@@ -116,7 +81,10 @@ impl WhipSender {
         promise.wait();
         // No candidates needed: the server is ICE-lite and learns the sender's address from
         // its checks.
-        let sdp = with_fingerprint(&offer.sdp().as_text().unwrap(), &fingerprint);
+        let sdp = gstroom::certificate::with_fingerprint_text(
+            &offer.sdp().as_text().unwrap(),
+            &certificate.fingerprint,
+        );
         let reply = runtime.block_on(request(
             addr,
             "POST",
@@ -151,19 +119,6 @@ impl Drop for WhipSender {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
-}
-
-/// `sdp` with its `a=fingerprint` lines naming `fingerprint` (webrtcbin 1.22 digests its key
-/// with the certificate).
-fn with_fingerprint(sdp: &str, fingerprint: &str) -> String {
-    sdp.lines()
-        .map(|line| match line.starts_with("a=fingerprint:") {
-            true => format!("a=fingerprint:sha-256 {fingerprint}"),
-            false => line.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n")
-        + "\r\n"
 }
 
 /// A solid `colour` at 320x240, VP8 in RTP payload type 96.
