@@ -947,14 +947,16 @@ impl Rooms {
         )])
     }
 
-    /// Whether `session` is forwarded by the server to a viewer that offers it (see
-    /// [`Rooms::connect_offering`]).
+    /// Whether `session` is forwarded by the server to a viewer that offers it: one that
+    /// offers every session it views ([`Rooms::connect_offering`]) or offered this one with
+    /// [`Rooms::watch`].
     fn viewer_offers(&self, session: &str) -> bool {
         self.sessions
             .get(session)
             .filter(|s| s.forwarded)
-            .and_then(|s| s.viewer)
-            .is_some_and(|viewer| self.offers_to_view(viewer))
+            .is_some_and(|s| {
+                s.viewer_offers || s.viewer.is_some_and(|viewer| self.offers_to_view(viewer))
+            })
     }
 
     fn offers_to_view(&self, peer: PeerId) -> bool {
