@@ -308,15 +308,13 @@ fn a_killed_and_restarted_server_gets_its_sfu_room_back_within_10_s() {
         took.as_secs_f64()
     );
     // Both elements rejoined, and alice published again to the new server, which carries the
-    // media (the viewer's selected pair ends at the server's address).
+    // media (the viewer's selected pair ends at the server's address): the new server has no
+    // memory of the room, so red frames through it come from a new ingest. (Whether the viewer
+    // hears `room-published` or finds alice's stream in the room's state depends on which of
+    // the two rejoins first.)
     assert!(
         rejoined(&lines),
         "the viewer did not rejoin: {}",
-        tail(&lines)
-    );
-    assert!(
-        !events_after(&lines, killed, "room-published", "alice").is_empty(),
-        "the viewer did not see alice publish again: {}",
         tail(&lines)
     );
     publisher.wait("the publisher to rejoin", rejoined);
