@@ -189,27 +189,11 @@ impl Policy {
         username: &str,
         now: u64,
     ) -> Result<Grants, Refusal> {
-        if !self.required() {
+        const MISSING: &str =
+            "this server needs a token to join (ask the organiser for an invite link)";
+        let Some(claims) = self.claims_for_room(token, room, now, MISSING)? else {
             return Ok(Grants::PARTICIPANT);
-        }
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Err(Refusal::Missing(
-                "this server needs a token to join (ask the organiser for an invite link)".into(),
-            ));
         };
-        if self.shared.as_ref().is_some_and(|s| same_secret(token, s)) {
-            return Ok(Grants::PARTICIPANT);
-        }
-        let Some(key) = &self.key else {
-            return Err(Refusal::Wrong("wrong token".into()));
-        };
-        let claims = verify(key, token, now).map_err(Refusal::Wrong)?;
-        if claims.room != room && claims.room != ANY_ROOM {
-            return Err(Refusal::Wrong(format!(
-                "the token is for room {}, not {room}",
-                claims.room
-            )));
-        }
         if claims.sub != username {
             return Err(Refusal::Wrong(format!(
                 "the token is for username {}, not {username}",
@@ -220,19 +204,32 @@ impl Policy {
     }
 
     /// May `token` watch streams of `room` at `now` without joining it (a WHEP player)? An
-    /// access token must be for that room (or every room) and carry the subscribe grant; its
-    /// username is not checked (the player takes no name in the room).
+    /// access token must be for that room (or every room); its username is not checked (the
+    /// player takes no name in the room). Returns its grants: the caller checks subscribe.
     pub fn view(&self, token: Option<&str>, room: &str, now: u64) -> Result<Grants, Refusal> {
+        const MISSING: &str = "this server needs a token (Authorization: Bearer ...)";
+        Ok(self
+            .claims_for_room(token, room, now, MISSING)?
+            .map_or(Grants::PARTICIPANT, |claims| claims.grants))
+    }
+
+    /// The claims of an access token for `room` at `now`; `None` when no token is needed or
+    /// the shared secret was given (every grant). `missing` is the refusal without a token.
+    fn claims_for_room(
+        &self,
+        token: Option<&str>,
+        room: &str,
+        now: u64,
+        missing: &str,
+    ) -> Result<Option<Claims>, Refusal> {
         if !self.required() {
-            return Ok(Grants::PARTICIPANT);
+            return Ok(None);
         }
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Err(Refusal::Missing(
-                "this server needs a token (Authorization: Bearer ...)".into(),
-            ));
+            return Err(Refusal::Missing(missing.into()));
         };
         if self.shared.as_ref().is_some_and(|s| same_secret(token, s)) {
-            return Ok(Grants::PARTICIPANT);
+            return Ok(None);
         }
         let Some(key) = &self.key else {
             return Err(Refusal::Wrong("wrong token".into()));
@@ -244,7 +241,7 @@ impl Policy {
                 claims.room
             )));
         }
-        Ok(claims.grants)
+        Ok(Some(claims))
     }
 
     /// May `bearer` (the `Authorization: Bearer` value) read `/rooms` at `now`?
