@@ -491,6 +491,17 @@ impl Engine {
         id
     }
 
+    /// An offer's `m_lines` within the limit of tracks per stream.
+    fn check_track_count(&self, m_lines: usize) -> Result<(), SfuError> {
+        if m_lines > self.limits.max_tracks_per_stream {
+            return Err(SfuError::Limit(format!(
+                "{m_lines} m-lines, at most {} per stream",
+                self.limits.max_tracks_per_stream
+            )));
+        }
+        Ok(())
+    }
+
     fn publish(
         &mut self,
         session: String,
@@ -499,13 +510,7 @@ impl Engine {
         now: Instant,
     ) -> Result<String, SfuError> {
         self.check_new_session(&session, Some(offer))?;
-        let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
-        if m_lines > self.limits.max_tracks_per_stream {
-            return Err(SfuError::Limit(format!(
-                "{m_lines} m-lines, at most {} per stream",
-                self.limits.max_tracks_per_stream
-            )));
-        }
+        self.check_track_count(offer.lines().filter(|l| l.starts_with("m=")).count())?;
         let mids = offered_mids(offer);
         let (mut rtc, creds) = self.new_rtc(ingest_codecs(), now);
         let answer = answer_offer(&mut rtc, offer)?;
@@ -602,13 +607,7 @@ impl Engine {
             )));
         }
         let mids = offered_mids(offer);
-        if mids.len() > self.limits.max_tracks_per_stream {
-            return Err(SfuError::Limit(format!(
-                "{} m-lines, at most {} per stream",
-                mids.len(),
-                self.limits.max_tracks_per_stream
-            )));
-        }
+        self.check_track_count(mids.len())?;
         let (mut rtc, creds) = self.new_rtc(viewer_codecs(self.codecs.get(&stream)), now);
         let answer = answer_offer(&mut rtc, offer)?;
         let sending = |kind: MediaKind| {
