@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {
+  argb,
   chatEntries,
   cleanup,
   colourClose,
@@ -38,7 +39,6 @@ const ROOM = 'cluster';
 const GST_USER = 'gstbot';
 const RED = [200, 40, 40];
 const YELLOW = [230, 200, 30];
-const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
 
 let servers;
 let gst;

@@ -34,6 +34,9 @@ export const WEB_DIR = path.join(ROOT, 'signaling', 'web');
 export const ARTIFACTS = path.join(ROOT, 'target', 'browser-artifacts');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+/** A colour `[r, g, b]` as GStreamer's videotestsrc `foreground-color` takes it (`0xAARRGGBB`). */
+export const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+
 /** Chromium flags: fake media, no sandbox (root), and nothing that reaches for the network. */
 export const CHROMIUM_FLAGS = [
   '--use-fake-ui-for-media-stream',

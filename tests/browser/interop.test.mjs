@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  argb,
   ARTIFACTS,
   chatEntries,
   chatText,
@@ -45,7 +46,6 @@ const COLOURS = {
   [GST_USER]: [230, 200, 30], // yellow-ish: videotestsrc foreground-color
 };
 const BLACK = [0, 0, 0];
-const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
 
 let server;
 let gst;

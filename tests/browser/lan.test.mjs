@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  argb,
   TEST_MEDIA,
   WEB_DIR,
   cleanup,
@@ -38,7 +39,6 @@ import { chromiumIn, createNetwork } from './netns.mjs';
 const ROOM = 'lan';
 const RED = [200, 40, 40];
 const YELLOW = [230, 200, 30];
-const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
 
 let net;
 let dir;

@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  argb,
   TEST_MEDIA,
   WEB_DIR,
   cleanup,
@@ -37,7 +38,6 @@ import { allowOnlyTcpToServer, chromiumIn, createNetwork, strictCounts } from '.
 const ROOM = 'sfutcp';
 const RED = [200, 40, 40];
 const YELLOW = [230, 200, 30];
-const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
 
 after(cleanup);
 

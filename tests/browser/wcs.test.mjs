@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import {
+  argb,
   ARTIFACTS,
   ROOT,
   cleanup,
@@ -283,7 +284,6 @@ test('the example page and a gst roomsink / roomsrc in one room', async () => {
   const published = erin.received.map((f) => JSON.parse(f)).find((f) => f.message === 'notifyStreamStatusEvent' && f.data[0].status === 'PUBLISHING');
   const stream = published.data[0].name.replace(`${room}-erin-`, '');
   assert.match(stream, /^[0-9a-f]{4}$/);
-  const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
   const w = `${server.url.replace(/^http/, 'ws')}/ws`;
   const gst = await startGstLaunch(
     [

@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { cleanup, colourClose, launchBrowser, startGstLaunch, startServer, track, waitFor } from './harness.mjs';
+import { argb, cleanup, colourClose, launchBrowser, startGstLaunch, startServer, track, waitFor } from './harness.mjs';
 
 const ROOM = 'whep';
 const GREEN = [40, 180, 60];
-const argb = ([r, g, b]) => `0xff${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
 const WHEP_JS = path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules', 'whip-whep', 'whep.js');
 
 /** The player page: one video element and `window.view(url)`, which starts a WHEPClient. */
