@@ -37,7 +37,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
-import { cleanup, launchBrowser, serverBinary, sleep, startGstLaunch, startServer, track } from './harness.mjs';
+import { launchBrowser, runScript, serverBinary, sleep, startGstLaunch, startServer, track } from './harness.mjs';
 
 const ROOM = 'bench-join';
 const PUBLISHER = 'gstbot';
@@ -524,20 +524,4 @@ async function main() {
   ]);
 }
 
-const interrupted = (signal) => {
-  console.error(`join-browser: ${signal}, cleaning up`);
-  cleanup().finally(() => process.exit(130));
-};
-process.once('SIGINT', () => interrupted('SIGINT'));
-process.once('SIGTERM', () => interrupted('SIGTERM'));
-
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  console.error(`join-browser: ${e.message}`);
-  code = 1;
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runScript('join-browser', main);

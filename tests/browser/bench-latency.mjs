@@ -21,7 +21,7 @@
 // Chromium camera repeat every --camera-frames frames; a match older than half of that loop
 // counts as unmatched, as do unreadable codes).
 
-import { cleanup, launchBrowser, poll, serverBinary, sleep, startProcess, startServer } from './harness.mjs';
+import { launchBrowser, poll, runScript, serverBinary, sleep, startProcess, startServer } from './harness.mjs';
 
 const PUBLISHER = 'pub';
 const VIEWER = 'view';
@@ -328,20 +328,4 @@ async function main() {
   }
 }
 
-const interrupted = (signal) => {
-  console.error(`bench-latency: ${signal}, cleaning up`);
-  cleanup().finally(() => process.exit(130));
-};
-process.once('SIGINT', () => interrupted('SIGINT'));
-process.once('SIGTERM', () => interrupted('SIGTERM'));
-
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  console.error(`bench-latency: ${e.stack ?? e.message}`);
-  code = 1;
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runScript('bench-latency', main);

@@ -574,3 +574,26 @@ export async function expectRoomFull(browser, baseUrl, room, user) {
     await context.close();
   }
 }
+
+/**
+ * Runs `main` as a script named `name` (the benches): whatever it started is cleaned up when
+ * it ends, fails (the error printed, exit code 1) or is interrupted (SIGINT/SIGTERM, 130).
+ */
+export async function runScript(name, main) {
+  const interrupted = (signal) => {
+    console.error(`${name}: ${signal}, cleaning up`);
+    cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', () => interrupted('SIGINT'));
+  process.once('SIGTERM', () => interrupted('SIGTERM'));
+  let code = 0;
+  try {
+    await main();
+  } catch (e) {
+    console.error(`${name}: ${e.stack ?? e.message}`);
+    code = 1;
+  } finally {
+    await cleanup();
+  }
+  process.exit(code);
+}
